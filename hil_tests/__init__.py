@@ -1,0 +1,1 @@
+"""Hardware-in-the-loop conformance suite: one suite for the simulator and for real pens."""

@@ -1,0 +1,1 @@
+"""Host controller: transports chosen by pen URL, asyncio core with a sync facade, safety."""

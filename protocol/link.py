@@ -1,0 +1,520 @@
+"""The reliable link: one state machine, used identically by the host and the pen.
+
+Sans-I/O (as h11): ``receive_data(bytes, now)``, ``next_event()``, ``send(message, now)``,
+``data_to_send(now) -> bytes`` and ``next_deadline()``. Nothing here reads a clock or touches a
+port; the caller passes ``now`` (seconds, any monotonic origin) and sleeps until the deadline.
+
+What it guarantees, in both directions (pen-to-host events are never lost either):
+
+* **Exactly once, in order, per epoch.** Every data frame carries a 16-bit sequence number; the
+  receiver acknowledges cumulatively, buffers frames that arrive early, re-acknowledges
+  duplicates and delivers each sequence number once. An *urgent* frame (emergency stop) is
+  delivered on arrival even if earlier frames are still missing, and not again later.
+* **Retransmission** per RFC 6298: SRTT/RTTVAR, RTO clamped to [rto_min, rto_max], doubled on
+  each timeout, Karn's rule (no RTT sample from a retransmitted frame). Up to ``window`` frames
+  in flight; the rest wait in a backlog. After ``max_retries`` timeouts without progress the
+  link is declared lost.
+* **Epochs.** The host opens a link with SYN carrying a fresh random epoch; the pen answers
+  SYNACK. Frames of another epoch are stale and dropped; a pen that does not know the epoch of a
+  data frame (it rebooted) answers RST so the host resynchronises instead of guessing.
+* **Liveness.** With ``liveness_timeout`` set (the host), silence from the peer for that long
+  while connected closes the link with :class:`LinkLost`.
+
+On a new epoch the pen re-sends what the old one left unacknowledged (replies and events must
+reach the host), while the host hands its unacknowledged commands back to its owner
+(``connect`` returns them) so that only the owner, who knows whether the pen restarted, decides
+whether to re-send them. Commands carry a ``cmd_id`` the pen remembers, so a re-send is answered
+from the pen's reply cache instead of executing twice.
+"""
+
+from __future__ import annotations
+
+import random
+from collections import deque
+from dataclasses import dataclass
+from enum import Enum, IntFlag
+
+from .errors import LocalProtocolError, RemoteProtocolError
+from .events import BadMessage, Connected, LinkEvent, LinkLost, MessageReceived, PeerReset
+from .framing import HEADER, FrameDecoder, FramerStats, encode_frame
+from .schema import Message, decode_message
+
+__all__ = ["TRANSITIONS", "Flag", "Link", "LinkState", "LinkStats", "Role"]
+
+SEQ_MOD = 1 << 16
+URGENT_SLACK = 4  # urgent frames may exceed the window by this much
+
+
+class Flag(IntFlag):
+    DATA = 0x01
+    ACK = 0x02
+    SYN = 0x04
+    SYNACK = 0x08
+    RST = 0x10
+    URGENT = 0x20
+
+
+class Role(Enum):
+    HOST = "host"  # opens links
+    PEN = "pen"  # accepts them
+
+
+class LinkState(Enum):
+    CLOSED = "closed"
+    LISTEN = "listen"
+    SYN_SENT = "syn_sent"
+    ESTABLISHED = "established"
+
+
+class _Input(Enum):
+    CONNECT = "connect()"
+    CLOSE = "close()"
+    RECV_SYN = "SYN received"
+    RECV_SYNACK = "SYNACK received"
+    RECV_RST = "RST received"
+    LOST = "peer silent / retries exhausted"
+
+
+_H, _P = Role.HOST, Role.PEN
+_S = LinkState
+# (role, state, input) -> next state. A local input missing here raises LocalProtocolError
+# naming the state; a remote one missing here is ignored (and counted).
+TRANSITIONS: dict[tuple[Role, LinkState, _Input], LinkState] = {
+    (_H, _S.CLOSED, _Input.CONNECT): _S.SYN_SENT,
+    (_H, _S.SYN_SENT, _Input.CONNECT): _S.SYN_SENT,
+    (_H, _S.ESTABLISHED, _Input.CONNECT): _S.SYN_SENT,
+    (_H, _S.SYN_SENT, _Input.RECV_SYNACK): _S.ESTABLISHED,
+    (_H, _S.ESTABLISHED, _Input.RECV_RST): _S.CLOSED,
+    (_H, _S.SYN_SENT, _Input.RECV_RST): _S.SYN_SENT,
+    (_H, _S.ESTABLISHED, _Input.LOST): _S.CLOSED,
+    (_H, _S.SYN_SENT, _Input.LOST): _S.CLOSED,
+    (_P, _S.LISTEN, _Input.RECV_SYN): _S.ESTABLISHED,
+    (_P, _S.ESTABLISHED, _Input.RECV_SYN): _S.ESTABLISHED,
+    **{
+        (role, state, _Input.CLOSE): (_S.CLOSED if role is _H else _S.LISTEN)
+        for role in Role
+        for state in LinkState
+    },
+}
+
+
+@dataclass(slots=True)
+class LinkStats:
+    """Counters for one link since it was created (framing counters included)."""
+
+    frames_sent: int = 0
+    bytes_sent: int = 0
+    frames_received: int = 0
+    bytes_received: int = 0
+    messages_sent: int = 0
+    messages_received: int = 0
+    retransmits: int = 0
+    timeouts: int = 0
+    duplicates: int = 0
+    out_of_order: int = 0
+    out_of_window: int = 0
+    stale_epoch: int = 0
+    bad_messages: int = 0
+    crc_failures: int = 0
+    cobs_failures: int = 0
+    bytes_discarded: int = 0
+    resets_sent: int = 0
+    resets_received: int = 0
+    connects: int = 0
+    srtt_s: float | None = None
+    rttvar_s: float | None = None
+    rto_s: float = 0.0
+
+    def as_dict(self) -> dict[str, float | int | None]:
+        return {name: getattr(self, name) for name in self.__slots__}  # type: ignore[attr-defined]
+
+
+@dataclass(slots=True)
+class _Outgoing:
+    seq: int
+    payload: bytes
+    urgent: bool
+    sent_at: float = 0.0
+    retransmitted: bool = False
+
+
+def _seq_diff(a: int, b: int) -> int:
+    """a - b in sequence space, in -32768..32767."""
+    return ((a - b + SEQ_MOD // 2) % SEQ_MOD) - SEQ_MOD // 2
+
+
+class Link:
+    """One end of the reliable link. See the module docstring for the guarantees."""
+
+    def __init__(
+        self,
+        role: Role,
+        *,
+        window: int = 16,
+        rto_initial: float = 0.1,
+        rto_min: float = 0.025,
+        rto_max: float = 1.0,
+        max_retries: int = 8,
+        liveness_timeout: float | None = None,
+        max_backlog: int = 4096,
+        rng: random.Random | None = None,
+    ) -> None:
+        if not 1 <= window <= 1024:
+            raise LocalProtocolError(f"window {window} outside 1..1024")
+        if not 0 < rto_min <= rto_initial <= rto_max:
+            raise LocalProtocolError("need 0 < rto_min <= rto_initial <= rto_max")
+        self.role = role
+        self.window = window
+        self.rto_min, self.rto_max, self.max_retries = rto_min, rto_max, max_retries
+        self.liveness_timeout = liveness_timeout
+        self.max_backlog = max_backlog
+        self._rng = rng or random.Random()
+        self.state = LinkState.CLOSED if role is Role.HOST else LinkState.LISTEN
+        self.epoch = 0
+        self._decoder = FrameDecoder()
+        self._stats = LinkStats(rto_s=rto_initial)
+        self._events: deque[LinkEvent] = deque()
+        self._out = bytearray()
+        self._backlog: deque[tuple[bytes, bool]] = deque()
+        self._unacked: dict[int, _Outgoing] = {}  # insertion order == seq order
+        self._snd_next = 0
+        self._rcv_next = 0
+        self._early: dict[int, tuple[bytes, bool]] = {}
+        self._delivered_early: set[int] = set()
+        self._need_ack = False
+        self._retransmit_at: float | None = None
+        self._retries = 0
+        self._last_rx = 0.0
+        self._syn_at: float | None = None
+
+    # ---------------------------------------------------------------- state table
+    def _transition(self, event: _Input, *, local: bool) -> bool:
+        nxt = TRANSITIONS.get((self.role, self.state, event))
+        if nxt is None:
+            if local:
+                raise LocalProtocolError(
+                    f"{event.value} is not allowed for a {self.role.value} link in state "
+                    f"{self.state.value}"
+                )
+            return False
+        self.state = nxt
+        return True
+
+    # ---------------------------------------------------------------- public API
+    @property
+    def connected(self) -> bool:
+        return self.state is LinkState.ESTABLISHED
+
+    def connect(self, now: float) -> list[Message]:
+        """(Host) open a new epoch. Returns the messages the old epoch left undelivered."""
+        self._transition(_Input.CONNECT, local=True)
+        leftovers = self._drain_unsent()
+        old = self.epoch
+        self.epoch = self._rng.choice([e for e in range(1, 256) if e != old])
+        self._reset_sequence()
+        self._decoder.reset()
+        self._syn_at = now
+        self._last_rx = now
+        self._retries = 0
+        self._emit(Flag.SYN, 0, b"")
+        return leftovers
+
+    def close(self) -> list[Message]:
+        """Stop using the link; returns messages that were never acknowledged."""
+        self._transition(_Input.CLOSE, local=True)
+        self._syn_at = None
+        return self._drain_unsent()
+
+    def send(self, message: Message, now: float, *, urgent: bool = False) -> None:
+        """Queue a message for reliable delivery. Urgent ones jump the backlog."""
+        if self.state is LinkState.CLOSED:
+            raise LocalProtocolError("the link is closed: connect() first")
+        payload = message.encode()
+        if urgent and len(self._unacked) < self.window + URGENT_SLACK and self.connected:
+            self._transmit_new(payload, True, now)
+            return
+        if len(self._backlog) >= self.max_backlog:
+            raise LocalProtocolError(f"send backlog full ({self.max_backlog} messages)")
+        self._backlog.append((payload, urgent))
+
+    def receive_data(self, data: bytes | bytearray | memoryview, now: float) -> None:
+        """Feed bytes read from the wire. Never raises on any input."""
+        frames = self._decoder.feed(data)
+        for raw in frames:
+            self._handle_frame(raw, now)
+
+    def next_event(self) -> LinkEvent | None:
+        return self._events.popleft() if self._events else None
+
+    def events(self) -> list[LinkEvent]:
+        """All pending events at once."""
+        out = list(self._events)
+        self._events.clear()
+        return out
+
+    def data_to_send(self, now: float) -> bytes:
+        """Bytes to write now: new frames, due retransmissions and acknowledgements."""
+        self.handle_timeout(now)
+        if self.connected:
+            while self._backlog and len(self._unacked) < self.window:
+                payload, urgent = self._backlog.popleft()
+                self._transmit_new(payload, urgent, now)
+            if self._need_ack:
+                self._emit(Flag.ACK, self._snd_next, b"")
+        out = bytes(self._out)
+        self._out.clear()
+        return out
+
+    def handle_timeout(self, now: float) -> None:
+        """Retransmit what is due and check liveness."""
+        syn_due = self._syn_at is not None and now - self._syn_at >= self._stats.rto_s
+        if self.state is LinkState.SYN_SENT and syn_due:
+            self._syn_at = now
+            self._stats.retransmits += 1
+            self._emit(Flag.SYN, 0, b"")
+        if self._retransmit_at is not None and now >= self._retransmit_at:
+            self._on_retransmit_timeout(now)
+        if (
+            self.liveness_timeout is not None
+            and self.state in (LinkState.ESTABLISHED, LinkState.SYN_SENT)
+            and now - self._last_rx > self.liveness_timeout
+        ):
+            self._lose(f"no frame from the peer for {now - self._last_rx:.3f} s")
+
+    def next_deadline(self) -> float | None:
+        """When handle_timeout/data_to_send must next be called, if nothing arrives first."""
+        deadlines = []
+        if self._retransmit_at is not None:
+            deadlines.append(self._retransmit_at)
+        if self.state is LinkState.SYN_SENT and self._syn_at is not None:
+            deadlines.append(self._syn_at + self._stats.rto_s)
+        if self.liveness_timeout is not None and self.state in (
+            LinkState.ESTABLISHED,
+            LinkState.SYN_SENT,
+        ):
+            deadlines.append(self._last_rx + self.liveness_timeout)
+        if self._need_ack or (self._backlog and len(self._unacked) < self.window):
+            deadlines.append(float("-inf"))
+        return min(deadlines) if deadlines else None
+
+    @property
+    def in_flight(self) -> int:
+        return len(self._unacked)
+
+    @property
+    def backlog(self) -> int:
+        return len(self._backlog)
+
+    @property
+    def idle(self) -> bool:
+        """Nothing waits to be sent or acknowledged."""
+        return not self._unacked and not self._backlog
+
+    def statistics(self) -> LinkStats:
+        s = self._stats
+        f: FramerStats = self._decoder.stats
+        s.bytes_received = f.bytes_in
+        s.crc_failures, s.cobs_failures = f.crc_failures, f.cobs_failures
+        s.bytes_discarded = f.bytes_discarded
+        return LinkStats(**{k: getattr(s, k) for k in LinkStats.__slots__})  # type: ignore[attr-defined]
+
+    # ---------------------------------------------------------------- sending
+    def _transmit_new(self, payload: bytes, urgent: bool, now: float) -> None:
+        seq = self._snd_next
+        self._snd_next = (seq + 1) % SEQ_MOD
+        entry = _Outgoing(seq, payload, urgent, now)
+        self._unacked[seq] = entry
+        self._stats.messages_sent += 1
+        self._emit_data(entry)
+        if self._retransmit_at is None:
+            self._retransmit_at = now + self._stats.rto_s
+
+    def _emit_data(self, entry: _Outgoing) -> None:
+        flags = Flag.DATA | Flag.ACK | (Flag.URGENT if entry.urgent else 0)
+        self._emit(flags, entry.seq, entry.payload)
+
+    def _emit(self, flags: int, seq: int, payload: bytes) -> None:
+        frame = encode_frame(flags, self.epoch, seq, self._rcv_next, payload)
+        self._out += frame
+        self._stats.frames_sent += 1
+        self._stats.bytes_sent += len(frame)
+        if flags & Flag.ACK:
+            self._need_ack = False
+
+    def _on_retransmit_timeout(self, now: float) -> None:
+        self._stats.timeouts += 1
+        self._retries += 1
+        if self._retries > self.max_retries:
+            self._lose(f"{self.max_retries} retransmissions without an acknowledgement")
+            return
+        s = self._stats
+        s.rto_s = min(s.rto_s * 2, self.rto_max)
+        for entry in self._unacked.values():
+            entry.retransmitted = True
+            entry.sent_at = now
+            s.retransmits += 1
+            self._emit_data(entry)
+        self._retransmit_at = now + s.rto_s if self._unacked else None
+
+    def _drain_unsent(self) -> list[Message]:
+        payloads = [e.payload for e in self._unacked.values()] + [p for p, _ in self._backlog]
+        self._unacked.clear()
+        self._backlog.clear()
+        self._retransmit_at = None
+        out = []
+        for p in payloads:
+            try:
+                out.append(decode_message(p))
+            except RemoteProtocolError:  # pragma: no cover - we encoded these ourselves
+                continue
+        return out
+
+    def _reset_sequence(self) -> None:
+        self._snd_next = self._rcv_next = 0
+        self._early.clear()
+        self._delivered_early.clear()
+        self._need_ack = False
+        self._retransmit_at = None
+
+    def _lose(self, reason: str) -> None:
+        if self._transition(_Input.LOST, local=False):
+            self._retransmit_at = None
+            self._syn_at = None
+            self._events.append(LinkLost(reason))
+
+    # ---------------------------------------------------------------- receiving
+    def _handle_frame(self, raw: bytes, now: float) -> None:
+        flags, epoch, seq, ack = HEADER.unpack_from(raw)
+        self._stats.frames_received += 1
+        if flags & Flag.SYN:
+            self._on_syn(epoch, now)
+            return
+        if epoch != self.epoch or self.state is LinkState.LISTEN:
+            self._on_foreign_epoch(flags, epoch, now)
+            return
+        if flags & Flag.SYNACK:
+            if self._transition(_Input.RECV_SYNACK, local=False):
+                self._on_established(now)
+            self._last_rx = now
+            return
+        if flags & Flag.RST:
+            self._stats.resets_received += 1
+            if self._transition(_Input.RECV_RST, local=False):
+                self._retransmit_at = None
+                self._events.append(PeerReset("the pen no longer knows this link (it restarted?)"))
+            return
+        if self.state is not LinkState.ESTABLISHED:
+            self._stats.stale_epoch += 1
+            return
+        self._last_rx = now
+        if flags & Flag.ACK:
+            self._on_ack(ack, now)
+        if flags & Flag.DATA:
+            self._on_data(seq, raw[HEADER.size : -4], bool(flags & Flag.URGENT))
+
+    def _on_syn(self, epoch: int, now: float) -> None:
+        if self.role is Role.HOST:
+            self._stats.stale_epoch += 1
+            return
+        if not (self.state is LinkState.ESTABLISHED and epoch == self.epoch):
+            requeue = [(e.payload, e.urgent) for e in self._unacked.values()]
+            self._unacked.clear()
+            self._backlog.extendleft(reversed(requeue))
+            self._transition(_Input.RECV_SYN, local=False)
+            self.epoch = epoch
+            self._reset_sequence()
+            self._stats.connects += 1
+            self._events.append(Connected(epoch))
+        self._last_rx = now
+        self._emit(Flag.SYNACK, 0, b"")
+
+    def _on_foreign_epoch(self, flags: int, epoch: int, now: float) -> None:
+        self._stats.stale_epoch += 1
+        if self.role is Role.PEN and flags & Flag.DATA:
+            # a host talking in an epoch we do not know: tell it to resynchronise
+            self._stats.resets_sent += 1
+            frame = encode_frame(Flag.RST, epoch, 0, 0, b"")
+            self._out += frame
+            self._stats.frames_sent += 1
+            self._stats.bytes_sent += len(frame)
+
+    def _on_established(self, now: float) -> None:
+        self._syn_at = None
+        self._last_rx = now
+        self._retries = 0
+        self._stats.connects += 1
+        self._events.append(Connected(self.epoch))
+
+    def _on_ack(self, ack: int, now: float) -> None:
+        acked_any = False
+        sample: float | None = None
+        unacked = self._unacked
+        while unacked:
+            seq = next(iter(unacked))
+            if _seq_diff(ack, seq) <= 0:
+                break
+            entry = unacked.pop(seq)
+            acked_any = True
+            if not entry.retransmitted:
+                sample = now - entry.sent_at
+        if not acked_any:
+            return
+        self._retries = 0
+        if sample is not None:
+            self._update_rto(sample)
+        self._retransmit_at = (now + self._stats.rto_s) if unacked else None
+
+    def _update_rto(self, rtt: float) -> None:
+        s = self._stats
+        if s.srtt_s is None or s.rttvar_s is None:
+            s.srtt_s, s.rttvar_s = rtt, rtt / 2
+        else:
+            s.rttvar_s = 0.75 * s.rttvar_s + 0.25 * abs(s.srtt_s - rtt)
+            s.srtt_s = 0.875 * s.srtt_s + 0.125 * rtt
+        s.rto_s = min(max(s.srtt_s + 4 * s.rttvar_s, self.rto_min), self.rto_max)
+
+    def _on_data(self, seq: int, payload: bytes, urgent: bool) -> None:
+        self._need_ack = True
+        diff = _seq_diff(seq, self._rcv_next)
+        if diff < 0:
+            self._stats.duplicates += 1
+            return
+        if diff >= self.window + URGENT_SLACK:
+            self._stats.out_of_window += 1
+            return
+        if diff > 0:
+            if seq in self._early or seq in self._delivered_early:
+                self._stats.duplicates += 1
+                return
+            self._stats.out_of_order += 1
+            if urgent:
+                self._delivered_early.add(seq)
+                self._deliver(payload)
+            else:
+                self._early[seq] = (payload, urgent)
+            return
+        self._deliver_in_order(payload)
+
+    def _deliver_in_order(self, payload: bytes) -> None:
+        seq = self._rcv_next
+        if seq in self._delivered_early:
+            self._delivered_early.discard(seq)
+        else:
+            self._deliver(payload)
+        self._rcv_next = seq = (seq + 1) % SEQ_MOD
+        while seq in self._early or seq in self._delivered_early:
+            if seq in self._delivered_early:
+                self._delivered_early.discard(seq)
+            else:
+                self._deliver(self._early.pop(seq)[0])
+            self._rcv_next = seq = (seq + 1) % SEQ_MOD
+
+    def _deliver(self, payload: bytes) -> None:
+        try:
+            message = decode_message(payload)
+        except RemoteProtocolError as exc:
+            self._stats.bad_messages += 1
+            self._events.append(BadMessage(exc, payload))
+            return
+        self._stats.messages_received += 1
+        self._events.append(MessageReceived(message))

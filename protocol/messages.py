@@ -1,0 +1,461 @@
+"""Every message the pen and its host exchange, declared once.
+
+Encoders, decoders, validation, the schema hash and ``docs/protocol.md`` all come from these
+classes. Layouts are fixed little-endian and never padded. ``Hello`` and ``Identity`` are frozen
+forever: whatever else changes, two ends can always read each other's handshake and name both
+versions when they disagree.
+
+Every command and reply starts with ``cmd_id``: the host numbers its commands, the pen answers
+with the same number and keeps recent answers in a reply cache, so a command re-sent after a
+reconnect is answered again, never executed twice.
+"""
+
+from __future__ import annotations
+
+import struct
+import zlib
+from enum import IntEnum, IntFlag
+
+from . import limits as L
+from .schema import Kind, Message, field
+
+PROTOCOL_VERSION = 1
+
+
+class PenState(IntEnum):
+    BOOT = 0
+    IDLE = 1
+    RUNNING = 2
+    STOPPING = 3
+    FAULT = 4
+    BOOTLOADER = 5  # reserved: firmware update mode
+
+
+class FaultCode(IntEnum):
+    NONE = 0
+    STALL = 1
+    OVER_TEMPERATURE = 2
+    BATTERY_LOW = 3
+    FLUID_INGRESS = 4
+    DEPTH_ERROR = 5
+    WATCHDOG = 6
+    CALIBRATION_CORRUPT = 7
+    CARTRIDGE_REMOVED = 8
+    EMERGENCY_STOP = 9
+    BROWNOUT = 10
+
+
+class ErrorCode(IntEnum):
+    """Why the pen refused a command (carried by :class:`Nak`)."""
+
+    MALFORMED = 1
+    UNKNOWN_COMMAND = 2
+    BAD_STATE = 3
+    DEPTH_OUT_OF_RANGE = 4
+    DEPTH_ABOVE_AREA_MAX = 5
+    SOFT_CAP_NEEDS_OVERRIDE = 6
+    RATE_OUT_OF_RANGE = 7
+    RATE_NOT_ALLOWED_FOR_AREA = 8
+    STROKES_OUT_OF_RANGE = 9
+    DURATION_OUT_OF_RANGE = 10
+    UNKNOWN_AREA = 11
+    NO_CARTRIDGE = 12
+    CARTRIDGE_USED = 13
+    CARTRIDGE_EXPIRED = 14
+    CARTRIDGE_UNKNOWN = 15
+    CARTRIDGE_EXHAUSTED = 16
+    BATTERY_LOW = 17
+    OVER_TEMPERATURE = 18
+    FAULT_ACTIVE = 19
+    UNCALIBRATED = 20
+    CALIBRATION_CRC_MISMATCH = 21
+    CALIBRATION_DOWNGRADE = 22
+    CALIBRATION_OUT_OF_RANGE = 23
+    SCHEMA_MISMATCH = 24
+    NOT_AUTHORIZED = 25
+    WATCHDOG_OUT_OF_RANGE = 26
+    TELEMETRY_OUT_OF_RANGE = 27
+    NOT_CONNECTED = 28
+
+
+class EventCode(IntEnum):
+    BOOTED = 1
+    RUN_STARTED = 2
+    STOPPED = 3
+    EMERGENCY_STOP = 4
+    FAULT_RAISED = 5
+    FAULT_CLEARED = 6
+    CARTRIDGE_MOUNTED = 7
+    CARTRIDGE_REMOVED = 8
+    CARTRIDGE_LOCKED = 9
+    CARTRIDGE_RETIRED = 10
+    WATCHDOG_EXPIRED = 11
+    TEMPERATURE_WARNING = 12
+    CALIBRATION_COMMITTED = 13
+    SOFT_CAP_OVERRIDE = 14
+    SIM_PARAMETER_CHANGED = 15
+    SECURITY_DENIED = 16
+    RETRACTED = 17
+
+
+class RunMode(IntEnum):
+    STROKES = 0
+    DURATION = 1
+
+
+class RunOutcome(IntEnum):
+    NONE = 0  # no run yet
+    ACTIVE = 1
+    COMPLETED = 2
+    STOPPED = 3
+    EMERGENCY_STOP = 4
+    FAULT = 5
+    WATCHDOG = 6
+    CARTRIDGE_LIMIT = 7
+
+
+class CartridgeState(IntEnum):
+    ABSENT = 0
+    NEW = 1  # mounted, never run
+    LOCKED = 2  # mounted and used in this mounting; may run until exhausted
+    EXHAUSTED = 3
+    REFUSED = 4  # re-mounted, expired or unknown
+    RETIRED = 5  # fluid ingress or removal while running
+
+
+class CalBank(IntEnum):
+    ACTIVE = 0
+    STAGING = 1
+
+
+class Capability(IntFlag):
+    CALIBRATION_STORAGE = 1
+    TELEMETRY = 2
+    SIMULATOR = 4  # accepts the reserved simulator commands
+    LINK_FAULT_INJECTION = 8
+    DEVICE_FAULT_INJECTION = 16
+    BENCH_INSTRUMENTS = 32
+
+
+class SimParam(IntEnum):
+    """Simulator parameters, settable over the protocol (reserved ids) and on the CLI."""
+
+    LINK_DROP_PPM = 1
+    LINK_CORRUPT_PPM = 2
+    LINK_DUPLICATE_PPM = 3
+    LINK_DELAY_MS = 4
+    DISCONNECT = 5
+    STALL = 10
+    OVERHEAT = 11
+    BROWNOUT_RESET = 12
+    BATTERY_MV = 13
+    CARTRIDGE_REMOVE = 14
+    FLUID_INGRESS = 15
+    DEPTH_DRIFT_UM = 16
+    AMBIENT_DC = 17
+    DEPTH_GAIN_ERROR_PPM = 20
+    DEPTH_OFFSET_ERROR_UM = 21
+    SPEED_GAIN_ERROR_PPM = 22
+    CALIBRATION_CORRUPT = 23
+
+
+_CMD = "host's number for this command, echoed by the reply"
+
+
+# ---------------------------------------------------------------------------------------------
+# pen → host replies and notifications (0x40–0x7F)
+# ---------------------------------------------------------------------------------------------
+class Identity(Message, msg_id=0x40, kind=Kind.REPLY):
+    """Who the pen is and what it can do. Layout frozen forever."""
+
+    cmd_id: int = field("u32", doc=_CMD)
+    protocol_version: int = field("u16", doc="wire protocol version")
+    schema_hash: int = field("u32", doc="hash of every layout and limit")
+    model: str = field("str", size=16)
+    serial: str = field("str", size=16, doc="unit serial number")
+    firmware_major: int = field("u8")
+    firmware_minor: int = field("u8")
+    firmware_patch: int = field("u8")
+    hardware_revision: int = field("u8")
+    needle_count: int = field("u8", doc="always 12 on this pen")
+    capabilities: int = field("u32", doc="Capability flags")
+    depth_min_um: int = field("u16", unit="µm")
+    depth_max_um: int = field("u16", unit="µm")
+    soft_cap_um: int = field("u16", unit="µm")
+    rate_min_sps: int = field("u8", unit="strokes/s")
+    rate_max_sps: int = field("u8", unit="strokes/s")
+    boot_id: int = field("u32", doc="random per boot: a new value means the pen restarted")
+
+
+class Ack(Message, msg_id=0x41, kind=Kind.REPLY):
+    """The command was accepted (and, for actions, done or started)."""
+
+    cmd_id: int = field("u32", doc=_CMD)
+    value: int = field("u32", doc="command-specific result, e.g. the run id for Run")
+
+
+class Nak(Message, msg_id=0x42, kind=Kind.REPLY):
+    """The command was refused; nothing happened."""
+
+    cmd_id: int = field("u32", doc=_CMD)
+    error: ErrorCode = field("u8", enum=ErrorCode)
+    value: int = field("i32", doc="the offending value, when there is one")
+    limit: int = field("i32", doc="the limit it broke, when there is one")
+
+
+class Status(Message, msg_id=0x43, kind=Kind.REPLY):
+    """Everything the host needs to resynchronise after a reconnect."""
+
+    cmd_id: int = field("u32", doc=_CMD)
+    state: PenState = field("u8", enum=PenState)
+    fault: FaultCode = field("u8", enum=FaultCode)
+    depth_set_um: int = field("u16", hi=L.DEPTH_MAX_UM, unit="µm")
+    rate_set_sps: int = field("u8", lo=L.RATE_MIN_SPS, hi=L.RATE_MAX_SPS, unit="strokes/s")
+    soft_cap_override: int = field("u8", hi=1)
+    watchdog_ms: int = field("u16", lo=L.HEARTBEAT_MIN_MS, hi=L.HEARTBEAT_MAX_MS, unit="ms")
+    telemetry_hz: int = field("u16", hi=L.TELEMETRY_MAX_HZ, unit="Hz")
+    run_id: int = field("u32", doc="0 before the first run of this boot")
+    run_area: int = field("u8", hi=len(L.Area), doc="treatment area of the last run (0 none)")
+    run_mode: RunMode = field("u8", enum=RunMode)
+    run_target: int = field("u32", doc="strokes, or milliseconds for a duration run")
+    run_strokes: int = field("u32", doc="strokes delivered by the last or current run")
+    run_outcome: RunOutcome = field("u8", enum=RunOutcome)
+    lifetime_strokes: int = field("u32")
+    cartridge_id: int = field("u32", doc="0 when none is mounted")
+    cartridge_state: CartridgeState = field("u8", enum=CartridgeState)
+    cartridge_strokes: int = field("u32")
+    battery_mv: int = field("u16", unit="mV")
+    temperature_dc: int = field("i16", unit="0.1 °C")
+    calibrated: int = field("u8", hi=1)
+    boot_id: int = field("u32")
+    uptime_ms: int = field("u32", unit="ms")
+
+
+class Telemetry(Message, msg_id=0x44, kind=Kind.NOTIFY):
+    """One telemetry sample, streamed at the configured rate."""
+
+    t_ms: int = field("u32", unit="ms", doc="pen uptime")
+    state: PenState = field("u8", enum=PenState)
+    depth_um: int = field("u16", unit="µm", doc="measured needle depth")
+    rate_csps: int = field("u16", unit="0.01 strokes/s", doc="measured stroke rate")
+    run_strokes: int = field("u32", doc="strokes of the current run")
+    current_ma: int = field("u16", unit="mA")
+    temperature_dc: int = field("i16", unit="0.1 °C")
+    battery_mv: int = field("u16", unit="mV")
+    cartridge_id: int = field("u32")
+    cartridge_strokes: int = field("u32")
+
+
+class Event(Message, msg_id=0x45, kind=Kind.NOTIFY):
+    """Something happened on the pen (delivered reliably, never dropped)."""
+
+    t_ms: int = field("u32", unit="ms")
+    code: EventCode = field("u8", enum=EventCode)
+    value: int = field("i32")
+    run_id: int = field("u32")
+
+
+class FaultReport(Message, msg_id=0x46, kind=Kind.NOTIFY):
+    """A fault stopped the pen; needles are retracted and the motor is off."""
+
+    t_ms: int = field("u32", unit="ms")
+    fault: FaultCode = field("u8", enum=FaultCode)
+    value: int = field("i32", doc="the reading that tripped it")
+    run_id: int = field("u32")
+
+
+class RunReport(Message, msg_id=0x47, kind=Kind.NOTIFY):
+    """A run ended: the exact number of strokes the pen delivered."""
+
+    run_id: int = field("u32")
+    outcome: RunOutcome = field("u8", enum=RunOutcome)
+    mode: RunMode = field("u8", enum=RunMode)
+    target: int = field("u32")
+    strokes: int = field("u32")
+    duration_ms: int = field("u32", unit="ms")
+    area: int = field("u8", lo=1, hi=len(L.Area))
+    depth_um: int = field("u16", hi=L.DEPTH_MAX_UM, unit="µm")
+    rate_sps: int = field("u8", lo=L.RATE_MIN_SPS, hi=L.RATE_MAX_SPS, unit="strokes/s")
+    cartridge_id: int = field("u32")
+
+
+class CartridgeInfo(Message, msg_id=0x48, kind=Kind.REPLY):
+    """The mounted cartridge, as read from its tag."""
+
+    cmd_id: int = field("u32", doc=_CMD)
+    state: CartridgeState = field("u8", enum=CartridgeState)
+    cartridge_id: int = field("u32")
+    lot: str = field("str", size=12)
+    manufactured_day: int = field("u32", unit="days since 1970-01-01")
+    expiry_day: int = field("u32", unit="days since 1970-01-01")
+    strokes_used: int = field("u32")
+    run_ms_used: int = field("u32", unit="ms")
+
+
+class CalData(Message, msg_id=0x49, kind=Kind.REPLY):
+    """A calibration bank. ``crc`` covers the fields from version to counter."""
+
+    cmd_id: int = field("u32", doc=_CMD)
+    bank: CalBank = field("u8", enum=CalBank)
+    valid: int = field("u8", hi=1, doc="1 when the stored CRC matches")
+    version: int = field("u8")
+    depth_gain_ppm: int = field("i32", lo=-L.CAL_GAIN_PPM_LIMIT, hi=L.CAL_GAIN_PPM_LIMIT)
+    depth_offset_um: int = field("i16", lo=-L.CAL_OFFSET_UM_LIMIT, hi=L.CAL_OFFSET_UM_LIMIT)
+    rate_gain_ppm: int = field("i32", lo=-L.CAL_GAIN_PPM_LIMIT, hi=L.CAL_GAIN_PPM_LIMIT)
+    written_at: int = field("u32", unit="s since 1970-01-01")
+    counter: int = field("u32", doc="monotonic: a lower counter is a downgrade and refused")
+    crc: int = field("u32")
+
+
+class SimParamValue(Message, msg_id=0x4A, kind=Kind.REPLY):
+    """A simulator parameter's current value."""
+
+    cmd_id: int = field("u32", doc=_CMD)
+    param: SimParam = field("u8", enum=SimParam)
+    value: int = field("i32")
+
+
+# ---------------------------------------------------------------------------------------------
+# host → pen commands (0x01–0x3F)
+# ---------------------------------------------------------------------------------------------
+class Hello(Message, msg_id=0x01, kind=Kind.COMMAND, reply=Identity):
+    """Handshake. Layout frozen forever; a schema mismatch is answered by a Nak."""
+
+    cmd_id: int = field("u32", doc=_CMD)
+    protocol_version: int = field("u16")
+    schema_hash: int = field("u32")
+
+
+class GetStatus(Message, msg_id=0x02, kind=Kind.COMMAND, reply=Status):
+    cmd_id: int = field("u32", doc=_CMD)
+
+
+class SetDepth(Message, msg_id=0x03, kind=Kind.COMMAND, reply=Ack):
+    """Move the needle stop. 0 retracts; otherwise DEPTH_MIN_UM..DEPTH_MAX_UM."""
+
+    cmd_id: int = field("u32", doc=_CMD)
+    depth_um: int = field("u16", hi=L.DEPTH_MAX_UM, unit="µm")
+    soft_cap_override: int = field("u8", hi=1, doc="1 allows depths above the soft cap")
+
+
+class SetRate(Message, msg_id=0x04, kind=Kind.COMMAND, reply=Ack):
+    cmd_id: int = field("u32", doc=_CMD)
+    rate_sps: int = field("u8", lo=L.RATE_MIN_SPS, hi=L.RATE_MAX_SPS, unit="strokes/s")
+
+
+class Run(Message, msg_id=0x05, kind=Kind.COMMAND, reply=Ack):
+    """Start needling at the set depth and rate; Ack.value is the run id."""
+
+    cmd_id: int = field("u32", doc=_CMD)
+    area: int = field("u8", lo=1, hi=len(L.Area), doc="treatment area (limits.Area)")
+    mode: RunMode = field("u8", enum=RunMode)
+    strokes: int = field("u32", hi=L.STROKES_MAX, doc="stroke bound (STROKES mode)")
+    duration_ms: int = field("u32", hi=L.RUN_DURATION_MAX_MS, unit="ms", doc="DURATION mode")
+
+
+class Stop(Message, msg_id=0x06, kind=Kind.COMMAND, reply=Ack):
+    cmd_id: int = field("u32", doc=_CMD)
+
+
+class EmergencyStop(Message, msg_id=0x07, kind=Kind.COMMAND, reply=Ack):
+    """Motor off and needles home at once; latches a fault until ClearFault."""
+
+    cmd_id: int = field("u32", doc=_CMD)
+
+
+class Heartbeat(Message, msg_id=0x08, kind=Kind.HOST_NOTIFY):
+    """Keeps the pen's watchdog fed. Any frame from the host feeds it too."""
+
+    counter: int = field("u32")
+
+
+class SetWatchdog(Message, msg_id=0x09, kind=Kind.COMMAND, reply=Ack):
+    cmd_id: int = field("u32", doc=_CMD)
+    timeout_ms: int = field("u16", lo=L.HEARTBEAT_MIN_MS, hi=L.HEARTBEAT_MAX_MS, unit="ms")
+
+
+class SetTelemetry(Message, msg_id=0x0A, kind=Kind.COMMAND, reply=Ack):
+    cmd_id: int = field("u32", doc=_CMD)
+    rate_hz: int = field("u16", hi=L.TELEMETRY_MAX_HZ, unit="Hz", doc="0 stops the stream")
+
+
+class GetCartridge(Message, msg_id=0x0B, kind=Kind.COMMAND, reply=CartridgeInfo):
+    cmd_id: int = field("u32", doc=_CMD)
+
+
+class CalRead(Message, msg_id=0x0C, kind=Kind.COMMAND, reply=CalData):
+    cmd_id: int = field("u32", doc=_CMD)
+    bank: CalBank = field("u8", enum=CalBank)
+
+
+class CalWrite(Message, msg_id=0x0D, kind=Kind.COMMAND, reply=Ack):
+    """Write the staging bank. Nothing changes in use until CalCommit."""
+
+    cmd_id: int = field("u32", doc=_CMD)
+    version: int = field("u8")
+    depth_gain_ppm: int = field("i32", lo=-L.CAL_GAIN_PPM_LIMIT, hi=L.CAL_GAIN_PPM_LIMIT)
+    depth_offset_um: int = field("i16", lo=-L.CAL_OFFSET_UM_LIMIT, hi=L.CAL_OFFSET_UM_LIMIT)
+    rate_gain_ppm: int = field("i32", lo=-L.CAL_GAIN_PPM_LIMIT, hi=L.CAL_GAIN_PPM_LIMIT)
+    written_at: int = field("u32", unit="s since 1970-01-01")
+    counter: int = field("u32")
+    crc: int = field("u32", doc="calibration_crc() of the fields above")
+
+
+class CalCommit(Message, msg_id=0x0E, kind=Kind.COMMAND, reply=Ack):
+    """Make the staging bank active if its CRC matches ``crc`` and its counter is newer."""
+
+    cmd_id: int = field("u32", doc=_CMD)
+    crc: int = field("u32")
+
+
+class ClearFault(Message, msg_id=0x0F, kind=Kind.COMMAND, reply=Ack):
+    cmd_id: int = field("u32", doc=_CMD)
+
+
+# ---------------------------------------------------------------------------------------------
+# simulator-only commands (reserved 0xE0–0xFF); a real pen answers UNKNOWN_COMMAND
+# ---------------------------------------------------------------------------------------------
+class SimSet(Message, msg_id=0xE0, kind=Kind.SIM_COMMAND, reply=Ack):
+    """Set a simulator parameter (fault injection, manufacturing errors)."""
+
+    cmd_id: int = field("u32", doc=_CMD)
+    param: SimParam = field("u8", enum=SimParam)
+    value: int = field("i32")
+
+
+class SimGet(Message, msg_id=0xE1, kind=Kind.SIM_COMMAND, reply=SimParamValue):
+    cmd_id: int = field("u32", doc=_CMD)
+    param: SimParam = field("u8", enum=SimParam)
+
+
+class SimMountCartridge(Message, msg_id=0xE2, kind=Kind.SIM_COMMAND, reply=Ack):
+    """Put a cartridge on the simulated pen (cartridge_id 0 removes it)."""
+
+    cmd_id: int = field("u32", doc=_CMD)
+    cartridge_id: int = field("u32")
+    lot: str = field("str", size=12)
+    manufactured_day: int = field("u32", unit="days since 1970-01-01")
+    expiry_day: int = field("u32", unit="days since 1970-01-01")
+
+
+_CAL_CRC_LAYOUT = struct.Struct("<BihiII")
+
+
+def calibration_crc(
+    version: int,
+    depth_gain_ppm: int,
+    depth_offset_um: int,
+    rate_gain_ppm: int,
+    written_at: int,
+    counter: int,
+) -> int:
+    """CRC-32 of a calibration record, as both the pen and the host compute it."""
+    packed = _CAL_CRC_LAYOUT.pack(
+        version, depth_gain_ppm, depth_offset_um, rate_gain_ppm, written_at, counter
+    )
+    return zlib.crc32(packed)
+
+
+COMMANDS = tuple(
+    cls for cls in Message.__subclasses__() if cls.KIND in (Kind.COMMAND, Kind.SIM_COMMAND)
+)

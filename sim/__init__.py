@@ -1,0 +1,1 @@
+"""The pen's firmware as software: protocol core, physics, injected clock, faults, bench."""

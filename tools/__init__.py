@@ -1,0 +1,1 @@
+"""The ``micropen`` command line and bench tools."""
