@@ -40,12 +40,12 @@ import logging
 import struct
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from typing import Final, Protocol, TypeVar
 
-import usb.backend  # type: ignore[import-untyped]
-import usb.core  # type: ignore[import-untyped]
+import usb.backend
+import usb.core
 
 __all__ = [
     "PipeFactory",
@@ -424,11 +424,11 @@ class SimUsbBackend(usb.backend.IBackend):  # type: ignore[misc]
     dispatches them.
     """
 
-    def __init__(self, devices: list[tuple[SimUsbDeviceInfo, PipeFactory]] | None = None) -> None:
+    def __init__(self, devices: Iterable[tuple[SimUsbDeviceInfo, PipeFactory]] = ()) -> None:
         super().__init__()
         self._lock = threading.RLock()
         self._devices: list[_SimDevice] = []
-        for info, factory in devices or ():
+        for info, factory in devices:
             self.plug(info, factory)
 
     # --- simulation control -----------------------------------------------------
@@ -460,7 +460,11 @@ class SimUsbBackend(usb.backend.IBackend):  # type: ignore[misc]
             self._drop_pipe(dev)
 
     def close(self) -> None:
-        """Close every pen's pipe; handles left open then fail with EIO."""
+        """Close every pen's pipe, e.g. at test teardown.
+
+        Transfers on handles that are still open then fail with EIO until the
+        pen is opened again (which calls its pipe factory anew).
+        """
         with self._lock:
             for dev in self._devices:
                 self._drop_pipe(dev)

@@ -15,10 +15,9 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
-import usb.control  # type: ignore[import-untyped]
-import usb.core  # type: ignore[import-untyped]
-import usb.util  # type: ignore[import-untyped]
-
+import usb.control
+import usb.core
+import usb.util
 from micropen.sim.usb_backend import SimUsbBackend, SimUsbDeviceInfo, UsbPipe
 
 VID = 0x1209
@@ -216,7 +215,7 @@ def test_duplicate_serial_rejected(backend: SimUsbBackend, factory: PipeFactory)
 
 
 def test_echo_larger_than_max_packet(backend: SimUsbBackend, factory: PipeFactory) -> None:
-    dev, ep_out, ep_in = open_pen(backend)
+    _, ep_out, ep_in = open_pen(backend)
     payload = bytes(range(256)) * 2  # 512 bytes = 8 full-speed packets
     assert ep_out.write(payload) == len(payload)
     assert factory.last.writes == [payload]
@@ -226,7 +225,7 @@ def test_echo_larger_than_max_packet(backend: SimUsbBackend, factory: PipeFactor
 
 
 def test_read_into_buffer_returns_count(backend: SimUsbBackend) -> None:
-    dev, ep_out, ep_in = open_pen(backend)
+    dev, _, _ = open_pen(backend)
     dev.write(0x01, b"hello")
     buf = usb.util.create_buffer(64)
     assert dev.read(0x81, buf, 1000) == 5
@@ -269,8 +268,7 @@ def test_timeout_zero_waits_for_data(backend: SimUsbBackend, factory: PipeFactor
 
 
 def test_errors_match_libusb1_backend() -> None:
-    import usb.backend.libusb1 as libusb1  # type: ignore[import-untyped]
-
+    import usb.backend.libusb1 as libusb1
     from micropen.sim import usb_backend
 
     assert usb_backend.LIBUSB_ERROR_TIMEOUT == libusb1.LIBUSB_ERROR_TIMEOUT
@@ -323,9 +321,7 @@ def test_pipe_error_becomes_eio(backend: SimUsbBackend, factory: PipeFactory) ->
 # --- unplug / plug -----------------------------------------------------------------------
 
 
-def test_unplug_gives_enodev_and_hides_device(
-    backend: SimUsbBackend, factory: PipeFactory
-) -> None:
+def test_unplug_gives_enodev_and_hides_device(backend: SimUsbBackend, factory: PipeFactory) -> None:
     _, ep_out, ep_in = open_pen(backend)
     pipe = factory.last
     backend.unplug("PEN-A")
@@ -387,7 +383,6 @@ def test_pipe_opened_lazily_and_closed_on_dispose(
     dev = usb.core.find(backend=backend, idVendor=VID)
     assert factory.pipes == []  # enumeration alone does not open the device
     dev.set_configuration()
-    _, ep_in = bulk_endpoints(dev)
     assert len(factory.pipes) == 1
     pipe = factory.last
     usb.util.dispose_resources(dev)

@@ -1,0 +1,643 @@
+"""The asyncio core: one connection to one pen, with heartbeat, telemetry and safe reconnect.
+
+Structure (trio/anyio style): :class:`AsyncPen` owns one supervisor task; the supervisor owns a
+TaskGroup per link session holding the reader and the ticker (heartbeat, retransmit timers,
+log flushing). Nothing is fire-and-forget: ``close()`` cancels the supervisor and waits for it.
+
+Reconnect without guessing: when the link drops (cable pulled, pen reset, pty closed), the
+supervisor reports it, reopens the transport with backoff, opens a new link epoch, handshakes
+again and compares the pen's ``boot_id``. Same boot: pending commands are re-sent with their
+original ``cmd_id``, which the pen answers from its reply cache — never executing twice. New
+boot: pending commands fail with PenRebooted and are not re-sent. Reports of runs that ended
+while the link was down arrive anyway, because the pen re-sends unacknowledged events in the new
+epoch.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import itertools
+import logging
+import random
+import time
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+from micropen.protocol import limits as L
+from micropen.protocol.events import (
+    BadMessage,
+    Connected,
+    LinkLost,
+    MessageReceived,
+    PeerReset,
+)
+from micropen.protocol.link import Link, Role
+from micropen.protocol.messages import (
+    PROTOCOL_VERSION,
+    Ack,
+    CalBank,
+    CalCommit,
+    CalData,
+    CalRead,
+    CalWrite,
+    CartridgeInfo,
+    ClearFault,
+    EmergencyStop,
+    ErrorCode,
+    GetCartridge,
+    GetStatus,
+    Heartbeat,
+    Hello,
+    Identity,
+    Nak,
+    Run,
+    RunMode,
+    RunReport,
+    SetDepth,
+    SetRate,
+    SetTelemetry,
+    SetWatchdog,
+    SimGet,
+    SimParam,
+    SimParamValue,
+    SimSet,
+    Status,
+    Stop,
+    Telemetry,
+    calibration_crc,
+)
+from micropen.protocol.schema import Kind, Message, schema_hash
+
+from . import safety
+from .errors import (
+    ConnectionLost,
+    HostError,
+    PenRebooted,
+    PenRefused,
+    PenTimeout,
+    SchemaMismatch,
+    TransportError,
+)
+from .transports import Transport, make_transport
+
+__all__ = ["AsyncPen", "ConnectionNotice"]
+
+log = logging.getLogger("micropen.host")
+M = TypeVar("M", bound=Message)
+
+HANDSHAKE_TIMEOUT = 2.0
+LIVENESS_TIMEOUT = 0.75  # the host notices a dead link within 1 s
+RECONNECT_BACKOFF = (0.05, 0.1, 0.2, 0.5, 1.0, 2.0)
+
+
+@dataclass(frozen=True, slots=True)
+class ConnectionNotice:
+    """Told to listeners when the link goes down or comes back."""
+
+    kind: str  # "lost" | "reconnected" | "rebooted"
+    detail: str
+
+
+@dataclass(slots=True)
+class _Pending:
+    message: Message
+    future: asyncio.Future[Message]
+    urgent: bool
+
+
+class _LinkDown(Exception):
+    """Internal: the current link session ended (reason in args[0])."""
+
+
+class AsyncPen:
+    """One pen, driven from asyncio. Use :meth:`open`; the same API for every transport."""
+
+    def __init__(
+        self,
+        transport: Transport,
+        *,
+        url: str,
+        command_timeout: float = 2.0,
+        reconnect: bool = True,
+        recorder: Any = None,
+    ) -> None:
+        self.transport = transport
+        self.url = url
+        self.is_simulated = transport.is_simulated
+        self.bench = transport.bench
+        self.command_timeout = command_timeout
+        self.reconnect_enabled = reconnect
+        self.recorder = recorder
+        self.identity: Identity | None = None
+        self.last_status: Status | None = None
+        self._link = self._new_link()
+        self._cmd_ids = itertools.count(random.randrange(1, 1 << 30))
+        self._pending: dict[int, _Pending] = {}
+        self._listeners: list[Callable[[Any], None]] = []
+        self._run_reports: dict[int, RunReport] = {}
+        self._run_waiters: dict[int, asyncio.Event] = {}
+        self._ready = asyncio.Event()
+        self._kick = asyncio.Event()
+        self._closing = False
+        self._supervisor: asyncio.Task[None] | None = None
+        self._fatal: BaseException | None = None
+        self._heartbeats = itertools.count()
+        self._heartbeat_interval = L.HEARTBEAT_DEFAULT_MS / 4000
+        self._last_heartbeat = 0.0
+        self.counters = {"reconnects": 0, "late_replies": 0, "commands": 0, "bad_messages": 0}
+
+    # ------------------------------------------------------------------ lifecycle
+    @classmethod
+    async def open(cls, url: str = "auto", **options: Any) -> AsyncPen:
+        """Open the transport, handshake, and start the heartbeat."""
+        transport_options = {k: options.pop(k) for k in ("usb_backend",) if k in options}
+        transport = make_transport(url, **transport_options)
+        pen = cls(transport, url=url, **options)
+        await pen._start()
+        return pen
+
+    async def __aenter__(self) -> AsyncPen:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+    async def _start(self) -> None:
+        await self.transport.open()
+        self._supervisor = asyncio.create_task(self._supervise(), name=f"pen {self.url}")
+        ready = asyncio.create_task(self._ready.wait())
+        done, _ = await asyncio.wait(
+            {ready, self._supervisor}, timeout=HANDSHAKE_TIMEOUT + 1, return_when="FIRST_COMPLETED"
+        )
+        if ready not in done:
+            ready.cancel()
+            error = self._fatal
+            await self.close()
+            if error is not None:
+                raise error
+            raise PenTimeout(
+                f"no handshake with {self.transport.description} within "
+                f"{HANDSHAKE_TIMEOUT + 1:.0f} s; is it a micropen?"
+            )
+
+    async def close(self) -> None:
+        """Stop the tasks and release the port. Pending commands fail with ConnectionLost."""
+        if self._closing:
+            return
+        self._closing = True
+        sup, self._supervisor = self._supervisor, None
+        if sup is not None:
+            sup.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await sup
+        self._fail_pending(ConnectionLost("the connection was closed"))
+        with contextlib.suppress(HostError):
+            await self.transport.close()
+        if self.recorder is not None:
+            self.recorder.close_session("closed")
+
+    # ------------------------------------------------------------------ supervisor
+    async def _supervise(self) -> None:
+        backoff = iter(())  # type: ignore[var-annotated]
+        first = True
+        while not self._closing:
+            reason = await self._one_session(first)
+            self._ready.clear()
+            if self._closing or self._fatal is not None:
+                return
+            first = False
+            self._notify(ConnectionNotice("lost", reason))
+            log.warning("link to %s lost: %s", self.transport.description, reason)
+            if not self.reconnect_enabled:
+                self._fatal = ConnectionLost(f"link lost: {reason}")
+                self._fail_pending(self._fatal)
+                return
+            backoff = iter(RECONNECT_BACKOFF)
+            while not self._closing:
+                await asyncio.sleep(next(backoff, RECONNECT_BACKOFF[-1]))
+                with contextlib.suppress(HostError):
+                    await self.transport.close()
+                try:
+                    await self.transport.open()
+                    break
+                except HostError as exc:
+                    log.info("reconnect to %s failed: %s", self.transport.description, exc)
+
+    async def _one_session(self, first: bool) -> str:
+        """Run one link epoch until it ends; returns why it ended."""
+        unsent = self._link.connect(self._now())
+        del unsent  # the pending table, not the link, decides what is re-sent
+        self._flush()
+        reason = "session ended"
+        try:
+            async with asyncio.TaskGroup() as tg:
+                tg.create_task(self._reader())
+                tg.create_task(self._ticker())
+                tg.create_task(self._handshake(first))
+        except* (_LinkDown, TransportError) as group:
+            reason = str(group.exceptions[0])
+        except* HostError as group:
+            self._fatal = group.exceptions[0]
+            self._fail_pending(self._fatal)
+            reason = str(self._fatal)
+        return reason
+
+    async def _handshake(self, first: bool) -> None:
+        await self._wait_link_connected()
+        try:
+            reply = await self._request(
+                lambda c: Hello(c, PROTOCOL_VERSION, schema_hash()), handshake=True
+            )
+        except PenRefused as refused:
+            if refused.code is ErrorCode.SCHEMA_MISMATCH:  # Nak value = ours, limit = the pen's
+                raise SchemaMismatch(
+                    PROTOCOL_VERSION, schema_hash(), -1, refused.limit & 0xFFFF_FFFF
+                ) from None
+            raise
+        assert isinstance(reply, Identity)
+        if reply.protocol_version != PROTOCOL_VERSION or reply.schema_hash != schema_hash():
+            raise SchemaMismatch(
+                PROTOCOL_VERSION, schema_hash(), reply.protocol_version, reply.schema_hash
+            )
+        previous = self.identity
+        self.identity = reply
+        status = await self._request(lambda c: GetStatus(c), handshake=True)
+        assert isinstance(status, Status)
+        self.last_status = status
+        self._heartbeat_interval = status.watchdog_ms / 4000
+        if previous is not None and previous.boot_id != reply.boot_id:
+            self._fail_pending(
+                PenRebooted(
+                    "the pen restarted while this command was pending; it was not re-sent — "
+                    "check status() before repeating it"
+                ),
+                keep_handshake=True,
+            )
+            self._notify(ConnectionNotice("rebooted", f"boot {reply.boot_id:08x}"))
+        elif not first:
+            self._resend_pending()
+        if not first:
+            self.counters["reconnects"] += 1
+            self._notify(ConnectionNotice("reconnected", self.transport.description))
+        if self.recorder is not None:
+            self.recorder.on_connected(self, first)
+        self._ready.set()
+
+    async def _wait_link_connected(self) -> None:
+        while not self._link.connected:
+            self._kick.clear()
+            await self._kick.wait()
+
+    def _resend_pending(self) -> None:
+        now = self._now()
+        for pending in list(self._pending.values()):
+            if pending.message.KIND in (Kind.COMMAND, Kind.SIM_COMMAND):
+                self._link.send(pending.message, now, urgent=pending.urgent)
+        self._flush()
+
+    # ------------------------------------------------------------------ I/O tasks
+    async def _reader(self) -> None:
+        link = self._link
+        while True:
+            data = await self.transport.read()
+            link.receive_data(data, self._now())
+            self._process_events()
+            self._flush()
+
+    async def _ticker(self) -> None:
+        link = self._link
+        while True:
+            now = self._now()
+            if self._ready.is_set() and now - self._last_heartbeat >= self._heartbeat_interval:
+                self._last_heartbeat = now
+                link.send(Heartbeat(next(self._heartbeats) & 0xFFFF_FFFF), now)
+            link.handle_timeout(now)
+            self._process_events()
+            self._flush()
+            if self.recorder is not None:
+                self.recorder.flush_samples()
+            deadline = link.next_deadline()
+            wake = self._last_heartbeat + self._heartbeat_interval
+            if deadline is not None:
+                wake = min(wake, deadline)
+            self._kick.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._kick.wait(), max(0.0, min(wake - now, 0.1)))
+
+    def _flush(self) -> None:
+        data = self._link.data_to_send(self._now())
+        if data:
+            self.transport.write(data)
+
+    def _now(self) -> float:
+        return time.monotonic()
+
+    def _process_events(self) -> None:
+        link = self._link
+        while (event := link.next_event()) is not None:
+            if isinstance(event, MessageReceived):
+                self._on_message(event.message)
+            elif isinstance(event, Connected):
+                self._kick.set()
+            elif isinstance(event, BadMessage):
+                self.counters["bad_messages"] += 1
+                log.warning("bad message from the pen: %s", event.error)
+            elif isinstance(event, LinkLost | PeerReset):
+                raise _LinkDown(event.reason)
+
+    def _on_message(self, message: Message) -> None:
+        if message.KIND is Kind.REPLY:
+            pending = self._pending.get(message.cmd_id)  # type: ignore[attr-defined]
+            if pending is None or pending.future.done():
+                self.counters["late_replies"] += 1  # its request timed out: never mis-matched
+                return
+            pending.future.set_result(message)
+            return
+        if isinstance(message, RunReport):
+            self._run_reports[message.run_id] = message
+            waiter = self._run_waiters.get(message.run_id)
+            if waiter is not None:
+                waiter.set()
+        if self.recorder is not None:
+            self.recorder.on_notification(message)
+        self._notify(message)
+
+    def _notify(self, item: Any) -> None:
+        for callback in list(self._listeners):
+            try:
+                callback(item)
+            except Exception:  # a listener's bug must not take the link down
+                log.exception("listener %r failed", callback)
+
+    # ------------------------------------------------------------------ requests
+    async def _request(
+        self,
+        build: Callable[[int], Message],
+        *,
+        urgent: bool = False,
+        handshake: bool = False,
+        timeout: float | None = None,
+    ) -> Message:
+        if self._fatal is not None:
+            raise self._fatal
+        if self._closing:
+            raise ConnectionLost("the connection is closed")
+        if not handshake and not self._ready.is_set():
+            await self._wait_ready(timeout or self.command_timeout)
+        cmd_id = next(self._cmd_ids) & 0xFFFF_FFFF
+        message = build(cmd_id)
+        future: asyncio.Future[Message] = asyncio.get_running_loop().create_future()
+        self._pending[cmd_id] = _Pending(message, future, urgent)
+        self.counters["commands"] += 1
+        try:
+            self._link.send(message, self._now(), urgent=urgent)
+            self._flush()
+            self._kick.set()
+            try:
+                reply = await asyncio.wait_for(future, timeout or self.command_timeout)
+            except TimeoutError:
+                raise PenTimeout(
+                    f"no answer to {type(message).__name__} within "
+                    f"{timeout or self.command_timeout:.1f} s; its effect is unknown — "
+                    "call status() to resynchronise"
+                ) from None
+        finally:
+            self._pending.pop(cmd_id, None)
+        if isinstance(reply, Nak):
+            raise PenRefused(type(message).__name__, reply)
+        return reply
+
+    async def _wait_ready(self, timeout: float) -> None:
+        try:
+            await asyncio.wait_for(self._ready.wait(), timeout)
+        except TimeoutError:
+            raise ConnectionLost(
+                f"the link to {self.transport.description} is down and did not come back "
+                f"within {timeout:.1f} s"
+            ) from None
+
+    def _fail_pending(self, error: BaseException, keep_handshake: bool = False) -> None:
+        for cmd_id, pending in list(self._pending.items()):
+            if keep_handshake and isinstance(pending.message, Hello | GetStatus):
+                continue
+            if not pending.future.done():
+                pending.future.set_exception(error)
+            self._pending.pop(cmd_id, None)
+
+    async def _expect(self, build: Callable[[int], Message], kind: type[M], **kw: Any) -> M:
+        reply = await self._request(build, **kw)
+        if not isinstance(reply, kind):
+            raise HostError(f"expected {kind.__name__}, the pen sent {type(reply).__name__}")
+        return reply
+
+    def _require_identity(self) -> Identity:
+        if self.identity is None:
+            raise ConnectionLost("not connected to a pen yet")
+        return self.identity
+
+    # ------------------------------------------------------------------ public API
+    async def status(self) -> Status:
+        status = await self._expect(lambda c: GetStatus(c), Status)
+        self.last_status = status
+        return status
+
+    async def cartridge(self) -> CartridgeInfo:
+        return await self._expect(lambda c: GetCartridge(c), CartridgeInfo)
+
+    async def set_depth(
+        self,
+        depth_mm: float,
+        *,
+        area: L.Area | str | None = None,
+        override_reason: str | None = None,
+    ) -> None:
+        profile = safety.resolve_area(area) if area is not None else None
+        um = safety.check_depth(depth_mm, self._require_identity(), profile, override_reason)
+        override = int(bool(override_reason) and um > self._require_identity().soft_cap_um)
+        if override and self.recorder is not None:
+            self.recorder.on_override(um, profile.name if profile else "", override_reason or "")
+        await self._expect(lambda c: SetDepth(c, um, override), Ack)
+
+    async def set_rate(self, rate_sps: int, *, area: L.Area | str | None = None) -> None:
+        profile = safety.resolve_area(area) if area is not None else None
+        rate = safety.check_rate(rate_sps, self._require_identity(), profile)
+        await self._expect(lambda c: SetRate(c, rate), Ack)
+
+    async def start_run(
+        self, *, area: L.Area | str, strokes: int | None = None, seconds: float | None = None
+    ) -> int:
+        profile = safety.resolve_area(area)
+        count, duration_ms = safety.check_run(strokes, seconds)
+        mode = RunMode.STROKES if strokes is not None else RunMode.DURATION
+        status = self.last_status
+        if status is not None:  # re-check what is set against the area before starting
+            safety.check_depth(
+                status.depth_set_um / 1000,
+                self._require_identity(),
+                profile,
+                "override set" if status.soft_cap_override else None,
+            )
+            safety.check_rate(status.rate_set_sps, self._require_identity(), profile)
+        ack = await self._expect(lambda c: Run(c, int(profile.area), mode, count, duration_ms), Ack)
+        self._run_waiters.setdefault(ack.value, asyncio.Event())
+        if self.recorder is not None:
+            self.recorder.on_run_started(self, ack.value, profile, mode, count or duration_ms)
+        return ack.value
+
+    async def wait_run_end(self, run_id: int, timeout: float | None = None) -> RunReport:
+        """Wait for the pen's report of a run: the exact number of strokes it delivered."""
+        waiter = self._run_waiters.setdefault(run_id, asyncio.Event())
+        if run_id not in self._run_reports:
+            try:
+                await asyncio.wait_for(waiter.wait(), timeout)
+            except TimeoutError:
+                raise PenTimeout(f"run {run_id} did not end within {timeout} s") from None
+        self._run_waiters.pop(run_id, None)
+        return self._run_reports[run_id]
+
+    async def run(
+        self,
+        *,
+        depth_mm: float,
+        rate_sps: int,
+        area: L.Area | str,
+        strokes: int | None = None,
+        seconds: float | None = None,
+        override_reason: str | None = None,
+        on_telemetry: Callable[[Telemetry], None] | None = None,
+    ) -> RunReport:
+        """Set depth and rate, run, and wait for the report. Any exception or Ctrl-C stops the
+        pen (shielded) before it propagates."""
+        profile = safety.resolve_area(area)
+        safety.check_depth(depth_mm, self._require_identity(), profile, override_reason)
+        safety.check_rate(rate_sps, self._require_identity(), profile)
+        safety.check_run(strokes, seconds)
+        unsubscribe = self.add_listener(
+            lambda m: on_telemetry(m) if isinstance(m, Telemetry) and on_telemetry else None
+        )
+        try:
+            await self.set_depth(depth_mm, area=profile.area, override_reason=override_reason)
+            await self.set_rate(rate_sps, area=profile.area)
+            await self.status()
+            run_id = await self.start_run(area=profile.area, strokes=strokes, seconds=seconds)
+            return await self.wait_run_end(run_id)
+        except BaseException:
+            await asyncio.shield(self._stop_quietly())
+            raise
+        finally:
+            unsubscribe()
+
+    async def _stop_quietly(self) -> None:
+        with contextlib.suppress(HostError, asyncio.CancelledError):
+            await self._request(lambda c: Stop(c), urgent=True, timeout=1.0)
+
+    async def stop(self) -> None:
+        await self._expect(lambda c: Stop(c), Ack, urgent=True)
+
+    async def emergency_stop(self) -> None:
+        """Urgent: jumps every queue on both ends and is executed on arrival."""
+        await self._expect(lambda c: EmergencyStop(c), Ack, urgent=True)
+
+    async def clear_fault(self) -> None:
+        await self._expect(lambda c: ClearFault(c), Ack)
+
+    async def set_watchdog(self, ms: int) -> None:
+        if not L.HEARTBEAT_MIN_MS <= ms <= L.HEARTBEAT_MAX_MS:
+            from .errors import SafetyLimitError
+
+            raise SafetyLimitError(
+                f"watchdog {ms} ms is outside {L.HEARTBEAT_MIN_MS}–{L.HEARTBEAT_MAX_MS} ms"
+            )
+        await self._expect(lambda c: SetWatchdog(c, ms), Ack)
+        self._heartbeat_interval = ms / 4000
+
+    async def set_telemetry(self, hz: int) -> None:
+        if not 0 <= hz <= L.TELEMETRY_MAX_HZ:
+            from .errors import InvalidInput
+
+            raise InvalidInput(f"telemetry rate {hz} Hz is outside 0–{L.TELEMETRY_MAX_HZ} Hz")
+        await self._expect(lambda c: SetTelemetry(c, hz), Ack)
+
+    def add_listener(self, callback: Callable[[Any], None]) -> Callable[[], None]:
+        """Call ``callback`` with every notification and connection notice. Returns the
+        function that removes it."""
+        self._listeners.append(callback)
+
+        def remove() -> None:
+            with contextlib.suppress(ValueError):
+                self._listeners.remove(callback)
+
+        return remove
+
+    async def telemetry(self, maxsize: int = 1000) -> AsyncIterator[Telemetry]:
+        """``async for sample in pen.telemetry()``; the oldest samples are dropped if the
+        consumer falls more than ``maxsize`` behind."""
+        queue: asyncio.Queue[Telemetry] = asyncio.Queue(maxsize)
+
+        def put(message: Any) -> None:
+            if isinstance(message, Telemetry):
+                if queue.full():
+                    queue.get_nowait()
+                queue.put_nowait(message)
+
+        remove = self.add_listener(put)
+        try:
+            while True:
+                yield await queue.get()
+        finally:
+            remove()
+
+    async def cal_read(self, bank: CalBank = CalBank.ACTIVE) -> CalData:
+        return await self._expect(lambda c: CalRead(c, bank), CalData)
+
+    async def cal_write(
+        self,
+        *,
+        depth_gain_ppm: int,
+        depth_offset_um: int,
+        rate_gain_ppm: int,
+        counter: int,
+        written_at: int | None = None,
+        version: int = 1,
+    ) -> int:
+        """Write the staging bank; returns the CRC to pass to cal_commit after verifying."""
+        when = int(time.time()) if written_at is None else written_at
+        crc = calibration_crc(
+            version, depth_gain_ppm, depth_offset_um, rate_gain_ppm, when, counter
+        )
+        await self._expect(
+            lambda c: CalWrite(
+                c, version, depth_gain_ppm, depth_offset_um, rate_gain_ppm, when, counter, crc
+            ),
+            Ack,
+        )
+        return crc
+
+    async def cal_commit(self, crc: int) -> None:
+        await self._expect(lambda c: CalCommit(c, crc), Ack)
+
+    async def sim_set(self, param: SimParam, value: int) -> None:
+        await self._expect(lambda c: SimSet(c, param, value), Ack)
+
+    async def sim_get(self, param: SimParam) -> int:
+        reply = await self._expect(lambda c: SimGet(c, param), SimParamValue)
+        return reply.value
+
+    def statistics(self) -> dict[str, Any]:
+        stats: dict[str, Any] = dict(self._link.statistics().as_dict())
+        stats.update(self.counters)
+        stats["pending"] = len(self._pending)
+        return stats
+
+    @property
+    def connected(self) -> bool:
+        return self._ready.is_set()
+
+    async def wait_connected(self, timeout: float) -> None:
+        await self._wait_ready(timeout)
+
+    def _new_link(self) -> Link:
+        return Link(Role.HOST, liveness_timeout=LIVENESS_TIMEOUT)
+

@@ -1,0 +1,91 @@
+"""The host's errors. One root, a small tree, and messages that say what to do.
+
+::
+
+    MicropenError (micropen.protocol.errors)
+    └── HostError
+        ├── InvalidInput (also LocalProtocolError)  bad value from the user; CLI exit code 2
+        │   ├── SafetyLimitError                     outside the pen's or the area's envelope
+        │   └── PenURLError                          unknown scheme or option
+        ├── TransportError                           cannot open the port, or lost it
+        │   └── ConnectionLost                       a pending command could not be resolved
+        ├── PenTimeout (also TimeoutError)           no answer in time
+        ├── PenRefused                               the pen answered with a Nak
+        ├── SchemaMismatch                           the two ends disagree about the protocol
+        └── PenRebooted                              the pen restarted under a pending command
+"""
+
+from __future__ import annotations
+
+from micropen.protocol.errors import LocalProtocolError, MicropenError
+from micropen.protocol.messages import ErrorCode, Nak
+
+__all__ = [
+    "ConnectionLost",
+    "HostError",
+    "InvalidInput",
+    "PenRebooted",
+    "PenRefused",
+    "PenTimeout",
+    "PenURLError",
+    "SafetyLimitError",
+    "SchemaMismatch",
+    "TransportError",
+]
+
+
+class HostError(MicropenError):
+    """Root of the host's errors."""
+
+
+class InvalidInput(HostError, LocalProtocolError):
+    """A value from the user is not acceptable; nothing was sent to the pen."""
+
+
+class SafetyLimitError(InvalidInput):
+    """The value is outside the pen's envelope or the treatment area's profile."""
+
+
+class PenURLError(InvalidInput):
+    """The pen URL names an unknown scheme or option."""
+
+
+class TransportError(HostError):
+    """The port could not be opened, or was lost."""
+
+
+class ConnectionLost(TransportError):
+    """The link dropped and a pending command's fate could not be established."""
+
+
+class PenTimeout(HostError, TimeoutError):
+    """The pen did not answer in time."""
+
+
+class PenRefused(HostError):
+    """The pen refused a command (it answered with a Nak); nothing happened on the pen."""
+
+    def __init__(self, command: str, nak: Nak) -> None:
+        self.command = command
+        self.code: ErrorCode = nak.error
+        self.value = nak.value
+        self.limit = nak.limit
+        detail = f" (value {nak.value}, limit {nak.limit})" if nak.value or nak.limit else ""
+        super().__init__(f"the pen refused {command}: {nak.error.name}{detail}")
+
+
+class SchemaMismatch(HostError):
+    """The pen speaks another protocol version or schema than this host."""
+
+    def __init__(self, host_version: int, host_hash: int, pen_version: int, pen_hash: int) -> None:
+        self.host_version, self.host_hash = host_version, host_hash
+        self.pen_version, self.pen_hash = pen_version, pen_hash
+        pen = f"v{pen_version}" if pen_version >= 0 else "another version"
+        super().__init__(
+            f"protocol mismatch: host speaks v{host_version} (schema {host_hash:08x}), pen speaks "
+            f"{pen} (schema {pen_hash:08x}); update the host or the pen firmware so both match"
+        )
+
+
+class PenRebooted(HostError):
+    """The pen restarted while a command was pending; it was not re-sent."""

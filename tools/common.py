@@ -1,0 +1,88 @@
+"""What every command shares: the --pen/--json options, error handling and output."""
+
+from __future__ import annotations
+
+import json
+import sys
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from typing import Annotated, Any, NoReturn
+
+import typer
+from rich.console import Console
+
+from micropen.host import Pen, open_pen
+from micropen.host.errors import InvalidInput
+from micropen.protocol.errors import LocalProtocolError, MicropenError
+
+PenOption = Annotated[
+    str,
+    typer.Option(
+        "--pen",
+        envvar="MICROPEN_PEN",
+        help="Pen URL: auto, sim://?seed=N, /dev/ttyUSB0, socket://HOST:PORT, usb://VID:PID",
+    ),
+]
+JsonOption = Annotated[bool, typer.Option("--json", help="Print one JSON document (one line).")]
+
+err_console = Console(stderr=True)
+
+
+def fail(message: str, code: int = 1) -> NoReturn:
+    """One line on stderr, then exit: 2 for bad input, 1 for anything else."""
+    err_console.print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
+    raise typer.Exit(code)
+
+
+@contextmanager
+def errors_to_exit() -> Iterator[None]:
+    try:
+        yield
+    except (InvalidInput, LocalProtocolError) as exc:
+        fail(str(exc), 2)
+    except MicropenError as exc:
+        fail(str(exc), 1)
+
+
+@contextmanager
+def connected(url: str, *, quiet: bool = False, **options: Any) -> Iterator[Pen]:
+    """Open a pen (telling the user when `auto` fell back to the simulator)."""
+    with errors_to_exit():
+        pen = open_pen(url, **options)
+    try:
+        if pen.is_simulated and not quiet:
+            err_console.print(
+                f"[yellow]notice:[/] {pen.url} is the built-in SIMULATOR, not a real pen",
+                highlight=False,
+            )
+        with errors_to_exit():
+            yield pen
+    finally:
+        pen.close()
+
+
+def emit_json(document: Any) -> None:
+    """Exactly one JSON document on one line on stdout."""
+    sys.stdout.write(json.dumps(document, sort_keys=True, default=_default) + "\n")
+    sys.stdout.flush()
+
+
+def _default(value: Any) -> Any:
+    if hasattr(value, "to_dict"):
+        return value.to_dict()
+    if hasattr(value, "name"):
+        return value.name
+    raise TypeError(f"cannot serialise {type(value).__name__}")
+
+
+def version() -> str:
+    from importlib.metadata import PackageNotFoundError
+    from importlib.metadata import version as _v
+
+    try:
+        return _v("micropen")
+    except PackageNotFoundError:  # pragma: no cover - running from a bare checkout
+        return "0+unknown"
+
+
+Callback = Callable[..., Any]

@@ -1,0 +1,137 @@
+"""``micropen log list | show | export``: the durable treatment log."""
+
+from __future__ import annotations
+
+import dataclasses
+import sys
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from micropen.host.treatment_log import TreatmentLog, TreatmentLogError
+
+from .common import JsonOption, emit_json, fail
+
+app = typer.Typer(
+    help="The treatment log: every session, run, event and override.", no_args_is_help=True
+)
+console = Console()
+DbOption = Annotated[
+    Path | None, typer.Option("--db", help="treatment log file (default: $MICROPEN_HOME)")
+]
+
+
+def _open(db: Path | None) -> TreatmentLog:
+    try:
+        return TreatmentLog(db or TreatmentLog.default_path())
+    except TreatmentLogError as exc:
+        fail(str(exc))
+
+
+def _when(ts: float | None) -> str:
+    return "-" if ts is None else datetime.fromtimestamp(ts, UTC).strftime("%Y-%m-%d %H:%M:%SZ")
+
+
+@app.command("list")
+def list_sessions(
+    pen: Annotated[str | None, typer.Option("--pen", help="only this pen serial")] = None,
+    limit: Annotated[int, typer.Option(help="at most N sessions")] = 50,
+    db: DbOption = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Recent sessions, newest first."""
+    with _open(db) as log:
+        sessions = log.sessions(pen_serial=pen, limit=limit)
+    if as_json:
+        emit_json({"sessions": [dataclasses.asdict(s) for s in sessions]})
+        return
+    table = Table(title="treatment sessions")
+    for col in ("id", "pen", "operator", "started", "outcome", "runs", "strokes", "faults", "sim"):
+        table.add_column(col)
+    for s in sessions:
+        table.add_row(
+            str(s.id),
+            s.pen_serial,
+            s.operator,
+            _when(s.started_at),
+            s.outcome or "-",
+            str(s.runs),
+            f"{s.strokes_delivered:,}",
+            str(s.faults),
+            "yes" if s.is_simulated else "",
+        )
+    console.print(table)
+
+
+@app.command()
+def show(
+    session_id: Annotated[int, typer.Argument(help="session id from `micropen log list`")],
+    db: DbOption = None,
+    as_json: JsonOption = False,
+) -> None:
+    """One session: runs, events, overrides."""
+    with _open(db) as log:
+        try:
+            detail = log.session(session_id)
+        except TreatmentLogError as exc:
+            fail(str(exc), 2)
+    data: dict[str, Any] = dataclasses.asdict(detail)
+    data["strokes_delivered"] = detail.strokes_delivered
+    if as_json:
+        emit_json(data)
+        return
+    console.print(
+        f"[bold]session {detail.id}[/] pen {detail.pen_serial} ({detail.pen_model}, "
+        f"firmware {detail.firmware}) operator {detail.operator or '-'}"
+    )
+    runs = Table(title="runs")
+    for col in ("run", "area", "depth mm", "rate/s", "outcome", "strokes", "target"):
+        runs.add_column(col)
+    for r in detail.runs:
+        depth = r.reported_depth_um or r.depth_um
+        runs.add_row(
+            str(r.run_id),
+            r.area or r.reported_area or "-",
+            f"{depth / 1000:.2f}" if depth is not None else "-",
+            str(r.reported_rate_sps or r.rate_sps or "-"),
+            r.outcome or "-",
+            f"{r.strokes or 0:,}",
+            str(r.target or r.reported_target or "-"),
+        )
+    console.print(runs)
+    events = Table(title="events")
+    for col in ("time", "kind", "code", "value", "detail"):
+        events.add_column(col)
+    for e in detail.events:
+        events.add_row(_when(e.host_time), e.kind, e.code, str(e.value), e.detail)
+    console.print(events)
+    for o in detail.overrides:
+        console.print(f"override: {o.depth_um / 1000:.2f} mm on {o.area}: {o.reason}")
+
+
+@app.command()
+def export(
+    fmt: Annotated[str, typer.Option("--format", help="json or csv")] = "json",
+    out: Annotated[Path | None, typer.Option("--out", help="file (json) or folder (csv)")] = None,
+    session: Annotated[list[int] | None, typer.Option("--session", help="only these ids")] = None,
+    db: DbOption = None,
+) -> None:
+    """Export sessions as one JSON document or as CSV files."""
+    if fmt not in ("json", "csv"):
+        fail(f"--format {fmt!r} is not known; choose json or csv", 2)
+    with _open(db) as log:
+        if fmt == "json":
+            if out is None:
+                log.export_json(session, sys.stdout)
+                sys.stdout.write("\n")
+            else:
+                with out.open("w", encoding="utf-8") as fh:
+                    count = log.export_json(session, fh)
+                console.print(f"{count} sessions written to {out}", highlight=False)
+            return
+        paths = log.export_csv(session, out or Path("."))
+    console.print("written: " + ", ".join(str(p) for p in paths), highlight=False)

@@ -1,0 +1,246 @@
+"""Pen commands: pens, status, run, stop, estop, monitor."""
+
+from __future__ import annotations
+
+import threading
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+from rich.live import Live
+from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from micropen.host import Pen
+from micropen.host.errors import SafetyLimitError
+from micropen.host.safety import check_depth, check_rate, check_run, resolve_area
+from micropen.host.transports.discovery import discover
+from micropen.protocol.messages import Identity, RunReport, Status, Telemetry
+
+from .common import JsonOption, PenOption, connected, emit_json, errors_to_exit, fail
+
+console = Console()
+
+
+def identity_dict(ident: Identity) -> dict[str, Any]:
+    d = ident.to_dict()
+    d.pop("cmd_id", None)
+    d["firmware_version"] = f"{ident.firmware_major}.{ident.firmware_minor}.{ident.firmware_patch}"
+    return d
+
+
+def status_dict(pen: Pen, status: Status) -> dict[str, Any]:
+    ident = pen.identity
+    assert ident is not None
+    d = identity_dict(ident)
+    d.update({k: v for k, v in status.to_dict().items() if k != "cmd_id"})
+    d["url"] = pen.url
+    d["simulated"] = pen.is_simulated
+    return d
+
+
+def pens(as_json: JsonOption = False) -> None:
+    """List attached pens (USB and serial) and the built-in simulator."""
+    found = discover()
+    rows = [{"url": url, "kind": "pen"} for url in found]
+    rows.append({"url": "sim://", "kind": "simulator (built in)"})
+    if as_json:
+        emit_json({"pens": rows})
+        return
+    table = Table(title="pens")
+    table.add_column("url")
+    table.add_column("kind")
+    for row in rows:
+        table.add_row(row["url"], row["kind"])
+    console.print(table)
+
+
+def status(pen_url: PenOption = "auto", as_json: JsonOption = False) -> None:
+    """Identity, state, settings, counters and cartridge of a pen."""
+    with connected(pen_url, quiet=as_json) as pen:
+        data = status_dict(pen, pen.status())
+    if as_json:
+        emit_json(data)
+        return
+    table = Table(title=f"pen {data['serial']} ({data['model']})", show_header=False)
+    for key, value in data.items():
+        table.add_row(key, str(value))
+    console.print(table)
+
+
+def run(
+    depth: Annotated[float, typer.Option("--depth", help="needle depth in mm")],
+    speed: Annotated[int, typer.Option("--speed", help="stroke rate in strokes/s")],
+    area: Annotated[str, typer.Option("--area", help="treatment area profile")],
+    strokes: Annotated[int | None, typer.Option("--strokes", help="stop after N strokes")] = None,
+    seconds: Annotated[float | None, typer.Option("--seconds", help="stop after S s")] = None,
+    override: Annotated[
+        str | None,
+        typer.Option("--override-soft-cap", metavar="REASON", help="allow > 1.5 mm; logged"),
+    ] = None,
+    operator: Annotated[str, typer.Option("--operator", envvar="MICROPEN_OPERATOR")] = "",
+    pen_url: PenOption = "auto",
+    as_json: JsonOption = False,
+) -> None:
+    """Run the needles for N strokes or S seconds, with a live progress bar. Ctrl-C stops."""
+    with errors_to_exit():  # check what needs no pen before connecting
+        profile = resolve_area(area)
+        check_run(strokes, seconds)
+    with connected(pen_url, quiet=as_json, **_log_options(operator)) as pen:
+        assert pen.identity is not None
+        check_depth(depth, pen.identity, profile, override)
+        check_rate(speed, pen.identity, profile)
+        pen.set_telemetry(20)
+        report = _run_with_progress(
+            pen, depth, speed, profile.name, strokes, seconds, override, show=not as_json
+        )
+    result = report.to_dict()
+    result["strokes_delivered"] = report.strokes
+    result["outcome"] = report.outcome.name.lower()
+    if as_json:
+        emit_json(result)
+    else:
+        console.print(
+            f"run {report.run_id}: [bold]{result['outcome']}[/], {report.strokes:,} strokes "
+            f"delivered at {report.depth_um / 1000:.2f} mm, {report.rate_sps}/s"
+        )
+
+
+def _log_options(operator: str) -> dict[str, Any]:
+    from micropen.host.recorder import SessionRecorder
+    from micropen.host.treatment_log import TreatmentLog
+
+    return {
+        "recorder": SessionRecorder(TreatmentLog(TreatmentLog.default_path()), operator=operator)
+    }
+
+
+def _run_with_progress(
+    pen: Pen,
+    depth: float,
+    speed: int,
+    area: str,
+    strokes: int | None,
+    seconds: float | None,
+    override: str | None,
+    show: bool,
+) -> RunReport:
+    total = strokes if strokes is not None else (seconds or 0) * speed
+    progress = Progress(
+        TextColumn("[bold]{task.description}"),
+        BarColumn(),
+        TextColumn("{task.completed:,.0f}/{task.total:,.0f} strokes"),
+        TextColumn("{task.fields[depth]} mm {task.fields[rate]}/s"),
+        TimeElapsedColumn(),
+        console=Console(stderr=True),
+        disable=not show,
+    )
+    task = progress.add_task("needling", total=total, depth="-", rate="-")
+    lock = threading.Lock()
+
+    def on_sample(sample: Telemetry) -> None:
+        with lock:
+            progress.update(
+                task,
+                completed=sample.run_strokes,
+                depth=f"{sample.depth_um / 1000:.2f}",
+                rate=f"{sample.rate_csps / 100:.0f}",
+            )
+
+    with progress:
+        report = pen.run(
+            depth_mm=depth,
+            rate_sps=speed,
+            area=area,
+            strokes=strokes,
+            seconds=seconds,
+            override_reason=override,
+            on_telemetry=on_sample,
+        )
+        progress.update(task, completed=report.strokes)
+    return report
+
+
+def stop(pen_url: PenOption = "auto", as_json: JsonOption = False) -> None:
+    """Stop needling (needles retract)."""
+    with connected(pen_url, quiet=as_json) as pen:
+        pen.stop()
+        data = status_dict(pen, pen.status())
+    _done("stopped", data, as_json)
+
+
+def estop(pen_url: PenOption = "auto", as_json: JsonOption = False) -> None:
+    """Emergency stop: motor off, needles home, fault latched until cleared."""
+    with connected(pen_url, quiet=as_json) as pen:
+        pen.emergency_stop()
+        data = status_dict(pen, pen.status())
+    _done("emergency stop", data, as_json)
+
+
+def _done(what: str, data: dict[str, Any], as_json: bool) -> None:
+    if as_json:
+        emit_json(data)
+    else:
+        console.print(f"{what}: pen {data['serial']} is {data['state']}")
+
+
+def monitor(
+    pen_url: PenOption = "auto",
+    rate: Annotated[int, typer.Option("--rate", help="telemetry Hz")] = 10,
+    count: Annotated[int, typer.Option("--count", help="stop after N samples (0 = never)")] = 0,
+    as_json: JsonOption = False,
+) -> None:
+    """Live telemetry; --json streams one JSON line per sample. Ctrl-C ends."""
+    if not 1 <= rate <= 1000:
+        fail(f"--rate {rate} is outside 1–1000 Hz; choose a rate in that range", 2)
+    with connected(pen_url, quiet=as_json) as pen:
+        samples: list[Telemetry] = []
+        done = threading.Event()
+
+        def on_message(message: Any) -> None:
+            if isinstance(message, Telemetry):
+                samples.append(message)
+                if count and len(samples) >= count:
+                    done.set()
+
+        remove = pen.add_listener(on_message)
+        pen.set_telemetry(rate)
+        try:
+            _monitor_loop(samples, done, as_json)
+        except KeyboardInterrupt:
+            pass
+        finally:
+            remove()
+            pen.set_telemetry(0)
+
+
+def _monitor_loop(samples: list[Telemetry], done: threading.Event, as_json: bool) -> None:
+    shown = 0
+    with Live(console=console, auto_refresh=False, transient=False) as live:
+        while not done.wait(0.1) or shown < len(samples):
+            new, shown = samples[shown:], len(samples)
+            if not new:
+                continue
+            if as_json:
+                for sample in new:
+                    emit_json(sample.to_dict())
+            else:
+                live.update(_telemetry_table(new[-1]), refresh=True)
+            if done.is_set():
+                break
+
+
+def _telemetry_table(s: Telemetry) -> Table:
+    table = Table(title="telemetry", show_header=False)
+    table.add_row("state", s.state.name)
+    table.add_row("depth", f"{s.depth_um / 1000:.3f} mm")
+    table.add_row("rate", f"{s.rate_csps / 100:.1f} strokes/s")
+    table.add_row("run strokes", f"{s.run_strokes:,}")
+    table.add_row("current", f"{s.current_ma} mA")
+    table.add_row("temperature", f"{s.temperature_dc / 10:.1f} °C")
+    table.add_row("battery", f"{s.battery_mv / 1000:.2f} V")
+    table.add_row("cartridge", f"{s.cartridge_id} ({s.cartridge_strokes:,} strokes used)")
+    return table
+
+
+__all__ = ["SafetyLimitError", "estop", "monitor", "pens", "run", "status", "stop"]
