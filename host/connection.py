@@ -146,6 +146,8 @@ class AsyncPen:
         self._heartbeats = itertools.count()
         self._heartbeat_interval = L.HEARTBEAT_DEFAULT_MS / 4000
         self._last_heartbeat = 0.0
+        self._silent_until = 0.0
+        self._override_reason: str | None = None
         self.counters = {"reconnects": 0, "late_replies": 0, "commands": 0, "bad_messages": 0}
 
     # ------------------------------------------------------------------ lifecycle
@@ -310,7 +312,8 @@ class AsyncPen:
         link = self._link
         while True:
             now = self._now()
-            if self._ready.is_set() and now - self._last_heartbeat >= self._heartbeat_interval:
+            beat_due = now - self._last_heartbeat >= self._heartbeat_interval
+            if self._ready.is_set() and beat_due and now >= self._silent_until:
                 self._last_heartbeat = now
                 link.send(Heartbeat(next(self._heartbeats) & 0xFFFF_FFFF), now)
             link.handle_timeout(now)
@@ -326,7 +329,14 @@ class AsyncPen:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._kick.wait(), max(0.0, min(wake - now, 0.1)))
 
+    def go_silent(self, seconds: float) -> None:
+        """Send nothing at all (no heartbeat, no acknowledgement) for ``seconds``: how a test
+        or a bench proves the pen's watchdog stops the needles when the host goes quiet."""
+        self._silent_until = self._now() + seconds
+
     def _flush(self) -> None:
+        if self._now() < self._silent_until:
+            return
         data = self._link.data_to_send(self._now())
         if data:
             self.transport.write(data)
@@ -459,6 +469,7 @@ class AsyncPen:
         if override and self.recorder is not None:
             self.recorder.on_override(um, profile.name if profile else "", override_reason or "")
         await self._expect(lambda c: SetDepth(c, um, override), Ack)
+        self._override_reason = override_reason if override else None
 
     async def set_rate(self, rate_sps: int, *, area: L.Area | str | None = None) -> None:
         profile = safety.resolve_area(area) if area is not None else None
@@ -483,7 +494,16 @@ class AsyncPen:
         ack = await self._expect(lambda c: Run(c, int(profile.area), mode, count, duration_ms), Ack)
         self._run_waiters.setdefault(ack.value, asyncio.Event())
         if self.recorder is not None:
-            self.recorder.on_run_started(self, ack.value, profile, mode, count or duration_ms)
+            lot = (await self.cartridge()).lot
+            self.recorder.on_run_started(
+                self,
+                ack.value,
+                profile,
+                mode,
+                count or duration_ms,
+                cartridge_lot=lot,
+                override_reason=self._override_reason,
+            )
         return ack.value
 
     async def wait_run_end(self, run_id: int, timeout: float | None = None) -> RunReport:
@@ -640,4 +660,3 @@ class AsyncPen:
 
     def _new_link(self) -> Link:
         return Link(Role.HOST, liveness_timeout=LIVENESS_TIMEOUT)
-

@@ -59,7 +59,7 @@ class SessionRecorder:
         if self.session_id is None:
             return
         if isinstance(message, Telemetry):
-            self._samples.append(SampleRow(*message, time.time()))  # type: ignore[arg-type]
+            self._samples.append(SampleRow.from_telemetry(message, time.time()))
             if len(self._samples) >= 1000:
                 self.flush_samples(force=True)
         elif isinstance(message, RunReport):
@@ -89,13 +89,22 @@ class SessionRecorder:
             self.log.record_override(self.session_id, depth_um=depth_um, area=area, reason=reason)
 
     def on_run_started(
-        self, pen: AsyncPen, run_id: int, area: L.AreaProfile, mode: RunMode, target: int
+        self,
+        pen: AsyncPen,
+        run_id: int,
+        area: L.AreaProfile,
+        mode: RunMode,
+        target: int,
+        *,
+        cartridge_lot: str,
+        override_reason: str | None,
     ) -> None:
         if self.session_id is None or pen.last_status is None:
             return
         status = pen.last_status
         self.log.record_run_start(
             self.session_id,
+            boot_id=self._boot_id,
             run_id=run_id,
             area=area.name,
             depth_um=status.depth_set_um,
@@ -103,8 +112,8 @@ class SessionRecorder:
             mode=mode.name,
             target=target,
             cartridge_id=status.cartridge_id,
-            cartridge_lot="",
-            soft_cap_override_reason=None,
+            cartridge_lot=cartridge_lot,
+            soft_cap_override_reason=override_reason,
         )
 
     def flush_samples(self, force: bool = False) -> None:

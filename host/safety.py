@@ -15,7 +15,29 @@ from micropen.protocol.messages import Identity
 
 from .errors import SafetyLimitError
 
-__all__ = ["check_depth", "check_rate", "check_run", "resolve_area"]
+__all__ = ["NOMINAL_PEN", "check_depth", "check_rate", "check_run", "resolve_area"]
+
+# The reference pen's envelope, for checking input before any port is opened. After the
+# handshake the host checks again against the limits the pen itself reported.
+NOMINAL_PEN = Identity(
+    cmd_id=0,
+    protocol_version=0,
+    schema_hash=0,
+    model="reference",
+    serial="",
+    firmware_major=0,
+    firmware_minor=0,
+    firmware_patch=0,
+    hardware_revision=0,
+    needle_count=L.NEEDLE_COUNT,
+    capabilities=0,
+    depth_min_um=L.DEPTH_MIN_UM,
+    depth_max_um=L.DEPTH_MAX_UM,
+    soft_cap_um=L.DEPTH_SOFT_CAP_UM,
+    rate_min_sps=L.RATE_MIN_SPS,
+    rate_max_sps=L.RATE_MAX_SPS,
+    boot_id=0,
+)
 
 
 def resolve_area(area: L.Area | str | int) -> L.AreaProfile:

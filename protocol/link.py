@@ -344,9 +344,10 @@ class Link:
     def _on_retransmit_timeout(self, now: float) -> None:
         self._stats.timeouts += 1
         self._retries += 1
-        if self._retries > self.max_retries:
-            self._lose(f"{self.max_retries} retransmissions without an acknowledgement")
-            return
+        if self._retries > self.max_retries and self._lose(
+            f"{self.max_retries} retransmissions without an acknowledgement"
+        ):
+            return  # the host gives up; the pen keeps trying at rto_max until a new epoch
         s = self._stats
         s.rto_s = min(s.rto_s * 2, self.rto_max)
         for entry in self._unacked.values():
@@ -376,11 +377,13 @@ class Link:
         self._need_ack = False
         self._retransmit_at = None
 
-    def _lose(self, reason: str) -> None:
-        if self._transition(_Input.LOST, local=False):
-            self._retransmit_at = None
-            self._syn_at = None
-            self._events.append(LinkLost(reason))
+    def _lose(self, reason: str) -> bool:
+        if not self._transition(_Input.LOST, local=False):
+            return False
+        self._retransmit_at = None
+        self._syn_at = None
+        self._events.append(LinkLost(reason))
+        return True
 
     # ---------------------------------------------------------------- receiving
     def _handle_frame(self, raw: bytes, now: float) -> None:

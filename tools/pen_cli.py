@@ -13,7 +13,7 @@ from rich.table import Table
 
 from micropen.host import Pen
 from micropen.host.errors import SafetyLimitError
-from micropen.host.safety import check_depth, check_rate, check_run, resolve_area
+from micropen.host.safety import NOMINAL_PEN, check_depth, check_rate, check_run, resolve_area
 from micropen.host.transports.discovery import discover
 from micropen.protocol.messages import Identity, RunReport, Status, Telemetry
 
@@ -83,9 +83,11 @@ def run(
     as_json: JsonOption = False,
 ) -> None:
     """Run the needles for N strokes or S seconds, with a live progress bar. Ctrl-C stops."""
-    with errors_to_exit():  # check what needs no pen before connecting
+    with errors_to_exit():  # bad input never opens the port, let alone reaches the pen
         profile = resolve_area(area)
         check_run(strokes, seconds)
+        check_depth(depth, NOMINAL_PEN, profile, override)
+        check_rate(speed, NOMINAL_PEN, profile)
     with connected(pen_url, quiet=as_json, **_log_options(operator)) as pen:
         assert pen.identity is not None
         check_depth(depth, pen.identity, profile, override)

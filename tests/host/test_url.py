@@ -14,8 +14,11 @@ from micropen.host.url import parse_pen_url
         ("auto", "auto", ""),
         ("", "auto", ""),
         ("/dev/ttyUSB0", "serial", "/dev/ttyUSB0"),
-        ("/dev/serial/by-id/usb-micropen_MP-12_SN1-if00", "serial",
-         "/dev/serial/by-id/usb-micropen_MP-12_SN1-if00"),
+        (
+            "/dev/serial/by-id/usb-micropen_MP-12_SN1-if00",
+            "serial",
+            "/dev/serial/by-id/usb-micropen_MP-12_SN1-if00",
+        ),
         ("serial:///dev/ttyACM0?baud=115200", "serial", "/dev/ttyACM0"),
         ("socket://127.0.0.1:5000", "socket", "127.0.0.1:5000"),
         ("rfc2217://bench:2217", "rfc2217", "bench:2217"),

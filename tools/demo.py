@@ -1,0 +1,78 @@
+"""``micropen demo``: the main job end to end — connect, check, treat, calibrate, certify.
+
+With no pen attached it runs on the built-in simulator and says so. Everything it does goes
+through the same API and the same checks as on a real pen: open, status, a short treatment run
+with a progress bar, then a depth and stroke-rate calibration with a PDF certificate, and the
+treatment log entry.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from .common import JsonOption, PenOption, connected, emit_json
+from .pen_cli import _log_options, _run_with_progress, status_dict
+
+console = Console(stderr=True)
+
+
+def demo(
+    pen_url: PenOption = "auto",
+    out: Annotated[Path, typer.Option("--out", help="where certificates go")] = Path(
+        "micropen-demo"
+    ),
+    strokes: Annotated[int, typer.Option("--strokes", help="strokes in the demo run")] = 300,
+    calibrate: Annotated[bool, typer.Option(help="also calibrate the pen")] = True,
+    as_json: JsonOption = False,
+) -> None:
+    """A pen session and a calibration (the simulator when no pen is attached)."""
+    result: dict[str, Any] = {}
+    with connected(pen_url, **_log_options("demo")) as pen:
+        status = status_dict(pen, pen.status())
+        result["pen"] = {k: status[k] for k in ("serial", "model", "firmware_version", "url")}
+        result["simulated"] = pen.is_simulated
+        if not as_json:
+            _print_identity(status)
+        pen.set_telemetry(20)
+        report = _run_with_progress(pen, 0.5, 90, "forehead", strokes, None, None, show=not as_json)
+        result["run"] = {
+            "outcome": report.outcome.name.lower(),
+            "strokes_delivered": report.strokes,
+        }
+        if not as_json:
+            console.print(
+                f"treatment run: [bold]{report.outcome.name.lower()}[/], "
+                f"{report.strokes:,}/{strokes:,} strokes at 0.50 mm, 90/s (forehead)"
+            )
+        if calibrate:
+            result["calibration"] = _calibrate(pen, out, quiet=as_json)
+    if as_json:
+        emit_json(result)
+
+
+def _print_identity(status: dict[str, Any]) -> None:
+    table = Table(title="pen", show_header=False)
+    for key in (
+        "serial",
+        "model",
+        "firmware_version",
+        "protocol_version",
+        "needle_count",
+        "state",
+        "cartridge_id",
+        "battery_mv",
+        "url",
+    ):
+        table.add_row(key, str(status[key]))
+    console.print(table)
+
+
+def _calibrate(pen: Any, out: Path, quiet: bool) -> dict[str, Any]:
+    from .cal_cli import run_calibration_for_demo
+
+    return run_calibration_for_demo(pen, out, quiet=quiet)
