@@ -89,6 +89,7 @@ M = TypeVar("M", bound=Message)
 
 HANDSHAKE_TIMEOUT = 2.0
 LIVENESS_TIMEOUT = 0.75  # the host notices a dead link within 1 s
+ACK_DELAY = 0.004
 RECONNECT_BACKOFF = (0.05, 0.1, 0.2, 0.5, 1.0, 2.0)
 
 
@@ -147,6 +148,7 @@ class AsyncPen:
         self._heartbeat_interval = L.HEARTBEAT_DEFAULT_MS / 4000
         self._last_heartbeat = 0.0
         self._silent_until = 0.0
+        self._ticker_wake_at = 0.0
         self._override_reason: str | None = None
         self.counters = {"reconnects": 0, "late_replies": 0, "commands": 0, "bad_messages": 0}
 
@@ -326,8 +328,10 @@ class AsyncPen:
             if deadline is not None:
                 wake = min(wake, deadline)
             self._kick.clear()
+            pause = max(0.0, min(wake - now, 0.1))
+            self._ticker_wake_at = now + pause
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._kick.wait(), max(0.0, min(wake - now, 0.1)))
+                await asyncio.wait_for(self._kick.wait(), pause)
 
     def go_silent(self, seconds: float) -> None:
         """Send nothing at all (no heartbeat, no acknowledgement) for ``seconds``: how a test
@@ -404,7 +408,9 @@ class AsyncPen:
         try:
             self._link.send(message, self._now(), urgent=urgent)
             self._flush()
-            self._kick.set()
+            deadline = self._link.next_deadline()
+            if deadline is not None and deadline < self._ticker_wake_at:
+                self._kick.set()  # the ticker sleeps past this frame's retransmit time
             try:
                 reply = await asyncio.wait_for(future, timeout or self.command_timeout)
             except TimeoutError:
@@ -659,4 +665,6 @@ class AsyncPen:
         await self._wait_ready(timeout)
 
     def _new_link(self) -> Link:
-        return Link(Role.HOST, liveness_timeout=LIVENESS_TIMEOUT)
+        # a delayed ack (4 ms, well under the pen's 25 ms minimum RTO) rides on the next
+        # command instead of costing a write of its own
+        return Link(Role.HOST, liveness_timeout=LIVENESS_TIMEOUT, ack_delay=ACK_DELAY)

@@ -54,6 +54,10 @@ class Flag(IntFlag):
     URGENT = 0x20
 
 
+# plain ints for the per-frame path (IntFlag arithmetic costs a Python call per operation)
+_DATA, _ACK, _SYN, _SYNACK, _RST, _URGENT = (int(f) for f in Flag)
+
+
 class Role(Enum):
     HOST = "host"  # opens links
     PEN = "pen"  # accepts them
@@ -157,6 +161,7 @@ class Link:
         max_retries: int = 8,
         liveness_timeout: float | None = None,
         max_backlog: int = 4096,
+        ack_delay: float = 0.0,
         rng: random.Random | None = None,
     ) -> None:
         if not 1 <= window <= 1024:
@@ -168,6 +173,9 @@ class Link:
         self.rto_min, self.rto_max, self.max_retries = rto_min, rto_max, max_retries
         self.liveness_timeout = liveness_timeout
         self.max_backlog = max_backlog
+        if not 0 <= ack_delay < rto_min:
+            raise LocalProtocolError("ack_delay must be >= 0 and below rto_min")
+        self.ack_delay = ack_delay
         self._rng = rng or random.Random()
         self.state = LinkState.CLOSED if role is Role.HOST else LinkState.LISTEN
         self.epoch = 0
@@ -182,6 +190,7 @@ class Link:
         self._early: dict[int, tuple[bytes, bool]] = {}
         self._delivered_early: set[int] = set()
         self._need_ack = False
+        self._ack_due = 0.0
         self._retransmit_at: float | None = None
         self._retries = 0
         self._last_rx = 0.0
@@ -259,8 +268,8 @@ class Link:
             while self._backlog and len(self._unacked) < self.window:
                 payload, urgent = self._backlog.popleft()
                 self._transmit_new(payload, urgent, now)
-            if self._need_ack:
-                self._emit(Flag.ACK, self._snd_next, b"")
+            if self._need_ack and now >= self._ack_due:
+                self._emit(_ACK, self._snd_next, b"")
         out = bytes(self._out)
         self._out.clear()
         return out
@@ -293,7 +302,9 @@ class Link:
             LinkState.SYN_SENT,
         ):
             deadlines.append(self._last_rx + self.liveness_timeout)
-        if self._need_ack or (self._backlog and len(self._unacked) < self.window):
+        if self._need_ack:
+            deadlines.append(self._ack_due)
+        if self._backlog and len(self._unacked) < self.window:
             deadlines.append(float("-inf"))
         return min(deadlines) if deadlines else None
 
@@ -330,7 +341,7 @@ class Link:
             self._retransmit_at = now + self._stats.rto_s
 
     def _emit_data(self, entry: _Outgoing) -> None:
-        flags = Flag.DATA | Flag.ACK | (Flag.URGENT if entry.urgent else 0)
+        flags = (_DATA | _ACK | _URGENT) if entry.urgent else (_DATA | _ACK)
         self._emit(flags, entry.seq, entry.payload)
 
     def _emit(self, flags: int, seq: int, payload: bytes) -> None:
@@ -338,7 +349,7 @@ class Link:
         self._out += frame
         self._stats.frames_sent += 1
         self._stats.bytes_sent += len(frame)
-        if flags & Flag.ACK:
+        if flags & _ACK:
             self._need_ack = False
 
     def _on_retransmit_timeout(self, now: float) -> None:
@@ -389,18 +400,18 @@ class Link:
     def _handle_frame(self, raw: bytes, now: float) -> None:
         flags, epoch, seq, ack = HEADER.unpack_from(raw)
         self._stats.frames_received += 1
-        if flags & Flag.SYN:
+        if flags & _SYN:
             self._on_syn(epoch, now)
             return
         if epoch != self.epoch or self.state is LinkState.LISTEN:
             self._on_foreign_epoch(flags, epoch, now)
             return
-        if flags & Flag.SYNACK:
+        if flags & _SYNACK:
             if self._transition(_Input.RECV_SYNACK, local=False):
                 self._on_established(now)
             self._last_rx = now
             return
-        if flags & Flag.RST:
+        if flags & _RST:
             self._stats.resets_received += 1
             if self._transition(_Input.RECV_RST, local=False):
                 self._retransmit_at = None
@@ -410,10 +421,10 @@ class Link:
             self._stats.stale_epoch += 1
             return
         self._last_rx = now
-        if flags & Flag.ACK:
+        if flags & _ACK:
             self._on_ack(ack, now)
-        if flags & Flag.DATA:
-            self._on_data(seq, raw[HEADER.size : -4], bool(flags & Flag.URGENT))
+        if flags & _DATA:
+            self._on_data(seq, raw[HEADER.size : -4], bool(flags & _URGENT), now)
 
     def _on_syn(self, epoch: int, now: float) -> None:
         if self.role is Role.HOST:
@@ -433,7 +444,7 @@ class Link:
 
     def _on_foreign_epoch(self, flags: int, epoch: int, now: float) -> None:
         self._stats.stale_epoch += 1
-        if self.role is Role.PEN and flags & Flag.DATA:
+        if self.role is Role.PEN and flags & _DATA:
             # a host talking in an epoch we do not know: tell it to resynchronise
             self._stats.resets_sent += 1
             frame = encode_frame(Flag.RST, epoch, 0, 0, b"")
@@ -476,8 +487,10 @@ class Link:
             s.srtt_s = 0.875 * s.srtt_s + 0.125 * rtt
         s.rto_s = min(max(s.srtt_s + 4 * s.rttvar_s, self.rto_min), self.rto_max)
 
-    def _on_data(self, seq: int, payload: bytes, urgent: bool) -> None:
-        self._need_ack = True
+    def _on_data(self, seq: int, payload: bytes, urgent: bool, now: float) -> None:
+        if not self._need_ack:
+            self._need_ack = True
+            self._ack_due = now + self.ack_delay  # a reply sent before then carries the ack
         diff = _seq_diff(seq, self._rcv_next)
         if diff < 0:
             self._stats.duplicates += 1
