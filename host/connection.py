@@ -52,6 +52,7 @@ from micropen.protocol.messages import (
     Hello,
     Identity,
     Nak,
+    PenState,
     Run,
     RunMode,
     RunReport,
@@ -488,15 +489,12 @@ class AsyncPen:
         profile = safety.resolve_area(area)
         count, duration_ms = safety.check_run(strokes, seconds)
         mode = RunMode.STROKES if strokes is not None else RunMode.DURATION
-        status = self.last_status
-        if status is not None:  # re-check what is set against the area before starting
-            safety.check_depth(
-                status.depth_set_um / 1000,
-                self._require_identity(),
-                profile,
-                "override set" if status.soft_cap_override else None,
-            )
-            safety.check_rate(status.rate_set_sps, self._require_identity(), profile)
+        status = await self._wait_not_stopping()
+        # re-check what is set on the pen against the area before starting
+        override = "override set" if status.soft_cap_override else None
+        identity = self._require_identity()
+        safety.check_depth(status.depth_set_um / 1000, identity, profile, override)
+        safety.check_rate(status.rate_set_sps, identity, profile)
         ack = await self._expect(lambda c: Run(c, int(profile.area), mode, count, duration_ms), Ack)
         self._run_waiters.setdefault(ack.value, asyncio.Event())
         if self.recorder is not None:
@@ -511,6 +509,16 @@ class AsyncPen:
                 override_reason=self._override_reason,
             )
         return ack.value
+
+    async def _wait_not_stopping(self) -> Status:
+        """The needles take up to RETRACT_MAX_MS to home after a run; a new run must wait."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + 10 * L.RETRACT_MAX_MS / 1000
+        status = await self.status()
+        while status.state is PenState.STOPPING and loop.time() < deadline:
+            await asyncio.sleep(0.005)
+            status = await self.status()
+        return status
 
     async def wait_run_end(self, run_id: int, timeout: float | None = None) -> RunReport:
         """Wait for the pen's report of a run: the exact number of strokes it delivered."""
@@ -546,7 +554,6 @@ class AsyncPen:
         try:
             await self.set_depth(depth_mm, area=profile.area, override_reason=override_reason)
             await self.set_rate(rate_sps, area=profile.area)
-            await self.status()
             run_id = await self.start_run(area=profile.area, strokes=strokes, seconds=seconds)
             return await self.wait_run_end(run_id)
         except BaseException:
@@ -650,6 +657,20 @@ class AsyncPen:
     async def sim_get(self, param: SimParam) -> int:
         reply = await self._expect(lambda c: SimGet(c, param), SimParamValue)
         return reply.value
+
+    async def request(
+        self, build: Callable[[int], Message], *, urgent: bool = False, timeout: float | None = None
+    ) -> Message:
+        """Send any command as it is, with NO host-side checks, and return the pen's reply.
+
+        For conformance suites and benches proving that the pen refuses on its own. ``build``
+        gets the ``cmd_id`` to put in the command. A Nak raises PenRefused."""
+        return await self._request(build, urgent=urgent, timeout=timeout)
+
+    @property
+    def closed(self) -> bool:
+        """True once close() was called or the connection failed for good."""
+        return self._closing or self._fatal is not None
 
     def statistics(self) -> dict[str, Any]:
         stats: dict[str, Any] = dict(self._link.statistics().as_dict())

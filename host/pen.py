@@ -41,6 +41,10 @@ class Pen:
             future.cancel()  # AsyncPen.run stops the pen in a shielded cleanup
             raise
 
+    def run_coroutine(self, coro: Coroutine[Any, Any, T], timeout: float | None = None) -> T:
+        """Run a coroutine on the pen's own loop thread (beside its heartbeats) and wait."""
+        return self._call(coro, timeout)
+
     def _stop_loop(self) -> None:
         self._loop.call_soon_threadsafe(self._loop.stop)
         self._thread.join()

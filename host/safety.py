@@ -103,11 +103,11 @@ def check_rate(rate_sps: int, identity: Identity, area: L.AreaProfile | None = N
         )
     if area is not None:
         allowed = area.allowed_rates()
-        if not allowed[0] <= rate_sps <= allowed[-1]:
+        if rate_sps not in allowed:
             lo, hi = area.levels
             raise SafetyLimitError(
                 f"stroke rate {rate_sps}/s is not allowed for {area.name} (levels {lo}–{hi}: "
-                f"{allowed[0]}–{allowed[-1]}/s); choose a rate in that range"
+                f"{', '.join(map(str, allowed))}/s); choose one of those"
             )
     return rate_sps
 

@@ -93,7 +93,7 @@ async def _throughput(pen: AsyncPen, commands: int, window: int) -> float:
 
     async def one() -> None:
         async with sem:
-            reply = await pen._request(lambda c: GetStatus(c))
+            reply = await pen.request(lambda c: GetStatus(c))
             assert isinstance(reply, Status)
 
     t0 = time.perf_counter()
