@@ -205,10 +205,14 @@ class AsyncPen:
 
     # ------------------------------------------------------------------ supervisor
     async def _supervise(self) -> None:
-        backoff = iter(())  # type: ignore[var-annotated]
         first = True
+        me = asyncio.current_task()
         while not self._closing:
             reason = await self._one_session(first)
+            if me is not None and me.cancelling():
+                # 3.11's TaskGroup can absorb our cancellation while a child fails at the
+                # same moment; never carry on reconnecting after being cancelled
+                raise asyncio.CancelledError
             self._ready.clear()
             if self._closing or self._fatal is not None:
                 return
@@ -332,7 +336,8 @@ class AsyncPen:
             pause = max(0.0, min(wake - now, 0.1))
             self._ticker_wake_at = now + pause
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._kick.wait(), pause)
+                async with asyncio.timeout(pause):  # not wait_for: 3.11's can swallow a cancel
+                    await self._kick.wait()
 
     def go_silent(self, seconds: float) -> None:
         """Send nothing at all (no heartbeat, no acknowledgement) for ``seconds``: how a test
@@ -413,7 +418,8 @@ class AsyncPen:
             if deadline is not None and deadline < self._ticker_wake_at:
                 self._kick.set()  # the ticker sleeps past this frame's retransmit time
             try:
-                reply = await asyncio.wait_for(future, timeout or self.command_timeout)
+                async with asyncio.timeout(timeout or self.command_timeout):
+                    reply = await future
             except TimeoutError:
                 raise PenTimeout(
                     f"no answer to {type(message).__name__} within "
@@ -428,7 +434,8 @@ class AsyncPen:
 
     async def _wait_ready(self, timeout: float) -> None:
         try:
-            await asyncio.wait_for(self._ready.wait(), timeout)
+            async with asyncio.timeout(timeout):
+                await self._ready.wait()
         except TimeoutError:
             raise ConnectionLost(
                 f"the link to {self.transport.description} is down and did not come back "
@@ -525,7 +532,8 @@ class AsyncPen:
         waiter = self._run_waiters.setdefault(run_id, asyncio.Event())
         if run_id not in self._run_reports:
             try:
-                await asyncio.wait_for(waiter.wait(), timeout)
+                async with asyncio.timeout(timeout):
+                    await waiter.wait()
             except TimeoutError:
                 raise PenTimeout(f"run {run_id} did not end within {timeout} s") from None
         self._run_waiters.pop(run_id, None)
@@ -563,7 +571,7 @@ class AsyncPen:
             unsubscribe()
 
     async def _stop_quietly(self) -> None:
-        with contextlib.suppress(HostError, asyncio.CancelledError):
+        with contextlib.suppress(HostError):
             await self._request(lambda c: Stop(c), urgent=True, timeout=1.0)
 
     async def stop(self) -> None:

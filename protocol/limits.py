@@ -91,6 +91,7 @@ class Area(IntEnum):
     NECK = 6
     STRETCH_MARKS = 7
     SCALP = 8
+    BENCH_FIXTURE = 9  # calibration on a fixture, never on skin: the device's whole envelope
 
 
 @dataclass(frozen=True, slots=True)
@@ -129,6 +130,12 @@ AREAS: dict[Area, AreaProfile] = {
         AreaProfile(Area.NECK, "neck (assumed)", 500, 1000, 1000, (1, 3)),
         AreaProfile(Area.STRETCH_MARKS, "stretch marks (body)", 1500, 2500, 2500, (2, 4)),
         AreaProfile(Area.SCALP, "scalp", 1000, 1500, 2000, (1, 4)),
+        # not a treatment area: the bench fixture that calibration needs to reach every speed
+        # level (1–6) and the whole depth range; depths above the soft cap still need the
+        # logged override
+        AreaProfile(
+            Area.BENCH_FIXTURE, "bench fixture (calibration only)", 1000, 1500, DEPTH_MAX_UM, (1, 6)
+        ),
     )
 }
 AREAS_BY_NAME: dict[str, AreaProfile] = {p.name: p for p in AREAS.values()}

@@ -302,10 +302,10 @@ class Link:
             LinkState.SYN_SENT,
         ):
             deadlines.append(self._last_rx + self.liveness_timeout)
-        if self._need_ack:
+        if self._need_ack and self.connected:
             deadlines.append(self._ack_due)
-        if self._backlog and len(self._unacked) < self.window:
-            deadlines.append(float("-inf"))
+        if self.connected and self._backlog and len(self._unacked) < self.window:
+            deadlines.append(float("-inf"))  # sendable now (before connecting it is not)
         return min(deadlines) if deadlines else None
 
     @property

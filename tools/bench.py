@@ -60,3 +60,16 @@ def link(
     from .bench_link import measure_link
 
     report("link over a pty", measure_link(rounds, commands, estops), as_json)
+
+
+@app.command()
+def fleet(
+    bridges: int = typer.Option(10, help="simulated pens, each with its own bridge"),
+    seconds: float = typer.Option(10.0, help="how long to stream"),
+    hz: int = typer.Option(100, help="telemetry rate per pen"),
+    as_json: bool = typer.Option(False, "--json", help="one JSON line"),
+) -> None:
+    """Messages/s and publish→receive latency through a local mosquitto from N bridges."""
+    from .bench_fleet import measure_fleet
+
+    report("fleet through mosquitto", measure_fleet(bridges, seconds, hz), as_json)

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import typer
 
-from . import bench, log_cli, pen_cli
+from . import bench, cal_cli, demo, fleet_cli, hil_cli, log_cli, pen_cli, proxy, sim_cli
 
 app = typer.Typer(
     name="micropen",
@@ -18,6 +18,7 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
     add_completion=False,
 )
+app.command()(demo.demo)
 app.command()(pen_cli.pens)
 app.command()(pen_cli.status)
 app.command()(pen_cli.run)
@@ -25,25 +26,16 @@ app.command()(pen_cli.stop)
 app.command()(pen_cli.estop)
 app.command()(pen_cli.monitor)
 app.add_typer(log_cli.app, name="log")
+app.add_typer(cal_cli.calibrate_app, name="calibrate")
+app.add_typer(cal_cli.cal_app, name="cal")
+app.add_typer(fleet_cli.app, name="fleet", help="Fleet telemetry and remote stop over MQTT.")
+app.add_typer(sim_cli.app, name="sim", help="Serve the simulated pen (pty, TCP).")
+hil_cli.register(app)
+proxy.register(app)
 app.add_typer(bench.app, name="bench")
 
 
-def _optional_subapps() -> None:
-    """Sub-apps built by their own modules; registered here so one entry point has them all."""
-    from . import demo, sim_cli
-
-    app.add_typer(sim_cli.app, name="sim", help="Serve the simulated pen (pty, TCP).")
-    app.command()(demo.demo)
-    try:
-        from . import cal_cli
-    except ImportError:  # pragma: no cover - calibration module not installed
-        return
-    app.add_typer(cal_cli.calibrate_app, name="calibrate")
-    app.add_typer(cal_cli.cal_app, name="cal")
-
-
 def main() -> None:
-    _optional_subapps()
     app()
 
 

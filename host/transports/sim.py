@@ -74,7 +74,8 @@ class SimTransport:
             # wake at the pen's next deadline (at least every 50 ms) or when the host writes
             wait = 0.05 if deadline is None else min(max(0.0, deadline - now), 0.05)
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), wait)
+                async with asyncio.timeout(wait):
+                    await self._wake.wait()
 
     def write(self, data: bytes) -> None:
         with self._lock:

@@ -115,22 +115,26 @@ async def test_pty_pen_reset_is_noticed_and_reported(tmp_path: Path) -> None:
     notices: list[ConnectionNotice] = []
     with sim_process("--pty", "--link", str(link), "--seed", "21") as (proc, _):
         pen = await AsyncPen.open(str(link))
-        pen.add_listener(lambda m: notices.append(m) if isinstance(m, ConnectionNotice) else None)
-        old_boot = pen.identity.boot_id if pen.identity else 0
-        proc.kill()
-        proc.wait()
-        loop = asyncio.get_running_loop()
-        t0 = loop.time()
-        while not notices and loop.time() - t0 < 3:
-            await asyncio.sleep(0.01)
-        assert notices and notices[0].kind == "lost"
-        assert loop.time() - t0 < 1.0, "the host must notice a dead link within 1 s"
-        with sim_process("--pty", "--link", str(link), "--seed", "21"):
-            await pen.wait_connected(10)
-            assert "rebooted" in [n.kind for n in notices]
-            assert pen.identity is not None and pen.identity.boot_id != old_boot
-            assert (await pen.status()).state is PenState.IDLE
-        await pen.close()
+        try:
+            pen.add_listener(
+                lambda m: notices.append(m) if isinstance(m, ConnectionNotice) else None
+            )
+            old_boot = pen.identity.boot_id if pen.identity else 0
+            proc.kill()
+            proc.wait()
+            loop = asyncio.get_running_loop()
+            t0 = loop.time()
+            while not notices and loop.time() - t0 < 3:
+                await asyncio.sleep(0.01)
+            assert notices and notices[0].kind == "lost"
+            assert loop.time() - t0 < 1.0, "the host must notice a dead link within 1 s"
+            with sim_process("--pty", "--link", str(link), "--seed", "21"):
+                await pen.wait_connected(10)
+                assert "rebooted" in [n.kind for n in notices]
+                assert pen.identity is not None and pen.identity.boot_id != old_boot
+                assert (await pen.status()).state is PenState.IDLE
+        finally:
+            await pen.close()
 
 
 async def test_usb_unplug_is_noticed_and_a_replugged_pen_reconnects() -> None:
@@ -140,6 +144,10 @@ async def test_usb_unplug_is_noticed_and_a_replugged_pen_reconnects() -> None:
     backend = make_sim_usb_backend([SimConfig(seed=14)])
     try:
         pen = await AsyncPen.open("usb://1209:0001", usb_backend=backend)
+    except BaseException:
+        backend.close()
+        raise
+    try:
         notices: list[str] = []
         pen.add_listener(
             lambda m: notices.append(m.kind) if isinstance(m, ConnectionNotice) else None
@@ -155,6 +163,6 @@ async def test_usb_unplug_is_noticed_and_a_replugged_pen_reconnects() -> None:
         await pen.wait_connected(10)
         assert "rebooted" in notices  # a new pen process: a new boot id
         assert (await pen.status()).state is PenState.IDLE
-        await pen.close()
     finally:
+        await pen.close()
         backend.close()

@@ -1,0 +1,642 @@
+"""Calibration procedures declared as data, and the runner that executes them.
+
+A procedure is a tuple of :class:`Phase` records (OpenHTF-like): each names its action, the
+quantity and stage it measures, the limit its points are judged against and how often a bad
+reading is retaken. :data:`PROCEDURES` holds the four the CLI offers::
+
+    depth   prepare → depth as-found → fit → write/verify/commit → depth as-left
+    rate    prepare → rate as-found → fit → write/verify/commit → rate as-left
+    all     prepare → both as-found → both fits → one write/verify/commit → both as-left
+    verify  prepare → both as-found (acceptance limits); writes nothing
+
+The runner guarantees, whatever happens (a failed point, a pen fault, a dropped link, a gauge
+that disconnects, Ctrl-C): the teardown runs shielded from cancellation (motor off, needles
+retracted), the pen keeps a calibration only if it was verified as-left (otherwise the
+previous one is written back), and the record is stored with its outcome and reason.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import importlib.metadata
+import uuid
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, date, datetime
+
+from micropen.host.connection import AsyncPen
+from micropen.host.errors import HostError, InvalidInput, PenRefused
+from micropen.protocol import limits as L
+from micropen.protocol.messages import (
+    CalBank,
+    CalData,
+    Capability,
+    CartridgeState,
+    ErrorCode,
+    PenState,
+)
+
+from .driver import Driver, RunPlan, make_safe, plan_runs, runnable_rates
+from .errors import CalibrationError, CalibrationStorageError, ReadingOutOfRange
+from .fit import CalValues, corrected_depth, corrected_rate, fit_line, fit_slope
+from .instruments import Instrument, check_instruments, plausible
+from .measurements import (
+    DEPTH_ACCEPTANCE,
+    DEPTH_AS_LEFT,
+    RATE_ACCEPTANCE,
+    RATE_AS_LEFT,
+    Limit,
+    Quantity,
+    Stage,
+    Verdict,
+    worst,
+)
+from .record import (
+    BankSnapshot,
+    CalibrationRecord,
+    FitResult,
+    Outcome,
+    PenInfo,
+    PhaseLog,
+    PointResult,
+)
+from .records import RecordStore
+
+__all__ = [
+    "DEPTH_POINTS_MM",
+    "PROCEDURES",
+    "Phase",
+    "Progress",
+    "ProgressEvent",
+    "Session",
+    "Settings",
+    "quantities_of",
+    "run_calibration",
+    "software_version",
+]
+
+DEPTH_POINTS_MM = (0.25, 0.5, 1.0, 1.5, 2.0, 2.5)
+READINGS_MAX = 20
+INTERVAL_DAYS_MAX = 5 * 365
+_TEXT_MAX = 64
+
+
+@dataclass(frozen=True)
+class Settings:
+    """What the technician chose; checked before anything touches the pen."""
+
+    technician: str = ""
+    station: str = ""
+    ambient_c: float | None = None  # None: the idle pen's own temperature is recorded
+    interval_days: int = 365
+    override_instrument_due: str = ""
+    depth_points_mm: tuple[float, ...] = DEPTH_POINTS_MM
+    rate_levels_sps: tuple[int, ...] = L.RATE_LEVELS_SPS
+    readings: int = 3  # per set point; their mean is the point's value
+    retries: int = 2  # retakes of a point after an implausible reading
+    settle_timeout_s: float = 3.0
+
+    def check(self) -> None:
+        """InvalidInput naming the value, the limit and the fix."""
+        if not 1 <= self.interval_days <= INTERVAL_DAYS_MAX:
+            raise InvalidInput(
+                f"calibration interval {self.interval_days} days is outside 1–"
+                f"{INTERVAL_DAYS_MAX} days; give --interval-days in that range (default 365)"
+            )
+        if not 1 <= self.readings <= READINGS_MAX:
+            raise InvalidInput(f"readings per point {self.readings} is outside 1–{READINGS_MAX}")
+        for name, text in (("technician", self.technician), ("station", self.station)):
+            if len(text) > _TEXT_MAX or not text.isprintable():
+                raise InvalidInput(
+                    f"{name} {text!r} must be printable and at most {_TEXT_MAX} characters"
+                )
+        if self.ambient_c is not None and not -20.0 <= self.ambient_c <= 60.0:
+            raise InvalidInput(
+                f"ambient temperature {self.ambient_c} °C is outside -20–60 °C; give it in °C"
+            )
+        for depth in self.depth_points_mm:
+            um = round(depth * 1000)
+            if not L.DEPTH_MIN_UM <= um <= L.DEPTH_MAX_UM or um % L.DEPTH_WIRE_RESOLUTION_UM:
+                raise InvalidInput(
+                    f"depth set point {depth} mm is outside {L.DEPTH_MIN_UM / 1000}–"
+                    f"{L.DEPTH_MAX_UM / 1000} mm or finer than 0.01 mm"
+                )
+        if len(set(self.depth_points_mm)) < 2:
+            raise InvalidInput("a depth calibration needs at least two distinct set points")
+        for rate in self.rate_levels_sps:
+            if rate not in L.RATE_LEVELS_SPS:
+                raise InvalidInput(
+                    f"stroke rate {rate}/s is not a speed level; levels: "
+                    f"{', '.join(map(str, L.RATE_LEVELS_SPS))}"
+                )
+
+
+@dataclass(frozen=True)
+class ProgressEvent:
+    phase: str
+    text: str
+    point: PointResult | None = None
+
+
+Progress = Callable[[ProgressEvent], None]
+Clock = Callable[[], datetime]
+
+
+@dataclass(frozen=True)
+class Phase:
+    """One step of a procedure, as data."""
+
+    name: str
+    action: Callable[[Session, Phase], Awaitable[None]]
+    quantity: Quantity | None = None
+    stage: Stage | None = None
+    limit: Limit | None = None
+    retries: int = 0  # retakes of a point after an implausible reading (Settings may raise it)
+
+
+# --- the session: state shared by the phases ------------------------------------------------------
+@dataclass
+class Session:
+    pen: AsyncPen
+    driver: Driver
+    instruments: Mapping[Quantity, Instrument]
+    record: CalibrationRecord
+    settings: Settings
+    clock: Clock
+    progress: Progress
+    baseline: CalValues = field(default_factory=CalValues)  # what is in force before writing
+    proposed: CalValues | None = None
+    restore_bank: CalData | None = None  # the previous calibration, to write back on failure
+
+    def say(self, phase: str, text: str, point: PointResult | None = None) -> None:
+        self.progress(ProgressEvent(phase, text, point))
+
+    def note(self, text: str) -> None:
+        self.record.notes.append(text)
+
+
+# --- phase actions --------------------------------------------------------------------------------
+async def prepare(session: Session, phase: Phase) -> None:
+    """Check the pen can be calibrated and record what it has now."""
+    pen = session.pen
+    identity = pen.identity
+    assert identity is not None
+    writes = session.record.procedure != "verify"
+    if writes and not identity.capabilities & Capability.CALIBRATION_STORAGE:
+        raise CalibrationError(
+            f"pen {identity.serial} has no calibration storage; it can only be verified "
+            "(micropen calibrate verify)"
+        )
+    status = await pen.status()
+    if status.state is PenState.FAULT:
+        raise CalibrationError(
+            f"the pen is in fault ({status.fault.name}); remove the cause, clear it "
+            "(micropen clear-fault) and repeat"
+        )
+    if status.state is not PenState.IDLE:
+        raise CalibrationError(
+            f"the pen is {status.state.name.lower()}; stop it and let it come to rest first"
+        )
+    if status.cartridge_state not in (CartridgeState.NEW, CartridgeState.LOCKED):
+        raise CalibrationError(
+            f"cartridge {status.cartridge_state.name.lower()}: the pen runs during calibration; "
+            "mount a usable (calibration) cartridge and repeat"
+        )
+    rec = session.record
+    if session.settings.ambient_c is not None:
+        rec.ambient_c, rec.ambient_source = session.settings.ambient_c, "entered by technician"
+    else:
+        rec.ambient_c, rec.ambient_source = status.temperature_dc / 10, "pen sensor at rest"
+    active = await pen.cal_read(CalBank.ACTIVE)
+    rec.cal_before = _snapshot(active)
+    if active.valid:
+        session.baseline, session.restore_bank = _values(active), active
+    elif not writes:
+        raise CalibrationError(
+            "the pen's active calibration is blank or corrupt: it must be calibrated, not "
+            "verified (micropen calibrate all)"
+        )
+    else:
+        session.note(
+            "the pen's active calibration was blank or corrupt; a nominal (zero) correction "
+            "was committed so the pen can run for the as-found readings"
+        )
+        await _write_verify_commit(session, CalValues(), active.counter)
+        session.restore_bank = await pen.cal_read(CalBank.ACTIVE)
+    session.say(phase.name, f"pen {identity.serial} ready; calibration counter {active.counter}")
+
+
+async def measure_sweep(session: Session, phase: Phase) -> None:
+    """Every set point of one quantity: settle, read, judge against the phase's limit."""
+    assert phase.quantity is not None and phase.stage is not None and phase.limit is not None
+    quantity, settings = phase.quantity, session.settings
+    points: Sequence[float]
+    if quantity is Quantity.DEPTH:
+        points = settings.depth_points_mm
+    else:
+        points = runnable_rates(settings.rate_levels_sps)
+        skipped = [r for r in settings.rate_levels_sps if r not in points]
+        if skipped and phase.stage is Stage.AS_FOUND:
+            session.note(
+                f"stroke rates {', '.join(map(str, skipped))}/s not measured: no treatment area "
+                "allows them, so the pen refuses to run there; the rate correction is one gain, "
+                f"fitted and verified at {', '.join(map(str, points))}/s"
+            )
+    plans, unreachable = plan_runs(quantity.value, points)
+    if unreachable:
+        raise CalibrationError(
+            f"{quantity.value} set points {unreachable} are allowed by no treatment area, so "
+            "the pen cannot run there; choose set points within the areas' limits"
+        )
+    drv = session.driver
+    for plan in plans:
+        for set_value in plan.points:
+            depth = set_value if quantity is Quantity.DEPTH else plan.depth_mm
+            rate = plan.rate_sps if quantity is Quantity.DEPTH else int(set_value)
+            session.say(phase.name, f"set {set_value:g} {quantity.set_units}")
+            point = await _measure_point(session, phase, plan, depth, rate, set_value)
+            session.record.points.append(point)
+            session.say(phase.name, _describe(point), point)
+        await drv.stop()
+
+
+async def _measure_point(
+    session: Session, phase: Phase, plan: RunPlan, depth: float, rate: int, set_value: float
+) -> PointResult:
+    assert phase.quantity is not None and phase.stage is not None and phase.limit is not None
+    drv, quantity = session.driver, phase.quantity
+    instrument = session.instruments[quantity]
+    retries = max(phase.retries, session.settings.retries)
+    for attempt in range(retries + 1):
+        await drv.ensure_running(plan, depth, rate)
+        if quantity is Quantity.DEPTH:
+            await drv.move_depth(depth)
+        else:
+            await drv.change_rate(rate)
+        try:
+            readings = []
+            for _ in range(session.settings.readings):
+                value = await instrument.read(set_value)
+                readings.append(plausible(quantity, set_value, value))
+        except ReadingOutOfRange as exc:
+            if attempt == retries:
+                raise
+            session.say(phase.name, f"retaking {set_value:g}: {exc}")
+            continue
+        drv.check()
+        if drv.running:  # the readings were taken while the pen held the set point
+            return _judge(quantity, phase.stage, phase.limit, set_value, readings)
+    raise CalibrationError(
+        f"the bench run kept ending while {quantity.value} {set_value:g} was read; repeat"
+    )
+
+
+def _judge(
+    quantity: Quantity, stage: Stage, limit: Limit, set_value: float, readings: list[float]
+) -> PointResult:
+    mean = sum(readings) / len(readings)
+    error = mean - set_value if quantity is Quantity.DEPTH else (mean / set_value - 1) * 100
+    return PointResult(
+        quantity,
+        stage,
+        set_value,
+        tuple(readings),
+        mean,
+        error,
+        limit.tolerance,
+        limit.name,
+        limit.verdict(error),
+    )
+
+
+async def fit_correction(session: Session, phase: Phase) -> None:
+    """Least squares over the as-found means; the correction that cancels the line."""
+    assert phase.quantity is not None
+    quantity = phase.quantity
+    points = session.record.stage_points(Stage.AS_FOUND, quantity)
+    current = session.proposed or session.baseline
+    if quantity is Quantity.DEPTH:
+        line = fit_line([p.set_value * 1000 for p in points], [p.mean * 1000 for p in points])
+        proposed = corrected_depth(current, line)
+    else:
+        line = fit_slope([p.set_value for p in points], [p.mean for p in points])
+        proposed = corrected_rate(current, line)
+    session.proposed = proposed
+    session.record.fits.append(
+        FitResult(quantity, line.slope, line.intercept, line.max_residual, current, proposed)
+    )
+    session.say(
+        phase.name,
+        f"{quantity.value}: measured = {line.slope:.5f} × set {line.intercept:+.1f}; new "
+        f"correction: depth gain {proposed.depth_gain_ppm:+d} ppm, offset "
+        f"{proposed.depth_offset_um:+d} µm, rate gain {proposed.rate_gain_ppm:+d} ppm",
+    )
+
+
+async def write_calibration(session: Session, phase: Phase) -> None:
+    """Write to staging, read back and compare, commit, read back the active bank."""
+    assert session.proposed is not None
+    await session.driver.wait_idle()
+    await _write_verify_commit(session, session.proposed, _last_counter(session))
+    session.record.committed = True
+    session.say(phase.name, f"committed calibration counter {_last_counter(session)}")
+
+
+def _last_counter(session: Session) -> int:
+    """The newest counter this session has seen on the pen."""
+    bank = session.record.cal_after or session.record.cal_before
+    return bank.counter if bank else 0
+
+
+async def _write_verify_commit(session: Session, values: CalValues, last_counter: int) -> None:
+    """The only path that changes the pen's calibration. Any mismatch stops before commit."""
+    values.check()
+    pen = session.pen
+    written_at = int(session.clock().timestamp())
+    counter = last_counter + 1
+    for _ in range(2):  # a second try only when the pen names a higher counter floor
+        crc = await pen.cal_write(
+            depth_gain_ppm=values.depth_gain_ppm,
+            depth_offset_um=values.depth_offset_um,
+            rate_gain_ppm=values.rate_gain_ppm,
+            counter=counter,
+            written_at=written_at,
+        )
+        staged = await pen.cal_read(CalBank.STAGING)
+        _expect_bank("staging", staged, values, counter, crc)
+        try:
+            await pen.cal_commit(crc)
+        except PenRefused as exc:
+            if exc.code is ErrorCode.CALIBRATION_DOWNGRADE and exc.limit >= counter:
+                counter = exc.limit + 1
+                continue
+            raise
+        active = await pen.cal_read(CalBank.ACTIVE)
+        _expect_bank("active", active, values, counter, crc)
+        session.record.cal_after = _snapshot(active)
+        return
+    raise CalibrationStorageError("the pen kept refusing the calibration counter; not committed")
+
+
+def _expect_bank(bank: str, data: CalData, values: CalValues, counter: int, crc: int) -> None:
+    got = (_values(data), data.counter, data.crc, bool(data.valid))
+    want = (values, counter, crc, True)
+    if got != want:
+        raise CalibrationStorageError(
+            f"the {bank} calibration bank reads back {got}, expected {want}; "
+            + ("nothing was committed" if bank == "staging" else "the commit did not take")
+            + ": check the pen's storage (micropen cal read) and repeat"
+        )
+
+
+# --- procedures as data ---------------------------------------------------------------------------
+PREPARE = Phase("prepare", prepare)
+WRITE = Phase("write, verify, commit", write_calibration)
+
+
+def _sweep(quantity: Quantity, stage: Stage, limit: Limit) -> Phase:
+    label = stage.value.replace("_", "-")
+    return Phase(f"{quantity.value} {label}", measure_sweep, quantity, stage, limit, retries=2)
+
+
+def _fit(quantity: Quantity) -> Phase:
+    return Phase(f"{quantity.value} fit", fit_correction, quantity)
+
+
+D, R = Quantity.DEPTH, Quantity.RATE
+F, LEFT = Stage.AS_FOUND, Stage.AS_LEFT
+PROCEDURES: dict[str, tuple[Phase, ...]] = {
+    "depth": (
+        PREPARE,
+        _sweep(D, F, DEPTH_ACCEPTANCE),
+        _fit(D),
+        WRITE,
+        _sweep(D, LEFT, DEPTH_AS_LEFT),
+    ),
+    "rate": (PREPARE, _sweep(R, F, RATE_ACCEPTANCE), _fit(R), WRITE, _sweep(R, LEFT, RATE_AS_LEFT)),
+    "all": (
+        PREPARE,
+        _sweep(D, F, DEPTH_ACCEPTANCE),
+        _sweep(R, F, RATE_ACCEPTANCE),
+        _fit(D),
+        _fit(R),
+        WRITE,
+        _sweep(D, LEFT, DEPTH_AS_LEFT),
+        _sweep(R, LEFT, RATE_AS_LEFT),
+    ),
+    "verify": (PREPARE, _sweep(D, F, DEPTH_ACCEPTANCE), _sweep(R, F, RATE_ACCEPTANCE)),
+}
+del D, R, F, LEFT
+
+
+def quantities_of(procedure: str) -> tuple[Quantity, ...]:
+    phases = _procedure(procedure)
+    return tuple(dict.fromkeys(p.quantity for p in phases if p.quantity is not None))
+
+
+def _procedure(name: str) -> tuple[Phase, ...]:
+    try:
+        return PROCEDURES[name]
+    except KeyError:
+        raise InvalidInput(f"unknown procedure {name!r}; valid: {', '.join(PROCEDURES)}") from None
+
+
+# --- the runner -----------------------------------------------------------------------------------
+def _utc_now() -> datetime:
+    return datetime.now(UTC)
+
+
+def software_version() -> str:
+    try:
+        return importlib.metadata.version("micropen")
+    except importlib.metadata.PackageNotFoundError:
+        return "unknown"
+
+
+async def run_calibration(
+    pen: AsyncPen,
+    procedure: str,
+    instruments: Mapping[Quantity, Instrument],
+    *,
+    store: RecordStore,
+    settings: Settings = Settings(),
+    clock: Clock = _utc_now,
+    today: date | None = None,
+    progress: Progress | None = None,
+) -> CalibrationRecord:
+    """Run one procedure on a connected pen and store its record (also when it fails).
+
+    Bad input (settings, a missing or overdue instrument) raises InvalidInput before the pen
+    is touched or a record is made. After that, errors end the procedure with the record
+    marked incomplete and the reason; the record is returned. Cancellation (Ctrl-C) stores the
+    record and re-raises.
+    """
+    phases = _procedure(procedure)
+    settings.check()
+    needed = quantities_of(procedure)
+    missing = [q.value for q in needed if q not in instruments]
+    if missing:
+        raise InvalidInput(f"procedure {procedure!r} needs an instrument for {', '.join(missing)}")
+    used = [instruments[q] for q in needed]
+    started = clock()
+    refs = check_instruments(used, today or started.date(), settings.override_instrument_due)
+    record = _new_record(pen, procedure, settings, started)
+    record.instruments = refs
+    for ref in refs:
+        if ref.overdue:
+            record.notes.append(
+                f"{ref.role} instrument s/n {ref.serial} overdue since {ref.cal_due}; used under "
+                f"override: {ref.override_reason}"
+            )
+    store.begin(record)
+    session = Session(
+        pen, Driver(pen, settle_timeout=settings.settle_timeout_s), dict(instruments), record,
+        settings, clock, progress or (lambda event: None),
+    )  # fmt: skip
+    try:
+        await _run_phases(session, phases)
+    finally:
+        record.finished_at = clock()
+        store.finish(record)
+    return record
+
+
+async def _run_phases(session: Session, phases: Sequence[Phase]) -> None:
+    record = session.record
+    current = "start"
+    try:
+        await session.driver.open()
+        for phase in phases:
+            current = phase.name
+            session.say(phase.name, "start")
+            await phase.action(session, phase)
+            record.phases.append(PhaseLog(phase.name, "pass", 1))
+        _conclude(session)
+    except (HostError, CalibrationError) as exc:
+        record.phases.append(PhaseLog(current, "error", 1, str(exc)))
+        record.outcome, record.reason = Outcome.INCOMPLETE, f"{current}: {exc}"
+    except BaseException as exc:  # Ctrl-C, cancellation, or a bug: still safe and recorded
+        interrupted = isinstance(exc, asyncio.CancelledError | KeyboardInterrupt)
+        what = "cancelled (Ctrl-C)" if interrupted else f"unexpected error {exc!r}"
+        record.phases.append(PhaseLog(current, "cancelled", 1, what))
+        record.outcome, record.reason = Outcome.INCOMPLETE, f"{current}: {what}"
+        raise
+    finally:
+        await _shielded(_finish(session))
+
+
+async def _finish(session: Session) -> None:
+    """Teardown, then put the previous calibration back if the new one is not verified."""
+    try:
+        session.note(await make_safe(session.pen, session.driver))
+        record = session.record
+        if record.committed and record.outcome is not Outcome.PASS:
+            await _restore(session)
+    finally:
+        await session.driver.close()
+
+
+async def _restore(session: Session) -> None:
+    record, previous = session.record, session.restore_bank
+    if previous is None:
+        session.note(
+            "the new calibration is not verified and there is no valid previous calibration "
+            "to restore: do not use the pen until a calibration passes"
+        )
+        return
+    try:
+        await session.driver.wait_at_rest()  # the pen takes calibration writes only at rest
+        await _write_verify_commit(session, _values(previous), _last_counter(session))
+    except (HostError, CalibrationError, TimeoutError) as exc:
+        session.note(
+            f"could not restore the previous calibration ({exc}); the new, unverified "
+            f"calibration (counter {record.cal_after.counter if record.cal_after else '?'}) is "
+            "in force: do not use the pen until a calibration passes"
+        )
+        return
+    record.committed = False
+    session.note(
+        "the new calibration was not verified as-left, so the previous values were written back "
+        f"(counter {record.cal_after.counter if record.cal_after else '?'})"
+    )
+
+
+async def _shielded(work: Awaitable[None]) -> None:
+    """Run cleanup to the end even if the caller is cancelled again meanwhile (then re-raise)."""
+    task = asyncio.ensure_future(work)
+    cancelled = False
+    while not task.done():
+        try:
+            await asyncio.shield(task)
+        except asyncio.CancelledError:
+            if task.done():
+                break
+            cancelled = True
+    if cancelled:
+        raise asyncio.CancelledError
+    with contextlib.suppress(asyncio.CancelledError):
+        task.result()
+
+
+def _conclude(session: Session) -> None:
+    record = session.record
+    final = Stage.AS_FOUND if record.procedure == "verify" else Stage.AS_LEFT
+    verdict = worst(p.verdict for p in record.stage_points(final))
+    if verdict is None:
+        record.outcome, record.reason = Outcome.INCOMPLETE, "no point was measured"
+        return
+    failed = [p for p in record.stage_points(final) if p.verdict is Verdict.FAIL]
+    marginal = [p for p in record.stage_points(final) if p.verdict is Verdict.MARGINAL]
+    label = final.value.replace("_", "-")
+    if failed:
+        record.outcome = Outcome.FAIL
+        record.reason = f"{label} out of tolerance: " + "; ".join(map(_describe, failed))
+    else:
+        record.outcome = Outcome.PASS
+        record.reason = f"every {label} point within its limit"
+        if marginal:
+            record.reason += " (marginal: " + "; ".join(map(_describe, marginal)) + ")"
+
+
+def _describe(point: PointResult) -> str:
+    digits = 3 if point.quantity is Quantity.DEPTH else 2
+    return (
+        f"{point.quantity.value} {point.set_value:g} {point.units}: error "
+        f"{point.error:+.{digits}f} {point.error_units} (limit ±{point.tolerance:g}, "
+        f"{point.verdict.value})"
+    )
+
+
+def _new_record(
+    pen: AsyncPen, procedure: str, settings: Settings, started: datetime
+) -> CalibrationRecord:
+    identity = pen.identity
+    assert identity is not None
+    return CalibrationRecord(
+        record_id=uuid.uuid4().hex,
+        procedure=procedure,
+        pen=PenInfo(
+            identity.serial,
+            identity.model,
+            f"{identity.firmware_major}.{identity.firmware_minor}.{identity.firmware_patch}",
+            identity.protocol_version,
+            pen.url,
+        ),
+        technician=settings.technician,
+        station=settings.station,
+        software_version=software_version(),
+        started_at=started,
+        interval_days=settings.interval_days,
+        reason="in progress (the process ended before the record was closed)",
+    )
+
+
+def _values(data: CalData) -> CalValues:
+    return CalValues(data.depth_gain_ppm, data.depth_offset_um, data.rate_gain_ppm)
+
+
+def _snapshot(data: CalData) -> BankSnapshot:
+    return BankSnapshot(
+        _values(data), bool(data.valid), data.version, data.counter, data.written_at, data.crc
+    )

@@ -1,0 +1,213 @@
+"""Calibration records in SQLite: one row per attempt, its points and instruments indexed.
+
+A record is inserted when a procedure starts (outcome *incomplete*, reason "in progress") and
+replaced when it ends, so a process killed mid-way still leaves a trace. The full record is
+kept as JSON beside the indexed columns; the JSON is the source of truth, the columns serve
+queries (history per pen, last passing calibration per quantity) and auditors with plain SQL.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sqlite3
+from collections.abc import Iterator
+from contextlib import closing, contextmanager
+from datetime import datetime
+from pathlib import Path
+
+from .measurements import Quantity
+from .record import CalibrationRecord, Outcome
+
+__all__ = ["DB_FILENAME", "SCHEMA_VERSION", "RecordStore", "default_db_path"]
+
+DB_FILENAME = "calibration.sqlite"
+SCHEMA_VERSION = 1
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS calibrations (
+    record_id        TEXT PRIMARY KEY,
+    procedure        TEXT NOT NULL,
+    pen_serial       TEXT NOT NULL,
+    pen_model        TEXT NOT NULL,
+    firmware         TEXT NOT NULL,
+    technician       TEXT NOT NULL,
+    station          TEXT NOT NULL,
+    started_at       TEXT NOT NULL,
+    finished_at      TEXT,
+    outcome          TEXT NOT NULL,
+    reason           TEXT NOT NULL,
+    committed        INTEGER NOT NULL,
+    interval_days    INTEGER NOT NULL,
+    software_version TEXT NOT NULL,
+    ambient_c        REAL,
+    record_json      TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS calibrations_pen ON calibrations (pen_serial, started_at);
+CREATE TABLE IF NOT EXISTS points (
+    record_id  TEXT NOT NULL REFERENCES calibrations (record_id) ON DELETE CASCADE,
+    quantity   TEXT NOT NULL,
+    stage      TEXT NOT NULL,
+    set_value  REAL NOT NULL,
+    mean       REAL NOT NULL,
+    error      REAL NOT NULL,
+    tolerance  REAL NOT NULL,
+    verdict    TEXT NOT NULL,
+    readings   TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS points_record ON points (record_id);
+CREATE TABLE IF NOT EXISTS instruments (
+    record_id       TEXT NOT NULL REFERENCES calibrations (record_id) ON DELETE CASCADE,
+    role            TEXT NOT NULL,
+    kind            TEXT NOT NULL,
+    manufacturer    TEXT NOT NULL,
+    model           TEXT NOT NULL,
+    serial          TEXT NOT NULL,
+    cal_due         TEXT NOT NULL,
+    overdue         INTEGER NOT NULL,
+    override_reason TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS instruments_record ON instruments (record_id);
+"""
+
+
+def default_db_path() -> Path:
+    """``$MICROPEN_HOME/calibration.sqlite``, else the treatment log's data directory."""
+    try:
+        from micropen.host.treatment_log import default_path
+    except ImportError:  # the treatment log is not there yet: same rule, kept in step
+        home = os.environ.get("MICROPEN_HOME")
+        base = Path(home) if home else Path.home() / ".local" / "share" / "micropen"
+        return base / DB_FILENAME
+    return Path(default_path()).parent / DB_FILENAME
+
+
+class RecordStore:
+    """The calibration database. Cheap to create; each call opens its own connection."""
+
+    def __init__(self, path: Path | str | None = None) -> None:
+        self.path = Path(path) if path is not None else default_db_path()
+
+    # --- writing -----------------------------------------------------------------------------
+    def begin(self, record: CalibrationRecord) -> None:
+        """Insert a record as it starts; it stays incomplete unless :meth:`finish` replaces it."""
+        self._write(record)
+
+    def finish(self, record: CalibrationRecord) -> None:
+        """Replace the record with its final state (outcome, points, fits, notes)."""
+        self._write(record)
+
+    # --- reading -------------------------------------------------------------------------------
+    def get(self, record_id: str) -> CalibrationRecord | None:
+        with self._connect() as db:
+            row = db.execute(
+                "SELECT record_json FROM calibrations WHERE record_id = ?", (record_id,)
+            ).fetchone()
+        return CalibrationRecord.from_dict(json.loads(row[0])) if row else None
+
+    def history(self, pen_serial: str | None = None) -> list[CalibrationRecord]:
+        """Every record, newest first; one pen's when ``pen_serial`` is given."""
+        query = "SELECT record_json FROM calibrations"
+        args: tuple[str, ...] = ()
+        if pen_serial is not None:
+            query += " WHERE pen_serial = ?"
+            args = (pen_serial,)
+        with self._connect() as db:
+            rows = db.execute(query + " ORDER BY started_at DESC, rowid DESC", args).fetchall()
+        return [CalibrationRecord.from_dict(json.loads(r[0])) for r in rows]
+
+    def pens(self) -> list[str]:
+        with self._connect() as db:
+            rows = db.execute(
+                "SELECT DISTINCT pen_serial FROM calibrations ORDER BY pen_serial"
+            ).fetchall()
+        return [r[0] for r in rows]
+
+    def last_pass(self, pen_serial: str, quantity: Quantity) -> CalibrationRecord | None:
+        """The newest passing record that covered ``quantity`` (a passing verify counts)."""
+        for record in self.history(pen_serial):
+            if record.outcome is Outcome.PASS and quantity in record.quantities():
+                return record
+        return None
+
+    # --- plumbing --------------------------------------------------------------------------------
+    @contextmanager
+    def _connect(self) -> Iterator[sqlite3.Connection]:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        with closing(sqlite3.connect(self.path, timeout=10.0)) as db:
+            db.execute("PRAGMA foreign_keys = ON")
+            version = db.execute("PRAGMA user_version").fetchone()[0]
+            if version == 0:
+                db.executescript(_SCHEMA)
+                db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+            elif version > SCHEMA_VERSION:
+                raise RuntimeError(
+                    f"{self.path} has calibration schema v{version}, newer than this "
+                    f"micropen's v{SCHEMA_VERSION}; update micropen to read it"
+                )
+            with db:  # one transaction
+                yield db
+
+    def _write(self, record: CalibrationRecord) -> None:
+        data = record.to_dict()
+        with self._connect() as db:
+            db.execute("DELETE FROM calibrations WHERE record_id = ?", (record.record_id,))
+            db.execute(
+                "INSERT INTO calibrations VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+                (
+                    record.record_id,
+                    record.procedure,
+                    record.pen.serial,
+                    record.pen.model,
+                    record.pen.firmware,
+                    record.technician,
+                    record.station,
+                    _iso(record.started_at),
+                    _iso(record.finished_at) if record.finished_at else None,
+                    record.outcome.value,
+                    record.reason,
+                    int(record.committed),
+                    record.interval_days,
+                    record.software_version,
+                    record.ambient_c,
+                    json.dumps(data, sort_keys=True),
+                ),
+            )
+            db.executemany(
+                "INSERT INTO points VALUES (?,?,?,?,?,?,?,?,?)",
+                [
+                    (
+                        record.record_id,
+                        p.quantity.value,
+                        p.stage.value,
+                        p.set_value,
+                        p.mean,
+                        p.error,
+                        p.tolerance,
+                        p.verdict.value,
+                        json.dumps(list(p.readings)),
+                    )
+                    for p in record.points
+                ],
+            )
+            db.executemany(
+                "INSERT INTO instruments VALUES (?,?,?,?,?,?,?,?,?)",
+                [
+                    (
+                        record.record_id,
+                        i.role,
+                        i.kind,
+                        i.manufacturer,
+                        i.model,
+                        i.serial,
+                        i.cal_due.isoformat(),
+                        int(i.overdue),
+                        i.override_reason,
+                    )
+                    for i in record.instruments
+                ],
+            )
+
+
+def _iso(moment: datetime) -> str:
+    return moment.isoformat()

@@ -1,0 +1,403 @@
+"""Generate ``docs/protocol.md`` from the declarations, so the reference cannot drift from the code.
+
+Every number in the document (ids, offsets, sizes, ranges, enum values, link defaults, the state
+table, the schema hash) is read from the protocol modules; the prose around them explains the
+rules those numbers belong to. ``tests/protocol/test_protocol_doc.py`` fails when the committed
+file differs from what this module renders.
+
+Usage::
+
+    python3 -m micropen.protocol.docgen > docs/protocol.md
+    python3 -m micropen.protocol.docgen --write docs/protocol.md
+"""
+
+from __future__ import annotations
+
+import argparse
+import inspect
+import random
+import struct
+import sys
+from collections.abc import Iterable, Iterator
+from enum import Enum, IntEnum, IntFlag
+from pathlib import Path
+
+from . import framing, limits, link, messages
+from .framing import HEADER, MAX_RAW_FRAME, MAX_WIRE_FRAME, encode_frame
+from .link import TRANSITIONS, Flag, Link, LinkState, Role
+from .schema import MAX_BODY, REGISTRY, Field, Kind, Message, schema_hash
+
+__all__ = ["main", "render"]
+
+COMMAND = "python3 -m micropen.protocol.docgen --write docs/protocol.md"
+INLINE_ENUM_MEMBERS = 6  # longer enums get a link to their table instead of an inline list
+
+_KIND_TEXT = {
+    Kind.COMMAND: "host → pen, answered by its reply type or by `Nak`, with the same `cmd_id`",
+    Kind.REPLY: "pen → host, answers one command (same `cmd_id`)",
+    Kind.NOTIFY: "pen → host, unsolicited",
+    Kind.HOST_NOTIFY: "host → pen, never answered",
+    Kind.SIM_COMMAND: "host → simulator only; a real pen answers `Nak(UNKNOWN_COMMAND)`",
+}
+_FLAG_TEXT = {
+    Flag.DATA: "the frame carries a message and a sequence number",
+    Flag.ACK: "`ack` is valid: every sequence number below it has arrived",
+    Flag.SYN: "host opens a link in the frame's epoch",
+    Flag.SYNACK: "pen accepts the link opened by SYN",
+    Flag.RST: "pen does not know the frame's epoch; the host must open a new link",
+    Flag.URGENT: "deliver on arrival, even before earlier sequence numbers",
+}
+_HEADER_FIELDS = (
+    ("flags", "bit set below"),
+    ("epoch", "link number drawn by the host at each connect; 0 before the first"),
+    ("seq", "sequence number of a DATA frame (mod 2^16)"),
+    ("ack", "next sequence number the sender expects (cumulative)"),
+)
+_LINK_PARAMETERS = {
+    "window": "data frames in flight before new ones wait in the backlog",
+    "rto_initial": "retransmission timeout before the first RTT sample (s)",
+    "rto_min": "lower clamp of the retransmission timeout (s)",
+    "rto_max": "upper clamp; timeouts double up to it (s)",
+    "max_retries": "timeouts in a row without progress before a host declares the link lost",
+    "liveness_timeout": "host only: silence from the pen for this long closes the link (s)",
+    "max_backlog": "messages waiting beyond the window before send() refuses more",
+    "ack_delay": "how long a receiver may hold an ack hoping to carry it on data (s)",
+    "rng": "source of the host's epochs",
+}
+
+
+# ------------------------------------------------------------------------------ helpers
+def _cell(text: object) -> str:
+    return str(text).replace("|", "\\|").replace("\n", " ")
+
+
+def _table(header: Iterable[str], rows: Iterable[Iterable[object]]) -> list[str]:
+    head = list(header)
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    lines += ["| " + " | ".join(_cell(c) for c in row) + " |" for row in rows]
+    return [*lines, ""]
+
+
+def _doc(obj: object) -> str:
+    text = obj.__doc__ if isinstance(obj, type) and "__doc__" in vars(obj) else None
+    return inspect.cleandoc(text) if text else ""
+
+
+def _anchor(title: str) -> str:
+    keep = (c for c in title.lower().replace(" ", "-") if c.isalnum() or c in "-_")
+    return "#" + "".join(keep)
+
+
+def _message_anchor(cls: type[Message]) -> str:
+    return _anchor(f"0x{cls.ID:02X} {cls.__name__}")
+
+
+def _messages() -> list[type[Message]]:
+    return [REGISTRY[msg_id] for msg_id in sorted(REGISTRY)]
+
+
+def _enums() -> list[type[Enum]]:
+    """Enums a message field or the reader needs: those of messages.py, and limits.Area."""
+    found = [
+        obj
+        for obj in vars(messages).values()
+        if isinstance(obj, type)
+        and issubclass(obj, IntEnum | IntFlag)
+        and obj.__module__ == messages.__name__
+    ]
+    return [*found, limits.Area]
+
+
+def _sample(cls: type[Message]) -> Message:
+    """The smallest valid instance, to measure encoded sizes."""
+    values: dict[str, object] = {}
+    for f in cls.FIELDS:
+        if f.kind == "str":
+            values[f.name] = ""
+        elif f.enum is not None:
+            values[f.name] = min(f.enum)
+        else:
+            values[f.name] = f.lo
+    return cls(**values)
+
+
+def _wire_size(cls: type[Message]) -> int:
+    return len(encode_frame(0, 0, 0, 0, _sample(cls).encode()))
+
+
+def _hex(data: bytes) -> str:
+    return " ".join(f"{b:02x}" for b in data)
+
+
+# ------------------------------------------------------------------------------ sections
+def _intro() -> list[str]:
+    return [
+        "# micropen wire protocol",
+        "",
+        f"<!-- generated by `{COMMAND}`; edit protocol/*.py instead -->",
+        "",
+        f"Protocol version **{messages.PROTOCOL_VERSION}** · schema hash "
+        f"**0x{schema_hash():08X}** · {len(REGISTRY)} messages.",
+        "",
+        "This reference is generated from the declarations in `protocol/` "
+        f"(`{COMMAND}`); `tests/protocol/test_protocol_doc.py` fails when it is stale.",
+        "",
+        "## Overview",
+        "",
+        "Three layers, each usable alone and none doing I/O (bytes in, events out, `now` "
+        "passed in):",
+        "",
+        "1. **Messages** (`schema.py`, `messages.py`): fixed little-endian layouts, no padding, "
+        "one id byte then the body. Every value is range-checked when a message is built "
+        "(`LocalProtocolError`) and when it is decoded (`RemoteProtocolError`).",
+        "2. **Link** (`link.py`): numbers data frames, acknowledges, retransmits and delivers "
+        "each message exactly once and in order per epoch, in both directions.",
+        "3. **Framing** (`framing.py`): header, message and CRC-32, COBS-stuffed between `0x00` "
+        "delimiters, so a receiver resynchronises at the next delimiter after any garbage.",
+        "",
+        "The host numbers its commands (`cmd_id`); the pen answers with the same number and "
+        "keeps recent answers, so a command re-sent after a reconnect is answered again, never "
+        "executed twice. At connect the host sends `Hello` with the protocol version and the "
+        "schema hash; `Hello` and `Identity` never change layout, so two ends can always name "
+        "both versions when they disagree.",
+        "",
+    ]
+
+
+def _frame_section() -> list[str]:
+    lines = ["## Frames", "", "Before stuffing, little-endian:", ""]
+    offset, rows = 0, list[tuple[object, ...]]()
+    for (name, meaning), code in zip(_HEADER_FIELDS, HEADER.format.lstrip("<"), strict=True):
+        size = struct.calcsize("<" + code)
+        rows.append((offset, name, f"u{8 * size}", size, meaning))
+        offset += size
+    rows.append((offset, "message", "id u8 + body", f"1–{1 + MAX_BODY}", "absent in control"))
+    rows.append(("end − 4", "crc", "u32", 4, "CRC-32 of everything before it"))
+    lines += _table(("offset", "field", "type", "bytes", "meaning"), rows)
+    lines += ["Flags:", ""]
+    lines += _table(
+        ("bit", "flag", "meaning"),
+        ((f"0x{f.value:02X}", f.name, _FLAG_TEXT.get(f, "")) for f in Flag),
+    )
+    lines += _framing_rules()
+    return lines
+
+
+def _framing_rules() -> list[str]:
+    example = messages.Heartbeat(counter=1).encode()
+    flags = Flag.DATA | Flag.ACK
+    wire = encode_frame(flags, 0x2A, 1, 0, example)
+    flag_names = "|".join(f.name or "" for f in Flag if f & flags)
+    return [
+        f"* **CRC-32** (IEEE 802.3, `zlib.crc32`) over header and message, stored "
+        f"little-endian. The receiver checks the residue: `crc32(frame) == "
+        f"0x{framing.CRC_RESIDUE:08X}`. For frames up to the maximum size it detects every "
+        "1-, 2- and 3-bit error and every burst of up to 32 bits in transmission order "
+        "(least significant bit of each byte first, as a UART sends it); proved exhaustively "
+        "by `tests/protocol/test_crc.py`.",
+        "* **COBS** removes every `0x00` from the frame; each frame is written as "
+        "`00 <cobs> 00`, so garbage before a frame never merges into it and a receiver that "
+        "starts mid-stream resynchronises at the next `00`.",
+        f"* **Sizes:** message body ≤ {MAX_BODY} bytes; raw frame (header to CRC) "
+        f"{framing.MIN_RAW_FRAME}–{MAX_RAW_FRAME} bytes; on the wire ≤ {MAX_WIRE_FRAME} bytes "
+        "with both delimiters. Longer pieces are discarded and counted, as are pieces that "
+        "fail COBS or the CRC; nothing a peer sends raises.",
+        "",
+        f"Example: `Heartbeat(counter=1)` in a {flag_names} frame (flags 0x{flags:02X}), "
+        "epoch 0x2A, seq 1, ack 0:",
+        "",
+        "```",
+        f"message  {_hex(example)}",
+        f"wire     {_hex(wire)}",
+        "```",
+        "",
+    ]
+
+
+def _link_defaults() -> dict[str, object]:
+    signature = inspect.signature(Link.__init__)
+    return {
+        name: p.default
+        for name, p in signature.parameters.items()
+        if p.default is not inspect.Parameter.empty
+    }
+
+
+def _link_section() -> list[str]:
+    d = _link_defaults()
+    lines = [
+        "## Link rules",
+        "",
+        "* **Epochs.** The host opens a link with a SYN frame in a fresh random epoch (1–255, "
+        "never the one it just left); the pen answers SYNACK and both number their data "
+        "frames from 0. A frame of any other epoch is stale and dropped. A pen that receives "
+        "a data frame of an epoch it does not know (it restarted, or another host took over) "
+        "answers RST in that epoch; the host reports `PeerReset` and closes.",
+        f"* **Acknowledgements** are cumulative: `ack` is the next sequence number expected. "
+        "They ride on data frames when there are some, otherwise go alone in an ACK frame. "
+        "A duplicate is acknowledged again, never delivered again; early frames wait for "
+        f"the gap (up to window + {link.URGENT_SLACK} ahead, beyond that they are dropped "
+        "and come again).",
+        f"* **Window.** Up to `window` (default {d['window']}) data frames in flight; further "
+        f"messages wait in a backlog of at most {d['max_backlog']}.",
+        "* **Retransmission** (RFC 6298): SRTT and RTTVAR from acknowledged frames, RTO = "
+        "SRTT + 4·RTTVAR clamped to [`rto_min`, `rto_max`], doubled at each timeout (when "
+        "every unacknowledged frame is sent again), Karn's rule (no RTT sample from a frame "
+        f"sent twice). Defaults: initial {d['rto_initial']} s, min {d['rto_min']} s, max "
+        f"{d['rto_max']} s. After `max_retries` (default {d['max_retries']}) timeouts without "
+        "progress a host declares the link lost (`LinkLost`); a pen keeps retransmitting at "
+        "`rto_max` until a new epoch.",
+        f"* **Urgent** messages (emergency stop) are sent at once, up to {link.URGENT_SLACK} "
+        "beyond the window, and delivered on arrival even if earlier frames are missing; "
+        "they are not delivered again when the gap fills.",
+        "* **Liveness.** A host with `liveness_timeout` set closes the link (`LinkLost`) when "
+        "the pen has sent nothing for that long; heartbeats keep an idle link alive.",
+        "* **Reconnect.** The host's `connect()` opens a new epoch and *returns* the messages "
+        "the old one left unacknowledged: only its owner knows whether the pen restarted, so "
+        "only the owner re-sends them (a re-sent command is answered from the pen's reply "
+        "cache). The pen, on a new epoch, re-queues everything it had not got acknowledged "
+        "ahead of its backlog: replies, events and run reports reach the host.",
+        "",
+        "Link parameters (`Link(role, …)` keywords):",
+        "",
+    ]
+    rows = ((f"`{k}`", v, _LINK_PARAMETERS.get(k, "")) for k, v in d.items())
+    return lines + _table(("parameter", "default", "meaning"), rows)
+
+
+def _reachable(role: Role) -> list[LinkState]:
+    """States a role can be in: its initial state and every state the table leads it to."""
+    seen = [Link(role, rng=random.Random(0)).state]
+    for state in seen:
+        for (r, src, _), nxt in TRANSITIONS.items():
+            if r is role and src is state and nxt not in seen:
+                seen.append(nxt)
+    return seen
+
+
+def _state_section() -> list[str]:
+    lines = [
+        "## Link states",
+        "",
+        "Drawn from `link.TRANSITIONS` (rows for states a role never reaches are left out).",
+        "",
+    ]
+    rows = []
+    for role in Role:
+        states = _reachable(role)
+        lines += [f"{role.value.capitalize()}:", "", "```mermaid", "stateDiagram-v2"]
+        lines.append(f"    [*] --> {states[0].name}")
+        for (r, state, event), nxt in TRANSITIONS.items():
+            if r is role and state in states:
+                lines.append(f"    {state.name} --> {nxt.name}: {event.value}")
+                rows.append((role.value, state.value, event.value, nxt.value))
+        lines += ["```", ""]
+    lines += _table(("role", "state", "input", "next state"), rows)
+    lines += [
+        "A local input (`connect()`, `close()`) missing from the table raises "
+        "`LocalProtocolError` naming the state; a remote one is ignored and counted.",
+        "",
+    ]
+    return lines
+
+
+_ID_RANGES = (
+    (0x01, 0x3F, "host → pen: commands and host notifications"),
+    (0x40, 0x7F, "pen → host: replies and notifications"),
+    (0x80, 0xDF, "unassigned"),
+    (0xE0, 0xFF, "reserved for simulator commands; a real pen answers `Nak(UNKNOWN_COMMAND)`"),
+)
+
+
+def _summary_section() -> list[str]:
+    lines = ["## Messages", "", "Every command and reply starts with `cmd_id`. Id ranges:", ""]
+    used = {(lo, hi): sum(lo <= msg_id <= hi for msg_id in REGISTRY) for lo, hi, _ in _ID_RANGES}
+    lines += _table(
+        ("ids", "use", "assigned"),
+        ((f"0x{lo:02X}–0x{hi:02X}", use, used[lo, hi]) for lo, hi, use in _ID_RANGES),
+    )
+    rows = []
+    for cls in _messages():
+        reply = f"[{cls.REPLY.__name__}]({_message_anchor(cls.REPLY)})" if cls.REPLY else ""
+        name = f"[{cls.__name__}]({_message_anchor(cls)})"
+        rows.append((f"0x{cls.ID:02X}", name, cls.KIND.name, reply, cls.STRUCT.size))
+    lines += _table(("id", "message", "kind", "reply", "body bytes"), rows)
+    lines += _table(("kind", "direction"), ((k.name, _KIND_TEXT.get(k, "")) for k in Kind))
+    return lines
+
+
+def _range_text(f: Field) -> str:
+    if f.enum is None:
+        return f.describe_range()
+    members = list(f.enum)
+    if len(members) <= INLINE_ENUM_MEMBERS:
+        return f"{f.enum.__name__}: " + f.describe_range()
+    return f"[{f.enum.__name__}]({_anchor(f.enum.__name__)}) ({len(members)} values)"
+
+
+def _field_rows(cls: type[Message]) -> Iterator[tuple[object, ...]]:
+    offset = 1
+    for f in cls.FIELDS:
+        kind = f"char[{f.size}]" if f.kind == "str" else f.kind
+        yield offset, f"`{f.name}`", kind, f.byte_size, f.unit, _range_text(f), f.doc
+        offset += f.byte_size
+
+
+def _message_section(cls: type[Message]) -> list[str]:
+    lines = [f"### 0x{cls.ID:02X} {cls.__name__}", ""]
+    facts = [f"**{cls.KIND.name}** ({_KIND_TEXT.get(cls.KIND, '')})"]
+    if cls.REPLY is not None:
+        facts.append(f"reply [{cls.REPLY.__name__}]({_message_anchor(cls.REPLY)})")
+    lines += ["; ".join(facts) + ".", ""]
+    if doc := _doc(cls):
+        lines += [doc, ""]
+    header = ("offset", "field", "type", "bytes", "unit", "range / values", "meaning")
+    lines += _table(header, [(0, "id", "u8", 1, "", f"0x{cls.ID:02X}", "message id")])[:-1]
+    lines += _table(header, _field_rows(cls))[2:]
+    raw = HEADER.size + 1 + cls.STRUCT.size + 4
+    lines += [
+        f"Body {cls.STRUCT.size} bytes (`struct` format `{cls.STRUCT.format}`); frame {raw} "
+        f"bytes, {_wire_size(cls)} on the wire.",
+        "",
+    ]
+    return lines
+
+
+def _enum_section() -> list[str]:
+    lines = ["## Enumerations", ""]
+    for enum in _enums():
+        kind = "bit flags" if issubclass(enum, IntFlag) else "values"
+        lines += [f"### {enum.__name__}", "", f"`{enum.__module__}.{enum.__name__}`, {kind}."]
+        lines += [""]
+        if doc := _doc(enum):
+            lines += [doc, ""]
+        lines += _table(("value", "name"), ((m.value, m.name) for m in enum))
+    return lines
+
+
+def render() -> str:
+    """The whole of docs/protocol.md."""
+    lines = [*_intro(), *_frame_section(), *_link_section(), *_state_section()]
+    lines += _summary_section()
+    for cls in _messages():
+        lines += _message_section(cls)
+    lines += _enum_section()
+    return "\n".join(lines).rstrip("\n") + "\n"
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(
+        prog="python3 -m micropen.protocol.docgen",
+        description="Generate docs/protocol.md from the protocol declarations.",
+    )
+    parser.add_argument("--write", metavar="PATH", help="write to PATH instead of stdout")
+    args = parser.parse_args(argv)
+    text = render()
+    if args.write:
+        Path(args.write).write_text(text, encoding="utf-8")
+    else:
+        sys.stdout.write(text)
+
+
+if __name__ == "__main__":
+    main()

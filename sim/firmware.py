@@ -1,0 +1,1066 @@
+"""The pen's firmware: protocol handling, the state machine, run control and safety monitors.
+
+It speaks through the same :class:`~micropen.protocol.link.Link` as the host, answers every
+command with its declared reply or a typed :class:`Nak`, and enforces every control of
+``shared/pen-spec.md`` on its own — it never trusts the host to have checked (and it cannot
+import the host's checks: sim imports only protocol).
+
+The state machine is the table :data:`TRANSITIONS`; ``docs/simulator.md`` shows the diagram
+that :func:`state_diagram` draws from it (a test keeps the two equal). Which command is
+accepted in which state is the table :data:`ALLOWED_STATES`.
+
+Time: :meth:`Firmware.advance` steps the physics from one scheduled instant to the next —
+10 ms control ticks while anything moves, 0.5 s ticks at rest, telemetry samples, the
+heartbeat deadline, the end of a timed run and the end of a retraction. A stroke-bounded run
+stops at the exact instant the cam completes its last stroke (solved inside the physics step).
+"""
+
+from __future__ import annotations
+
+import math
+import random
+from collections import OrderedDict
+from collections.abc import Callable
+from dataclasses import dataclass
+from enum import Enum
+from typing import Any
+
+from micropen.protocol import limits as L
+from micropen.protocol.errors import MicropenError
+from micropen.protocol.events import BadMessage, Connected, MessageReceived
+from micropen.protocol.link import Link, Role
+from micropen.protocol.messages import (
+    PROTOCOL_VERSION,
+    Ack,
+    CalCommit,
+    CalRead,
+    CalWrite,
+    CartridgeState,
+    ClearFault,
+    EmergencyStop,
+    ErrorCode,
+    Event,
+    EventCode,
+    FaultCode,
+    FaultReport,
+    GetCartridge,
+    GetStatus,
+    Hello,
+    Identity,
+    Nak,
+    PenState,
+    Run,
+    RunMode,
+    RunOutcome,
+    RunReport,
+    SetDepth,
+    SetRate,
+    SetTelemetry,
+    SetWatchdog,
+    SimGet,
+    SimMountCartridge,
+    SimParam,
+    SimParamValue,
+    SimSet,
+    Status,
+    Stop,
+    Telemetry,
+)
+from micropen.protocol.schema import REGISTRY, Kind, Message, schema_hash
+
+from . import physics as phys_model
+from .calstore import CalRecord, Nvm
+from .cartridge import Bay, Cartridge, CartridgeSlot, Refusal, i32
+from .faults import PARAM_SPECS, LinkFaults, apply_param, read_param
+from .physics import Noise, Physics
+
+__all__ = [
+    "ALLOWED_STATES",
+    "TRANSITIONS",
+    "BootReason",
+    "Firmware",
+    "FirmwareBug",
+    "RunRecord",
+    "Trigger",
+    "UnitInfo",
+    "allowed_states_markdown",
+    "state_diagram",
+]
+
+TICK_S = 0.010  # control period while anything moves
+IDLE_TICK_EVERY = 50  # ticks at rest: every 0.5 s
+REPLY_CACHE_SIZE = 256
+TELEMETRY_BACKLOG_LIMIT = 64  # skip (and count) samples when the link is this far behind
+TEMP_REARM_DC = L.TEMP_WARN_DC - 5  # the warning re-arms below 39.5 °C
+LINK_MAX_RETRIES = 1 << 30  # the pen never gives up delivering (faults, run reports)
+_U32 = 0xFFFF_FFFF
+_INF = math.inf
+_SCHEMA_HASH = schema_hash()
+_NOISE_DEPTH = phys_model.NOISE_DEPTH_UM
+_NOISE_RATE = phys_model.NOISE_RATE_FRACTION
+_NOISE_CURRENT = phys_model.NOISE_CURRENT_MA
+_NOISE_TEMP = phys_model.NOISE_TEMP_C
+_NOISE_BATTERY = phys_model.NOISE_BATTERY_MV
+_ELECTRONICS_MA = phys_model.ELECTRONICS_MA
+_BATTERY_R_OHM = phys_model.BATTERY_R_OHM
+_new_message = tuple.__new__
+
+
+class FirmwareBug(MicropenError):
+    """The simulated firmware reached a state its own tables forbid (a bug, never input)."""
+
+
+class BootReason(int, Enum):
+    POWER_ON = 0
+    RESET = 1
+    BROWNOUT = 2
+
+
+class Trigger(Enum):
+    """What moves the firmware from one state to another."""
+
+    SELF_TEST_PASSED = "self-test passed"
+    RUN = "Run accepted"
+    STOP = "run ended: Stop, target reached, cartridge limit"
+    RETRACTED = "needles home"
+    FAULT = "fault, emergency stop, watchdog"
+    CLEAR = "ClearFault, cause gone"
+    RESET = "power cycle, brown-out"
+
+
+S, T = PenState, Trigger
+TRANSITIONS: dict[tuple[PenState, Trigger], PenState] = {
+    (S.BOOT, T.SELF_TEST_PASSED): S.IDLE,
+    (S.BOOT, T.FAULT): S.FAULT,
+    (S.IDLE, T.RUN): S.RUNNING,
+    (S.RUNNING, T.STOP): S.STOPPING,
+    (S.STOPPING, T.RETRACTED): S.IDLE,
+    (S.IDLE, T.FAULT): S.FAULT,
+    (S.RUNNING, T.FAULT): S.FAULT,
+    (S.STOPPING, T.FAULT): S.FAULT,
+    (S.FAULT, T.FAULT): S.FAULT,
+    (S.FAULT, T.CLEAR): S.IDLE,
+    **{(state, T.RESET): S.BOOT for state in PenState},
+}  # BOOTLOADER is reserved: only a reset leaves it, nothing enters it yet
+
+_ANY = frozenset(PenState)
+_WORKING = frozenset({S.IDLE, S.RUNNING, S.STOPPING, S.FAULT})
+_AT_REST = frozenset({S.IDLE, S.FAULT})
+ALLOWED_STATES: dict[type[Message], frozenset[PenState]] = {
+    Hello: _ANY,
+    GetStatus: _ANY,
+    Stop: _ANY,
+    EmergencyStop: _ANY,
+    ClearFault: _ANY,
+    SetDepth: _WORKING,
+    SetRate: _WORKING,
+    Run: frozenset({S.IDLE}),
+    SetWatchdog: _WORKING,
+    SetTelemetry: _WORKING,
+    GetCartridge: _WORKING,
+    CalRead: _WORKING,
+    CalWrite: _AT_REST,
+    CalCommit: _AT_REST,
+    SimSet: _WORKING,
+    SimGet: _WORKING,
+    SimMountCartridge: _WORKING,
+}
+# Deny by default: before a Hello on the current link epoch only these are obeyed (stopping
+# is always safe, whoever asks).
+NO_HANDSHAKE_NEEDED = frozenset({Hello, Stop, EmergencyStop})
+NOT_CACHED = frozenset({Hello})
+_ACTIVE_STATES = frozenset({S.RUNNING, S.STOPPING})
+_RUN_OUTCOME_FOR_FAULT = {
+    FaultCode.EMERGENCY_STOP: RunOutcome.EMERGENCY_STOP,
+    FaultCode.WATCHDOG: RunOutcome.WATCHDOG,
+}
+del S, T
+
+
+def state_diagram() -> str:
+    """Mermaid source of the state machine, drawn from :data:`TRANSITIONS`."""
+    lines = ["stateDiagram-v2", "    [*] --> BOOT"]
+    resets = [s for (s, trig) in TRANSITIONS if trig is Trigger.RESET]
+    for (state, trig), target in TRANSITIONS.items():
+        if trig is not Trigger.RESET:
+            lines.append(f"    {state.name} --> {target.name}: {trig.value}")
+    lines.append(f"    note right of BOOT: {Trigger.RESET.value} from any state → BOOT")
+    lines.append("    note left of BOOTLOADER: reserved (firmware update), not entered yet")
+    assert len(resets) == len(PenState)
+    return "\n".join(lines)
+
+
+def allowed_states_markdown() -> str:
+    """The command/state table of docs/simulator.md, drawn from :data:`ALLOWED_STATES`."""
+    states = [s for s in PenState if s is not PenState.BOOT]
+    rows = [
+        "| command | " + " | ".join(s.name for s in states) + " | before Hello |",
+        "|---|" + "---|" * (len(states) + 1),
+    ]
+    for cls, allowed in ALLOWED_STATES.items():
+        cells = ["yes" if s in allowed else "—" for s in states]
+        early = "yes" if cls in NO_HANDSHAKE_NEEDED else "NOT_CONNECTED"
+        rows.append(f"| `{cls.__name__}` | " + " | ".join(cells) + f" | {early} |")
+    return "\n".join(rows)
+
+
+@dataclass(frozen=True, slots=True)
+class UnitInfo:
+    """What the Identity reply says about this unit."""
+
+    model: str
+    serial: str
+    firmware: tuple[int, int, int]
+    hardware_revision: int
+    capabilities: int
+    today_day: int
+
+
+@dataclass(slots=True)
+class RunRecord:
+    """The current or last run of this boot."""
+
+    run_id: int
+    area: int
+    mode: RunMode
+    target: int
+    depth_um: int
+    rate_sps: int
+    cartridge_id: int
+    start_t: float
+    end_t: float | None = None
+    strokes: int = 0
+    outcome: RunOutcome = RunOutcome.ACTIVE
+
+
+_Handler = Callable[["Firmware", Any, float], Message]
+
+
+class Firmware:
+    """One boot of the pen's firmware. A reset builds a new one: RAM state is lost, the
+    physics, the non-volatile memory and the mounted cartridge are passed in and survive."""
+
+    def __init__(
+        self,
+        unit: UnitInfo,
+        *,
+        physics: Physics,
+        nvm: Nvm,
+        bay: Bay,
+        link_faults: LinkFaults | None,
+        noise: Noise,
+        rng: random.Random,
+        now: float,
+        boot_reason: BootReason = BootReason.POWER_ON,
+    ) -> None:
+        self.unit, self.physics, self.nvm, self.bay = unit, physics, nvm, bay
+        self.link_faults, self.noise = link_faults, noise
+        self.boot_t = now
+        self.boot_id = rng.getrandbits(32)
+        self.link = Link(Role.PEN, max_retries=LINK_MAX_RETRIES, rng=random.Random(rng.random()))
+        self.state = PenState.BOOT
+        self.fault = FaultCode.NONE
+        self.depth_set_um = 0
+        self.soft_cap_override = 0
+        self.rate_set_sps = L.RATE_DEFAULT_SPS
+        self.watchdog_ms = L.HEARTBEAT_DEFAULT_MS
+        self.telemetry_hz = L.TELEMETRY_DEFAULT_HZ
+        self.run: RunRecord | None = None
+        self.slot = CartridgeSlot()
+        self.brownout_at: float | None = None
+        self.telemetry_skipped = 0
+        self.notifications_lost = 0
+        self.last_retract_ms: float | None = None
+        self._run_count = 0
+        self._cache: OrderedDict[int, Message] = OrderedDict()
+        self._handshake_epoch: int | None = None
+        self._deferred: list[tuple[Message, bool]] | None = None
+        self._last_rx = now
+        self._valid_frames = 0
+        self._stroke_limit = _INF
+        self._stroke_limit_outcome = self._time_limit_outcome = RunOutcome.COMPLETED
+        self._wd_at = self._run_end_at = self._retract_at = self._deadline = _INF
+        self._stop_t = now
+        self._tick_k, self._tick_every, self._next_tick = 0, 1, _INF
+        self._tel_k, self._tel_period, self._next_tel = 0, 0.0, _INF
+        self._over_since: float | None = None
+        self._temp_warned = False
+        self._cal_reported = False
+        self._m_depth = self._m_rate = self._m_current = 0.0
+        self._m_temp_dc = self._m_battery = 0.0
+        self._sampled_at = -_INF
+        self._cal_gain, self._cal_offset, self._cal_rate = 1.0, 0.0, 1.0
+        self._boot(now, boot_reason)
+
+    # ================================================================== boot
+    def _boot(self, t: float, reason: BootReason) -> None:
+        """Self-test: home the needles, read NVM and the cartridge tag, check the sensors."""
+        ph = self.physics
+        ph.brake()
+        ph.move_actuator(0.0)
+        self._load_calibration()
+        self.slot.assess(self.bay.cartridge, self.unit.today_day, self.nvm.cartridges)
+        self._sample(t)
+        self._notify(Event(0, EventCode.BOOTED, int(reason), 0), t)
+        self._retick(t)
+        if reason is BootReason.BROWNOUT:
+            self._fault(FaultCode.BROWNOUT, 0, t)
+        elif ph.fluid_ingress:
+            self._fault(FaultCode.FLUID_INGRESS, 1, t)
+        else:
+            self._transition(Trigger.SELF_TEST_PASSED)
+        self._scrub_calibration(t)
+        self._schedule_retraction(t)
+
+    def shutdown(self, t: float) -> None:
+        """Power is going: the cartridge tag and the lifetime counter keep what was used."""
+        self._transition(Trigger.RESET)
+        run = self.run
+        if run is not None and run.end_t is None:
+            strokes = int(self.physics.phase)
+            self.slot.add_usage(strokes, (t - run.start_t) * 1000.0)
+            self.nvm.lifetime_strokes += strokes
+        self.physics.brake()
+        self.physics.move_actuator(0.0)
+
+    def _load_calibration(self) -> None:
+        """Copy the active calibration into RAM (at boot and after a commit)."""
+        cal = self.nvm.cal
+        active = cal.active if cal.calibrated else None
+        if active is None:
+            self._cal_gain, self._cal_offset, self._cal_rate = 1.0, 0.0, 1.0
+            return
+        self._cal_gain = 1.0 + active.depth_gain_ppm / 1e6
+        self._cal_offset = float(active.depth_offset_um)
+        self._cal_rate = 1.0 + active.rate_gain_ppm / 1e6
+
+    # ================================================================== state table
+    def _transition(self, trigger: Trigger) -> None:
+        target = TRANSITIONS.get((self.state, trigger))
+        if target is None:
+            raise FirmwareBug(f"no transition from {self.state.name} on {trigger.value!r}")
+        self.state = target
+
+    # ================================================================== time
+    def advance(self, now: float) -> None:
+        """Run physics and firmware up to ``now`` (idempotent for the same ``now``)."""
+        ph = self.physics
+        while True:
+            due = min(self._next_tick, self._next_tel, self._deadline)
+            target = due if due < now else now
+            if ph.t < target and ph.step(target, self._stroke_limit):
+                self._stroke_limit_reached(ph.t)
+                continue
+            if due > now:
+                return
+            t = ph.t
+            if t >= self._deadline:
+                self._deadlines_due(t)
+            if t >= self._next_tick:
+                self._tick(t)
+            if t >= self._next_tel:
+                self._telemetry(t)
+
+    def next_deadline(self) -> float | None:
+        due = min(self._next_tick, self._next_tel, self._deadline)
+        if self.brownout_at is not None:
+            due = min(due, self.brownout_at)
+        return None if due == _INF else due
+
+    def _reschedule(self) -> None:
+        self._deadline = min(self._wd_at, self._run_end_at, self._retract_at)
+
+    def _deadlines_due(self, t: float) -> None:
+        if t >= self._wd_at:
+            silent_ms = round((t - self._last_rx) * 1000.0)
+            self._notify(Event(0, EventCode.WATCHDOG_EXPIRED, silent_ms, self._run_id()), t)
+            self._fault(FaultCode.WATCHDOG, silent_ms, t)
+        if t >= self._run_end_at:
+            self._finish_run(self._time_limit_outcome, t)
+        if t >= self._retract_at:
+            self._retracted(t)
+        self._reschedule()
+
+    def _retick(self, t: float) -> None:
+        """Re-align the control tick: every 10 ms while anything moves, else every 0.5 s."""
+        ph = self.physics
+        active = self.state in _ACTIVE_STATES or ph.motor_drive or ph.act_pos_um != ph.act_target_um
+        every = 1 if active else IDLE_TICK_EVERY
+        k = (int((t - self.boot_t) / TICK_S) // every + 1) * every
+        while self.boot_t + k * TICK_S <= t:
+            k += every
+        self._tick_k, self._tick_every = k, every
+        self._next_tick = self.boot_t + k * TICK_S
+
+    def _tick(self, t: float) -> None:
+        self._sample(t)
+        if self.state is PenState.RUNNING:
+            self._monitor_run(t)
+            temp = self._m_temp_dc
+            if temp >= L.TEMP_WARN_DC or (self._temp_warned and temp < TEMP_REARM_DC):
+                self._monitor_health(t)
+        else:
+            self._monitor_health(t)
+        if self._tick_every == 1 and self.state in _ACTIVE_STATES:
+            self._tick_k += 1
+            self._next_tick = self.boot_t + self._tick_k * TICK_S
+            if self._next_tick <= t:
+                self._retick(t)
+        else:
+            self._retick(t)
+
+    # ================================================================== sensors and monitors
+    def _sample(self, t: float) -> None:
+        """Read the pen's own sensors (with their noise)."""
+        ph = self.physics
+        self._sampled_at = t
+        n_depth, n_rate, n_current, n_temp, n_battery = self.noise.take(5)
+        pos = ph.act_pos_um
+        belief = (pos - self._cal_offset) / self._cal_gain if pos > 0.0 else 0.0
+        self._m_depth = belief + ph.depth_drift_um + _NOISE_DEPTH * n_depth
+        self._m_rate = ph.omega * (1.0 + _NOISE_RATE * n_rate)
+        current = ph.current_ma()
+        self._m_current = current + _NOISE_CURRENT * n_current if current else 0.0
+        self._m_temp_dc = (ph.temp_c + _NOISE_TEMP * n_temp) * 10.0
+        battery_v = ph.v_oc - (current + _ELECTRONICS_MA) * 1e-3 * _BATTERY_R_OHM
+        self._m_battery = battery_v * 1000.0 + _NOISE_BATTERY * n_battery
+
+    def _monitor_run(self, t: float) -> None:
+        if self._m_current > L.STALL_CURRENT_MA:
+            if self._over_since is None:
+                self._over_since = t
+            elif t - self._over_since > L.STALL_MAX_MS / 1000.0:
+                self._fault(FaultCode.STALL, round(self._m_current), t)
+                return
+        else:
+            self._over_since = None
+        if self._m_battery < L.BATTERY_STOP_MV:
+            self._fault(FaultCode.BATTERY_LOW, round(self._m_battery), t)
+            return
+        ph = self.physics
+        in_position = ph.act_pos_um == ph.act_target_um
+        if in_position and abs(self._m_depth - self.depth_set_um) > L.DEPTH_FAULT_TOL_UM:
+            self._fault(FaultCode.DEPTH_ERROR, round(self._m_depth), t)
+
+    def _monitor_health(self, t: float) -> None:
+        temp = self._m_temp_dc
+        if temp >= L.TEMP_FAULT_DC:
+            if self.fault is not FaultCode.OVER_TEMPERATURE:
+                self._fault(FaultCode.OVER_TEMPERATURE, round(temp), t)
+        elif temp >= L.TEMP_WARN_DC:
+            if not self._temp_warned:
+                self._temp_warned = True
+                self._notify(Event(0, EventCode.TEMPERATURE_WARNING, round(temp), 0), t)
+        elif temp < TEMP_REARM_DC:
+            self._temp_warned = False
+        if self.state is not PenState.RUNNING:
+            self._scrub_calibration(t)
+
+    def _scrub_calibration(self, t: float) -> None:
+        """Re-check the stored calibration's CRC; report corruption once."""
+        if self._cal_reported or not self.nvm.cal.corrupt:
+            return
+        self._cal_reported = True
+        self._load_calibration()
+        self._notify(self._fault_report(FaultCode.CALIBRATION_CORRUPT, 0, t), t)
+
+    # ================================================================== runs
+    def _start_run(self, m: Run, t: float) -> int:
+        ph, slot = self.physics, self.slot
+        self._run_count += 1
+        run_id = self._run_count
+        cart = slot.cartridge
+        assert cart is not None  # checked by _check_run
+        if slot.lock(self.nvm.cartridges):
+            self._notify(Event(0, EventCode.CARTRIDGE_LOCKED, i32(cart.cartridge_id), run_id), t)
+        target = m.strokes if m.mode is RunMode.STROKES else m.duration_ms
+        self.run = RunRecord(
+            run_id, m.area, m.mode, target, self.depth_set_um, self.rate_set_sps,
+            cart.cartridge_id, t,
+        )  # fmt: skip
+        self._transition(Trigger.RUN)
+        ph.phase = 0.0
+        ph.drive_motor(self.rate_set_sps * self._cal_rate)
+        ph.move_actuator(self._raw_depth(self.depth_set_um))
+        self._set_run_limits(m, t)
+        self._wd_at = self._last_rx + self.watchdog_ms / 1000.0
+        self._retract_at = _INF
+        self._over_since = None
+        self._reschedule()
+        self._retick(t)
+        self._notify(Event(0, EventCode.RUN_STARTED, i32(target), run_id), t)
+        return run_id
+
+    def _set_run_limits(self, m: Run, t: float) -> None:
+        """The stroke count and the instant at which this run must end, and why."""
+        done, worn = RunOutcome.COMPLETED, RunOutcome.CARTRIDGE_LIMIT
+        strokes_left, ms_left = self.slot.remaining_strokes(), self.slot.remaining_ms()
+        self._stroke_limit, self._stroke_limit_outcome = float(strokes_left), worn
+        if m.mode is RunMode.STROKES and m.strokes <= strokes_left:
+            self._stroke_limit, self._stroke_limit_outcome = float(m.strokes), done
+        self._run_end_at, self._time_limit_outcome = t + ms_left / 1000.0, worn
+        if m.mode is RunMode.DURATION and m.duration_ms <= ms_left:
+            self._run_end_at, self._time_limit_outcome = t + m.duration_ms / 1000.0, done
+
+    def _stroke_limit_reached(self, t: float) -> None:
+        self._finish_run(self._stroke_limit_outcome, t)
+
+    def _finish_run(self, outcome: RunOutcome, t: float) -> None:
+        """A run ends without a fault: target reached, cartridge worn out, or Stop."""
+        self._transition(Trigger.STOP)
+        self._end_run(outcome, t)
+        self._notify(Event(0, EventCode.STOPPED, int(outcome), self._run_id()), t)
+
+    def _end_run(self, outcome: RunOutcome, t: float) -> None:
+        """Motor braked and needles on their way home, then the exact count is reported."""
+        run, ph = self.run, self.physics
+        if run is None or run.end_t is not None:
+            return
+        strokes = int(ph.phase)
+        ph.brake()
+        ph.move_actuator(0.0)
+        run.end_t, run.strokes, run.outcome = t, strokes, outcome
+        run_ms = (t - run.start_t) * 1000.0
+        self.slot.add_usage(strokes, run_ms)
+        self.nvm.lifetime_strokes += strokes
+        self._stroke_limit = self._run_end_at = self._wd_at = _INF
+        self._schedule_retraction(t)
+        self._notify(
+            RunReport(
+                run.run_id, outcome, run.mode, run.target, strokes, round(run_ms), run.area,
+                run.depth_um, run.rate_sps, run.cartridge_id,
+            ),
+            t,
+        )  # fmt: skip
+        if self.slot.state is CartridgeState.EXHAUSTED:
+            cart_id = i32(run.cartridge_id)
+            self._notify(Event(0, EventCode.CARTRIDGE_RETIRED, cart_id, run.run_id), t)
+
+    def _schedule_retraction(self, t: float) -> None:
+        ph = self.physics
+        self._stop_t = t
+        self._retract_at = ph.actuator_arrival() if ph.act_pos_um != ph.act_target_um else _INF
+        self._reschedule()
+        self._retick(t)
+
+    def _retracted(self, t: float) -> None:
+        ph = self.physics
+        ph.act_pos_um = ph.act_target_um  # arrival time was computed from this very motion
+        self._retract_at = _INF
+        self.last_retract_ms = (t - self._stop_t) * 1000.0
+        self._notify(Event(0, EventCode.RETRACTED, round(self.last_retract_ms), self._run_id()), t)
+        if self.state is PenState.STOPPING:
+            self._transition(Trigger.RETRACTED)
+        self._retick(t)
+
+    def _fault(self, code: FaultCode, value: int, t: float) -> None:
+        """Motor off, needles home, fault latched until ClearFault (and its cause gone)."""
+        was_running = self.state is PenState.RUNNING
+        self._transition(Trigger.FAULT)
+        if was_running:
+            self._end_run(_RUN_OUTCOME_FOR_FAULT.get(code, RunOutcome.FAULT), t)
+        else:
+            self.physics.brake()
+            self.physics.move_actuator(0.0)
+            self._schedule_retraction(t)
+        self.fault = code
+        self._notify(self._fault_report(code, value, t), t)
+        if code is FaultCode.EMERGENCY_STOP:
+            self._notify(Event(0, EventCode.EMERGENCY_STOP, value, self._run_id()), t)
+        else:
+            self._notify(Event(0, EventCode.FAULT_RAISED, int(code), self._run_id()), t)
+
+    def _fault_report(self, code: FaultCode, value: int, t: float) -> FaultReport:
+        return FaultReport(self._ms(t), code, i32(value), self._run_id())
+
+    def _run_id(self) -> int:
+        return 0 if self.run is None else self.run.run_id
+
+    @property
+    def correction(self) -> tuple[float, float, float]:
+        """The calibration in use (RAM copy): depth factor, depth offset µm, rate factor."""
+        return self._cal_gain, self._cal_offset, self._cal_rate
+
+    @property
+    def watchdog_deadline(self) -> float | None:
+        """When the heartbeat watchdog trips if no valid frame arrives (None: not armed)."""
+        return None if self._wd_at == _INF else self._wd_at
+
+    def _raw_depth(self, depth_um: float) -> float:
+        return depth_um * self._cal_gain + self._cal_offset
+
+    # ================================================================== telemetry
+    def _telemetry(self, t: float) -> None:
+        self._tel_k += 1
+        self._next_tel = self.boot_t + self._tel_k * self._tel_period
+        if self._next_tel <= t:
+            self._align_telemetry(t)
+        link = self.link
+        if link.backlog > TELEMETRY_BACKLOG_LIMIT:
+            self.telemetry_skipped += 1
+            return
+        if self._sampled_at != t:  # the control tick at this instant has just read them
+            self._sample(t)
+        cart = self.slot.cartridge
+        state = self.state
+        if state is PenState.RUNNING:
+            strokes = int(self.physics.phase)
+            cart_strokes = 0 if cart is None else cart.strokes_used + strokes
+        else:
+            strokes = self._last_strokes()
+            cart_strokes = 0 if cart is None else cart.strokes_used
+        temp = int(self._m_temp_dc + 0.5) if self._m_temp_dc > 0.0 else -int(0.5 - self._m_temp_dc)
+        depth, rate = self._m_depth, self._m_rate * 100.0
+        current, battery = self._m_current, self._m_battery
+        # Every value is clamped to its field's range right here (inline: this runs at up to
+        # 1 kHz), so the validating constructor is skipped; the host's decoder checks them all.
+        sample = _new_message(
+            Telemetry,
+            (
+                int((t - self.boot_t) * 1000.0 + 1e-6) & _U32,
+                state,
+                0 if depth <= 0.0 else (0xFFFF if depth >= 65534.5 else int(depth + 0.5)),
+                0 if rate <= 0.0 else (0xFFFF if rate >= 65534.5 else int(rate + 0.5)),
+                strokes & _U32,
+                0 if current <= 0.0 else (0xFFFF if current >= 65534.5 else int(current + 0.5)),
+                -0x8000 if temp < -0x8000 else (0x7FFF if temp > 0x7FFF else temp),
+                0 if battery <= 0.0 else (0xFFFF if battery >= 65534.5 else int(battery + 0.5)),
+                0 if cart is None else cart.cartridge_id,
+                cart_strokes & _U32,
+            ),
+        )
+        link.send(sample, t)
+
+    def _align_telemetry(self, t: float) -> None:
+        if self.telemetry_hz == 0:
+            self._next_tel = _INF
+            return
+        self._tel_period = 1.0 / self.telemetry_hz
+        k = int((t - self.boot_t) / self._tel_period) + 1
+        while self.boot_t + k * self._tel_period <= t:
+            k += 1
+        self._tel_k = k
+        self._next_tel = self.boot_t + k * self._tel_period
+
+    def _last_strokes(self) -> int:
+        return 0 if self.run is None else self.run.strokes
+
+    def _run_strokes(self) -> int:
+        run = self.run
+        if run is None:
+            return 0
+        return int(self.physics.phase) if run.end_t is None else run.strokes
+
+    def _cartridge_strokes(self) -> int:
+        cart = self.slot.cartridge
+        if cart is None:
+            return 0
+        live = int(self.physics.phase) if self.state is PenState.RUNNING else 0
+        return cart.strokes_used + live
+
+    def _ms(self, t: float) -> int:
+        return int((t - self.boot_t) * 1000.0 + 1e-6) & _U32
+
+    # ================================================================== bytes in, messages out
+    def feed(self, data: bytes, t: float) -> None:
+        """Bytes from the host at time ``t`` (the caller advanced to ``t`` first)."""
+        link = self.link
+        self._sampled_at = -_INF  # a command may change what the sensors see at this instant
+        link.receive_data(data, t)
+        stats = link.statistics()
+        valid = stats.frames_received - stats.stale_epoch
+        if valid != self._valid_frames:
+            self._valid_frames = valid
+            self._host_alive(t)
+        for event in link.events():
+            if isinstance(event, MessageReceived):
+                self._on_message(event.message, t)
+            elif isinstance(event, BadMessage):
+                self._on_bad_message(event.payload, t)
+            elif isinstance(event, Connected):
+                self._handshake_epoch = None
+
+    def _host_alive(self, t: float) -> None:
+        self._last_rx = t
+        if self.state is PenState.RUNNING:
+            self._wd_at = t + self.watchdog_ms / 1000.0
+            self._reschedule()
+
+    def _notify(self, message: Message, t: float, urgent: bool = False) -> None:
+        """Queue a pen → host message on the reliable link (stamped with pen time)."""
+        if isinstance(message, Event):
+            message = message.replace(t_ms=self._ms(t))
+        if self._deferred is not None:
+            self._deferred.append((message, urgent))
+            return
+        try:
+            self.link.send(message, t, urgent=urgent)
+        except MicropenError:  # backlog full: nobody has listened for thousands of messages
+            self.notifications_lost += 1
+
+    def _on_bad_message(self, payload: bytes, t: float) -> None:
+        cmd_id = int.from_bytes(payload[1:5], "little") if len(payload) >= 5 else 0
+        known = bool(payload) and payload[0] in REGISTRY
+        error = ErrorCode.MALFORMED if known else ErrorCode.UNKNOWN_COMMAND
+        self._notify(Nak(cmd_id, error, payload[0] if payload else 0, 0), t)
+
+    def _on_message(self, m: Message, t: float) -> None:
+        kind = m.KIND
+        if kind is Kind.HOST_NOTIFY:
+            return  # heartbeat: its frame already fed the watchdog
+        if kind is not Kind.COMMAND and kind is not Kind.SIM_COMMAND:
+            body = m.encode()[1:5]
+            cmd_id = int.from_bytes(body, "little") if len(body) == 4 else 0
+            self._notify(Nak(cmd_id, ErrorCode.UNKNOWN_COMMAND, m.ID, 0), t)
+            return
+        cls, cmd_id = type(m), m[0]
+        cached = self._cache.get(cmd_id) if cls not in NOT_CACHED else None
+        if cached is not None:
+            self._notify(cached, t)
+            return
+        self._deferred = []
+        try:
+            reply, cache = self._execute(cls, m, t)
+        finally:
+            deferred, self._deferred = self._deferred, None
+        if cache and cls not in NOT_CACHED:
+            self._cache[cmd_id] = reply
+            if len(self._cache) > REPLY_CACHE_SIZE:
+                self._cache.popitem(last=False)
+        self._notify(reply, t, urgent=cls is EmergencyStop)
+        for message, urgent in deferred:
+            self._notify(message, t, urgent)
+
+    def _execute(self, cls: type[Message], m: Any, t: float) -> tuple[Message, bool]:
+        """The reply, and whether it belongs in the reply cache."""
+        handler = _HANDLERS.get(cls)
+        if handler is None:
+            return Nak(m[0], ErrorCode.UNKNOWN_COMMAND, m.ID, 0), True
+        if cls not in NO_HANDSHAKE_NEEDED and self._handshake_epoch != self.link.epoch:
+            self._notify(Event(0, EventCode.SECURITY_DENIED, m.ID, 0), t)
+            return Nak(m[0], ErrorCode.NOT_CONNECTED, m.ID, 0), False
+        if self.state not in ALLOWED_STATES[cls]:
+            if self.state is PenState.FAULT:
+                return Nak(m[0], ErrorCode.FAULT_ACTIVE, int(self.fault), 0), True
+            return Nak(m[0], ErrorCode.BAD_STATE, int(self.state), 0), True
+        return handler(self, m, t), True
+
+    @staticmethod
+    def _nak(cmd_id: int, refusal: Refusal) -> Nak:
+        return Nak(cmd_id, refusal.error, refusal.value, refusal.limit)
+
+    # ================================================================== command handlers
+    def _on_hello(self, m: Hello, t: float) -> Message:
+        if m.protocol_version != PROTOCOL_VERSION:
+            return Nak(m.cmd_id, ErrorCode.SCHEMA_MISMATCH, m.protocol_version, PROTOCOL_VERSION)
+        if m.schema_hash != _SCHEMA_HASH:
+            return Nak(m.cmd_id, ErrorCode.SCHEMA_MISMATCH, i32(m.schema_hash), i32(_SCHEMA_HASH))
+        self._handshake_epoch = self.link.epoch
+        return self.identity(m.cmd_id)
+
+    def identity(self, cmd_id: int = 0) -> Identity:
+        u = self.unit
+        return Identity(
+            cmd_id, PROTOCOL_VERSION, _SCHEMA_HASH, u.model, u.serial, *u.firmware,
+            u.hardware_revision, L.NEEDLE_COUNT, u.capabilities, L.DEPTH_MIN_UM, L.DEPTH_MAX_UM,
+            L.DEPTH_SOFT_CAP_UM, L.RATE_MIN_SPS, L.RATE_MAX_SPS, self.boot_id,
+        )  # fmt: skip
+
+    def _on_get_status(self, m: GetStatus, t: float) -> Message:
+        return self.status(m.cmd_id, t)
+
+    def status(self, cmd_id: int, t: float) -> Status:
+        self._sample(t)
+        run, slot = self.run, self.slot
+        cart = slot.cartridge
+        return Status(
+            cmd_id,
+            self.state,
+            self._reported_fault(),
+            self.depth_set_um,
+            self.rate_set_sps,
+            self.soft_cap_override,
+            self.watchdog_ms,
+            self.telemetry_hz,
+            self._run_id(),
+            0 if run is None else run.area,
+            RunMode.STROKES if run is None else run.mode,
+            0 if run is None else run.target,
+            self._run_strokes(),
+            RunOutcome.NONE if run is None else run.outcome,
+            self.nvm.lifetime_strokes & _U32,
+            0 if cart is None else cart.cartridge_id,
+            slot.state,
+            self._cartridge_strokes() & _U32,
+            _clamp(self._m_battery, 0xFFFF),
+            max(-0x8000, min(0x7FFF, round(self._m_temp_dc))),
+            int(self.nvm.cal.calibrated),
+            self.boot_id,
+            self._ms(t),
+        )
+
+    def _reported_fault(self) -> FaultCode:
+        if self.state is PenState.FAULT:
+            return self.fault
+        return FaultCode.CALIBRATION_CORRUPT if self.nvm.cal.corrupt else FaultCode.NONE
+
+    def _on_set_depth(self, m: SetDepth, t: float) -> Message:
+        refusal = self.check_depth(m.depth_um, bool(m.soft_cap_override))
+        if refusal is not None:
+            return self._nak(m.cmd_id, refusal)
+        self.depth_set_um, self.soft_cap_override = m.depth_um, m.soft_cap_override
+        if self.state is PenState.RUNNING:
+            self.physics.move_actuator(self._raw_depth(m.depth_um))
+        if m.depth_um > L.DEPTH_SOFT_CAP_UM:
+            self._notify(Event(0, EventCode.SOFT_CAP_OVERRIDE, m.depth_um, self._run_id()), t)
+        return Ack(m.cmd_id, 0)
+
+    def check_depth(self, depth: int, override: bool) -> Refusal | None:
+        """The depth envelope, and the area's maximum while a run is going."""
+        if depth != 0 and depth < L.DEPTH_MIN_UM:
+            return Refusal.of(ErrorCode.DEPTH_OUT_OF_RANGE, depth, L.DEPTH_MIN_UM)
+        if depth > L.DEPTH_MAX_UM:
+            return Refusal.of(ErrorCode.DEPTH_OUT_OF_RANGE, depth, L.DEPTH_MAX_UM)
+        if depth > L.DEPTH_SOFT_CAP_UM and not override:
+            return Refusal.of(ErrorCode.SOFT_CAP_NEEDS_OVERRIDE, depth, L.DEPTH_SOFT_CAP_UM)
+        if self.state is PenState.RUNNING and self.run is not None:
+            if depth == 0:
+                return Refusal.of(ErrorCode.DEPTH_OUT_OF_RANGE, depth, L.DEPTH_MIN_UM)
+            limit = L.AREAS[L.Area(self.run.area)].depth_limit_um(override)
+            if depth > limit:
+                return Refusal.of(ErrorCode.DEPTH_ABOVE_AREA_MAX, depth, limit)
+        return None
+
+    def _on_set_rate(self, m: SetRate, t: float) -> Message:
+        rate = m.rate_sps
+        if not L.RATE_MIN_SPS <= rate <= L.RATE_MAX_SPS:
+            limit = L.RATE_MIN_SPS if rate < L.RATE_MIN_SPS else L.RATE_MAX_SPS
+            return Nak(m.cmd_id, ErrorCode.RATE_OUT_OF_RANGE, rate, limit)
+        if self.state is PenState.RUNNING and self.run is not None:
+            allowed = L.AREAS[L.Area(self.run.area)].allowed_rates()
+            if rate not in allowed:
+                return Nak(m.cmd_id, ErrorCode.RATE_NOT_ALLOWED_FOR_AREA, rate, max(allowed))
+            self.physics.drive_motor(rate * self._cal_rate)
+        self.rate_set_sps = rate
+        return Ack(m.cmd_id, 0)
+
+    def _on_run(self, m: Run, t: float) -> Message:
+        self._sample(t)
+        refusal = self.check_run(m)
+        if refusal is not None:
+            return self._nak(m.cmd_id, refusal)
+        return Ack(m.cmd_id, self._start_run(m, t))
+
+    def check_run(self, m: Run) -> Refusal | None:
+        """Every condition a run must meet, in the order the docs list them."""
+        try:
+            profile = L.AREAS[L.Area(m.area)]
+        except ValueError:
+            return Refusal.of(ErrorCode.UNKNOWN_AREA, m.area, len(L.AREAS))
+        if m.mode is RunMode.STROKES and not L.STROKES_MIN <= m.strokes <= L.STROKES_MAX:
+            limit = L.STROKES_MIN if m.strokes < L.STROKES_MIN else L.STROKES_MAX
+            return Refusal.of(ErrorCode.STROKES_OUT_OF_RANGE, m.strokes, limit)
+        if m.mode is RunMode.DURATION and not (
+            L.RUN_DURATION_MIN_MS <= m.duration_ms <= L.RUN_DURATION_MAX_MS
+        ):
+            limit = (
+                L.RUN_DURATION_MIN_MS
+                if m.duration_ms < L.RUN_DURATION_MIN_MS
+                else (L.RUN_DURATION_MAX_MS)
+            )
+            return Refusal.of(ErrorCode.DURATION_OUT_OF_RANGE, m.duration_ms, limit)
+        if not self.nvm.cal.calibrated:
+            return Refusal.of(ErrorCode.UNCALIBRATED)
+        depth, override = self.depth_set_um, bool(self.soft_cap_override)
+        if depth < L.DEPTH_MIN_UM:
+            return Refusal.of(ErrorCode.DEPTH_OUT_OF_RANGE, depth, L.DEPTH_MIN_UM)
+        refusal = self.check_depth(depth, override)
+        if refusal is not None:
+            return refusal
+        if depth > profile.depth_limit_um(override):
+            return Refusal.of(
+                ErrorCode.DEPTH_ABOVE_AREA_MAX, depth, profile.depth_limit_um(override)
+            )
+        allowed = profile.allowed_rates()
+        if self.rate_set_sps not in allowed:
+            return Refusal.of(ErrorCode.RATE_NOT_ALLOWED_FOR_AREA, self.rate_set_sps, max(allowed))
+        refusal = self.slot.check_run()
+        if refusal is not None:
+            return refusal
+        if self._m_battery < L.BATTERY_START_MIN_MV:
+            return Refusal.of(ErrorCode.BATTERY_LOW, round(self._m_battery), L.BATTERY_START_MIN_MV)
+        if self._m_temp_dc > L.TEMP_LIMIT_DC:
+            return Refusal.of(ErrorCode.OVER_TEMPERATURE, round(self._m_temp_dc), L.TEMP_LIMIT_DC)
+        return None
+
+    def _on_stop(self, m: Stop, t: float) -> Message:
+        run_id = 0
+        if self.state is PenState.RUNNING and self.run is not None:
+            run_id = self.run.run_id
+            self._finish_run(RunOutcome.STOPPED, t)
+        return Ack(m.cmd_id, run_id)
+
+    def _on_emergency_stop(self, m: EmergencyStop, t: float) -> Message:
+        strokes = int(self.physics.phase) if self.state is PenState.RUNNING else 0
+        if not (self.state is PenState.FAULT and self.fault is FaultCode.EMERGENCY_STOP):
+            self._fault(FaultCode.EMERGENCY_STOP, strokes, t)
+        return Ack(m.cmd_id, self._run_id())
+
+    def _on_set_watchdog(self, m: SetWatchdog, t: float) -> Message:
+        ms = m.timeout_ms
+        if not L.HEARTBEAT_MIN_MS <= ms <= L.HEARTBEAT_MAX_MS:
+            limit = L.HEARTBEAT_MIN_MS if ms < L.HEARTBEAT_MIN_MS else L.HEARTBEAT_MAX_MS
+            return Nak(m.cmd_id, ErrorCode.WATCHDOG_OUT_OF_RANGE, ms, limit)
+        self.watchdog_ms = ms
+        if self.state is PenState.RUNNING:
+            self._wd_at = self._last_rx + ms / 1000.0
+            self._reschedule()
+        return Ack(m.cmd_id, 0)
+
+    def _on_set_telemetry(self, m: SetTelemetry, t: float) -> Message:
+        if m.rate_hz > L.TELEMETRY_MAX_HZ:
+            return Nak(m.cmd_id, ErrorCode.TELEMETRY_OUT_OF_RANGE, m.rate_hz, L.TELEMETRY_MAX_HZ)
+        self.telemetry_hz = m.rate_hz
+        self._align_telemetry(t)
+        return Ack(m.cmd_id, 0)
+
+    def _on_get_cartridge(self, m: GetCartridge, t: float) -> Message:
+        return self.slot.info(m.cmd_id, self._cartridge_strokes(), self._cartridge_ms(t))
+
+    def _cartridge_ms(self, t: float) -> int:
+        cart, run = self.slot.cartridge, self.run
+        if cart is None:
+            return 0
+        live = (t - run.start_t) * 1000.0 if run is not None and run.end_t is None else 0.0
+        return int(cart.run_ms_used + live)
+
+    def _on_cal_read(self, m: CalRead, t: float) -> Message:
+        return self.nvm.cal.cal_data(m.cmd_id, m.bank)
+
+    def _on_cal_write(self, m: CalWrite, t: float) -> Message:
+        refusal = self.nvm.cal.write_staging(CalRecord.from_write(m))
+        return Ack(m.cmd_id, 0) if refusal is None else self._nak(m.cmd_id, refusal)
+
+    def _on_cal_commit(self, m: CalCommit, t: float) -> Message:
+        refusal = self.nvm.cal.commit(m.crc)
+        if refusal is not None:
+            return self._nak(m.cmd_id, refusal)
+        self._load_calibration()
+        self._cal_reported = False
+        active = self.nvm.cal.active
+        counter = 0 if active is None else active.counter
+        self._notify(Event(0, EventCode.CALIBRATION_COMMITTED, i32(counter), 0), t)
+        return Ack(m.cmd_id, counter)
+
+    def _on_clear_fault(self, m: ClearFault, t: float) -> Message:
+        if self.state is not PenState.FAULT:
+            return Ack(m.cmd_id, 0)
+        self._sample(t)
+        code = self.fault
+        standing = self._standing_fault(code)
+        if standing is not None:
+            return Nak(m.cmd_id, ErrorCode.FAULT_ACTIVE, int(standing), 0)
+        self._transition(Trigger.CLEAR)
+        self.fault = FaultCode.NONE
+        self._retick(t)
+        self._notify(Event(0, EventCode.FAULT_CLEARED, int(code), self._run_id()), t)
+        return Ack(m.cmd_id, int(code))
+
+    def _standing_fault(self, code: FaultCode) -> FaultCode | None:
+        """The fault that still stands: the latched one's cause, or a wet or jammed pen
+        whatever was latched last (an e-stop must not hide fluid ingress)."""
+        ph = self.physics
+        gone: dict[FaultCode, Callable[[], bool]] = {
+            FaultCode.STALL: lambda: not ph.stalled,
+            FaultCode.OVER_TEMPERATURE: lambda: self._m_temp_dc < L.TEMP_LIMIT_DC,
+            FaultCode.BATTERY_LOW: lambda: self._m_battery >= L.BATTERY_STOP_MV,
+            FaultCode.FLUID_INGRESS: lambda: not ph.fluid_ingress,
+            FaultCode.DEPTH_ERROR: lambda: abs(ph.depth_drift_um) <= L.DEPTH_FAULT_TOL_UM,
+        }
+        for candidate in (code, FaultCode.FLUID_INGRESS, FaultCode.STALL):
+            check = gone.get(candidate)
+            if check is not None and not check():
+                return candidate
+        return None
+
+    # ------------------------------------------------------------------ simulator commands
+    def _on_sim_set(self, m: SimSet, t: float) -> Message:
+        refusal = self.apply_sim_param(m.param, m.value, t)
+        return Ack(m.cmd_id, int(m.param)) if refusal is None else self._nak(m.cmd_id, refusal)
+
+    def _on_sim_get(self, m: SimGet, t: float) -> Message:
+        if PARAM_SPECS[m.param].group == "link" and self.link_faults is None:
+            return Nak(m.cmd_id, ErrorCode.UNKNOWN_COMMAND, int(m.param), 0)
+        return SimParamValue(m.cmd_id, m.param, i32(self.sim_param(m.param, t)))
+
+    def _on_sim_mount(self, m: SimMountCartridge, t: float) -> Message:
+        cartridge = None
+        if m.cartridge_id:
+            cartridge = Cartridge(m.cartridge_id, m.lot, m.manufactured_day, m.expiry_day)
+        self.mount(cartridge, t)
+        return Ack(m.cmd_id, int(self.slot.state))
+
+    def apply_sim_param(self, param: SimParam, value: int, t: float) -> Refusal | None:
+        """SimSet's effect: validated and applied by faults.apply_param, then announced."""
+        refusal = apply_param(self, param, value, t)
+        if refusal is None:
+            self._sampled_at = -_INF
+            self._notify(Event(0, EventCode.SIM_PARAMETER_CHANGED, int(param), self._run_id()), t)
+        return refusal
+
+    def sim_param(self, param: SimParam, t: float) -> int:
+        """The current value of a simulator parameter (what SimGet answers)."""
+        return read_param(self, param, t)
+
+    # ------------------------------------------------------------------ physical events
+    def mount(self, cartridge: Cartridge | None, t: float) -> None:
+        """A cartridge is taken off and/or put on (``None``: only taken off)."""
+        old = self.bay.cartridge
+        records = self.nvm.cartridges
+        if old is not None:
+            if self.state is PenState.RUNNING:
+                self.slot.retire(records)
+                self._fault(FaultCode.CARTRIDGE_REMOVED, i32(old.cartridge_id), t)
+            records.locked_id = 0  # this mounting is over: putting it back is a re-mount
+            self.bay.cartridge = None
+            self.slot.assess(None, self.unit.today_day, records)
+            self._notify(Event(0, EventCode.CARTRIDGE_REMOVED, i32(old.cartridge_id), 0), t)
+        if cartridge is not None:
+            self.bay.cartridge = cartridge
+            self.slot.assess(cartridge, self.unit.today_day, records)
+            self._notify(Event(0, EventCode.CARTRIDGE_MOUNTED, i32(cartridge.cartridge_id), 0), t)
+
+    def fluid_ingress(self, t: float) -> None:
+        """The ingress sensor tripped: retire the cartridge, fault, needles home."""
+        cart = self.slot.cartridge
+        self.slot.retire(self.nvm.cartridges)
+        if cart is not None:
+            self._notify(Event(0, EventCode.CARTRIDGE_RETIRED, i32(cart.cartridge_id), 0), t)
+        self._fault(FaultCode.FLUID_INGRESS, 1, t)
+
+
+def _clamp(value: float, hi: int) -> int:
+    v = int(value + 0.5) if value > 0.0 else 0
+    return v if v < hi else hi
+
+
+_HANDLERS: dict[type[Message], _Handler] = {
+    Hello: Firmware._on_hello,
+    GetStatus: Firmware._on_get_status,
+    SetDepth: Firmware._on_set_depth,
+    SetRate: Firmware._on_set_rate,
+    Run: Firmware._on_run,
+    Stop: Firmware._on_stop,
+    EmergencyStop: Firmware._on_emergency_stop,
+    SetWatchdog: Firmware._on_set_watchdog,
+    SetTelemetry: Firmware._on_set_telemetry,
+    GetCartridge: Firmware._on_get_cartridge,
+    CalRead: Firmware._on_cal_read,
+    CalWrite: Firmware._on_cal_write,
+    CalCommit: Firmware._on_cal_commit,
+    ClearFault: Firmware._on_clear_fault,
+    SimSet: Firmware._on_sim_set,
+    SimGet: Firmware._on_sim_get,
+    SimMountCartridge: Firmware._on_sim_mount,
+}
+assert set(_HANDLERS) == set(ALLOWED_STATES), "every command needs a handler and a state rule"

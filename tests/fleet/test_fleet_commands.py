@@ -1,0 +1,90 @@
+"""Remote command parsing and policy, without a broker (deny by default, hazard 8)."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from micropen.host.fleet.commands import (
+    ALLOWED_BY_DEFAULT,
+    NEVER_REMOTE,
+    OPT_IN,
+    Command,
+    CommandPolicy,
+    CommandRefused,
+    RecentReplies,
+    parse_command,
+)
+from micropen.host.fleet.errors import BrokerConfigError
+from micropen.host.fleet.payloads import command_payload
+from micropen.host.fleet.topics import encode
+
+
+def test_default_policy_allows_only_status_and_stop() -> None:
+    policy = CommandPolicy()
+    assert policy.allowed == ALLOWED_BY_DEFAULT == {"status", "stop"}
+    for name in sorted(OPT_IN | set(NEVER_REMOTE) | {"reboot"}):
+        with pytest.raises(CommandRefused) as refused:
+            policy.check(Command("c1", name))
+        assert refused.value.code == "not-allowed" and refused.value.command_id == "c1"
+        assert name in refused.value.reason
+
+
+def test_opt_in_is_explicit_and_run_can_never_be_allowed() -> None:
+    policy = CommandPolicy(allow=["set_depth"])
+    policy.check(Command("c", "set_depth"))
+    with pytest.raises(CommandRefused, match="--allow set_rate"):
+        policy.check(Command("c", "set_rate"))
+    with pytest.raises(BrokerConfigError, match="operator holding the pen"):
+        CommandPolicy(allow=["run"])
+    with pytest.raises(BrokerConfigError, match="unknown remote command 'shutdown'"):
+        CommandPolicy(allow=["shutdown"])
+
+
+def test_parse_a_command() -> None:
+    raw = encode(command_payload("stop", command_id="abc", sender="desk 3"))
+    assert parse_command(raw) == Command("abc", "stop", {}, "desk 3")
+
+
+@pytest.mark.parametrize(
+    ("payload", "match", "has_id"),
+    [
+        (b"{", "not JSON", False),
+        (b"[]", "not a JSON object", False),
+        (json.dumps({"schema": "micropen.command/1", "command": "stop"}).encode(), "'id'", False),
+        (json.dumps({"schema": "micropen.command/2", "id": "x", "command": "stop"}).encode(),
+         "micropen.command/1", True),
+        (json.dumps({"schema": "micropen.command/1", "id": "x"}).encode(), "'command'", True),
+        (json.dumps({"schema": "micropen.command/1", "id": "x", "command": "stop", "args": [1]})
+         .encode(), "'args'", True),
+    ],
+)  # fmt: skip
+def test_bad_commands_are_refused_with_a_reason(payload: bytes, match: str, has_id: bool) -> None:
+    with pytest.raises(CommandRefused, match=match) as refused:
+        parse_command(payload)
+    assert refused.value.code == "bad-request"
+    assert (refused.value.command_id is not None) == has_id
+
+
+def test_a_retained_command_is_refused() -> None:
+    with pytest.raises(CommandRefused, match="retained") as refused:
+        parse_command(encode(command_payload("stop", command_id="old")), retained=True)
+    assert (refused.value.command_id, refused.value.name) == ("old", "stop")
+
+
+@given(st.binary(max_size=200))
+def test_arbitrary_bytes_never_escape_as_another_error(data: bytes) -> None:
+    try:
+        parse_command(data)
+    except CommandRefused as refused:
+        assert refused.code == "bad-request"
+
+
+def test_recent_replies_are_bounded() -> None:
+    recent = RecentReplies(size=3)
+    for i in range(5):
+        recent.add(str(i), {"id": str(i)})
+    assert recent.get("0") is None and recent.get("4") == {"id": "4"}

@@ -1,0 +1,219 @@
+"""Framing: COBS + CRC-32 between 0x00 delimiters. Valid frames always come out, nothing else
+ever does, nothing raises, and the receiver resynchronises at the next intact frame."""
+
+from __future__ import annotations
+
+import zlib
+from dataclasses import dataclass
+
+import pytest
+from cobs import cobs
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from micropen.protocol.framing import (
+    CRC_RESIDUE,
+    HEADER,
+    MAX_RAW_FRAME,
+    MAX_WIRE_FRAME,
+    FrameDecoder,
+    encode_frame,
+)
+from micropen.protocol.schema import MAX_BODY
+
+MAX_MESSAGE = 1 + MAX_BODY  # id byte + body
+
+
+@dataclass(frozen=True)
+class Frame:
+    wire: bytes  # what encode_frame returned, delimiters included
+    raw: bytes  # what FrameDecoder.feed must return for it
+
+
+def make_frame(flags: int, epoch: int, seq: int, ack: int, message: bytes) -> Frame:
+    """The frame as encode_frame writes it, and the raw frame computed independently."""
+    body = HEADER.pack(flags, epoch, seq, ack) + message
+    raw = body + zlib.crc32(body).to_bytes(4, "little")
+    return Frame(encode_frame(flags, epoch, seq, ack, message), raw)
+
+
+frames = st.builds(
+    make_frame,
+    st.integers(0, 0xFF),
+    st.integers(0, 0xFF),
+    st.integers(0, 0xFFFF),
+    st.integers(0, 0xFFFF),
+    st.binary(max_size=MAX_MESSAGE),
+)
+
+
+def feed_in_chunks(decoder: FrameDecoder, stream: bytes, cuts: list[int]) -> list[bytes]:
+    out: list[bytes] = []
+    start = 0
+    for cut in [*sorted(cuts), len(stream)]:
+        out += decoder.feed(stream[start:cut])
+        start = cut
+    return out
+
+
+# ------------------------------------------------------------------------------ layout
+@given(frame=frames)
+def test_frame_layout(frame: Frame) -> None:
+    wire = frame.wire
+    assert wire[0] == 0 and wire[-1] == 0 and 0 not in wire[1:-1]
+    raw = cobs.decode(wire[1:-1])
+    assert raw == frame.raw
+    assert zlib.crc32(raw) == CRC_RESIDUE  # the residue check the decoder relies on
+    assert len(raw) <= MAX_RAW_FRAME and len(wire) <= MAX_WIRE_FRAME
+
+
+def test_maximum_sizes() -> None:
+    worst = make_frame(0xFF, 0xFF, 0xFFFF, 0xFFFF, b"\xff" * MAX_MESSAGE)  # no zero to stuff
+    assert len(worst.raw) == MAX_RAW_FRAME == HEADER.size + MAX_MESSAGE + 4
+    assert len(worst.wire) == MAX_WIRE_FRAME
+    assert FrameDecoder().feed(worst.wire) == [worst.raw]
+
+
+# ------------------------------------------------------------------------------ clean streams
+@settings(max_examples=60, deadline=None)
+@given(batch=st.lists(frames, max_size=6))
+def test_byte_at_a_time(batch: list[Frame]) -> None:
+    decoder = FrameDecoder()
+    stream = b"".join(f.wire for f in batch)
+    out = [raw for i in range(len(stream)) for raw in decoder.feed(stream[i : i + 1])]
+    assert out == [f.raw for f in batch]
+    assert decoder.stats.frames == len(batch) and decoder.stats.bytes_in == len(stream)
+    assert decoder.stats.bytes_discarded == 0
+
+
+@settings(max_examples=100, deadline=None)
+@given(batch=st.lists(frames, max_size=8), data=st.data())
+def test_random_split_points(batch: list[Frame], data: st.DataObject) -> None:
+    stream = b"".join(f.wire for f in batch)
+    cuts = data.draw(st.lists(st.integers(0, len(stream)), max_size=12))
+    decoder = FrameDecoder()
+    assert feed_in_chunks(decoder, stream, cuts) == [f.raw for f in batch]
+
+
+def test_accepts_bytearray_and_memoryview() -> None:
+    frame = make_frame(1, 2, 3, 4, b"\x05hello")
+    assert FrameDecoder().feed(bytearray(frame.wire)) == [frame.raw]
+    assert FrameDecoder().feed(memoryview(frame.wire)) == [frame.raw]
+
+
+# ------------------------------------------------------------------------------ damage
+@dataclass(frozen=True)
+class Segment:
+    frame: Frame | None  # the frame this segment came from (None for pure garbage)
+    wire: bytes  # the bytes actually put on the line
+    intact: bool
+
+
+def _flip(wire: bytes, bits: list[int]) -> bytes:
+    out = bytearray(wire)
+    for bit in bits:
+        out[(bit // 8) % len(out)] ^= 1 << (bit % 8)
+    return bytes(out)
+
+
+@st.composite
+def segments(draw: st.DrawFn) -> Segment:
+    frame = draw(frames)
+    how = draw(st.sampled_from(["intact", "intact", "garbage", "truncated", "flipped", "junk"]))
+    if how == "intact":
+        return Segment(frame, frame.wire, True)
+    if how == "garbage":
+        return Segment(None, draw(st.binary(min_size=1, max_size=300)), False)
+    if how == "junk":  # a long run without any delimiter
+        return Segment(None, draw(st.binary(min_size=MAX_WIRE_FRAME, max_size=700)), False)
+    if how == "truncated":
+        cut = draw(st.integers(1, len(frame.wire) - 1))
+        return Segment(frame, frame.wire[:cut], False)
+    bits = draw(st.lists(st.integers(0, 8 * len(frame.wire) - 1), min_size=1, max_size=3))
+    return Segment(frame, _flip(frame.wire, bits), False)
+
+
+def _is_subsequence(sub: list[bytes], seq: list[bytes]) -> bool:
+    it = iter(seq)
+    return all(any(x == y for y in it) for x in sub)
+
+
+@settings(max_examples=150, deadline=None)
+@given(line=st.lists(segments(), min_size=1, max_size=10), data=st.data())
+def test_damage_never_yields_a_wrong_frame_and_intact_frames_survive(
+    line: list[Segment], data: st.DataObject
+) -> None:
+    stream = b"".join(s.wire for s in line)
+    cuts = data.draw(st.lists(st.integers(0, len(stream)), max_size=10))
+    decoder = FrameDecoder()
+    out = feed_in_chunks(decoder, stream, cuts)  # must not raise
+    originals = [s.frame.raw for s in line if s.frame is not None]
+    assert _is_subsequence(out, originals), "a frame came out that was never sent"
+    intact = [s.frame.raw for s in line if s.intact and s.frame is not None]
+    assert _is_subsequence(intact, out), "an intact frame after damage was not recovered"
+    for raw in out:
+        assert zlib.crc32(raw) == CRC_RESIDUE and len(raw) <= MAX_RAW_FRAME
+
+
+@settings(max_examples=300, deadline=None)
+@given(junk=st.binary(max_size=600), data=st.data())
+def test_arbitrary_bytes_never_raise(junk: bytes, data: st.DataObject) -> None:
+    decoder = FrameDecoder()
+    cuts = data.draw(st.lists(st.integers(0, len(junk)), max_size=5))
+    for raw in feed_in_chunks(decoder, junk, cuts):
+        assert zlib.crc32(raw) == CRC_RESIDUE
+        assert HEADER.size + 4 <= len(raw) <= MAX_RAW_FRAME
+    assert decoder.stats.bytes_in == len(junk)
+
+
+# ------------------------------------------------------------------------------ counters
+def test_oversize_runs_are_discarded_and_counted_in_one_feed() -> None:
+    good = make_frame(1, 1, 1, 1, b"\x44" * 20)
+    decoder = FrameDecoder()
+    junk = b"\x55" * (MAX_WIRE_FRAME + 1)
+    assert decoder.feed(b"\0" + junk + good.wire) == [good.raw]
+    assert decoder.stats.oversize == 1 and decoder.stats.bytes_discarded == len(junk)
+
+
+def test_oversize_tail_is_dropped_without_waiting_for_a_delimiter() -> None:
+    good = make_frame(1, 1, 1, 1, b"\x44" * 20)
+    decoder = FrameDecoder()
+    for _ in range(10):  # 10 × 100 bytes without a delimiter: memory stays bounded
+        assert decoder.feed(b"\x66" * 100) == []
+    assert decoder.stats.oversize >= 1
+    assert decoder.feed(good.wire) == [good.raw]
+    stats = decoder.stats
+    assert stats.bytes_discarded + len(good.wire) - 2 >= 1000 - 2 * MAX_WIRE_FRAME
+
+
+@pytest.mark.parametrize("message_size", [MAX_MESSAGE + 1, MAX_MESSAGE + 2])
+def test_frames_longer_than_max_raw_frame_are_discarded(message_size: int) -> None:
+    """framing.py promises raw frames of at most MAX_RAW_FRAME bytes ("larger pieces are
+    discarded as garbage"). The COBS piece between delimiters must therefore be compared with
+    MAX_WIRE_FRAME - 2, not MAX_WIRE_FRAME, or 252- and 253-byte raw frames get through."""
+    too_big = make_frame(1, 1, 1, 1, b"\x01" * message_size)
+    decoder = FrameDecoder()
+    assert decoder.feed(too_big.wire) == []
+    assert decoder.stats.oversize == 1
+
+
+def test_crc_and_cobs_failures_are_counted() -> None:
+    good = make_frame(3, 9, 7, 5, b"\x08\x01\x02\x03\x04")
+    decoder = FrameDecoder()
+    bad_crc = b"\0" + cobs.encode(good.raw[:-1] + bytes([good.raw[-1] ^ 1])) + b"\0"
+    bad_cobs = b"\0\x09\x01\x02\0"  # code byte promises 8 bytes, 2 follow
+    short = b"\0" + cobs.encode(b"\x01\x02\x03") + b"\0"  # shorter than a header and CRC
+    out = decoder.feed(bad_crc + bad_cobs + short + good.wire)
+    assert out == [good.raw]
+    s = decoder.stats
+    assert (s.frames, s.crc_failures, s.cobs_failures) == (1, 2, 1)
+    assert s.bytes_discarded == (len(good.wire) - 2) + 3 + (len(short) - 2)
+
+
+def test_reset_forgets_a_partial_frame() -> None:
+    good = make_frame(1, 2, 3, 4, b"\x05")
+    decoder = FrameDecoder()
+    assert decoder.feed(good.wire[:-3]) == []
+    decoder.reset()
+    assert decoder.stats.bytes_discarded == len(good.wire) - 4
+    assert decoder.feed(good.wire[-3:] + good.wire) == [good.raw]

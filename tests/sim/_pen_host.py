@@ -1,0 +1,107 @@
+"""A minimal host for end-to-end tests: a host Link driven over a real pyserial port.
+
+Deliberately not the host package: these tests prove the served byte stream works for *any*
+host that speaks the protocol, with the smallest loop that can (read with the port's timeout,
+feed the link, write what it has to send).
+"""
+
+from __future__ import annotations
+
+import selectors
+import subprocess
+import time
+from collections.abc import Callable
+from typing import IO, Any
+
+from micropen.protocol.events import Connected, MessageReceived
+from micropen.protocol.link import Link, Role
+from micropen.protocol.messages import PROTOCOL_VERSION, Hello, Identity
+from micropen.protocol.schema import Message, schema_hash
+
+EXCHANGE_TIMEOUT_S = 5.0
+
+
+class PenHost:
+    """Talks to a pen over an open pyserial port (``serial.Serial`` or ``serial_for_url``)."""
+
+    def __init__(self, port: Any) -> None:
+        self.port = port
+        self.link = Link(Role.HOST)
+        self.inbox: list[Message] = []
+        self._cmd_id = 0
+
+    def pump(self) -> None:
+        """One turn: write what the link has, read what the port has (bounded by its timeout)."""
+        out = self.link.data_to_send(time.monotonic())
+        if out:
+            self.port.write(out)
+        data = self.port.read(max(1, self.port.in_waiting))
+        if data:
+            self.link.receive_data(data, time.monotonic())
+        for event in self.link.events():
+            if isinstance(event, MessageReceived):
+                self.inbox.append(event.message)
+            elif not isinstance(event, Connected):
+                raise AssertionError(f"unexpected link event {event!r}")
+
+    def wait_for(self, done: Callable[[], bool], what: str) -> None:
+        deadline = time.monotonic() + EXCHANGE_TIMEOUT_S
+        while not done():
+            if time.monotonic() > deadline:
+                raise AssertionError(f"timed out waiting for {what}")
+            self.pump()
+
+    def connect(self) -> None:
+        self.link.connect(time.monotonic())
+        self.wait_for(lambda: self.link.connected, "the pen's SYNACK")
+
+    def request(self, make: Callable[[int], Message]) -> Message:
+        """Send the command ``make(cmd_id)``; return the reply carrying that cmd_id."""
+        self._cmd_id += 1
+        cmd_id = self._cmd_id
+        self.link.send(make(cmd_id), time.monotonic())
+
+        def reply() -> Message | None:
+            return next((m for m in self.inbox if getattr(m, "cmd_id", None) == cmd_id), None)
+
+        self.wait_for(lambda: reply() is not None, f"the reply to command {cmd_id}")
+        self.port.write(self.link.data_to_send(time.monotonic()))  # acknowledge it
+        answer = reply()
+        assert answer is not None
+        self.inbox.remove(answer)
+        return answer
+
+    def hello(self) -> Identity:
+        reply = self.request(
+            lambda cmd_id: Hello(
+                cmd_id=cmd_id, protocol_version=PROTOCOL_VERSION, schema_hash=schema_hash()
+            )
+        )
+        assert isinstance(reply, Identity), reply
+        return reply
+
+
+def handshake(port: Any) -> Identity:
+    host = PenHost(port)
+    host.connect()
+    return host.hello()
+
+
+def read_line(stream: IO[str], timeout_s: float = 10.0) -> str:
+    """One line from a child's stdout, waiting at most ``timeout_s``."""
+    with selectors.DefaultSelector() as sel:
+        sel.register(stream, selectors.EVENT_READ)
+        if not sel.select(timeout_s):
+            raise AssertionError(f"no line from the child within {timeout_s} s")
+    return stream.readline()
+
+
+def stop_child(proc: subprocess.Popen[str], timeout_s: float = 5.0) -> int:
+    """SIGTERM, then the exit status (killed, and the test failed, if it hangs)."""
+    proc.terminate()
+    try:
+        return proc.wait(timeout_s)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+        raise AssertionError("the server did not exit on SIGTERM") from None

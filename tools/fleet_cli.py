@@ -1,0 +1,290 @@
+"""``micropen fleet …``: bridge a pen to an MQTT broker, watch the fleet, send a safe command.
+
+Credentials: ``--username`` and ``--password-file`` (never a password on the command line);
+``mqtts://`` URLs verify the broker's certificate against ``--cafile`` (or the system's CAs).
+A bridge logs in as the pen's serial unless ``--username`` says otherwise.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import sys
+from datetime import datetime
+from pathlib import Path
+from typing import Annotated, Any
+
+import aiomqtt
+import typer
+from rich.console import Console
+from rich.live import Live
+from rich.table import Table
+
+from micropen.host import AsyncPen
+from micropen.host.fleet import (
+    BridgeConfig,
+    BrokerConfig,
+    FleetBridge,
+    FleetWatcher,
+    PenView,
+    parse_broker_url,
+    send_command,
+)
+from micropen.host.fleet.commands import OPT_IN
+from micropen.host.treatment_log import TreatmentLog
+
+from .common import JsonOption, PenOption, emit_json, errors_to_exit, fail
+
+app = typer.Typer(
+    help="Fleet telemetry over MQTT: bridge pens to a broker, watch them, stop one remotely.",
+    no_args_is_help=True,
+)
+console = Console(stderr=True)
+
+MqttOption = Annotated[
+    str,
+    typer.Option("--mqtt", envvar="MICROPEN_MQTT", help="Broker: mqtt://HOST:PORT or mqtts://…"),
+]
+UserOption = Annotated[
+    str | None, typer.Option("--username", help="Broker user (a bridge defaults to the serial)")
+]
+PasswordFileOption = Annotated[
+    Path | None, typer.Option("--password-file", help="File holding the broker password")
+]
+CaOption = Annotated[Path | None, typer.Option("--cafile", help="CA (PEM) of the broker's cert")]
+CertOption = Annotated[
+    Path | None, typer.Option("--client-cert", help="Client certificate (PEM) for mutual TLS")
+]
+KeyOption = Annotated[
+    Path | None, typer.Option("--client-key", help="Key of --client-cert, if not inside it")
+]
+SiteOption = Annotated[str, typer.Option("--site", help="Site name (one topic level)")]
+
+
+def _broker(
+    url: str,
+    username: str | None,
+    password_file: Path | None,
+    cafile: Path | None,
+    client_cert: Path | None,
+    client_key: Path | None,
+) -> BrokerConfig:
+    with errors_to_exit():
+        return parse_broker_url(
+            url,
+            username=username,
+            password_file=password_file,
+            cafile=cafile,
+            client_cert=client_cert,
+            client_key=client_key,
+        )
+
+
+# --- bridge ---------------------------------------------------------------------------------
+@app.command()
+def bridge(
+    mqtt: MqttOption,
+    pen: PenOption = "auto",
+    site: SiteOption = "default",
+    username: UserOption = None,
+    password_file: PasswordFileOption = None,
+    cafile: CaOption = None,
+    client_cert: CertOption = None,
+    client_key: KeyOption = None,
+    queue_dir: Annotated[
+        Path | None,
+        typer.Option(
+            "--queue-dir",
+            help="Folder of the on-disk outbox (default: fleet/ next to the treatment log)",
+        ),
+    ] = None,
+    telemetry_hz: Annotated[
+        int | None, typer.Option("--telemetry-hz", help="Ask the pen to stream at this rate")
+    ] = None,
+    allow: Annotated[
+        list[str] | None,
+        typer.Option("--allow", help=f"Also accept remotely: {', '.join(sorted(OPT_IN))}"),
+    ] = None,
+    calibration_due: Annotated[
+        str | None, typer.Option("--calibration-due", help="YYYY-MM-DD, shown by watchers")
+    ] = None,
+    seconds: Annotated[
+        float | None, typer.Option("--seconds", help="Stop after S seconds (default: run on)")
+    ] = None,
+    as_json: Annotated[
+        bool, typer.Option("--json", help="One JSON line per notice, then a summary line")
+    ] = False,
+) -> None:
+    """Publish a pen's status, telemetry, events and run reports; accept status/stop."""
+    broker = _broker(mqtt, username, password_file, cafile, client_cert, client_key)
+    with errors_to_exit():
+        config = BridgeConfig(
+            site=site,
+            queue_dir=queue_dir or TreatmentLog.default_path().parent / "fleet",
+            allow=frozenset(allow or ()),
+            calibration_due=_check_date(calibration_due),
+        )
+    with errors_to_exit(), _broker_errors():
+        stats = asyncio.run(_run_bridge(pen, broker, config, telemetry_hz, seconds, as_json))
+    if as_json:
+        emit_json({"event": "summary", **stats})
+    else:
+        console.print(f"bridge stopped: {stats}", highlight=False)
+
+
+async def _run_bridge(
+    pen_url: str,
+    broker: BrokerConfig,
+    config: BridgeConfig,
+    telemetry_hz: int | None,
+    seconds: float | None,
+    as_json: bool,
+) -> dict[str, Any]:
+    pen = await AsyncPen.open(pen_url)
+    try:
+        if telemetry_hz is not None:
+            await pen.set_telemetry(telemetry_hz)
+        async with FleetBridge(pen, broker, config) as fleet_bridge:
+            fleet_bridge.add_notice_listener(emit_json if as_json else _print_notice)
+            await fleet_bridge.wait(seconds)
+        return fleet_bridge.statistics()
+    finally:
+        await pen.close()
+
+
+def _print_notice(notice: dict[str, Any]) -> None:
+    details = " ".join(f"{k}={v}" for k, v in notice.items() if k not in ("event", "site"))
+    console.print(f"[bold]{notice['event']}[/] {details}", highlight=False)
+
+
+def _check_date(text: str | None) -> str | None:
+    if text is None:
+        return None
+    try:
+        return datetime.strptime(text, "%Y-%m-%d").date().isoformat()
+    except ValueError:
+        fail(f"--calibration-due {text!r} is not a date; use YYYY-MM-DD", 2)
+
+
+@contextlib.contextmanager
+def _broker_errors() -> Any:
+    try:
+        yield
+    except aiomqtt.MqttError as exc:
+        fail(f"broker: {exc}", 1)
+
+
+# --- watch ----------------------------------------------------------------------------------
+@app.command()
+def watch(
+    mqtt: MqttOption,
+    site: Annotated[str, typer.Option("--site", help="Site to watch ('+': all)")] = "+",
+    username: UserOption = None,
+    password_file: PasswordFileOption = None,
+    cafile: CaOption = None,
+    client_cert: CertOption = None,
+    client_key: KeyOption = None,
+    count: Annotated[int | None, typer.Option("--count", help="Stop after N updates")] = None,
+    seconds: Annotated[float | None, typer.Option("--seconds", help="Stop after S s")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="One JSON line per update")] = False,
+) -> None:
+    """A live table of the fleet: online, state, cartridge, last fault, calibration due."""
+    broker = _broker(mqtt, username, password_file, cafile, client_cert, client_key)
+    watcher = FleetWatcher(broker, site=site)
+    with errors_to_exit(), _broker_errors():
+        asyncio.run(_run_watch(watcher, count, seconds, as_json))
+
+
+async def _run_watch(
+    watcher: FleetWatcher, count: int | None, seconds: float | None, as_json: bool
+) -> None:
+    live = None if as_json else Live(render_table(watcher.pens.values()), console=Console())
+    seen = 0
+    with live or contextlib.nullcontext(), contextlib.suppress(TimeoutError):
+        async with asyncio.timeout(seconds), contextlib.aclosing(watcher.updates()) as views:
+            async for view in views:
+                seen += 1
+                if as_json:
+                    sys.stdout.write(json.dumps(view.to_dict(), sort_keys=True) + "\n")
+                    sys.stdout.flush()
+                elif live is not None:
+                    live.update(render_table(watcher.pens.values()))
+                if count is not None and seen >= count:
+                    break
+
+
+def render_table(views: Any) -> Table:
+    table = Table(title="micropen fleet")
+    for column in ("site", "pen", "online", "state", "cartridge", "last fault", "cal. due"):
+        table.add_column(column)
+    for v in sorted(views, key=lambda v: (v.site, v.serial)):
+        assert isinstance(v, PenView)
+        online = "[green]yes[/]" if v.online else "[red]no[/]"
+        state = v.state or "?"
+        if not v.online:
+            state = f"[dim]{v.reason or 'offline'}[/]"
+        elif v.link == "down":
+            state = f"[yellow]link down[/] ({state})"
+        fault = v.fault if v.fault not in (None, "NONE") else None
+        table.add_row(
+            v.site, v.serial, online, f"[red]{fault}[/]" if fault else state,
+            v.cartridge or "-", v.last_fault or "-", v.calibration_due or "unknown",
+        )  # fmt: skip
+    return table
+
+
+# --- one command ----------------------------------------------------------------------------
+@app.command()
+def command(
+    name: Annotated[str, typer.Argument(help="status or stop (others if the bridge allows)")],
+    mqtt: MqttOption,
+    serial: Annotated[str, typer.Option("--serial", help="Pen serial")],
+    site: SiteOption = "default",
+    username: UserOption = None,
+    password_file: PasswordFileOption = None,
+    cafile: CaOption = None,
+    client_cert: CertOption = None,
+    client_key: KeyOption = None,
+    arg: Annotated[
+        list[str] | None, typer.Option("--arg", help="KEY=VALUE (JSON value), repeatable")
+    ] = None,
+    timeout: Annotated[float, typer.Option("--timeout", help="Seconds to wait")] = 10.0,
+    as_json: JsonOption = False,
+) -> None:
+    """Send one remote command to a pen's bridge and print the reply (exit 1 if refused)."""
+    broker = _broker(mqtt, username, password_file, cafile, client_cert, client_key)
+    args = dict(_parse_arg(a) for a in arg or ())
+    with errors_to_exit(), _broker_errors():
+        reply = asyncio.run(
+            send_command(
+                broker,
+                site=site,
+                serial=serial,
+                command=name,
+                args=args,
+                sender=broker.username,
+                timeout=timeout,
+            )
+        )
+    if as_json:
+        emit_json(reply)
+    elif reply["ok"]:
+        console.print(f"{name} on {serial}: ok {reply.get('result')}", highlight=False)
+    if not reply["ok"]:
+        error = reply.get("error") or {}
+        fail(f"{name} on {serial} refused ({error.get('code')}): {error.get('reason')}", 1)
+
+
+def _parse_arg(text: str) -> tuple[str, Any]:
+    key, sep, raw = text.partition("=")
+    if not sep or not key:
+        fail(f"--arg {text!r} is not KEY=VALUE", 2)
+    try:
+        return key, json.loads(raw)
+    except ValueError:
+        return key, raw
+
+
+if __name__ == "__main__":
+    app()
