@@ -21,7 +21,7 @@ import itertools
 import logging
 import random
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Coroutine
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
@@ -206,13 +206,8 @@ class AsyncPen:
     # ------------------------------------------------------------------ supervisor
     async def _supervise(self) -> None:
         first = True
-        me = asyncio.current_task()
         while not self._closing:
             reason = await self._one_session(first)
-            if me is not None and me.cancelling():
-                # 3.11's TaskGroup can absorb our cancellation while a child fails at the
-                # same moment; never carry on reconnecting after being cancelled
-                raise asyncio.CancelledError
             self._ready.clear()
             if self._closing or self._fatal is not None:
                 return
@@ -239,19 +234,38 @@ class AsyncPen:
         unsent = self._link.connect(self._now())
         del unsent  # the pending table, not the link, decides what is re-sent
         self._flush()
-        reason = "session ended"
+        # The session's tasks are owned here and always cancelled and awaited on the way out.
+        # (Not a TaskGroup: on 3.11 a TaskGroup whose child fails leaves its parent marked as
+        # cancelling, which would hide a real cancellation of the supervisor.)
+        ended: asyncio.Future[str] = asyncio.get_running_loop().create_future()
+        tasks = [
+            asyncio.create_task(self._until_link_down(job, ended))
+            for job in (self._reader(), self._ticker(), self._handshake(first))
+        ]
         try:
-            async with asyncio.TaskGroup() as tg:
-                tg.create_task(self._reader())
-                tg.create_task(self._ticker())
-                tg.create_task(self._handshake(first))
-        except* (_LinkDown, TransportError) as group:
-            reason = str(group.exceptions[0])
-        except* HostError as group:
-            self._fatal = group.exceptions[0]
-            self._fail_pending(self._fatal)
-            reason = str(self._fatal)
-        return reason
+            return await ended
+        finally:
+            for task in tasks:
+                task.cancel()
+            await asyncio.wait(tasks)
+
+    async def _until_link_down(
+        self, job: Coroutine[Any, Any, None], ended: asyncio.Future[str]
+    ) -> None:
+        """Run one session task; the first that ends the session says why."""
+        try:
+            await job
+        except (_LinkDown, TransportError) as exc:
+            if not ended.done():
+                ended.set_result(str(exc))
+        except HostError as exc:  # schema mismatch and the like: no point reconnecting
+            self._fatal = exc
+            self._fail_pending(exc)
+            if not ended.done():
+                ended.set_result(str(exc))
+        except Exception as exc:  # a bug: let the supervisor fail loudly
+            if not ended.done():
+                ended.set_exception(exc)
 
     async def _handshake(self, first: bool) -> None:
         await self._wait_link_connected()

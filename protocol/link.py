@@ -171,6 +171,7 @@ class Link:
         self.role = role
         self.window = window
         self.rto_min, self.rto_max, self.max_retries = rto_min, rto_max, max_retries
+        self.rto_initial = rto_initial
         self.liveness_timeout = liveness_timeout
         self.max_backlog = max_backlog
         if not 0 <= ack_delay < rto_min:
@@ -382,6 +383,12 @@ class Link:
         return out
 
     def _reset_sequence(self) -> None:
+        # a new epoch forgets the old one's backoff: start from the measured RTT, if any
+        s = self._stats
+        if s.srtt_s is not None and s.rttvar_s is not None:
+            s.rto_s = min(max(s.srtt_s + 4 * s.rttvar_s, self.rto_min), self.rto_max)
+        else:
+            s.rto_s = self.rto_initial
         self._snd_next = self._rcv_next = 0
         self._early.clear()
         self._delivered_early.clear()
