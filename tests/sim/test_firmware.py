@@ -722,3 +722,12 @@ def test_a_million_stroke_run_is_counted_exactly_until_the_cartridge_wears_out()
     assert cart is not None and cart.strokes_used == report.strokes
     host.run_for(0.5)
     assert host.status().lifetime_strokes == report.strokes
+
+
+def test_a_restarted_simulator_process_looks_rebooted_to_the_host() -> None:
+    first = SimulatedPen(SimConfig(seed=21), now=1000.0)
+    again = SimulatedPen(SimConfig(seed=21), now=1000.0)
+    later = SimulatedPen(SimConfig(seed=21), now=1003.5)  # the same unit, powered on later
+    assert first.boot_id == again.boot_id  # deterministic for the same inputs
+    assert later.boot_id != first.boot_id
+    assert later.identity.serial == first.identity.serial
