@@ -163,7 +163,7 @@ def test_area_rate_just_outside_is_refused(pen: Pen, profile: L.AreaProfile) -> 
     for rate in _rates_outside(profile):
         with pytest.raises(SafetyLimitError):
             pen.set_rate(rate, area=profile.area)
-        if rate < L.RATE_MIN_SPS:
+        if not L.RATE_MIN_SPS <= rate <= L.RATE_MAX_SPS:  # outside the wire range itself
             assert pen_refuses(pen, SetRate, rate) is E.MALFORMED
         else:
             raw(pen, SetRate, rate)

@@ -246,7 +246,8 @@ def _link_section() -> list[str]:
         f"sent twice). Defaults: initial {d['rto_initial']} s, min {d['rto_min']} s, max "
         f"{d['rto_max']} s. After `max_retries` (default {d['max_retries']}) timeouts without "
         "progress a host declares the link lost (`LinkLost`); a pen keeps retransmitting at "
-        "`rto_max` until a new epoch.",
+        "`rto_max` until a new epoch. A new epoch starts from the RTO the measured RTT gives "
+        "(or `rto_initial` before any sample), not from the old epoch's backoff.",
         f"* **Urgent** messages (emergency stop) are sent at once, up to {link.URGENT_SLACK} "
         "beyond the window, and delivered on arrival even if earlier frames are missing; "
         "they are not delivered again when the gap fills.",

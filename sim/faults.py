@@ -261,8 +261,10 @@ class LinkFaults:
             self.disconnected_until = now + value / 1000.0 if value else float("-inf")
 
     def get(self, param: SimParam, now: float) -> int:
-        if param is SimParam.DISCONNECT:
-            return max(0, round((self.disconnected_until - now) * 1000.0))
+        if param is SimParam.DISCONNECT:  # milliseconds of outage left (0 when connected)
+            if not self.disconnected(now):
+                return 0
+            return round((self.disconnected_until - now) * 1000.0)
         return {
             SimParam.LINK_DROP_PPM: self.drop_ppm,
             SimParam.LINK_CORRUPT_PPM: self.corrupt_ppm,

@@ -13,7 +13,8 @@ boot ids) and — for the same inputs at the same times — the same results.
 from __future__ import annotations
 
 import random
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, field, fields
+from datetime import UTC, date, datetime
 from typing import Any
 from urllib.parse import parse_qsl
 
@@ -40,6 +41,12 @@ _U32 = 0xFFFF_FFFF
 CARTRIDGE_AGE_DAYS = 30  # the boot cartridge was made a month before "today"
 
 
+def _rtc_today() -> int:
+    """Days since 1970-01-01 today (UTC): the simulated pen's real-time clock, used for
+    cartridge expiry and instrument due dates. Tests pin ``today_day`` for repeatability."""
+    return (datetime.now(UTC).date() - date(1970, 1, 1)).days
+
+
 @dataclass(frozen=True)
 class SimConfig:
     """One simulated unit. Every field can be given in a ``sim://?key=value&…`` query."""
@@ -52,7 +59,7 @@ class SimConfig:
     manufacturing_errors: bool = True
     cartridge: bool = True
     calibration: str = "nominal"
-    today_day: int = 20_418
+    today_day: int = field(default_factory=_rtc_today)  # the pen's real-time clock
     link_faults: bool = True
 
     def __post_init__(self) -> None:
@@ -120,6 +127,9 @@ class SimulatedPen:
         self.config = config
         seed = config.seed
         self._rng = random.Random(f"micropen-pen-{seed}")
+        # Boot ids come from the seed *and* the power-on time: deterministic for a test that
+        # starts at a given time, yet a restarted simulator process looks rebooted to a host.
+        self._boot_rng = random.Random(f"micropen-boot-{seed}-{now!r}")
         errors = UnitErrors.from_seed(seed) if config.manufacturing_errors else UnitErrors()
         self.physics = Physics(errors, now)
         self.nvm = Nvm(CalStore(config.calibration, config.today_day))
@@ -166,7 +176,7 @@ class SimulatedPen:
             bay=self.bay,
             link_faults=self.link_faults,
             noise=self._noise,
-            rng=self._rng,
+            rng=self._boot_rng,
             now=now,
             boot_reason=reason,
         )

@@ -60,6 +60,7 @@ PEN_OPTIONS: dict[str, Any] = {"window": 6, "rto_initial": 0.1, "rto_min": 0.025
 COMMANDS = any_message([Kind.COMMAND, Kind.SIM_COMMAND, Kind.HOST_NOTIFY])
 NOTIFICATIONS = any_message([Kind.NOTIFY, Kind.REPLY])
 SETTLE_STEPS = 400
+MAX_FRAMES_PER_STEP = 10_000
 
 
 class FreshEpochs(random.Random):
@@ -263,9 +264,13 @@ class LinkMachine(RuleBasedStateMachine):
         for _ in range(SETTLE_STEPS):
             if self.host.state is LinkState.CLOSED:
                 self.host_reconnects()
-            while self.to_pen or self.to_host:
+            for _ in range(MAX_FRAMES_PER_STEP):
+                if not (self.to_pen or self.to_host):
+                    break
                 to_pen = bool(self.to_pen)
                 self._receive(to_pen, self._queue(to_pen).pop(0))
+            else:
+                raise AssertionError("the links keep answering each other without time passing")
             if self._everything_arrived() and self.host.idle and self.pen.idle:
                 break
             self.now = self._next_wakeup()

@@ -731,3 +731,14 @@ def test_a_restarted_simulator_process_looks_rebooted_to_the_host() -> None:
     assert first.boot_id == again.boot_id  # deterministic for the same inputs
     assert later.boot_id != first.boot_id
     assert later.identity.serial == first.identity.serial
+
+
+def test_reading_the_disconnect_parameter_while_connected_is_zero_not_a_crash() -> None:
+    """SimGet(DISCONNECT) with no outage once raised OverflowError and killed `sim serve`."""
+    from micropen.protocol.messages import SimParam
+
+    pen = SimulatedPen(SimConfig(seed=2), now=0.0)
+    assert pen.get_param(SimParam.DISCONNECT, 0.0) == 0
+    pen.set_param(SimParam.DISCONNECT, 250, 1.0)
+    assert pen.get_param(SimParam.DISCONNECT, 1.1) == 150
+    assert pen.get_param(SimParam.DISCONNECT, 2.0) == 0

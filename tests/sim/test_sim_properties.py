@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import random
 
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import (
@@ -505,7 +506,7 @@ HostilePen.TestCase.settings = settings(
     deadline=None,
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much],
 )
-test_hostile_command_sequences = HostilePen.TestCase
+test_hostile_command_sequences = pytest.mark.slow(HostilePen.TestCase)  # ~5 s
 
 
 def test_param_specs_cover_every_sim_param() -> None:
