@@ -42,7 +42,8 @@ CRC = struct.Struct("<I")
 CRC_RESIDUE = 0x2144DF1C
 MIN_RAW_FRAME = HEADER.size + CRC.size
 MAX_RAW_FRAME = HEADER.size + 1 + MAX_BODY + CRC.size
-MAX_WIRE_FRAME = MAX_RAW_FRAME + MAX_RAW_FRAME // 254 + 1 + 2  # COBS overhead + two delimiters
+MAX_STUFFED = MAX_RAW_FRAME + MAX_RAW_FRAME // 254 + 1  # longest COBS piece between delimiters
+MAX_WIRE_FRAME = MAX_STUFFED + 2  # and its two delimiters
 
 _cobs_encode = cobs.encode
 _cobs_decode = cobs.decode
@@ -86,7 +87,7 @@ class FrameDecoder:
         buf = self._pending + bytes(data) if self._pending else bytes(data)
         pieces = buf.split(b"\0")
         tail = pieces.pop()
-        if len(tail) > MAX_WIRE_FRAME:  # no delimiter for too long: garbage, drop it now
+        if len(tail) > MAX_STUFFED:  # no delimiter for too long: garbage, drop it now
             stats.oversize += 1
             stats.bytes_discarded += len(tail)
             tail = b""
@@ -96,7 +97,7 @@ class FrameDecoder:
         for piece in pieces:
             if not piece:
                 continue
-            if len(piece) > MAX_WIRE_FRAME:
+            if len(piece) > MAX_STUFFED:
                 stats.oversize += 1
                 stats.bytes_discarded += len(piece)
                 continue

@@ -29,6 +29,7 @@ from the pen's reply cache instead of executing twice.
 
 from __future__ import annotations
 
+import itertools
 import random
 from collections import deque
 from dataclasses import dataclass
@@ -168,6 +169,10 @@ class Link:
             raise LocalProtocolError(f"window {window} outside 1..1024")
         if not 0 < rto_min <= rto_initial <= rto_max:
             raise LocalProtocolError("need 0 < rto_min <= rto_initial <= rto_max")
+        if liveness_timeout is not None and role is Role.PEN:
+            raise LocalProtocolError(
+                "liveness_timeout is for the host: a pen never gives up on a link"
+            )
         self.role = role
         self.window = window
         self.rto_min, self.rto_max, self.max_retries = rto_min, rto_max, max_retries
@@ -196,6 +201,7 @@ class Link:
         self._retries = 0
         self._last_rx = 0.0
         self._syn_at: float | None = None
+        self._nonce: int | None = None  # names one handshake: SYN carries it, SYNACK echoes it
 
     # ---------------------------------------------------------------- state table
     def _transition(self, event: _Input, *, local: bool) -> bool:
@@ -221,12 +227,13 @@ class Link:
         leftovers = self._drain_unsent()
         old = self.epoch
         self.epoch = self._rng.choice([e for e in range(1, 256) if e != old])
+        self._nonce = self._rng.getrandbits(32)
         self._reset_sequence()
         self._decoder.reset()
         self._syn_at = now
         self._last_rx = now
         self._retries = 0
-        self._emit(Flag.SYN, 0, b"")
+        self._emit_handshake(Flag.SYN)
         return leftovers
 
     def close(self) -> list[Message]:
@@ -245,7 +252,11 @@ class Link:
             return
         if len(self._backlog) >= self.max_backlog:
             raise LocalProtocolError(f"send backlog full ({self.max_backlog} messages)")
-        self._backlog.append((payload, urgent))
+        if urgent:  # ahead of every queued ordinary message, behind earlier urgent ones
+            ahead = sum(1 for _ in itertools.takewhile(lambda item: item[1], self._backlog))
+            self._backlog.insert(ahead, (payload, urgent))
+        else:
+            self._backlog.append((payload, urgent))
 
     def receive_data(self, data: bytes | bytearray | memoryview, now: float) -> None:
         """Feed bytes read from the wire. Never raises on any input."""
@@ -277,17 +288,18 @@ class Link:
 
     def handle_timeout(self, now: float) -> None:
         """Retransmit what is due and check liveness."""
-        syn_due = self._syn_at is not None and now - self._syn_at >= self._stats.rto_s
+        # the very sums next_deadline() returns: a clock set to a deadline must find it due
+        syn_due = self._syn_at is not None and now >= self._syn_at + self._stats.rto_s
         if self.state is LinkState.SYN_SENT and syn_due:
             self._syn_at = now
             self._stats.retransmits += 1
-            self._emit(Flag.SYN, 0, b"")
+            self._emit_handshake(Flag.SYN)
         if self._retransmit_at is not None and now >= self._retransmit_at:
             self._on_retransmit_timeout(now)
         if (
             self.liveness_timeout is not None
             and self.state in (LinkState.ESTABLISHED, LinkState.SYN_SENT)
-            and now - self._last_rx > self.liveness_timeout
+            and now >= self._last_rx + self.liveness_timeout
         ):
             self._lose(f"no frame from the peer for {now - self._last_rx:.3f} s")
 
@@ -345,8 +357,13 @@ class Link:
         flags = (_DATA | _ACK | _URGENT) if entry.urgent else (_DATA | _ACK)
         self._emit(flags, entry.seq, entry.payload)
 
-    def _emit(self, flags: int, seq: int, payload: bytes) -> None:
-        frame = encode_frame(flags, self.epoch, seq, self._rcv_next, payload)
+    def _emit_handshake(self, flags: int) -> None:
+        nonce = self._nonce or 0
+        self._emit(flags, nonce & 0xFFFF, b"", ack=nonce >> 16)
+
+    def _emit(self, flags: int, seq: int, payload: bytes, ack: int | None = None) -> None:
+        ack = self._rcv_next if ack is None else ack
+        frame = encode_frame(flags, self.epoch, seq, ack, payload)
         self._out += frame
         self._stats.frames_sent += 1
         self._stats.bytes_sent += len(frame)
@@ -408,13 +425,14 @@ class Link:
         flags, epoch, seq, ack = HEADER.unpack_from(raw)
         self._stats.frames_received += 1
         if flags & _SYN:
-            self._on_syn(epoch, now)
+            self._on_syn(epoch, seq | ack << 16, now)
             return
         if epoch != self.epoch or self.state is LinkState.LISTEN:
             self._on_foreign_epoch(flags, epoch, now)
             return
         if flags & _SYNACK:
-            if self._transition(_Input.RECV_SYNACK, local=False):
+            answers_our_syn = seq | ack << 16 == self._nonce
+            if answers_our_syn and self._transition(_Input.RECV_SYNACK, local=False):
                 self._on_established(now)
             self._last_rx = now
             return
@@ -433,21 +451,24 @@ class Link:
         if flags & _DATA:
             self._on_data(seq, raw[HEADER.size : -4], bool(flags & _URGENT), now)
 
-    def _on_syn(self, epoch: int, now: float) -> None:
+    def _on_syn(self, epoch: int, nonce: int, now: float) -> None:
         if self.role is Role.HOST:
             self._stats.stale_epoch += 1
             return
-        if not (self.state is LinkState.ESTABLISHED and epoch == self.epoch):
+        # a repeat of the SYN that opened this link, or a new link (a restarted host may draw
+        # the same epoch; the nonce tells them apart)
+        same = epoch == self.epoch and nonce == self._nonce
+        if not (self.state is LinkState.ESTABLISHED and same):
             requeue = [(e.payload, e.urgent) for e in self._unacked.values()]
             self._unacked.clear()
             self._backlog.extendleft(reversed(requeue))
             self._transition(_Input.RECV_SYN, local=False)
-            self.epoch = epoch
+            self.epoch, self._nonce = epoch, nonce
             self._reset_sequence()
             self._stats.connects += 1
             self._events.append(Connected(epoch))
         self._last_rx = now
-        self._emit(Flag.SYNACK, 0, b"")
+        self._emit_handshake(Flag.SYNACK)
 
     def _on_foreign_epoch(self, flags: int, epoch: int, now: float) -> None:
         self._stats.stale_epoch += 1

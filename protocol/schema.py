@@ -120,8 +120,17 @@ REGISTRY: dict[int, type[Message]] = {}
 _tuple_new = tuple.__new__
 
 
+class _Slotted(type):
+    """Gives every message class ``__slots__ = ()``: no per-instance ``__dict__``, so a message
+    is really immutable (``msg.typo = 1`` raises) and a little cheaper to build."""
+
+    def __new__(mcls, name: str, bases: tuple[type, ...], ns: dict[str, Any], **kw: Any) -> type:
+        ns.setdefault("__slots__", ())
+        return super().__new__(mcls, name, bases, ns, **kw)
+
+
 @dataclass_transform(frozen_default=True, field_specifiers=(field,))
-class Message(tuple):  # type: ignore[type-arg]
+class Message(tuple, metaclass=_Slotted):  # type: ignore[type-arg]
     """Base of every message. Subclass with ``msg_id=`` and ``kind=`` class keywords."""
 
     __slots__ = ()
@@ -254,10 +263,20 @@ def _generate(cls: type[Message]) -> None:
         else:
             src.extend(_check_expr(f, f.name, "_Remote"))
     src.append(f"    return _tuple_new(_cls, ({''.join(n + ', ' for n in names)}))")
+    # encoder: one pack call (the generic Message.encode walks a generator per field)
+    packed = ", ".join(
+        f"{f.name}.encode('ascii')" if f.kind == "str" else f.name for f in cls.FIELDS
+    )
+    src.append("def encode(self):")
+    if names:
+        src.append(f"    {''.join(n + ', ' for n in names)}= self")
+    src.append(f"    return _prefix + _pack({packed})")
+    ns["_prefix"], ns["_pack"] = bytes((cls.ID,)), cls.STRUCT.pack
     ns["_cls"] = cls
     exec("\n".join(src), ns)  # generated from our own declarations only
     cls.__new__ = ns["__new__"]  # type: ignore[method-assign]
     cls._decode = staticmethod(ns["_decode"])  # type: ignore[assignment]
+    cls.encode = ns["encode"]  # type: ignore[method-assign]
 
 
 def _check_int(owner: str, name: str, value: object) -> None:
