@@ -12,15 +12,19 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
-PACKAGES = {"protocol": "micropen/protocol", "sim": "micropen/sim", "host": "micropen/host",
-            "tools": "micropen/tools", "hil_tests": "micropen/hil_tests"}
+PACKAGES = {
+    "protocol": "micropen/protocol",
+    "sim": "micropen/sim",
+    "host": "micropen/host",
+    "tools": "micropen/tools",
+    "hil_tests": "micropen/hil_tests",
+}
 
 
 @pytest.mark.slow
 def test_wheel_contains_every_module(tmp_path: Path) -> None:
     subprocess.run(
-        [sys.executable, "-m", "pip", "wheel", "--no-deps", "-q",
-         "-w", str(tmp_path), str(ROOT)],
+        [sys.executable, "-m", "pip", "wheel", "--no-deps", "-q", "-w", str(tmp_path), str(ROOT)],
         check=True,
     )
     (wheel,) = tmp_path.glob("micropen-*.whl")
@@ -34,7 +38,9 @@ def test_wheel_contains_every_module(tmp_path: Path) -> None:
     assert not missing, f"not in the wheel: {missing}"
     assert not any(n.startswith("micropen/__init__") for n in names), "micropen is a namespace"
     entry_points = next(n for n in names if n.endswith("entry_points.txt"))
-    assert "micropen = micropen.tools.cli:main" in zipfile.ZipFile(wheel).read(entry_points).decode()
+    assert (
+        "micropen = micropen.tools.cli:main" in zipfile.ZipFile(wheel).read(entry_points).decode()
+    )
 
 
 def _readme_commands() -> list[str]:

@@ -10,29 +10,16 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from micropen.host.errors import SafetyLimitError
-from micropen.host.safety import check_depth, check_rate, check_run, resolve_area
-from micropen.protocol import limits as L
-from micropen.protocol.messages import Identity
-
-PEN = Identity(
-    cmd_id=1,
-    protocol_version=1,
-    schema_hash=0,
-    model="MP-12",
-    serial="T1",
-    firmware_major=1,
-    firmware_minor=0,
-    firmware_patch=0,
-    hardware_revision=1,
-    needle_count=12,
-    capabilities=0,
-    depth_min_um=L.DEPTH_MIN_UM,
-    depth_max_um=L.DEPTH_MAX_UM,
-    soft_cap_um=L.DEPTH_SOFT_CAP_UM,
-    rate_min_sps=L.RATE_MIN_SPS,
-    rate_max_sps=L.RATE_MAX_SPS,
-    boot_id=1,
+from micropen.host.safety import (
+    NOMINAL_PEN,
+    check_depth,
+    check_rate,
+    check_run,
+    resolve_area,
 )
+from micropen.protocol import limits as L
+
+PEN = NOMINAL_PEN  # the reference envelope, as a pen reports it at handshake
 
 
 def test_safety_depth_range_host_refuses_outside_pen_range() -> None:

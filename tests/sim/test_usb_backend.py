@@ -18,6 +18,7 @@ import pytest
 import usb.control
 import usb.core
 import usb.util
+
 from micropen.sim.usb_backend import SimUsbBackend, SimUsbDeviceInfo, UsbPipe
 
 VID = 0x1209
@@ -269,6 +270,7 @@ def test_timeout_zero_waits_for_data(backend: SimUsbBackend, factory: PipeFactor
 
 def test_errors_match_libusb1_backend() -> None:
     import usb.backend.libusb1 as libusb1
+
     from micropen.sim import usb_backend
 
     assert usb_backend.LIBUSB_ERROR_TIMEOUT == libusb1.LIBUSB_ERROR_TIMEOUT

@@ -35,8 +35,21 @@ def test_status_json_contract(cli: CliRunner) -> None:
 
 
 def test_run_json_contract_and_log(cli: CliRunner) -> None:
-    result = cli.invoke(app, ["run", "--depth", "0.5", "--speed", "90", "--area", "forehead",
-                              "--strokes", "120", "--json"])
+    result = cli.invoke(
+        app,
+        [
+            "run",
+            "--depth",
+            "0.5",
+            "--speed",
+            "90",
+            "--area",
+            "forehead",
+            "--strokes",
+            "120",
+            "--json",
+        ],
+    )
     assert result.exit_code == 0, result.output
     data = _json(result.stdout)
     assert data["strokes_delivered"] == 120
@@ -52,16 +65,23 @@ def test_run_json_contract_and_log(cli: CliRunner) -> None:
 @pytest.mark.parametrize(
     ("args", "fragment"),
     [
-        (["--depth", "1.0", "--speed", "90", "--area", "forehead", "--strokes", "5"],
-         "forehead maximum 0.75 mm"),
-        (["--depth", "1.8", "--speed", "90", "--area", "cheeks", "--strokes", "5"],
-         "soft cap"),
-        (["--depth", "0.5", "--speed", "200", "--area", "forehead", "--strokes", "5"],
-         "outside the pen's range 50–150"),
-        (["--depth", "0.5", "--speed", "90", "--area", "elbow", "--strokes", "5"],
-         "unknown treatment area"),
-        (["--depth", "0.5", "--speed", "90", "--area", "forehead", "--strokes", "0"],
-         "strokes 0 is outside"),
+        (
+            ["--depth", "1.0", "--speed", "90", "--area", "forehead", "--strokes", "5"],
+            "forehead maximum 0.75 mm",
+        ),
+        (["--depth", "1.8", "--speed", "90", "--area", "cheeks", "--strokes", "5"], "soft cap"),
+        (
+            ["--depth", "0.5", "--speed", "200", "--area", "forehead", "--strokes", "5"],
+            "outside the pen's range 50–150",
+        ),
+        (
+            ["--depth", "0.5", "--speed", "90", "--area", "elbow", "--strokes", "5"],
+            "unknown treatment area",
+        ),
+        (
+            ["--depth", "0.5", "--speed", "90", "--area", "forehead", "--strokes", "0"],
+            "strokes 0 is outside",
+        ),
         (["--depth", "0.5", "--speed", "90", "--area", "forehead"], "exactly one"),
     ],
 )
@@ -79,13 +99,28 @@ def test_bad_input_exits_2_with_one_line_and_sends_nothing(
 
 
 def test_soft_cap_override_is_logged_with_reason(cli: CliRunner) -> None:
-    result = cli.invoke(app, ["run", "--depth", "1.8", "--speed", "90", "--area", "cheeks",
-                              "--strokes", "50", "--override-soft-cap", "physician order 42",
-                              "--json"])
+    result = cli.invoke(
+        app,
+        [
+            "run",
+            "--depth",
+            "1.8",
+            "--speed",
+            "90",
+            "--area",
+            "cheeks",
+            "--strokes",
+            "50",
+            "--override-soft-cap",
+            "physician order 42",
+            "--json",
+        ],
+    )
     assert result.exit_code == 0, result.output
     listed = _json(cli.invoke(app, ["log", "list", "--json"]).stdout)
-    detail = _json(cli.invoke(app, ["log", "show", str(listed["sessions"][0]["id"]),
-                                    "--json"]).stdout)
+    detail = _json(
+        cli.invoke(app, ["log", "show", str(listed["sessions"][0]["id"]), "--json"]).stdout
+    )
     assert detail["overrides"][0]["reason"] == "physician order 42"
     assert detail["runs"][0]["soft_cap_override_reason"] == "physician order 42"
 
@@ -106,8 +141,21 @@ def test_monitor_streams_json_lines(cli: CliRunner) -> None:
 
 
 def test_log_export_csv_and_json(cli: CliRunner, tmp_path: Path) -> None:
-    cli.invoke(app, ["run", "--depth", "0.5", "--speed", "90", "--area", "forehead",
-                     "--strokes", "30", "--json"])
+    cli.invoke(
+        app,
+        [
+            "run",
+            "--depth",
+            "0.5",
+            "--speed",
+            "90",
+            "--area",
+            "forehead",
+            "--strokes",
+            "30",
+            "--json",
+        ],
+    )
     out = tmp_path / "csv"
     assert cli.invoke(app, ["log", "export", "--format", "csv", "--out", str(out)]).exit_code == 0
     assert (out / "runs.csv").read_text().count("\n") >= 2
