@@ -42,11 +42,8 @@ def sim_process(*args: str) -> Iterator[tuple[subprocess.Popen[str], str]]:
 
 
 class BackToBack:
-    """Every transport must pass these."""
-
-    @pytest.fixture
-    async def pen(self) -> AsyncIterator[AsyncPen]:
-        raise NotImplementedError  # each transport provides it
+    """Every transport must pass these. Subclasses named Test* provide the ``pen`` fixture;
+    this base is not collected itself."""
 
     async def test_identity_and_status(self, pen: AsyncPen) -> None:
         assert pen.identity is not None and pen.identity.needle_count == 12
