@@ -12,6 +12,7 @@ import typer
 from rich.console import Console
 
 from micropen.host import Pen, open_pen
+from micropen.host.calibration.due import DueState, check_due
 from micropen.host.errors import InvalidInput
 from micropen.protocol.errors import LocalProtocolError, MicropenError
 
@@ -55,10 +56,20 @@ def connected(url: str, *, quiet: bool = False, **options: Any) -> Iterator[Pen]
                 f"[yellow]notice:[/] {pen.url} is the built-in SIMULATOR, not a real pen",
                 highlight=False,
             )
+        warn_if_calibration_due(pen)
         with errors_to_exit():
             yield pen
     finally:
         pen.close()
+
+
+def warn_if_calibration_due(pen: Pen) -> None:
+    """Connecting to a pen whose calibration is overdue (or nearly) warns, on stderr."""
+    if pen.identity is None:
+        return
+    status = check_due(pen.identity.serial)
+    if status.state in (DueState.OVERDUE, DueState.DUE_SOON):
+        err_console.print(f"[bold yellow]warning:[/] {status.message}", highlight=False)
 
 
 def emit_json(document: Any) -> None:

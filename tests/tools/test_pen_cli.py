@@ -166,3 +166,28 @@ def test_log_export_csv_and_json(cli: CliRunner, tmp_path: Path) -> None:
 def test_pens_lists_the_simulator(cli: CliRunner) -> None:
     data = _json(cli.invoke(app, ["pens", "--json"]).stdout)
     assert {"url": "sim://", "kind": "simulator (built in)"} in data["pens"]
+
+
+def test_connecting_to_a_pen_with_overdue_calibration_warns(
+    cli: CliRunner, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from datetime import date
+
+    import micropen.tools.common as common
+    from micropen.host.calibration.due import DueState, DueStatus
+    from micropen.host.calibration.measurements import Quantity
+
+    seen: list[str] = []
+
+    def overdue(serial: str) -> DueStatus:
+        seen.append(serial)
+        return DueStatus(
+            serial, DueState.OVERDUE, date(2026, 1, 1), -30, date(2025, 1, 1), Quantity.DEPTH, "r1"
+        )
+
+    monkeypatch.setattr(common, "check_due", overdue)
+    result = cli.invoke(app, ["status", "--json"])
+    assert result.exit_code == 0
+    assert seen == ["SIM-000005"]  # asked about the connected pen
+    assert "calibration overdue since 2026-01-01" in result.stderr.replace("\n", " ")
+    assert json.loads(result.stdout)["serial"] == "SIM-000005"  # stdout stays one JSON line
