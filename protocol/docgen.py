@@ -229,8 +229,12 @@ def _link_section() -> list[str]:
         "## Link rules",
         "",
         "* **Epochs.** The host opens a link with a SYN frame in a fresh random epoch (1–255, "
-        "never the one it just left); the pen answers SYNACK and both number their data "
-        "frames from 0. A frame of any other epoch is stale and dropped. A pen that receives "
+        "never the one it just left) and a random 32-bit nonce carried in the SYN's seq and "
+        "ack fields; the pen answers SYNACK echoing the nonce, and both number their data "
+        "frames from 0. A SYN is a repeat only when epoch and nonce both match, so a restarted "
+        "host that happens to draw the pen's current epoch still gets a fresh link. Acks are "
+        "cumulative and may be delayed (the host waits up to 4 ms so the ack rides on its next "
+        "command). A frame of any other epoch is stale and dropped. A pen that receives "
         "a data frame of an epoch it does not know (it restarted, or another host took over) "
         "answers RST in that epoch; the host reports `PeerReset` and closes.",
         f"* **Acknowledgements** are cumulative: `ack` is the next sequence number expected. "
