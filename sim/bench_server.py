@@ -46,6 +46,7 @@ from collections.abc import Callable
 
 from .bench import Bench, DepthGauge, Tachometer
 from .clock import Clock
+from .tcp import accept_nodelay, listen
 
 __all__ = [
     "ERROR_QUEUE_SIZE",
@@ -192,9 +193,7 @@ class BenchTcpService:
     ) -> None:
         self.scpi = ScpiBench(bench)
         self._clock = clock
-        family = socket.AF_INET6 if ":" in host else socket.AF_INET
-        self._listener = socket.create_server((host, port), family=family)
-        self._listener.setblocking(False)
+        self._listener = listen(host, port)
         self.port: int = self._listener.getsockname()[1]
         self._clients: dict[socket.socket, _Client] = {}
         self._selector: selectors.BaseSelector | None = None
@@ -216,12 +215,9 @@ class BenchTcpService:
 
     # -- internals
     def _on_accept(self, events: int) -> None:
-        try:
-            sock, _ = self._listener.accept()
-        except (BlockingIOError, ConnectionAbortedError):
+        sock = accept_nodelay(self._listener)
+        if sock is None:
             return
-        sock.setblocking(False)
-        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         client = _Client(sock)
         self._clients[sock] = client
         if self._selector is not None:

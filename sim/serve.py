@@ -69,6 +69,7 @@ from micropen.protocol.messages import SimParam
 from .bench_server import BenchTcpService
 from .clock import Clock, RealClock
 from .pen import SimConfig, SimulatedPen
+from .tcp import accept_nodelay, listen
 
 __all__ = [
     "MAX_WAIT_S",
@@ -415,9 +416,7 @@ class TcpTransport:
     """A TCP listener for one host at a time; a new connection replaces the current one."""
 
     def __init__(self, host: str = "127.0.0.1", port: int = 0) -> None:
-        family = socket.AF_INET6 if ":" in host else socket.AF_INET
-        self._listener = socket.create_server((host, port), family=family)
-        self._listener.setblocking(False)
+        self._listener = listen(host, port)
         self.host: str = host
         self.port: int = self._listener.getsockname()[1]
         self._client: socket.socket | None = None
@@ -458,12 +457,9 @@ class TcpTransport:
 
     # -- internals
     def _on_accept(self, events: int) -> None:
-        try:
-            sock, _ = self._listener.accept()
-        except (BlockingIOError, ConnectionAbortedError):
+        sock = accept_nodelay(self._listener)
+        if sock is None:
             return
-        sock.setblocking(False)
-        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         self._drop_client()  # one host at a time: the newest wins
         self._client = sock
         self._stats.connections += 1

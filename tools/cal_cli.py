@@ -15,6 +15,7 @@ import asyncio
 import contextlib
 import signal
 import sys
+import threading
 from collections.abc import Iterator
 from datetime import date, timedelta
 from pathlib import Path
@@ -194,11 +195,10 @@ def _ctrl_c_cancels_once() -> Iterator[None]:
             task.cancel()
         err.print("[yellow]stopping: making the pen safe and saving the record…[/]")
 
-    try:
-        loop.add_signal_handler(signal.SIGINT, on_sigint)
-    except (NotImplementedError, RuntimeError, ValueError):  # not the main thread, or Windows
-        yield
+    if sys.platform == "win32" or threading.current_thread() is not threading.main_thread():
+        yield  # no loop signal handlers there: Ctrl-C keeps Python's default behaviour
         return
+    loop.add_signal_handler(signal.SIGINT, on_sigint)
     try:
         yield
     finally:
