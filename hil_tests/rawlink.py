@@ -20,7 +20,7 @@ import serial
 
 from micropen.protocol.events import Connected, LinkLost, MessageReceived, PeerReset
 from micropen.protocol.link import Link, Role
-from micropen.protocol.messages import PROTOCOL_VERSION, Hello, Identity
+from micropen.protocol.messages import PROTOCOL_VERSION, Ack, Hello, Identity, OpenSession
 from micropen.protocol.schema import Kind, Message, schema_hash
 
 __all__ = ["RawLink", "RawLinkError", "port_url", "unchecked"]
@@ -66,6 +66,7 @@ class RawLink:
         self.replies: dict[int, Message] = {}
         self.lost: str | None = None
         self._cmd_ids = itertools.count(random.randrange(1 << 20, 1 << 30))
+        self.session = random.randrange(1, 1 << 32)  # one host session, across reconnects
 
     def __enter__(self) -> RawLink:
         return self
@@ -145,4 +146,7 @@ class RawLink:
         reply = self.request(lambda c: Hello(c, PROTOCOL_VERSION, schema_hash()))
         if not isinstance(reply, Identity):
             raise RawLinkError(f"Hello was answered by {reply!r}")
+        opened = self.request(lambda c: OpenSession(c, self.session))
+        if not isinstance(opened, Ack):  # the pen hands its notifications to a session only
+            raise RawLinkError(f"OpenSession was answered by {opened!r}")
         return reply

@@ -352,13 +352,15 @@ def test_hazard_8_unauthenticated_party_is_denied(pen: Pen, hil_context: HilCont
         for build in denied:
             reply = link.request(build)
             assert isinstance(reply, Nak) and reply.error is E.NOT_CONNECTED, reply
+        for stop in (Stop, EmergencyStop):  # stopping is safe whoever asks
+            assert isinstance(link.request(lambda c, s=stop: unchecked(s, c), urgent=True), Ack)
+        # the pen's records go to a host session only: nothing reached the unauthenticated side
+        assert not [e for e in link.notifications if _is_denial(e)]
+        link.hello()  # Hello + OpenSession: now the pen hands over what it held
         link.wait_for(
             lambda: len([e for e in link.notifications if _is_denial(e)]) >= len(denied),
             "a SECURITY_DENIED event per refused command",
         )
-        for stop in (Stop, EmergencyStop):  # stopping is safe whoever asks
-            assert isinstance(link.request(lambda c, s=stop: unchecked(s, c), urgent=True), Ack)
-        link.hello()
         status = link.request(lambda c: GetStatus(c))
         assert isinstance(status, Status)
         unchanged = ("depth_set_um", "rate_set_sps", "watchdog_ms", "telemetry_hz", "run_id")

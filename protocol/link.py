@@ -258,6 +258,14 @@ class Link:
         else:
             self._backlog.append((payload, urgent))
 
+    def take_unsent(self) -> list[Message]:
+        """Take back every message this side has not had acknowledged, oldest first.
+
+        The pen calls it when a new epoch opens: what it handed to the old host but never had
+        acknowledged goes back to the firmware, which holds it until the new host has opened a
+        session and can record it (an acknowledgement means "durably recorded")."""
+        return self._drain_unsent()
+
     def receive_data(self, data: bytes | bytearray | memoryview, now: float) -> None:
         """Feed bytes read from the wire. Never raises on any input."""
         frames = self._decoder.feed(data)

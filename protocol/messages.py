@@ -5,9 +5,12 @@ classes. Layouts are fixed little-endian and never padded. ``Hello`` and ``Ident
 forever: whatever else changes, two ends can always read each other's handshake and name both
 versions when they disagree.
 
-Every command and reply starts with ``cmd_id``: the host numbers its commands, the pen answers
-with the same number and keeps recent answers in a reply cache, so a command re-sent after a
-reconnect is answered again, never executed twice.
+Every command and reply starts with ``cmd_id``: the host numbers its commands and the pen
+answers with the same number. After ``Hello`` the host names its session (``OpenSession``); the
+pen keeps that session's recent answers, so a command the same session re-sends after a
+reconnect is answered again, never executed twice — and a command from another session, or a
+different command under a reused number, is never mistaken for a duplicate. ``Stop`` and
+``EmergencyStop`` are never answered from the cache: they are always executed.
 """
 
 from __future__ import annotations
@@ -410,6 +413,17 @@ class CalCommit(Message, msg_id=0x0E, kind=Kind.COMMAND, reply=Ack):
 
 class ClearFault(Message, msg_id=0x0F, kind=Kind.COMMAND, reply=Ack):
     cmd_id: int = field("u32", doc=_CMD)
+
+
+class OpenSession(Message, msg_id=0x10, kind=Kind.COMMAND, reply=Ack):
+    """Name the host session that the following commands belong to (after Hello, once per
+    link epoch). The pen keeps a reply cache per session and answers a re-sent command from it
+    only when the same session sends the same command (message and body) under the same
+    ``cmd_id``. Ack.value is 1 when the pen still holds this session's cache (the host may
+    re-send its unanswered commands), 0 when the session is new to this boot (it may not)."""
+
+    cmd_id: int = field("u32", doc=_CMD)
+    session: int = field("u32", lo=1, doc="random per host session, kept across reconnects")
 
 
 # ---------------------------------------------------------------------------------------------

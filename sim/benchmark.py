@@ -26,6 +26,7 @@ from micropen.protocol.messages import (
     Hello,
     Identity,
     Nak,
+    OpenSession,
     Run,
     RunMode,
     RunReport,
@@ -130,6 +131,7 @@ def measure_sim(
     host.connect()
     identity = host.command(lambda c: Hello(c, PROTOCOL_VERSION, schema_hash()))
     assert isinstance(identity, Identity)
+    host.command(lambda c: OpenSession(c, 1 + seed))  # notifications flow to a session
     host.command(lambda c: SetDepth(c, profile.default_um, 0))
     host.command(lambda c: SetRate(c, rate_sps))
     host.command(lambda c: SetTelemetry(c, telemetry_hz))

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import math
 import random
-from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
 from enum import Enum
@@ -48,6 +47,7 @@ from micropen.protocol.messages import (
     Hello,
     Identity,
     Nak,
+    OpenSession,
     PenState,
     Run,
     RunMode,
@@ -73,6 +73,7 @@ from .calstore import CalRecord, Nvm
 from .cartridge import Bay, Cartridge, CartridgeSlot, Refusal, i32
 from .faults import PARAM_SPECS, LinkFaults, apply_param, read_param
 from .physics import Noise, Physics
+from .replycache import SessionCaches
 
 __all__ = [
     "ALLOWED_STATES",
@@ -89,10 +90,10 @@ __all__ = [
 
 TICK_S = 0.010  # control period while anything moves
 IDLE_TICK_EVERY = 50  # ticks at rest: every 0.5 s
-REPLY_CACHE_SIZE = 256
 TELEMETRY_BACKLOG_LIMIT = 64  # skip (and count) samples when the link is this far behind
 TEMP_REARM_DC = L.TEMP_WARN_DC - 5  # the warning re-arms below 39.5 °C
 LINK_MAX_RETRIES = 1 << 30  # the pen never gives up delivering (faults, run reports)
+HELD_LIMIT = 4096  # notifications kept for the next host session (RAM, like the link's queue)
 _U32 = 0xFFFF_FFFF
 _INF = math.inf
 _SCHEMA_HASH = schema_hash()
@@ -152,6 +153,7 @@ ALLOWED_STATES: dict[type[Message], frozenset[PenState]] = {
     Stop: _ANY,
     EmergencyStop: _ANY,
     ClearFault: _ANY,
+    OpenSession: _ANY,
     SetDepth: _WORKING,
     SetRate: _WORKING,
     Run: frozenset({S.IDLE}),
@@ -168,7 +170,10 @@ ALLOWED_STATES: dict[type[Message], frozenset[PenState]] = {
 # Deny by default: before a Hello on the current link epoch only these are obeyed (stopping
 # is always safe, whoever asks).
 NO_HANDSHAKE_NEEDED = frozenset({Hello, Stop, EmergencyStop})
-NOT_CACHED = frozenset({Hello})
+# Never answered from the reply cache: the handshake, and the stops, which are idempotent and
+# must act every time they arrive (a cached "Ack" standing in for a Stop would leave the needles
+# running).
+NEVER_CACHED = frozenset({Hello, OpenSession, Stop, EmergencyStop})
 _ACTIVE_STATES = frozenset({S.RUNNING, S.STOPPING})
 _RUN_OUTCOME_FOR_FAULT = {
     FaultCode.EMERGENCY_STOP: RunOutcome.EMERGENCY_STOP,
@@ -272,8 +277,12 @@ class Firmware:
         self.notifications_lost = 0
         self.last_retract_ms: float | None = None
         self._run_count = 0
-        self._cache: OrderedDict[int, Message] = OrderedDict()
+        self.replies = SessionCaches()
+        self.duplicates_answered = 0
         self._handshake_epoch: int | None = None
+        self._session: int | None = None
+        self._session_epoch: int | None = None
+        self._held: list[Message] = []  # notifications waiting for a host session
         self._deferred: list[tuple[Message, bool]] | None = None
         self._last_rx = now
         self._valid_frames = 0
@@ -677,8 +686,9 @@ class Firmware:
                 self._on_message(event.message, t)
             elif isinstance(event, BadMessage):
                 self._on_bad_message(event.payload, t)
-            elif isinstance(event, Connected):
-                self._handshake_epoch = None
+            elif isinstance(event, Connected):  # a new epoch: handshake and session anew
+                self._handshake_epoch = self._session_epoch = None
+                self._take_back_unacknowledged()
 
     def _host_alive(self, t: float) -> None:
         self._last_rx = t
@@ -693,10 +703,38 @@ class Firmware:
         if self._deferred is not None:
             self._deferred.append((message, urgent))
             return
+        if message.KIND is Kind.NOTIFY and self._open_session() is None:
+            self._hold(message)
+            return
         try:
             self.link.send(message, t, urgent=urgent)
         except MicropenError:  # backlog full: nobody has listened for thousands of messages
             self.notifications_lost += 1
+
+    def _hold(self, message: Message) -> None:
+        """Keep a notification until a host session can record it. Telemetry is a live
+        measurement, not a record: it is never held."""
+        if isinstance(message, Telemetry):
+            self.telemetry_skipped += 1
+        elif len(self._held) >= HELD_LIMIT:
+            self.notifications_lost += 1
+        else:
+            self._held.append(message)
+
+    def _take_back_unacknowledged(self) -> None:
+        """A new link epoch: whatever the old host never acknowledged comes back to be held
+        for the next session (replies are for the old host's commands: the same session
+        re-sends those and is answered from the reply cache)."""
+        leftovers = [m for m in self.link.take_unsent() if m.KIND is Kind.NOTIFY]
+        held, self._held = self._held, []
+        for message in leftovers + held:
+            self._hold(message)
+
+    def _release_held(self) -> None:
+        """A host session is open: hand it everything held, oldest first, after the reply."""
+        held, self._held = self._held, []
+        assert self._deferred is not None  # called from a command handler
+        self._deferred.extend((message, False) for message in held)
 
     def _on_bad_message(self, payload: bytes, t: float) -> None:
         cmd_id = int.from_bytes(payload[1:5], "little") if len(payload) >= 5 else 0
@@ -713,23 +751,31 @@ class Firmware:
             cmd_id = int.from_bytes(body, "little") if len(body) == 4 else 0
             self._notify(Nak(cmd_id, ErrorCode.UNKNOWN_COMMAND, m.ID, 0), t)
             return
-        cls, cmd_id = type(m), m[0]
-        cached = self._cache.get(cmd_id) if cls not in NOT_CACHED else None
-        if cached is not None:
-            self._notify(cached, t)
-            return
+        cls = type(m)
+        session = None if cls in NEVER_CACHED else self._open_session()
+        if session is not None:
+            cached = self.replies.lookup(session, m)
+            if cached is not None:  # this session re-sent this very command: answer, not redo
+                self.duplicates_answered += 1
+                self._notify(cached, t)
+                return
         self._deferred = []
         try:
             reply, cache = self._execute(cls, m, t)
         finally:
             deferred, self._deferred = self._deferred, None
-        if cache and cls not in NOT_CACHED:
-            self._cache[cmd_id] = reply
-            if len(self._cache) > REPLY_CACHE_SIZE:
-                self._cache.popitem(last=False)
+        if cache and session is not None:
+            self.replies.store(session, m, reply)
         self._notify(reply, t, urgent=cls is EmergencyStop)
         for message, urgent in deferred:
             self._notify(message, t, urgent)
+
+    def _open_session(self) -> int | None:
+        """The host session named on this link epoch after its Hello (None: no cache)."""
+        epoch = self.link.epoch
+        if self._handshake_epoch != epoch or self._session_epoch != epoch:
+            return None
+        return self._session
 
     def _execute(self, cls: type[Message], m: Any, t: float) -> tuple[Message, bool]:
         """The reply, and whether it belongs in the reply cache."""
@@ -755,7 +801,7 @@ class Firmware:
             return Nak(m.cmd_id, ErrorCode.SCHEMA_MISMATCH, m.protocol_version, PROTOCOL_VERSION)
         if m.schema_hash != _SCHEMA_HASH:
             return Nak(m.cmd_id, ErrorCode.SCHEMA_MISMATCH, i32(m.schema_hash), i32(_SCHEMA_HASH))
-        self._handshake_epoch = self.link.epoch
+        self._handshake_epoch = self.link.epoch  # a session named on this epoch stays named
         return self.identity(m.cmd_id)
 
     def identity(self, cmd_id: int = 0) -> Identity:
@@ -765,6 +811,12 @@ class Firmware:
             u.hardware_revision, L.NEEDLE_COUNT, u.capabilities, L.DEPTH_MIN_UM, L.DEPTH_MAX_UM,
             L.DEPTH_SOFT_CAP_UM, L.RATE_MIN_SPS, L.RATE_MAX_SPS, self.boot_id,
         )  # fmt: skip
+
+    def _on_open_session(self, m: OpenSession, t: float) -> Message:
+        resumed = self.replies.open(m.session)
+        self._session, self._session_epoch = m.session, self.link.epoch
+        self._release_held()
+        return Ack(m.cmd_id, int(resumed))
 
     def _on_get_status(self, m: GetStatus, t: float) -> Message:
         return self.status(m.cmd_id, t)
@@ -1059,6 +1111,7 @@ _HANDLERS: dict[type[Message], _Handler] = {
     CalWrite: Firmware._on_cal_write,
     CalCommit: Firmware._on_cal_commit,
     ClearFault: Firmware._on_clear_fault,
+    OpenSession: Firmware._on_open_session,
     SimSet: Firmware._on_sim_set,
     SimGet: Firmware._on_sim_get,
     SimMountCartridge: Firmware._on_sim_mount,

@@ -15,7 +15,7 @@ from typing import IO, Any
 
 from micropen.protocol.events import Connected, MessageReceived
 from micropen.protocol.link import Link, Role
-from micropen.protocol.messages import PROTOCOL_VERSION, Hello, Identity
+from micropen.protocol.messages import PROTOCOL_VERSION, Ack, Hello, Identity, OpenSession
 from micropen.protocol.schema import Message, schema_hash
 
 EXCHANGE_TIMEOUT_S = 5.0
@@ -78,6 +78,8 @@ class PenHost:
             )
         )
         assert isinstance(reply, Identity), reply
+        opened = self.request(lambda cmd_id: OpenSession(cmd_id=cmd_id, session=0x7E57))
+        assert isinstance(opened, Ack), opened
         return reply
 
 

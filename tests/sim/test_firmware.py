@@ -32,6 +32,7 @@ from micropen.protocol.messages import (
     Hello,
     Identity,
     Nak,
+    OpenSession,
     PenState,
     Run,
     RunMode,
@@ -116,6 +117,7 @@ def _valid_command(cls: type, cmd_id: int) -> object:
         SimSet: (SimParam.AMBIENT_DC, 250),
         SimGet: (SimParam.AMBIENT_DC,),
         SimMountCartridge: (0, "", 0, 0),
+        OpenSession: (77,),
     }
     return cls(cmd_id, *examples.get(cls, ()))
 
@@ -304,14 +306,16 @@ def test_reply_cache_survives_a_host_reconnect_but_forgets_after_256() -> None:
     host = Host(seed=1)
     host.ready()
     first = host.request(SetDepth(5000, 600, 0))
+    host.ack(SetDepth, 700, 0)
     host.connect()  # a new link epoch: the pen must be asked Hello again
     host.hello()
-    assert host.request(SetDepth(5000, 900, 0)) == first
-    assert host.status().depth_set_um == 600  # the cached answer, not a second execution
+    assert host.resumed is True
+    assert host.request(SetDepth(5000, 600, 0)) == first
+    assert host.status().depth_set_um == 700  # the cached answer, not a second execution
     for _ in range(256):
         host.cmd(GetStatus)
-    assert isinstance(host.request(SetDepth(5000, 900, 0)), Ack)
-    assert host.status().depth_set_um == 900
+    assert isinstance(host.request(SetDepth(5000, 600, 0)), Ack)
+    assert host.status().depth_set_um == 600
 
 
 # ------------------------------------------------------------------------------ watchdog etc.

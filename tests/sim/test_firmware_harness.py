@@ -25,6 +25,7 @@ from micropen.protocol.messages import (
     Hello,
     Identity,
     Nak,
+    OpenSession,
     PenState,
     Run,
     RunMode,
@@ -59,10 +60,20 @@ class Host:
     """The smallest honest host: a Link, a virtual clock and a pump, no safety checks of its
     own — so every refusal a test sees comes from the simulated firmware."""
 
-    def __init__(self, pen: SimulatedPen | None = None, **config: Any) -> None:
-        self.clock = VirtualClock()
+    def __init__(
+        self,
+        pen: SimulatedPen | None = None,
+        *,
+        clock: VirtualClock | None = None,
+        session: int | None = 0x5E55_1000,
+        link_seed: int = 7,
+        **config: Any,
+    ) -> None:
+        self.clock = clock if clock is not None else VirtualClock()
         self.pen = pen if pen is not None else SimulatedPen(SimConfig(**config), now=0.0)
-        self.link = Link(Role.HOST, rng=random.Random(7))
+        self.link = Link(Role.HOST, rng=random.Random(link_seed))
+        self.session = session  # named after each Hello (None: no session, no reply cache)
+        self.resumed: bool | None = None
         self.inbox: list[Message] = []
         self.link_events: list[LinkEvent] = []
         self.replies: dict[int, Message] = {}
@@ -144,8 +155,11 @@ class Host:
         return reply
 
     def hello(self) -> Identity:
+        """Hello, then OpenSession when this host has a session."""
         reply = self.cmd(Hello, PROTOCOL_VERSION, schema_hash())
         assert isinstance(reply, Identity), reply
+        if self.session is not None:
+            self.resumed = bool(self.ack(OpenSession, self.session).value)
         return reply
 
     def status(self) -> Status:

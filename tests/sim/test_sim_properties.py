@@ -39,6 +39,7 @@ from micropen.protocol.messages import (
     GetStatus,
     Heartbeat,
     Hello,
+    OpenSession,
     PenState,
     Run,
     RunMode,
@@ -119,6 +120,7 @@ class Checked:
             self.pump(STEP_S)
         if self.link.connected:
             self.link.send(Hello(self.next_id(), PROTOCOL_VERSION, schema_hash()), self.now)
+            self.link.send(OpenSession(self.next_id(), 0x5E55), self.now)
 
     # ------------------------------------------------------------------ the model
     def check(self) -> None:
