@@ -22,6 +22,8 @@ pen identities and writes the reports once.
 from __future__ import annotations
 
 import contextlib
+import os
+import tempfile
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -116,6 +118,10 @@ def pytest_addoption(parser: pytest.Parser) -> None:
 
 
 def pytest_configure(config: pytest.Config) -> None:
+    if not config.getoption("hil_pen") and not os.environ.get("MICROPEN_HOME"):
+        # the simulator's conformance sessions stay out of this machine's treatment log; on a
+        # bench (--pen) they are recorded there, as purpose "conformance"
+        os.environ["MICROPEN_HOME"] = tempfile.mkdtemp(prefix="micropen-hil-")
     for line in MARKERS:
         config.addinivalue_line("markers", line)
     reporter = _Reporter(config)

@@ -31,7 +31,7 @@ def through_proxy(
     url = ctx.release()
     with ProxyThread(url, listen, faults=faults, seed=seed) as proxy:
         address = proxy.address if listen == "pty" else f"socket://127.0.0.1:{proxy.address}"
-        pen = open_pen(address, command_timeout=COMMAND_TIMEOUT_S)
+        pen = open_pen(address, command_timeout=COMMAND_TIMEOUT_S, purpose="conformance")
         try:
             make_ready(ctx, pen)
             yield proxy, pen

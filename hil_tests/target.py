@@ -183,7 +183,9 @@ class HilContext:
             self.release()
             pen = None
         if pen is None:
-            pen = self._pen = open_pen(self.url, command_timeout=COMMAND_TIMEOUT_S)
+            pen = self._pen = open_pen(
+                self.url, command_timeout=COMMAND_TIMEOUT_S, purpose="conformance"
+            )
         return pen
 
     @staticmethod

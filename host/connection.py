@@ -26,6 +26,7 @@ from dataclasses import dataclass
 from typing import Any, TypeVar
 
 from micropen.protocol import limits as L
+from micropen.protocol.errors import MicropenError
 from micropen.protocol.events import (
     BadMessage,
     Connected,
@@ -42,6 +43,7 @@ from micropen.protocol.messages import (
     CalData,
     CalRead,
     CalWrite,
+    Capability,
     CartridgeInfo,
     ClearFault,
     EmergencyStop,
@@ -52,6 +54,7 @@ from micropen.protocol.messages import (
     Hello,
     Identity,
     Nak,
+    OpenSession,
     PenState,
     Run,
     RunMode,
@@ -74,7 +77,9 @@ from micropen.protocol.schema import Kind, Message, schema_hash
 from . import safety
 from .errors import (
     ConnectionLost,
+    DifferentPen,
     HostError,
+    OutcomeUnknown,
     PenRebooted,
     PenRefused,
     PenTimeout,
@@ -92,6 +97,9 @@ HANDSHAKE_TIMEOUT = 2.0
 LIVENESS_TIMEOUT = 0.75  # the host notices a dead link within 1 s
 ACK_DELAY = 0.004
 RECONNECT_BACKOFF = (0.05, 0.1, 0.2, 0.5, 1.0, 2.0)
+# Safe to send again whatever happened to the first copy: queries change nothing, and the stops
+# are idempotent (the pen always executes them, never answers them from its cache).
+SAFE_TO_REPEAT = (GetStatus, GetCartridge, CalRead, SimGet, Stop, EmergencyStop)
 
 
 @dataclass(frozen=True, slots=True)
@@ -111,6 +119,11 @@ class _Pending:
 
 class _LinkDown(Exception):
     """Internal: the current link session ended (reason in args[0])."""
+
+
+class _NotRecorded(_LinkDown):
+    """Internal: the log could not store what the pen handed over; end this epoch at once,
+    before an acknowledgement of it can leave (args[1] is the log's error)."""
 
 
 class AsyncPen:
@@ -136,6 +149,9 @@ class AsyncPen:
         self.last_status: Status | None = None
         self._link = self._new_link()
         self._cmd_ids = itertools.count(random.randrange(1, 1 << 30))
+        # Names this host session to the pen (kept across reconnects): its reply cache answers
+        # a re-sent command only for the session that sent it first.
+        self.session = random.randrange(1, 1 << 32)
         self._pending: dict[int, _Pending] = {}
         self._listeners: list[Callable[[Any], None]] = []
         self._run_reports: dict[int, RunReport] = {}
@@ -145,19 +161,44 @@ class AsyncPen:
         self._closing = False
         self._supervisor: asyncio.Task[None] | None = None
         self._fatal: BaseException | None = None
+        self._dead = asyncio.Event()  # set once the connection failed for good
+        self._unrecorded: BaseException | None = None
         self._heartbeats = itertools.count()
         self._heartbeat_interval = L.HEARTBEAT_DEFAULT_MS / 4000
         self._last_heartbeat = 0.0
         self._silent_until = 0.0
         self._ticker_wake_at = 0.0
         self._override_reason: str | None = None
-        self.counters = {"reconnects": 0, "late_replies": 0, "commands": 0, "bad_messages": 0}
+        self.counters = {
+            "reconnects": 0,
+            "late_replies": 0,
+            "mismatched_replies": 0,
+            "commands": 0,
+            "bad_messages": 0,
+        }
 
     # ------------------------------------------------------------------ lifecycle
     @classmethod
-    async def open(cls, url: str = "auto", **options: Any) -> AsyncPen:
-        """Open the transport, handshake, and start the heartbeat."""
+    async def open(
+        cls,
+        url: str = "auto",
+        *,
+        log: Any = True,
+        operator: str = "",
+        purpose: str = "treatment",
+        **options: Any,
+    ) -> AsyncPen:
+        """Open the transport, handshake, and start the heartbeat.
+
+        Everything the pen hands over (run reports, events, faults) is recorded in the
+        treatment log before it is acknowledged: ``log=True`` (the default) uses the log at its
+        default place (``$MICROPEN_HOME`` or the per-user data folder), a path or a
+        ``TreatmentLog`` uses that one, ``log=False`` opts out — the pen's records are then
+        acknowledged and kept nowhere, so opt out only where nothing real is treated.
+        ``purpose`` names the session ("treatment", "calibration", "conformance", ...)."""
         transport_options = {k: options.pop(k) for k in ("usb_backend",) if k in options}
+        if "recorder" not in options:
+            options["recorder"] = _default_recorder(log, operator, purpose)
         transport = make_transport(url, **transport_options)
         pen = cls(transport, url=url, **options)
         await pen._start()
@@ -198,10 +239,15 @@ class AsyncPen:
             with contextlib.suppress(asyncio.CancelledError):
                 await sup
         self._fail_pending(ConnectionLost("the connection was closed"))
+        self._dead.set()
         with contextlib.suppress(HostError):
             await self.transport.close()
         if self.recorder is not None:
-            self.recorder.close_session("closed")
+            try:
+                self.recorder.close_session("closed")
+            except MicropenError:
+                if self._unrecorded is None:  # already reported as the reason this ended
+                    raise
 
     # ------------------------------------------------------------------ supervisor
     async def _supervise(self) -> None:
@@ -209,7 +255,11 @@ class AsyncPen:
         while not self._closing:
             reason = await self._one_session(first)
             self._ready.clear()
+            if self._unrecorded is not None:
+                await self._stop_unrecorded(self._unrecorded)
+                return
             if self._closing or self._fatal is not None:
+                self._dead.set()
                 return
             first = False
             self._notify(ConnectionNotice("lost", reason))
@@ -217,6 +267,7 @@ class AsyncPen:
             if not self.reconnect_enabled:
                 self._fatal = ConnectionLost(f"link lost: {reason}")
                 self._fail_pending(self._fatal)
+                self._dead.set()
                 return
             backoff = iter(RECONNECT_BACKOFF)
             while not self._closing:
@@ -229,7 +280,27 @@ class AsyncPen:
                 except HostError as exc:
                     log.info("reconnect to %s failed: %s", self.transport.description, exc)
 
-    async def _one_session(self, first: bool) -> str:
+    async def _stop_unrecorded(self, error: BaseException) -> None:
+        """The log failed: stop the pen over a fresh epoch without a handshake (Stop needs
+        none, and without a session the pen hands nothing over), so nothing unrecorded is ever
+        acknowledged — the pen keeps it for a host whose log can take it. Then fail for good."""
+        try:
+            await self._one_session(False, self._stop_before_handshake())
+        finally:
+            self._fatal = error
+            self._fail_pending(error)
+            self._dead.set()
+
+    async def _stop_before_handshake(self) -> None:
+        try:
+            async with asyncio.timeout(HANDSHAKE_TIMEOUT):
+                await self._wait_link_connected()
+            await self._request(lambda c: Stop(c), urgent=True, handshake=True, timeout=1.0)
+        except (TimeoutError, HostError) as exc:
+            log.error("could not stop %s after the log failed: %s", self.url, exc)
+        raise _LinkDown("stopped: the treatment log cannot store what the pen hands over")
+
+    async def _one_session(self, first: bool, job: Coroutine[Any, Any, None] | None = None) -> str:
         """Run one link epoch until it ends; returns why it ended."""
         unsent = self._link.connect(self._now())
         del unsent  # the pending table, not the link, decides what is re-sent
@@ -240,7 +311,7 @@ class AsyncPen:
         ended: asyncio.Future[str] = asyncio.get_running_loop().create_future()
         tasks = [
             asyncio.create_task(self._until_link_down(job, ended))
-            for job in (self._reader(), self._ticker(), self._handshake(first))
+            for job in (self._reader(), self._ticker(), job or self._handshake(first))
         ]
         try:
             return await ended
@@ -255,6 +326,10 @@ class AsyncPen:
         """Run one session task; the first that ends the session says why."""
         try:
             await job
+        except _NotRecorded as exc:
+            self._unrecorded = exc.args[1]
+            if not ended.done():
+                ended.set_result(str(exc.args[0]))
         except (_LinkDown, TransportError) as exc:
             if not ended.done():
                 ended.set_result(str(exc))
@@ -285,12 +360,25 @@ class AsyncPen:
                 PROTOCOL_VERSION, schema_hash(), reply.protocol_version, reply.schema_hash
             )
         previous = self.identity
+        _check_same_unit(previous, reply, self.transport.description)
         self.identity = reply
+        self.is_simulated = self.transport.is_simulated or bool(
+            reply.capabilities & Capability.SIMULATOR
+        )
+        rebooted = previous is not None and previous.boot_id != reply.boot_id
+        if self.recorder is not None:  # ready to record before the pen hands anything over
+            self.recorder.on_connected(self, first)
+            if rebooted:
+                self.recorder.on_notification(
+                    ConnectionNotice("rebooted", f"boot {reply.boot_id:08x}")
+                )
+        opened = await self._request(lambda c: OpenSession(c, self.session), handshake=True)
+        resumed = isinstance(opened, Ack) and opened.value == 1
         status = await self._request(lambda c: GetStatus(c), handshake=True)
         assert isinstance(status, Status)
         self.last_status = status
         self._heartbeat_interval = status.watchdog_ms / 4000
-        if previous is not None and previous.boot_id != reply.boot_id:
+        if rebooted:
             self._fail_pending(
                 PenRebooted(
                     "the pen restarted while this command was pending; it was not re-sent — "
@@ -298,14 +386,12 @@ class AsyncPen:
                 ),
                 keep_handshake=True,
             )
-            self._notify(ConnectionNotice("rebooted", f"boot {reply.boot_id:08x}"))
+            self._notify(ConnectionNotice("rebooted", f"boot {reply.boot_id:08x}"), record=False)
         elif not first:
-            self._resend_pending()
+            self._resend_pending(resumed)
         if not first:
             self.counters["reconnects"] += 1
             self._notify(ConnectionNotice("reconnected", self.transport.description))
-        if self.recorder is not None:
-            self.recorder.on_connected(self, first)
         self._ready.set()
 
     async def _wait_link_connected(self) -> None:
@@ -313,11 +399,26 @@ class AsyncPen:
             self._kick.clear()
             await self._kick.wait()
 
-    def _resend_pending(self) -> None:
+    def _resend_pending(self, resumed: bool) -> None:
+        """Re-send what had no answer. Only while the pen still holds this session's reply
+        cache is that safe for every command; otherwise a command that may already have run
+        fails as OutcomeUnknown (the caller resolves it from the pen's state)."""
         now = self._now()
-        for pending in list(self._pending.values()):
-            if pending.message.KIND in (Kind.COMMAND, Kind.SIM_COMMAND):
-                self._link.send(pending.message, now, urgent=pending.urgent)
+        for cmd_id, pending in list(self._pending.items()):
+            message = pending.message
+            if message.KIND not in (Kind.COMMAND, Kind.SIM_COMMAND):
+                continue
+            if resumed or isinstance(message, SAFE_TO_REPEAT):
+                self._link.send(message, now, urgent=pending.urgent)
+            elif not pending.future.done():
+                pending.future.set_exception(
+                    OutcomeUnknown(
+                        f"the link dropped before the pen answered {type(message).__name__} "
+                        "and the pen no longer holds this session's replies; it may or may not "
+                        "have been executed — call status() to resynchronise"
+                    )
+                )
+                self._pending.pop(cmd_id, None)
         self._flush()
 
     # ------------------------------------------------------------------ I/O tasks
@@ -387,18 +488,29 @@ class AsyncPen:
             if pending is None or pending.future.done():
                 self.counters["late_replies"] += 1  # its request timed out: never mis-matched
                 return
+            expected = type(pending.message).REPLY
+            if expected is not None and not isinstance(message, expected | Nak):
+                # not an answer to this request (a stale cache entry, a confused peer): never
+                # let it resolve the request
+                self.counters["mismatched_replies"] += 1
+                return
             pending.future.set_result(message)
             return
+        if self.recorder is not None:
+            try:
+                self.recorder.on_notification(message)
+            except MicropenError as exc:  # not stored: it must not be acknowledged either
+                raise _NotRecorded("the treatment log failed", _not_recorded(exc, message)) from exc
         if isinstance(message, RunReport):
             self._run_reports[message.run_id] = message
             waiter = self._run_waiters.get(message.run_id)
             if waiter is not None:
                 waiter.set()
-        if self.recorder is not None:
-            self.recorder.on_notification(message)
         self._notify(message)
 
-    def _notify(self, item: Any) -> None:
+    def _notify(self, item: Any, record: bool = True) -> None:
+        if record and isinstance(item, ConnectionNotice) and self.recorder is not None:
+            self.recorder.on_notification(item)
         for callback in list(self._listeners):
             try:
                 callback(item)
@@ -547,10 +659,12 @@ class AsyncPen:
         if run_id not in self._run_reports:
             try:
                 async with asyncio.timeout(timeout):
-                    await waiter.wait()
+                    await _first_of(waiter, self._dead)
             except TimeoutError:
                 raise PenTimeout(f"run {run_id} did not end within {timeout} s") from None
         self._run_waiters.pop(run_id, None)
+        if run_id not in self._run_reports:
+            raise self._fatal or ConnectionLost("the connection was closed during the run")
         return self._run_reports[run_id]
 
     async def run(
@@ -711,3 +825,50 @@ class AsyncPen:
         # a delayed ack (4 ms, well under the pen's 25 ms minimum RTO) rides on the next
         # command instead of costing a write of its own
         return Link(Role.HOST, liveness_timeout=LIVENESS_TIMEOUT, ack_delay=ACK_DELAY)
+
+
+def _check_same_unit(previous: Identity | None, now: Identity, where: str) -> None:
+    """A reconnect must find the same unit: a boot id alone does not say which pen it is."""
+    if previous is None:
+        return
+    if (previous.serial, previous.model) != (now.serial, now.model):
+        raise DifferentPen(
+            f"after reconnecting, {where} is pen {now.serial} ({now.model}), not "
+            f"{previous.serial} ({previous.model}) that this session was driving; nothing was "
+            "sent to it — open a new connection to use that pen"
+        )
+
+
+def _default_recorder(log: Any, operator: str, purpose: str) -> Any:
+    """The SessionRecorder ``AsyncPen.open(log=...)`` asks for (None when opted out)."""
+    if log is False or log is None:
+        return None
+    from .recorder import SessionRecorder
+    from .treatment_log import TreatmentLog
+
+    if isinstance(log, TreatmentLog):
+        return SessionRecorder(log, operator=operator, purpose=purpose)
+    path = TreatmentLog.default_path() if log is True else log
+    return SessionRecorder(TreatmentLog(path), operator=operator, purpose=purpose, owns_log=True)
+
+
+async def _first_of(*events: asyncio.Event) -> None:
+    """Wait until any of ``events`` is set (the waiting tasks are always cleaned up)."""
+    waits = [asyncio.ensure_future(event.wait()) for event in events]
+    try:
+        await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for w in waits:
+            w.cancel()
+        await asyncio.gather(*waits, return_exceptions=True)
+
+
+def _not_recorded(error: MicropenError, message: Message) -> MicropenError:
+    """The log's error, plus what the pen was handing over (the run's exact count, if any)."""
+    if isinstance(message, RunReport):
+        what = (
+            f"; run {message.run_id} ended {message.outcome.name.lower()} after "
+            f"{message.strokes} strokes (the pen keeps that report for the next host)"
+        )
+        return type(error)(f"{error}{what}")
+    return error

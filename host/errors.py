@@ -12,6 +12,8 @@
         ├── PenTimeout (also TimeoutError)           no answer in time
         ├── PenRefused                               the pen answered with a Nak
         ├── SchemaMismatch                           the two ends disagree about the protocol
+        ├── DifferentPen                             another unit answered after a reconnect
+        ├── OutcomeUnknown                           a command may or may not have executed
         └── PenRebooted                              the pen restarted under a pending command
 """
 
@@ -22,8 +24,10 @@ from micropen.protocol.messages import ErrorCode, Nak
 
 __all__ = [
     "ConnectionLost",
+    "DifferentPen",
     "HostError",
     "InvalidInput",
+    "OutcomeUnknown",
     "PenRebooted",
     "PenRefused",
     "PenTimeout",
@@ -89,3 +93,13 @@ class SchemaMismatch(HostError):
 
 class PenRebooted(HostError):
     """The pen restarted while a command was pending; it was not re-sent."""
+
+
+class DifferentPen(HostError):
+    """After a reconnect another unit answered on the same port: this session refuses to drive
+    it (its records, settings and runs belong to the first unit)."""
+
+
+class OutcomeUnknown(HostError):
+    """The link dropped before the pen answered, and the pen can no longer say whether it ran
+    the command (it no longer holds this session's replies): resolve it from the pen's state."""

@@ -2,7 +2,10 @@
 
 The connection calls these hooks from its event loop *before* it flushes the link, so the
 acknowledgement of a pen event leaves the host only after the event is committed: if the host
-dies first, the pen still holds the event and re-sends it to the next connection. Telemetry
+dies first, the pen still holds the event and re-sends it to the next connection. The pen hands
+nothing over before the host has opened its session (``OpenSession``), and the connection
+calls :meth:`SessionRecorder.on_connected` before it opens one, so there is no window in which
+a record is acknowledged and not yet stored. Telemetry
 samples are batched and committed every ``flush_interval`` (they are a record of measurements,
 not of events; each batch is one transaction).
 """
@@ -27,9 +30,19 @@ __all__ = ["SessionRecorder"]
 class SessionRecorder:
     """One treatment-log session per pen connection."""
 
-    def __init__(self, log: TreatmentLog, *, operator: str = "", flush_interval: float = 0.1):
+    def __init__(
+        self,
+        log: TreatmentLog,
+        *,
+        operator: str = "",
+        flush_interval: float = 0.1,
+        purpose: str = "treatment",
+        owns_log: bool = False,
+    ):
         self.log = log
         self.operator = operator
+        self.purpose = purpose
+        self.owns_log = owns_log  # close the log with the session (it was opened for it)
         self.flush_interval = flush_interval
         self.session_id: int | None = None
         self._samples: list[SampleRow] = []
@@ -51,9 +64,9 @@ class SessionRecorder:
                 operator=self.operator,
                 pen_url=pen.url,
                 is_simulated=pen.is_simulated,
+                purpose=self.purpose,
             )
-        elif not first:
-            self._event("link", "reconnected", 0, 0, 0, pen.transport.description)
+        self.log.close_interrupted_runs(self.session_id, boot_id=ident.boot_id)
 
     def on_notification(self, message: Any) -> None:
         if self.session_id is None:
@@ -82,7 +95,7 @@ class SessionRecorder:
         elif isinstance(message, Event):
             self._event("event", message.code.name, message.value, message.run_id, message.t_ms)
         elif isinstance(message, ConnectionNotice):
-            self._event("link", message.kind, 0, 0, 0, message.detail)
+            self._event("link", message.kind, 0, 0, None, message.detail)
 
     def on_override(self, depth_um: int, area: str, reason: str) -> None:
         if self.session_id is not None:
@@ -125,14 +138,17 @@ class SessionRecorder:
             self._last_flush = now
 
     def close_session(self, outcome: str) -> None:
-        if self.session_id is None:
-            return
-        self.flush_samples(force=True)
-        self.log.end_session(self.session_id, outcome=outcome)
-        self.session_id = None
+        try:
+            if self.session_id is not None:
+                self.flush_samples(force=True)
+                self.log.end_session(self.session_id, outcome=outcome)
+                self.session_id = None
+        finally:
+            if self.owns_log:
+                self.log.close()
 
     def _event(
-        self, kind: str, code: str, value: int, run_id: int, t_ms: int, detail: str = ""
+        self, kind: str, code: str, value: int, run_id: int, t_ms: int | None, detail: str = ""
     ) -> None:
         assert self.session_id is not None
         self.log.record_event(
@@ -143,4 +159,5 @@ class SessionRecorder:
             run_id=run_id,
             pen_t_ms=t_ms,
             detail=detail,
+            boot_id=self._boot_id,
         )

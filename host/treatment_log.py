@@ -14,10 +14,17 @@ reconnect, and the stroke count in the log must be exact (hazard 3).
 The schema is versioned with ``PRAGMA user_version``; :data:`MIGRATIONS` upgrades old files in
 place, one transaction per step, and a file newer than this code is refused.
 
+What the pen hands over is stored exactly once whichever host process receives it: a run
+report completes the run's row wherever the run started, and an event re-sent by the pen (its
+acknowledgement was lost with a killed host) is recognised by its pen, boot, kind, code, value,
+run and pen time and stored once. Runs of an earlier boot that never reported (the pen
+restarted mid-run) are closed as ``interrupted`` when a host next meets that pen.
+
 Errors::
 
     MicropenError
     └── TreatmentLogError      the log cannot store or read a record; the caller must not ack
+        └── LogNotWritable     the disk is full, read-only or gone: the fix is outside micropen
 """
 
 from __future__ import annotations
@@ -45,6 +52,7 @@ __all__ = [
     "MIGRATIONS",
     "SCHEMA_VERSION",
     "EventRecord",
+    "LogNotWritable",
     "Migration",
     "OverrideRecord",
     "RunDetail",
@@ -65,6 +73,10 @@ _EXPORT_CHUNK = 10_000
 
 class TreatmentLogError(MicropenError):
     """The treatment log could not store or read a record; treat the record as not stored."""
+
+
+class LogNotWritable(TreatmentLogError):
+    """The log's disk is full, read-only or gone: nothing is wrong with the log itself."""
 
 
 class SampleRow(NamedTuple):
@@ -198,6 +210,18 @@ MIGRATIONS: tuple[Migration, ...] = (
             "CREATE INDEX sessions_by_pen ON sessions(pen_serial, started_at)",
         ),
     ),
+    Migration(
+        3,
+        "session purpose; pen events stored once per pen boot",
+        (
+            "ALTER TABLE sessions ADD COLUMN purpose TEXT NOT NULL DEFAULT 'treatment'",
+            "ALTER TABLE events ADD COLUMN pen_serial TEXT",
+            "ALTER TABLE events ADD COLUMN boot_id INTEGER",
+            "CREATE UNIQUE INDEX events_once ON events"
+            "(pen_serial, boot_id, kind, code, value, run_id, pen_t_ms) "
+            "WHERE pen_t_ms IS NOT NULL AND boot_id IS NOT NULL",
+        ),
+    ),
 )
 SCHEMA_VERSION = MIGRATIONS[-1].version
 
@@ -214,6 +238,7 @@ SESSION_COLUMNS = [
     "started_at",
     "ended_at",
     "outcome",
+    "purpose",
 ]
 RUN_COLUMNS = [
     "id",
@@ -251,6 +276,8 @@ EVENT_COLUMNS = [
     "pen_t_ms",
     "detail",
     "host_time",
+    "pen_serial",
+    "boot_id",
 ]
 OVERRIDE_COLUMNS = ["id", "session_id", "depth_um", "area", "reason", "host_time"]
 SAMPLE_COLUMNS = ("id", "session_id", *SampleRow._fields)
@@ -358,6 +385,8 @@ class EventRecord:
     pen_t_ms: int | None
     detail: str
     host_time: float
+    pen_serial: str | None = None
+    boot_id: int | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -384,6 +413,7 @@ class SessionDetail:
     started_at: float
     ended_at: float | None
     outcome: str | None
+    purpose: str = "treatment"
     runs: list[RunDetail] = field(default_factory=list)
     events: list[EventRecord] = field(default_factory=list)
     overrides: list[OverrideRecord] = field(default_factory=list)
@@ -504,10 +534,7 @@ class TreatmentLog:
                         conn.execute("ROLLBACK")
                     raise
             except sqlite3.Error as exc:
-                raise TreatmentLogError(
-                    f"could not store {what} in {self.path}: {exc}; it is NOT stored, do not "
-                    "acknowledge it"
-                ) from exc
+                raise _storage_error(self.path, what, exc) from exc
 
     @contextmanager
     def _snapshot(self) -> Iterator[None]:
@@ -554,17 +581,18 @@ class TreatmentLog:
         pen_url: str,
         is_simulated: bool,
         started_at: float | None = None,
+        purpose: str = "treatment",
     ) -> int:
         _check_text(pen_serial=pen_serial, pen_model=pen_model, firmware=firmware)
-        _check_text(operator=operator, pen_url=pen_url)
+        _check_text(operator=operator, pen_url=pen_url, purpose=purpose)
         t = _time(started_at, self._clock, "started_at")
         with self._write("session start") as conn:
             cur = conn.execute(
                 "INSERT INTO sessions (pen_serial, pen_model, firmware, protocol_version, "
-                "boot_id, operator, pen_url, is_simulated, started_at) "
-                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                "boot_id, operator, pen_url, is_simulated, started_at, purpose) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 (pen_serial, pen_model, firmware, protocol_version, boot_id, operator, pen_url,
-                 int(bool(is_simulated)), t),
+                 int(bool(is_simulated)), t, purpose),
             )  # fmt: skip
             session_id = cur.lastrowid
         assert session_id is not None
@@ -655,15 +683,47 @@ class TreatmentLog:
         pen_t_ms: int | None,
         detail: str = "",
         host_time: float | None = None,
-    ) -> None:
-        """Store one event; ``pen_t_ms`` is None for what the pen did not time (host, link)."""
+        boot_id: int | None = None,
+    ) -> bool:
+        """Store one event; ``pen_t_ms`` is None for what the pen did not time (host, link).
+
+        A pen event (``pen_t_ms`` given) is stored once per pen boot (``boot_id``, by default
+        the session's): the same event handed over again returns False and stores nothing."""
         if kind not in EVENT_KINDS:
             raise TreatmentLogError(f"event kind {kind!r} is not one of {', '.join(EVENT_KINDS)}")
         _check_text(code=code, detail=detail)
         t = _time(host_time, self._clock, "host_time")
         with self._write(f"{kind} {code}") as conn:
-            self._session_row(conn, session_id)
-            _insert_event(conn, session_id, kind, code, value, run_id, pen_t_ms, detail, t)
+            serial, session_boot = self._session_row(conn, session_id)
+            boot = session_boot if boot_id is None else boot_id
+            cur = conn.execute(
+                "INSERT OR IGNORE INTO events (session_id, kind, code, value, run_id, pen_t_ms, "
+                "detail, host_time, pen_serial, boot_id) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                (session_id, kind, code, value, run_id, pen_t_ms, detail, t, serial, boot),
+            )
+            return cur.rowcount == 1
+
+    def close_interrupted_runs(self, session_id: int, *, boot_id: int) -> int:
+        """Runs of this session's pen that started under another boot and never reported can
+        never report now (the pen's RAM went with the reboot): give them the outcome
+        ``interrupted`` (strokes unknown) and a host event saying why. Returns how many."""
+        now = self._clock()
+        with self._write("interrupted runs") as conn:
+            serial, _ = self._session_row(conn, session_id)
+            rows = conn.execute(
+                "SELECT id, run_id, boot_id FROM runs WHERE pen_serial = ? AND boot_id != ? "
+                "AND reported_at IS NULL AND outcome IS NULL",
+                (serial, boot_id),
+            ).fetchall()
+            for row_id, run_id, old_boot in rows:
+                conn.execute("UPDATE runs SET outcome = 'interrupted' WHERE id = ?", (row_id,))
+                detail = (
+                    f"pen {serial} restarted (boot {old_boot:08x} -> {boot_id:08x}) before "
+                    "reporting this run; strokes unknown, see the pen's lifetime counter"
+                )
+                _insert_event(conn, session_id, "host", "run_interrupted", 0, run_id, None,
+                              detail, now)  # fmt: skip
+        return len(rows)
 
     def record_run_report(
         self,
@@ -1038,3 +1098,26 @@ def _write_csv(path: Path, columns: Sequence[str], rows: Iterator[Sequence[Any]]
         for row in rows:
             writer.writerow(["" if v is None else v for v in row])
     return path
+
+
+_NOT_WRITABLE = {
+    "SQLITE_FULL": "the disk is full; free space on it",
+    "SQLITE_READONLY": "the file or its folder is read-only; make it writable",
+    "SQLITE_IOERR": "the disk reported an I/O error (full, removed or failing); check it",
+    "SQLITE_CANTOPEN": "the file cannot be opened; check the folder exists and is writable",
+    "SQLITE_PERM": "permission denied; make the file and its folder writable for this user",
+}
+
+
+def _storage_error(path: str, what: str, exc: sqlite3.Error) -> TreatmentLogError:
+    """A disk that is full or read-only is the operator's to fix, not a damaged log."""
+    name = getattr(exc, "sqlite_errorname", "") or ""
+    for prefix, fix in _NOT_WRITABLE.items():
+        if name.startswith(prefix):
+            return LogNotWritable(
+                f"cannot write the treatment log {path} ({what} is NOT stored): {fix}, then "
+                "connect again — the pen keeps what it has not handed over"
+            )
+    return TreatmentLogError(
+        f"could not store {what} in {path}: {exc}; it is NOT stored, do not acknowledge it"
+    )

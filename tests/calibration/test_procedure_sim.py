@@ -247,7 +247,10 @@ async def test_a_dropped_link_ends_the_procedure_safely(
     record = await calibrate(sim_pen, store, "depth", progress=pull_cable)
     await asyncio.gather(*tasks, return_exceptions=True)
     assert record.outcome is Outcome.INCOMPLETE
-    assert "link" in record.reason or "lost" in record.reason.lower()
+    # the link was down for 1.5 s: the procedure sees either the lost link or the pen's
+    # watchdog stop that it caused, whichever reaches it first
+    reason = record.reason.lower()
+    assert "link" in reason or "lost" in reason or "watchdog" in reason
     assert not record.committed
     await sim_pen.wait_connected(5.0)
     assert await active_bank(sim_pen) == before

@@ -24,7 +24,8 @@ SERIAL = f"SIM-{SEED:06d}"
 
 @pytest.fixture
 async def pen() -> AsyncIterator[AsyncPen]:
-    p = await AsyncPen.open(f"sim://?seed={SEED}")
+    # no log of the pen's own: these tests give the bridge the treatment log it records into
+    p = await AsyncPen.open(f"sim://?seed={SEED}", log=False)
     await p.set_telemetry(100)
     yield p
     await p.close()
