@@ -99,7 +99,8 @@ ACK_DELAY = 0.004
 RECONNECT_BACKOFF = (0.05, 0.1, 0.2, 0.5, 1.0, 2.0)
 # Safe to send again whatever happened to the first copy: queries change nothing, and the stops
 # are idempotent (the pen always executes them, never answers them from its cache).
-SAFE_TO_REPEAT = (GetStatus, GetCartridge, CalRead, SimGet, Stop, EmergencyStop)
+QUERIES = (GetStatus, GetCartridge, CalRead, SimGet)
+SAFE_TO_REPEAT = (*QUERIES, Stop, EmergencyStop)
 
 
 @dataclass(frozen=True, slots=True)
@@ -379,16 +380,9 @@ class AsyncPen:
         self.last_status = status
         self._heartbeat_interval = status.watchdog_ms / 4000
         if rebooted:
-            self._fail_pending(
-                PenRebooted(
-                    "the pen restarted while this command was pending; it was not re-sent — "
-                    "check status() before repeating it"
-                ),
-                keep_handshake=True,
-            )
             self._notify(ConnectionNotice("rebooted", f"boot {reply.boot_id:08x}"), record=False)
-        elif not first:
-            self._resend_pending(resumed)
+        if not first:
+            self._resend_pending(resumed, rebooted)
         if not first:
             self.counters["reconnects"] += 1
             self._notify(ConnectionNotice("reconnected", self.transport.description))
@@ -399,26 +393,36 @@ class AsyncPen:
             self._kick.clear()
             await self._kick.wait()
 
-    def _resend_pending(self, resumed: bool) -> None:
+    def _resend_pending(self, resumed: bool, rebooted: bool) -> None:
         """Re-send what had no answer. Only while the pen still holds this session's reply
         cache is that safe for every command; otherwise a command that may already have run
-        fails as OutcomeUnknown (the caller resolves it from the pen's state)."""
+        fails as OutcomeUnknown (the caller resolves it from the pen's state). After a reboot
+        only queries are re-sent: the rest fail as PenRebooted (the pen forgot them)."""
         now = self._now()
         for cmd_id, pending in list(self._pending.items()):
             message = pending.message
-            if message.KIND not in (Kind.COMMAND, Kind.SIM_COMMAND):
+            if message.KIND not in (Kind.COMMAND, Kind.SIM_COMMAND) or pending.future.done():
                 continue
-            if resumed or isinstance(message, SAFE_TO_REPEAT):
+            name = type(message).__name__
+            if isinstance(message, QUERIES if rebooted else SAFE_TO_REPEAT) or (
+                resumed and not rebooted
+            ):
                 self._link.send(message, now, urgent=pending.urgent)
-            elif not pending.future.done():
-                pending.future.set_exception(
-                    OutcomeUnknown(
-                        f"the link dropped before the pen answered {type(message).__name__} "
-                        "and the pen no longer holds this session's replies; it may or may not "
-                        "have been executed — call status() to resynchronise"
-                    )
+                continue
+            error: HostError = (
+                PenRebooted(
+                    f"the pen restarted while {name} was pending; it was not re-sent — check "
+                    "status() before repeating it"
                 )
-                self._pending.pop(cmd_id, None)
+                if rebooted
+                else OutcomeUnknown(
+                    f"the link dropped before the pen answered {name} and the pen no longer "
+                    "holds this session's replies; it may or may not have been executed — "
+                    "call status() to resynchronise"
+                )
+            )
+            pending.future.set_exception(error)
+            self._pending.pop(cmd_id, None)
         self._flush()
 
     # ------------------------------------------------------------------ I/O tasks
@@ -442,7 +446,10 @@ class AsyncPen:
             self._process_events()
             self._flush()
             if self.recorder is not None:
-                self.recorder.flush_samples()
+                try:
+                    self.recorder.flush_samples()
+                except MicropenError as exc:
+                    raise _NotRecorded("the treatment log failed", exc) from exc
             deadline = link.next_deadline()
             wake = self._last_heartbeat + self._heartbeat_interval
             if deadline is not None:
@@ -568,10 +575,8 @@ class AsyncPen:
                 f"within {timeout:.1f} s"
             ) from None
 
-    def _fail_pending(self, error: BaseException, keep_handshake: bool = False) -> None:
+    def _fail_pending(self, error: BaseException) -> None:
         for cmd_id, pending in list(self._pending.items()):
-            if keep_handshake and isinstance(pending.message, Hello | GetStatus):
-                continue
             if not pending.future.done():
                 pending.future.set_exception(error)
             self._pending.pop(cmd_id, None)
@@ -628,20 +633,42 @@ class AsyncPen:
         identity = self._require_identity()
         safety.check_depth(status.depth_set_um / 1000, identity, profile, override)
         safety.check_rate(status.rate_set_sps, identity, profile)
-        ack = await self._expect(lambda c: Run(c, int(profile.area), mode, count, duration_ms), Ack)
-        self._run_waiters.setdefault(ack.value, asyncio.Event())
+        try:
+            ack = await self._expect(
+                lambda c: Run(c, int(profile.area), mode, count, duration_ms), Ack
+            )
+            run_id = ack.value
+        except (PenTimeout, OutcomeUnknown) as unknown:
+            run_id = await self._resolve_run(status, unknown)
+        self._run_waiters.setdefault(run_id, asyncio.Event())
         if self.recorder is not None:
             lot = (await self.cartridge()).lot
             self.recorder.on_run_started(
                 self,
-                ack.value,
+                run_id,
                 profile,
                 mode,
                 count or duration_ms,
                 cartridge_lot=lot,
                 override_reason=self._override_reason,
             )
-        return ack.value
+        return run_id
+
+    async def _resolve_run(self, before: Status, unknown: HostError) -> int:
+        """A Run went unanswered: ask the pen whether it started. The pen handles commands in
+        order, so a status answered after the Run shows its effect; a new run id means it ran
+        (and is logged like any run), the same one means it did not."""
+        try:
+            now = await self.status()
+        except HostError:
+            raise unknown from None  # still unknown: the caller stops the pen on the way out
+        if now.boot_id == before.boot_id and now.run_id not in (0, before.run_id):
+            log.warning("Run went unanswered but the pen started run %d: adopting it", now.run_id)
+            return now.run_id
+        raise PenTimeout(
+            f"the pen did not answer Run and its status shows no new run (still run "
+            f"{now.run_id}): the run did not start — {unknown}"
+        ) from None
 
     async def _wait_not_stopping(self) -> Status:
         """The needles take up to RETRACT_MAX_MS to home after a run; a new run must wait."""
@@ -699,7 +726,7 @@ class AsyncPen:
             unsubscribe()
 
     async def _stop_quietly(self) -> None:
-        with contextlib.suppress(HostError):
+        with contextlib.suppress(MicropenError):
             await self._request(lambda c: Stop(c), urgent=True, timeout=1.0)
 
     async def stop(self) -> None:

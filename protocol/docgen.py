@@ -155,11 +155,61 @@ def _intro() -> list[str]:
         "3. **Framing** (`framing.py`): header, message and CRC-32, COBS-stuffed between `0x00` "
         "delimiters, so a receiver resynchronises at the next delimiter after any garbage.",
         "",
-        "The host numbers its commands (`cmd_id`); the pen answers with the same number and "
-        "keeps recent answers, so a command re-sent after a reconnect is answered again, never "
-        "executed twice. At connect the host sends `Hello` with the protocol version and the "
-        "schema hash; `Hello` and `Identity` never change layout, so two ends can always name "
-        "both versions when they disagree.",
+        "The host numbers its commands (`cmd_id`); the pen answers with the same number. At "
+        "connect the host sends `Hello` with the protocol version and the schema hash; `Hello` "
+        "and `Identity` never change layout, so two ends can always name both versions when "
+        "they disagree. Then `OpenSession` names the host session, which scopes the pen's reply "
+        "cache and opens the flow of the pen's records (see "
+        "[Sessions, the reply cache and records](#sessions-the-reply-cache-and-records)).",
+        "",
+    ]
+
+
+def _session_section() -> list[str]:
+    """The rules that keep commands exactly-once and records exact across host sessions."""
+    return [
+        "## Sessions, the reply cache and records",
+        "",
+        "A link epoch is one connection; a **host session** is one host process's use of the "
+        "pen, across its reconnects. After `Hello` on each epoch the host sends `OpenSession` "
+        "with a random non-zero `session` number it keeps for its lifetime.",
+        "",
+        "**Reply cache** (hazard 9: a command executed twice because it was re-sent):",
+        "",
+        f"- The pen keeps the replies of the {limits.REPLY_CACHE_SESSIONS} most recently opened "
+        f"sessions, {limits.REPLY_CACHE_PER_SESSION} per session, in RAM (a reboot forgets them "
+        "all).",
+        "- A command is answered from the cache only when the **same session** sends the **same "
+        "command** (message id and body, byte for byte) under the **same `cmd_id`**. Any other "
+        "command is executed, even under a number some session used before: a second host "
+        "numbering from 1, or one host reusing an id, is never given someone else's reply.",
+        "- `Stop` and `EmergencyStop` are never answered from the cache: they are always "
+        "executed (both are idempotent), so no cached `Ack` can stand in for a stop.",
+        "- Nothing is answered from the cache before `Hello` and `OpenSession` on the current "
+        "epoch; commands of a handshaken epoch without a session are executed and not cached.",
+        "- `OpenSession`'s `Ack.value` is 1 when the pen still holds that session's replies "
+        "(same boot, not evicted) and 0 otherwise. Only with 1 may the host re-send the "
+        "commands it had no answer for; with 0 it re-sends only queries and stops, and reports "
+        "the others as of unknown outcome, to be resolved from `GetStatus` (commands are "
+        "handled in order, so a status answered after a command shows its effect).",
+        "- The host accepts a reply only if its type is the request's declared reply or "
+        "`Nak`; anything else is counted and ignored.",
+        "",
+        "**Records** (`RunReport`, `Event`, `FaultReport`; hazards 2 and 3): the pen's "
+        "acknowledgement means *durably recorded*.",
+        "",
+        "- The pen hands records over only on an epoch whose host has opened a session. Before "
+        f"that it holds them (up to {limits.HELD_RECORDS_MAX:,}, in RAM; telemetry is a live "
+        "measurement and is not held).",
+        "- When a new epoch opens, whatever the old host never acknowledged goes back to the "
+        "held records, and is handed to the next session after its `OpenSession` reply, oldest "
+        "first, before any later reply.",
+        "- A host acknowledges a record only after storing it; a host that cannot store it "
+        "must not acknowledge it (ours ends the epoch first, then stops the pen over a new "
+        "epoch without a handshake, which hands nothing over).",
+        "- A record may therefore arrive twice (its host died between storing and "
+        "acknowledging): a run report is identified by pen serial, boot id and run id, an event "
+        "by pen serial, boot id, kind, code, value, run id and pen time, and stored once.",
         "",
     ]
 
@@ -383,6 +433,7 @@ def _enum_section() -> list[str]:
 def render() -> str:
     """The whole of docs/protocol.md."""
     lines = [*_intro(), *_frame_section(), *_link_section(), *_state_section()]
+    lines += _session_section()
     lines += _summary_section()
     for cls in _messages():
         lines += _message_section(cls)

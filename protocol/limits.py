@@ -79,6 +79,11 @@ TELEMETRY_DEFAULT_HZ = 0
 CAL_GAIN_PPM_LIMIT = 200_000  # a correction beyond ±20 % means a broken actuator, not drift
 CAL_OFFSET_UM_LIMIT = 500
 
+# --- sessions (docs/protocol.md, "Sessions, the reply cache and records")
+REPLY_CACHE_SESSIONS = 4  # host sessions whose replies the pen remembers at once
+REPLY_CACHE_PER_SESSION = 256  # replies remembered per session
+HELD_RECORDS_MAX = 4096  # records the pen holds for the next host session
+
 
 class Area(IntEnum):
     """Treatment areas. The wire carries the number; names are for people."""

@@ -20,12 +20,13 @@ from __future__ import annotations
 from collections import OrderedDict
 from dataclasses import dataclass
 
+from micropen.protocol import limits as L
 from micropen.protocol.schema import Message
 
 __all__ = ["MAX_SESSIONS", "REPLIES_PER_SESSION", "SessionCaches"]
 
-MAX_SESSIONS = 4  # hosts remembered at once; the least recently opened is forgotten first
-REPLIES_PER_SESSION = 256
+MAX_SESSIONS = L.REPLY_CACHE_SESSIONS  # the least recently opened is forgotten first
+REPLIES_PER_SESSION = L.REPLY_CACHE_PER_SESSION
 
 
 @dataclass(frozen=True, slots=True)

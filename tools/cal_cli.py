@@ -208,7 +208,7 @@ def _ctrl_c_cancels_once() -> Iterator[None]:
 async def _calibrate_pen(
     procedure: str, pen_url: str, gauge: str, settings: Settings, store: RecordStore, quiet: bool
 ) -> CalibrationRecord:
-    pen = await AsyncPen.open(pen_url)
+    pen = await AsyncPen.open(pen_url, purpose="calibration", operator=settings.technician)
     try:
         identity, status = pen.identity, await pen.status()
         assert identity is not None

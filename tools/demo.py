@@ -16,7 +16,7 @@ from rich.console import Console
 from rich.table import Table
 
 from .common import JsonOption, PenOption, connected, emit_json
-from .pen_cli import _log_options, _run_with_progress, status_dict
+from .pen_cli import _run_with_progress, status_dict
 
 console = Console(stderr=True)
 
@@ -32,7 +32,7 @@ def demo(
 ) -> None:
     """A pen session and a calibration (the simulator when no pen is attached)."""
     result: dict[str, Any] = {}
-    with connected(pen_url, **_log_options("demo")) as pen:
+    with connected(pen_url, operator="demo") as pen:
         status = status_dict(pen, pen.status())
         result["pen"] = {k: status[k] for k in ("serial", "model", "firmware_version", "url")}
         result["simulated"] = pen.is_simulated
@@ -49,7 +49,8 @@ def demo(
                 f"treatment run: [bold]{report.outcome.name.lower()}[/], "
                 f"{report.strokes:,}/{strokes:,} strokes at 0.50 mm, 90/s (forehead)"
             )
-        if calibrate:
+    if calibrate:  # a session of its own: the log keeps calibrations apart from treatments
+        with connected(pen_url, quiet=True, operator="demo", purpose="calibration") as pen:
             result["calibration"] = _calibrate(pen, out, quiet=as_json)
     if as_json:
         emit_json(result)

@@ -88,7 +88,7 @@ def run(
         check_run(strokes, seconds)
         check_depth(depth, NOMINAL_PEN, profile, override)
         check_rate(speed, NOMINAL_PEN, profile)
-    with connected(pen_url, quiet=as_json, **_log_options(operator)) as pen:
+    with connected(pen_url, quiet=as_json, operator=operator) as pen:
         assert pen.identity is not None
         check_depth(depth, pen.identity, profile, override)
         check_rate(speed, pen.identity, profile)
@@ -106,15 +106,6 @@ def run(
             f"run {report.run_id}: [bold]{result['outcome']}[/], {report.strokes:,} strokes "
             f"delivered at {report.depth_um / 1000:.2f} mm, {report.rate_sps}/s"
         )
-
-
-def _log_options(operator: str) -> dict[str, Any]:
-    from micropen.host.recorder import SessionRecorder
-    from micropen.host.treatment_log import TreatmentLog
-
-    return {
-        "recorder": SessionRecorder(TreatmentLog(TreatmentLog.default_path()), operator=operator)
-    }
 
 
 def _run_with_progress(

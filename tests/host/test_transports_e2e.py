@@ -47,6 +47,7 @@ class BackToBack:
 
     async def test_identity_and_status(self, pen: AsyncPen) -> None:
         assert pen.identity is not None and pen.identity.needle_count == 12
+        assert pen.is_simulated  # a served simulator says so: logs label it SIMULATOR
         status = await pen.status()
         assert status.state in (PenState.IDLE, PenState.BOOT)
 

@@ -1,0 +1,156 @@
+"""The host's side of exactly-once and exact records across sessions (issue 10).
+
+Each test here failed on the host before it opened sessions: a reply of the wrong type
+resolved a request, another unit was driven after a reconnect, a command whose fate the pen
+no longer knew was re-sent, a run cut short by a reboot stayed open in the log, and a log that
+could not store a record still acknowledged it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+from pathlib import Path
+
+import pytest
+
+from micropen.host import AsyncPen
+from micropen.host.errors import DifferentPen, OutcomeUnknown
+from micropen.host.recorder import SessionRecorder
+from micropen.host.transports.sim import SimTransport
+from micropen.host.treatment_log import LogNotWritable, TreatmentLog
+from micropen.protocol.messages import Ack, PenState, Run, RunOutcome, SimParam, Status
+from micropen.sim.pen import SimConfig, SimulatedPen
+
+
+def _sim(pen: AsyncPen) -> SimTransport:
+    assert isinstance(pen.transport, SimTransport)
+    return pen.transport
+
+
+def _pull_the_cable(transport: SimTransport, ms: int) -> None:
+    """Nothing crosses the link for ``ms`` from now (done to the pen, not over the link)."""
+    with transport._lock:
+        transport.pen.set_param(SimParam.DISCONNECT, ms, transport.now())
+
+
+async def test_a_reply_of_the_wrong_type_never_resolves_a_request() -> None:
+    async with await AsyncPen.open("sim://?seed=3", log=False) as pen:
+        query = asyncio.create_task(pen.status())
+        while not pen._pending:  # the request is registered before its frame leaves
+            await asyncio.sleep(0)
+        (cmd_id,) = pen._pending
+        pen._on_message(Ack(cmd_id, 0))  # e.g. a stale cache entry answering a GetStatus
+        assert isinstance(await query, Status)
+        assert pen.counters["mismatched_replies"] == 1
+
+
+async def test_a_reconnect_to_another_unit_is_refused() -> None:
+    async with await AsyncPen.open("sim://?seed=3", log=False, command_timeout=5) as pen:
+        transport = _sim(pen)
+        with transport._lock:  # another pen plugged into the same port
+            transport.pen = SimulatedPen(SimConfig(seed=4), now=transport.now())
+        with pytest.raises(DifferentPen, match="SIM-000004.*not SIM-000003"):
+            await pen.status()
+        with pytest.raises(DifferentPen):
+            await pen.status()  # and it stays refused
+
+
+async def test_an_unanswered_command_is_not_resent_once_the_pen_forgot_the_session() -> None:
+    async with await AsyncPen.open("sim://?seed=3", log=False, command_timeout=5) as pen:
+        transport = _sim(pen)
+        firmware = transport.pen.firmware
+        _pull_the_cable(transport, 1200)
+        depth = asyncio.create_task(pen.set_depth(0.6))
+        status = asyncio.create_task(pen.status())
+        await asyncio.sleep(0.1)
+        for other in range(0xB000, 0xB004):  # four other hosts use the pen meanwhile
+            firmware.replies.open(other)
+        with pytest.raises(OutcomeUnknown, match="SetDepth.*status"):
+            await depth
+        assert isinstance(await status, Status)  # a query is always safe to repeat
+
+
+async def test_a_resumed_session_gets_its_unanswered_command_answered_once() -> None:
+    async with await AsyncPen.open("sim://?seed=3", log=False, command_timeout=5) as pen:
+        _pull_the_cable(_sim(pen), 1200)
+        await pen.set_depth(0.6)  # sent into the outage; answered after the reconnect
+        assert (await pen.status()).depth_set_um == 600
+        assert pen.counters["reconnects"] == 1
+
+
+async def test_a_run_cut_short_by_a_reboot_is_closed_as_interrupted(tmp_path: Path) -> None:
+    path = tmp_path / "log.sqlite"
+    async with await AsyncPen.open("sim://?seed=3", log=path, command_timeout=5) as pen:
+        await pen.set_depth(0.5)
+        await pen.set_rate(90)
+        run_id = await pen.start_run(area="forehead", seconds=10)
+        await asyncio.sleep(0.2)
+        transport = _sim(pen)
+        with transport._lock:
+            transport.pen.power_cycle(transport.now())  # its RAM, and the report, are gone
+        await pen.wait_connected(5)
+        await pen.status()
+    with TreatmentLog(path) as tlog:
+        [summary] = tlog.sessions()
+        detail = tlog.session(summary.id)
+    [run] = detail.runs
+    assert (run.run_id, run.outcome, run.strokes) == (run_id, "interrupted", None)
+    codes = [(e.kind, e.code) for e in detail.events]
+    assert ("link", "rebooted") in codes and ("host", "run_interrupted") in codes
+
+
+async def test_a_full_disk_stops_the_pen_and_nothing_unrecorded_is_acknowledged(
+    tmp_path: Path,
+) -> None:
+    full = TreatmentLog(tmp_path / "full.sqlite")
+    pen = await AsyncPen.open("sim://?seed=3", recorder=SessionRecorder(full), command_timeout=5)
+    sim_pen = _sim(pen).pen
+    try:
+        await pen.set_telemetry(20)  # as `micropen run` does: samples are logged as they come
+        run = asyncio.create_task(pen.run(depth_mm=0.5, rate_sps=90, area="forehead", seconds=8))
+        await asyncio.sleep(0.3)
+        assert sim_pen.state is PenState.RUNNING
+        with full._lock:  # the disk fills: no page more can be written
+            conn = full._live()
+            pages = conn.execute("PRAGMA page_count").fetchone()[0]
+            conn.execute(f"PRAGMA max_page_count = {pages}")
+        with pytest.raises(LogNotWritable, match="disk is full"):
+            async with asyncio.timeout(5):
+                await run
+        assert sim_pen.state is not PenState.RUNNING  # the host stopped it
+    finally:
+        await pen.close()
+    # what the log could not take is still on the pen, for a host whose log can take it
+    good = tmp_path / "good.sqlite"
+    again = AsyncPen(_sim(pen), url="sim://?seed=3", recorder=SessionRecorder(TreatmentLog(good)))
+    await again._start()
+    await again.status()
+    await again.close()
+    with sqlite3.connect(good) as conn:
+        rows = conn.execute("SELECT outcome, strokes FROM runs").fetchall()
+    assert len(rows) == 1 and rows[0][0] == RunOutcome.STOPPED.name and rows[0][1] > 0
+
+
+async def test_a_run_whose_answer_was_lost_is_resolved_from_the_pens_state(
+    tmp_path: Path,
+) -> None:
+    """A Run that executed while its answer went missing is adopted, not reported as "no
+    answer": the caller gets the run's report and the log row has its area, depth and rate."""
+    path = tmp_path / "log.sqlite"
+    async with await AsyncPen.open("sim://?seed=3", log=path, command_timeout=0.5) as pen:
+        deliver = pen._on_message
+
+        def lose_the_runs_ack(message: object) -> None:
+            pending = pen._pending.get(getattr(message, "cmd_id", -1))
+            if isinstance(message, Ack) and pending and isinstance(pending.message, Run):
+                return  # the reply vanished (the pen executed the Run)
+            deliver(message)  # type: ignore[arg-type]
+
+        pen._on_message = lose_the_runs_ack  # type: ignore[method-assign]
+        report = await pen.run(depth_mm=0.5, rate_sps=90, area="forehead", strokes=60)
+    assert (report.outcome, report.strokes) == (RunOutcome.COMPLETED, 60)
+    with TreatmentLog(path) as tlog:
+        [summary] = tlog.sessions()
+        [run] = tlog.session(summary.id).runs
+    assert (run.area, run.depth_um, run.rate_sps, run.strokes) == ("forehead", 500, 90, 60)
