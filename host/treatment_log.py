@@ -429,23 +429,57 @@ class TreatmentLog:
     """One SQLite treatment log. Thread-safe: one connection behind a lock."""
 
     def __init__(
-        self, path: str | os.PathLike[str], *, clock: Callable[[], float] = time.time
+        self,
+        path: str | os.PathLike[str],
+        *,
+        clock: Callable[[], float] = time.time,
+        readonly: bool = False,
     ) -> None:
+        """Open (and create or upgrade) the log; ``readonly`` only reads an existing one and
+        works on read-only media (a copy on a CD, a write-protected stick, an auditor's share)."""
         self.path = str(path)
+        self.readonly = readonly
         self._clock = clock
         self._lock = threading.RLock()
         self._conn: sqlite3.Connection | None = None
         try:
-            self._conn = self._open()
+            self._conn = self._open_readonly() if readonly else self._open()
         except (sqlite3.Error, OSError) as exc:
             self._abandon()
-            raise TreatmentLogError(
-                f"cannot open treatment log {self.path}: {exc}; if the file is damaged, move it "
-                "aside (keep it for the record) and start a new log"
-            ) from exc
+            raise _open_error(self.path, exc) from exc
         except TreatmentLogError:
             self._abandon()
             raise
+
+    def _open_readonly(self) -> sqlite3.Connection:
+        if not Path(self.path).is_file():
+            raise TreatmentLogError(
+                f"there is no treatment log at {self.path}; check the path (--db) or MICROPEN_HOME"
+            )
+        uri = Path(self.path).resolve().as_uri()
+        try:  # a WAL log on a read-only disk cannot get its shared-memory file: read it as is
+            conn = self._connect_ro(f"{uri}?mode=ro")
+        except sqlite3.OperationalError:
+            conn = self._connect_ro(f"{uri}?mode=ro&immutable=1")
+        version = _user_version(conn)
+        if version != SCHEMA_VERSION:
+            conn.close()
+            raise TreatmentLogError(
+                f"treatment log {self.path} has schema version {version}, this micropen reads "
+                f"{SCHEMA_VERSION}; open it once where it can be written (it is upgraded in "
+                "place), or read it with the micropen that wrote it"
+            )
+        return conn
+
+    def _connect_ro(self, uri: str) -> sqlite3.Connection:
+        conn = sqlite3.connect(uri, uri=True, check_same_thread=False, isolation_level=None)
+        try:
+            conn.execute("SELECT count(*) FROM sqlite_master").fetchone()
+        except sqlite3.Error:
+            conn.close()
+            raise
+        self._conn = conn
+        return conn
 
     def _open(self) -> sqlite3.Connection:
         if self.path != ":memory:":
@@ -1121,3 +1155,39 @@ def _storage_error(path: str, what: str, exc: sqlite3.Error) -> TreatmentLogErro
     return TreatmentLogError(
         f"could not store {what} in {path}: {exc}; it is NOT stored, do not acknowledge it"
     )
+
+
+def _open_error(path: str, exc: sqlite3.Error | OSError) -> TreatmentLogError:
+    """Why a log could not be opened: the disk (full, read-only, no permission) or the file."""
+    errno_fix = {
+        28: "the disk is full; free space on it",  # ENOSPC
+        30: "the disk is read-only; use a writable folder (MICROPEN_HOME)",  # EROFS
+        13: "permission denied; make the folder writable for this user",  # EACCES
+    }
+    if isinstance(exc, OSError) and exc.errno in errno_fix:
+        return LogNotWritable(f"cannot open the treatment log {path}: {errno_fix[exc.errno]}")
+    name = getattr(exc, "sqlite_errorname", "") or ""
+    folder = Path(path).parent
+    read_only_folder = folder.is_dir() and not os.access(folder, os.W_OK)
+    if name.startswith(("SQLITE_READONLY", "SQLITE_CANTOPEN")) and (
+        read_only_folder or _on_read_only_mount(folder)
+    ):
+        return LogNotWritable(
+            f"cannot open the treatment log {path} for writing: its folder is on a read-only "
+            "disk or not writable; use a writable folder (MICROPEN_HOME), or read it with "
+            "micropen log list --db"
+        )
+    for prefix, fix in _NOT_WRITABLE.items():
+        if name.startswith(prefix) and prefix != "SQLITE_CANTOPEN":
+            return LogNotWritable(f"cannot open the treatment log {path}: {fix}")
+    return TreatmentLogError(
+        f"cannot open treatment log {path}: {exc}; if the file is damaged, move it aside (keep "
+        "it for the record) and start a new log"
+    )
+
+
+def _on_read_only_mount(folder: Path) -> bool:
+    try:
+        return bool(os.statvfs(folder).f_flag & os.ST_RDONLY)
+    except OSError:
+        return False

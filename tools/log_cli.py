@@ -27,7 +27,7 @@ DbOption = Annotated[
 
 def _open(db: Path | None) -> TreatmentLog:
     try:
-        return TreatmentLog(db or TreatmentLog.default_path())
+        return TreatmentLog(db or TreatmentLog.default_path(), readonly=True)
     except TreatmentLogError as exc:
         fail(str(exc))
 
