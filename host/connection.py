@@ -19,6 +19,7 @@ import asyncio
 import contextlib
 import itertools
 import logging
+import math
 import random
 import time
 from collections.abc import AsyncIterator, Callable, Coroutine
@@ -26,7 +27,7 @@ from dataclasses import dataclass
 from typing import Any, TypeVar
 
 from micropen.protocol import limits as L
-from micropen.protocol.errors import MicropenError
+from micropen.protocol.errors import LocalProtocolError, MicropenError
 from micropen.protocol.events import (
     BadMessage,
     Connected,
@@ -84,8 +85,8 @@ from .errors import (
     PenRefused,
     PenTimeout,
     SchemaMismatch,
-    TransportError,
 )
+from .runs import RunBook
 from .transports import Transport, make_transport
 
 __all__ = ["AsyncPen", "ConnectionNotice"]
@@ -97,6 +98,10 @@ HANDSHAKE_TIMEOUT = 2.0
 LIVENESS_TIMEOUT = 0.75  # the host notices a dead link within 1 s
 ACK_DELAY = 0.004
 RECONNECT_BACKOFF = (0.05, 0.1, 0.2, 0.5, 1.0, 2.0)
+STOP_TIMEOUT_S = 1.0  # an urgent Stop is answered in milliseconds; past this, the watchdog
+REPORT_AFTER_STOP_S = 2.0  # the run report follows the Stop's Ack at once
+RUN_REPORT_GRACE_S = 2.0  # beyond the pen's watchdog, how long a run's waiters wait for a link
+BAD_MESSAGE_LOG_EVERY_S = 10.0
 # Safe to send again whatever happened to the first copy: queries change nothing, and the stops
 # are idempotent (the pen always executes them, never answers them from its cache).
 QUERIES = (GetStatus, GetCartridge, CalRead, SimGet)
@@ -155,8 +160,8 @@ class AsyncPen:
         self.session = random.randrange(1, 1 << 32)
         self._pending: dict[int, _Pending] = {}
         self._listeners: list[Callable[[Any], None]] = []
-        self._run_reports: dict[int, RunReport] = {}
-        self._run_waiters: dict[int, asyncio.Event] = {}
+        self.runs = RunBook()
+        self._bad_messages_logged_at = -math.inf
         self._ready = asyncio.Event()
         self._kick = asyncio.Event()
         self._closing = False
@@ -164,6 +169,7 @@ class AsyncPen:
         self._fatal: BaseException | None = None
         self._dead = asyncio.Event()  # set once the connection failed for good
         self._unrecorded: BaseException | None = None
+        self._down_since: float | None = None  # when the link went down (None: it is up)
         self._heartbeats = itertools.count()
         self._heartbeat_interval = L.HEARTBEAT_DEFAULT_MS / 4000
         self._last_heartbeat = 0.0
@@ -230,17 +236,19 @@ class AsyncPen:
             )
 
     async def close(self) -> None:
-        """Stop the tasks and release the port. Pending commands fail with ConnectionLost."""
+        """Stop the pen if a run of ours is going, then stop the tasks and release the port.
+        Pending commands fail with ConnectionLost."""
         if self._closing:
             return
+        if self.runs.active and self._ready.is_set() and self._fatal is None:
+            await asyncio.shield(self._stop_active_runs())
         self._closing = True
         sup, self._supervisor = self._supervisor, None
         if sup is not None:
             sup.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await sup
-        self._fail_pending(ConnectionLost("the connection was closed"))
-        self._dead.set()
+        self._fail_for_good(ConnectionLost("the connection was closed"), fatal=False)
         with contextlib.suppress(HostError):
             await self.transport.close()
         if self.recorder is not None:
@@ -252,45 +260,83 @@ class AsyncPen:
 
     # ------------------------------------------------------------------ supervisor
     async def _supervise(self) -> None:
+        """Owns the link sessions and the reconnects. Whatever ends it — a bug included —
+        leaves the connection failed for good with a typed error and the pen stopped where it
+        can be reached; only the caller's cancellation (close) passes through untouched."""
+        try:
+            await self._supervise_sessions()
+        except Exception as bug:
+            log.exception("the connection to %s failed", self.url)
+            error = HostError(
+                f"the connection to {self.url} failed internally ({type(bug).__name__}: {bug}); "
+                "the pen was sent Stop — reconnect to continue, and report this"
+            )
+            await self._stop_and_fail(error)
+
+    async def _supervise_sessions(self) -> None:
         first = True
         while not self._closing:
             reason = await self._one_session(first)
             self._ready.clear()
             if self._unrecorded is not None:
-                await self._stop_unrecorded(self._unrecorded)
+                await self._stop_and_fail(self._unrecorded)
                 return
             if self._closing or self._fatal is not None:
-                self._dead.set()
+                self._fail_for_good(self._fatal or ConnectionLost("the connection was closed"))
                 return
             first = False
             self._notify(ConnectionNotice("lost", reason))
             log.warning("link to %s lost: %s", self.transport.description, reason)
             if not self.reconnect_enabled:
-                self._fatal = ConnectionLost(f"link lost: {reason}")
-                self._fail_pending(self._fatal)
-                self._dead.set()
+                self._fail_for_good(ConnectionLost(f"link lost: {reason}"))
                 return
-            backoff = iter(RECONNECT_BACKOFF)
-            while not self._closing:
-                await asyncio.sleep(next(backoff, RECONNECT_BACKOFF[-1]))
-                with contextlib.suppress(HostError):
-                    await self.transport.close()
-                try:
-                    await self.transport.open()
-                    break
-                except HostError as exc:
-                    log.info("reconnect to %s failed: %s", self.transport.description, exc)
+            await self._reopen(reason)
 
-    async def _stop_unrecorded(self, error: BaseException) -> None:
-        """The log failed: stop the pen over a fresh epoch without a handshake (Stop needs
-        none, and without a session the pen hands nothing over), so nothing unrecorded is ever
-        acknowledged — the pen keeps it for a host whose log can take it. Then fail for good."""
+    async def _reopen(self, reason: str) -> None:
+        """Reopen the transport with backoff. A run of ours cannot report while the link is
+        down; past the pen's own watchdog (it has stopped by then) its waiters are told so."""
+        if self._down_since is None:
+            self._down_since = self._now()
+        down_at = self._down_since
+        grace = 4 * self._heartbeat_interval + RUN_REPORT_GRACE_S
+        backoff = iter(RECONNECT_BACKOFF)
+        while not self._closing:
+            await asyncio.sleep(next(backoff, RECONNECT_BACKOFF[-1]))
+            if self.runs.active and self._now() - down_at > grace:
+                self.runs.fail_active(
+                    ConnectionLost(
+                        f"the link to {self.transport.description} has been down for "
+                        f"{self._now() - down_at:.1f} s ({reason}); the pen stopped on its own "
+                        "(watchdog) and keeps the run's report for the next connection"
+                    )
+                )
+            with contextlib.suppress(HostError):
+                await self.transport.close()
+            try:
+                await self.transport.open()
+                return
+            except HostError as exc:
+                log.info("reconnect to %s failed: %s", self.transport.description, exc)
+
+    def _fail_for_good(self, error: BaseException, fatal: bool = True) -> None:
+        """Every pending command, every run waiter and every later call get ``error``."""
+        if fatal and self._fatal is None:
+            self._fatal = error
+        self._ready.clear()
+        self._fail_pending(error)
+        self.runs.fail_active(error)
+        self._dead.set()
+
+    async def _stop_and_fail(self, error: BaseException) -> None:
+        """Stop the pen over a fresh epoch without a handshake (Stop needs none, and without
+        a session the pen hands nothing over, so nothing unrecorded is acknowledged: the pen
+        keeps it for a host that can record it). Then fail for good."""
         try:
             await self._one_session(False, self._stop_before_handshake())
+        except Exception:
+            log.exception("could not stop %s", self.url)
         finally:
-            self._fatal = error
-            self._fail_pending(error)
-            self._dead.set()
+            self._fail_for_good(error)
 
     async def _stop_before_handshake(self) -> None:
         try:
@@ -298,8 +344,17 @@ class AsyncPen:
                 await self._wait_link_connected()
             await self._request(lambda c: Stop(c), urgent=True, handshake=True, timeout=1.0)
         except (TimeoutError, HostError) as exc:
-            log.error("could not stop %s after the log failed: %s", self.url, exc)
-        raise _LinkDown("stopped: the treatment log cannot store what the pen hands over")
+            log.error("could not stop %s: %s", self.url, exc)
+        raise _LinkDown("the pen was stopped: this connection is ending")
+
+    async def _stop_active_runs(self) -> None:
+        """Closing while a run of ours is going: Stop (urgent), then wait for the pen's
+        report, so the log and the caller get the exact count. Bounded."""
+        with contextlib.suppress(MicropenError):
+            await self._request(lambda c: Stop(c), urgent=True, timeout=STOP_TIMEOUT_S)
+        for run_id in list(self.runs.active):
+            with contextlib.suppress(MicropenError):
+                await self.runs.wait(run_id, timeout=REPORT_AFTER_STOP_S)
 
     async def _one_session(self, first: bool, job: Coroutine[Any, Any, None] | None = None) -> str:
         """Run one link epoch until it ends; returns why it ended."""
@@ -331,12 +386,11 @@ class AsyncPen:
             self._unrecorded = exc.args[1]
             if not ended.done():
                 ended.set_result(str(exc.args[0]))
-        except (_LinkDown, TransportError) as exc:
+        except (SchemaMismatch, DifferentPen) as exc:  # no point reconnecting
+            self._fail_for_good(exc)
             if not ended.done():
                 ended.set_result(str(exc))
-        except HostError as exc:  # schema mismatch and the like: no point reconnecting
-            self._fatal = exc
-            self._fail_pending(exc)
+        except (_LinkDown, HostError) as exc:  # transient: a slow handshake, a lost port
             if not ended.done():
                 ended.set_result(str(exc))
         except Exception as exc:  # a bug: let the supervisor fail loudly
@@ -347,7 +401,9 @@ class AsyncPen:
         await self._wait_link_connected()
         try:
             reply = await self._request(
-                lambda c: Hello(c, PROTOCOL_VERSION, schema_hash()), handshake=True
+                lambda c: Hello(c, PROTOCOL_VERSION, schema_hash()),
+                handshake=True,
+                timeout=HANDSHAKE_TIMEOUT,
             )
         except PenRefused as refused:
             if refused.code is ErrorCode.SCHEMA_MISMATCH:  # Nak value = ours, limit = the pen's
@@ -373,19 +429,31 @@ class AsyncPen:
                 self.recorder.on_notification(
                     ConnectionNotice("rebooted", f"boot {reply.boot_id:08x}")
                 )
-        opened = await self._request(lambda c: OpenSession(c, self.session), handshake=True)
+        opened = await self._request(
+            lambda c: OpenSession(c, self.session), handshake=True, timeout=HANDSHAKE_TIMEOUT
+        )
         resumed = isinstance(opened, Ack) and opened.value == 1
-        status = await self._request(lambda c: GetStatus(c), handshake=True)
+        status = await self._request(
+            lambda c: GetStatus(c), handshake=True, timeout=HANDSHAKE_TIMEOUT
+        )
         assert isinstance(status, Status)
         self.last_status = status
         self._heartbeat_interval = status.watchdog_ms / 4000
         if rebooted:
             self._notify(ConnectionNotice("rebooted", f"boot {reply.boot_id:08x}"), record=False)
+            self.runs.fail_active(
+                PenRebooted(
+                    "the pen restarted during the run; its report went with its memory — the "
+                    "strokes delivered are in status().lifetime_strokes, the log marks the run "
+                    "interrupted"
+                )
+            )
         if not first:
             self._resend_pending(resumed, rebooted)
         if not first:
             self.counters["reconnects"] += 1
             self._notify(ConnectionNotice("reconnected", self.transport.description))
+        self._down_since = None
         self._ready.set()
 
     async def _wait_link_connected(self) -> None:
@@ -484,10 +552,20 @@ class AsyncPen:
             elif isinstance(event, Connected):
                 self._kick.set()
             elif isinstance(event, BadMessage):
-                self.counters["bad_messages"] += 1
-                log.warning("bad message from the pen: %s", event.error)
+                self._count_bad_message(event.error)
             elif isinstance(event, LinkLost | PeerReset):
                 raise _LinkDown(event.reason)
+
+    def _count_bad_message(self, error: object) -> None:
+        """Counted always; logged at most once per BAD_MESSAGE_LOG_EVERY_S (a noisy line must
+        not flood the log with thousands of identical warnings)."""
+        self.counters["bad_messages"] += 1
+        now = self._now()
+        if now - self._bad_messages_logged_at >= BAD_MESSAGE_LOG_EVERY_S:
+            self._bad_messages_logged_at = now
+            log.warning(
+                "bad message from the pen: %s (%d so far)", error, self.counters["bad_messages"]
+            )
 
     def _on_message(self, message: Message) -> None:
         if message.KIND is Kind.REPLY:
@@ -509,10 +587,7 @@ class AsyncPen:
             except MicropenError as exc:  # not stored: it must not be acknowledged either
                 raise _NotRecorded("the treatment log failed", _not_recorded(exc, message)) from exc
         if isinstance(message, RunReport):
-            self._run_reports[message.run_id] = message
-            waiter = self._run_waiters.get(message.run_id)
-            if waiter is not None:
-                waiter.set()
+            self.runs.reported(message)
         self._notify(message)
 
     def _notify(self, item: Any, record: bool = True) -> None:
@@ -545,7 +620,9 @@ class AsyncPen:
         self._pending[cmd_id] = _Pending(message, future, urgent)
         self.counters["commands"] += 1
         try:
-            self._link.send(message, self._now(), urgent=urgent)
+            # the link may just have closed under us: the reconnect re-sends or fails it
+            with contextlib.suppress(LocalProtocolError):
+                self._link.send(message, self._now(), urgent=urgent)
             self._flush()
             deadline = self._link.next_deadline()
             if deadline is not None and deadline < self._ticker_wake_at:
@@ -640,7 +717,7 @@ class AsyncPen:
             run_id = ack.value
         except (PenTimeout, OutcomeUnknown) as unknown:
             run_id = await self._resolve_run(status, unknown)
-        self._run_waiters.setdefault(run_id, asyncio.Event())
+        self.runs.started(run_id)
         if self.recorder is not None:
             lot = (await self.cartridge()).lot
             self.recorder.on_run_started(
@@ -682,17 +759,9 @@ class AsyncPen:
 
     async def wait_run_end(self, run_id: int, timeout: float | None = None) -> RunReport:
         """Wait for the pen's report of a run: the exact number of strokes it delivered."""
-        waiter = self._run_waiters.setdefault(run_id, asyncio.Event())
-        if run_id not in self._run_reports:
-            try:
-                async with asyncio.timeout(timeout):
-                    await _first_of(waiter, self._dead)
-            except TimeoutError:
-                raise PenTimeout(f"run {run_id} did not end within {timeout} s") from None
-        self._run_waiters.pop(run_id, None)
-        if run_id not in self._run_reports:
-            raise self._fatal or ConnectionLost("the connection was closed during the run")
-        return self._run_reports[run_id]
+        if self._fatal is not None and self.runs.report(run_id) is None:
+            raise self._fatal
+        return await self.runs.wait(run_id, timeout)
 
     async def run(
         self,
@@ -720,14 +789,12 @@ class AsyncPen:
             run_id = await self.start_run(area=profile.area, strokes=strokes, seconds=seconds)
             return await self.wait_run_end(run_id)
         except BaseException:
-            await asyncio.shield(self._stop_quietly())
+            # Ctrl-C, a task cancelled, any error: the needles stop before this returns, and
+            # the pen's report (the exact count) is collected for the log and the caller
+            await asyncio.shield(self._stop_active_runs())
             raise
         finally:
             unsubscribe()
-
-    async def _stop_quietly(self) -> None:
-        with contextlib.suppress(MicropenError):
-            await self._request(lambda c: Stop(c), urgent=True, timeout=1.0)
 
     async def stop(self) -> None:
         await self._expect(lambda c: Stop(c), Ack, urgent=True)
@@ -877,17 +944,6 @@ def _default_recorder(log: Any, operator: str, purpose: str) -> Any:
         return SessionRecorder(log, operator=operator, purpose=purpose)
     path = TreatmentLog.default_path() if log is True else log
     return SessionRecorder(TreatmentLog(path), operator=operator, purpose=purpose, owns_log=True)
-
-
-async def _first_of(*events: asyncio.Event) -> None:
-    """Wait until any of ``events`` is set (the waiting tasks are always cleaned up)."""
-    waits = [asyncio.ensure_future(event.wait()) for event in events]
-    try:
-        await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
-    finally:
-        for w in waits:
-            w.cancel()
-        await asyncio.gather(*waits, return_exceptions=True)
 
 
 def _not_recorded(error: MicropenError, message: Message) -> MicropenError:

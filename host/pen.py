@@ -3,12 +3,20 @@
 The :class:`AsyncPen` runs on an event loop in a thread this object owns (started in ``open``,
 joined in ``close``), so heartbeats and telemetry keep flowing while the script does other
 work — a script that sleeps between calls must not trip the pen's watchdog.
+
+Ctrl-C during a call cancels it and waits (bounded) for its shielded cleanup — the pen stopped,
+its report collected — before the KeyboardInterrupt reaches the script. A script that forgets
+``close()`` still exits: the loop thread is a daemon and every open pen is closed (the pen
+stopped first) at interpreter exit.
 """
 
 from __future__ import annotations
 
 import asyncio
+import atexit
+import contextlib
 import threading
+import weakref
 from collections.abc import Callable, Coroutine
 from concurrent.futures import Future
 from typing import Any, TypeVar
@@ -18,6 +26,15 @@ from .connection import AsyncPen
 __all__ = ["Pen", "open_pen"]
 
 T = TypeVar("T")
+CLEANUP_GRACE_S = 5.0  # a cancelled call's cleanup: Stop (1 s) and the report (2 s), and slack
+_open_pens: weakref.WeakSet[Pen] = weakref.WeakSet()
+
+
+@atexit.register
+def _close_forgotten_pens() -> None:
+    for pen in list(_open_pens):
+        with contextlib.suppress(Exception):  # one pen's failure must not keep the rest open
+            pen.close()
 
 
 class Pen:
@@ -25,20 +42,29 @@ class Pen:
 
     def __init__(self, url: str = "auto", **options: Any) -> None:
         self._loop = asyncio.new_event_loop()
-        self._thread = threading.Thread(target=self._loop.run_forever, name="micropen-loop")
+        self._thread = threading.Thread(
+            target=self._loop.run_forever, name="micropen-loop", daemon=True
+        )
         self._thread.start()
         try:
             self._async: AsyncPen = self._call(AsyncPen.open(url, **options))
         except BaseException:
             self._stop_loop()
             raise
+        _open_pens.add(self)
 
     def _call(self, coro: Coroutine[Any, Any, T], timeout: float | None = None) -> T:
-        future: Future[T] = asyncio.run_coroutine_threadsafe(coro, self._loop)
+        finished = threading.Event()
+        future: Future[T] = asyncio.run_coroutine_threadsafe(
+            _signal_when_done(coro, finished), self._loop
+        )
         try:
             return future.result(timeout)
         except KeyboardInterrupt:
-            future.cancel()  # AsyncPen.run stops the pen in a shielded cleanup
+            # AsyncPen.run stops the pen and collects its report in a shielded cleanup: let it
+            # finish before the interrupt goes on to close() and out of the process
+            future.cancel()
+            finished.wait(CLEANUP_GRACE_S)
             raise
 
     def run_coroutine(self, coro: Coroutine[Any, Any, T], timeout: float | None = None) -> T:
@@ -51,6 +77,7 @@ class Pen:
         self._loop.close()
 
     def close(self) -> None:
+        _open_pens.discard(self)
         if self._loop.is_closed():
             return
         try:
@@ -89,3 +116,10 @@ class Pen:
 def open_pen(url: str = "auto", **options: Any) -> Pen:
     """Connect to a pen and handshake; the blocking API."""
     return Pen(url, **options)
+
+
+async def _signal_when_done(coro: Coroutine[Any, Any, T], finished: threading.Event) -> T:
+    try:
+        return await coro
+    finally:
+        finished.set()

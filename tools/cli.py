@@ -7,6 +7,10 @@ one-line message naming the value, the limit and the fix; nothing is sent to the
 
 from __future__ import annotations
 
+import signal
+import threading
+from types import FrameType
+
 import typer
 
 from . import bench, cal_cli, demo, fleet_cli, hil_cli, log_cli, pen_cli, proxy, sim_cli
@@ -35,7 +39,17 @@ proxy.register(app)
 app.add_typer(bench.app, name="bench")
 
 
+class Terminated(KeyboardInterrupt):
+    """SIGTERM, handled as Ctrl-C is: the pen is stopped before the process exits (143)."""
+
+
+def _terminate(signum: int, frame: FrameType | None) -> None:
+    raise Terminated()
+
+
 def main() -> None:
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGTERM, _terminate)
     app()
 
 

@@ -27,7 +27,10 @@ DbOption = Annotated[
 
 def _open(db: Path | None) -> TreatmentLog:
     try:
-        return TreatmentLog(db or TreatmentLog.default_path(), readonly=True)
+        path = db or TreatmentLog.default_path()
+        if db is None and not path.exists():
+            return TreatmentLog(":memory:")  # nothing recorded here yet: an empty log
+        return TreatmentLog(path, readonly=True)
     except TreatmentLogError as exc:
         fail(str(exc))
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import threading
-from typing import Annotated, Any
+from typing import Annotated, Any, NoReturn
 
 import typer
 from rich.console import Console
@@ -93,9 +93,12 @@ def run(
         check_depth(depth, pen.identity, profile, override)
         check_rate(speed, pen.identity, profile)
         pen.set_telemetry(20)
-        report = _run_with_progress(
-            pen, depth, speed, profile.name, strokes, seconds, override, show=not as_json
-        )
+        try:
+            report = _run_with_progress(
+                pen, depth, speed, profile.name, strokes, seconds, override, show=not as_json
+            )
+        except KeyboardInterrupt as interrupt:  # Ctrl-C or SIGTERM: the pen is stopped by now
+            _interrupted(pen, interrupt, as_json)
     result = report.to_dict()
     result["strokes_delivered"] = report.strokes
     result["outcome"] = report.outcome.name.lower()
@@ -106,6 +109,30 @@ def run(
             f"run {report.run_id}: [bold]{result['outcome']}[/], {report.strokes:,} strokes "
             f"delivered at {report.depth_um / 1000:.2f} mm, {report.rate_sps}/s"
         )
+
+
+def _interrupted(pen: Pen, interrupt: KeyboardInterrupt, as_json: bool) -> NoReturn:
+    """Say what the pen did (its own count), then exit 130 (Ctrl-C) or 143 (SIGTERM)."""
+    report = pen.async_pen.runs.last_report
+    code = 143 if type(interrupt).__name__ == "Terminated" else 130
+    if report is None:
+        message = "interrupted before a run started; the pen was sent Stop"
+        result: dict[str, Any] = {"outcome": "interrupted"}
+    else:
+        message = (
+            f"stopped after {report.strokes:,} strokes (run {report.run_id}, "
+            f"{report.outcome.name.lower()})"
+        )
+        result = {
+            "outcome": report.outcome.name.lower(),
+            "run_id": report.run_id,
+            "strokes_delivered": report.strokes,
+        }
+    if as_json:
+        emit_json({**result, "interrupted": True})
+    else:
+        Console(stderr=True).print(message, highlight=False)
+    raise typer.Exit(code)
 
 
 def _run_with_progress(

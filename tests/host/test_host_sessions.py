@@ -15,11 +15,27 @@ from pathlib import Path
 import pytest
 
 from micropen.host import AsyncPen
-from micropen.host.errors import DifferentPen, OutcomeUnknown
+from micropen.host.errors import (
+    ConnectionLost,
+    DifferentPen,
+    HostError,
+    OutcomeUnknown,
+    PenRebooted,
+)
 from micropen.host.recorder import SessionRecorder
 from micropen.host.transports.sim import SimTransport
 from micropen.host.treatment_log import LogNotWritable, TreatmentLog
-from micropen.protocol.messages import Ack, PenState, Run, RunOutcome, SimParam, Status
+from micropen.protocol.messages import (
+    Ack,
+    Identity,
+    PenState,
+    Run,
+    RunMode,
+    RunOutcome,
+    RunReport,
+    SimParam,
+    Status,
+)
 from micropen.sim.pen import SimConfig, SimulatedPen
 
 
@@ -154,3 +170,92 @@ async def test_a_run_whose_answer_was_lost_is_resolved_from_the_pens_state(
         [summary] = tlog.sessions()
         [run] = tlog.session(summary.id).runs
     assert (run.area, run.depth_um, run.rate_sps, run.strokes) == ("forehead", 500, 90, 60)
+
+
+# ------------------------------------------------------------------ every way out returns
+class _BrokenRecorder(SessionRecorder):
+    """A recorder hook with a bug (not a storage error): it raises on the run's report."""
+
+    def on_notification(self, message: object) -> None:
+        if isinstance(message, RunReport):
+            raise RuntimeError("a bug in a hook")
+        super().on_notification(message)
+
+
+async def test_a_failing_hook_fails_the_run_promptly_and_stops_the_pen(tmp_path: Path) -> None:
+    recorder = _BrokenRecorder(TreatmentLog(tmp_path / "log.sqlite"), owns_log=True)
+    pen = await AsyncPen.open("sim://?seed=3", recorder=recorder, command_timeout=2)
+    try:
+        async with asyncio.timeout(10):
+            with pytest.raises(HostError, match="failed internally.*RuntimeError"):
+                await pen.run(depth_mm=0.5, rate_sps=90, area="forehead", strokes=40)
+        assert pen.closed and not pen.connected
+        assert _sim(pen).pen.state is not PenState.RUNNING
+    finally:
+        await pen.close()
+
+
+async def test_a_reboot_mid_run_ends_the_wait_with_pen_rebooted() -> None:
+    async with await AsyncPen.open("sim://?seed=3", log=False, command_timeout=5) as pen:
+        run = asyncio.create_task(pen.run(depth_mm=0.5, rate_sps=90, area="forehead", seconds=10))
+        while not pen.runs.active:
+            await asyncio.sleep(0.01)
+        transport = _sim(pen)
+        with transport._lock:
+            transport.pen.power_cycle(transport.now())
+        async with asyncio.timeout(5):
+            with pytest.raises(PenRebooted, match="lifetime_strokes"):
+                await run
+
+
+async def test_a_pen_that_never_comes_back_ends_the_wait_after_its_watchdog() -> None:
+    async with await AsyncPen.open("sim://?seed=3", log=False, command_timeout=5) as pen:
+        run = asyncio.create_task(pen.run(depth_mm=0.5, rate_sps=90, area="forehead", seconds=30))
+        while not pen.runs.active:
+            await asyncio.sleep(0.01)
+        _pull_the_cable(_sim(pen), 600_000)
+        async with asyncio.timeout(10):  # watchdog 0.5 s + liveness + grace 2 s
+            with pytest.raises(ConnectionLost, match="stopped on its own"):
+                await run
+
+
+async def test_a_slow_handshake_on_reconnect_is_retried_not_fatal() -> None:
+    """The line is alive (telemetry flows) but every Identity is lost for 2.5 s: the Hello
+    times out, and the host tries again instead of giving up for good."""
+    async with await AsyncPen.open("sim://?seed=3", log=False, command_timeout=10) as pen:
+        await pen.set_telemetry(50)
+        deliver = pen._on_message
+        lose_until = asyncio.get_running_loop().time() + 3.4
+
+        def lose_identities(message: object) -> None:
+            if isinstance(message, Identity) and asyncio.get_running_loop().time() < lose_until:
+                return
+            deliver(message)  # type: ignore[arg-type]
+
+        pen._on_message = lose_identities  # type: ignore[method-assign]
+        notices: list[str] = []
+        pen.add_listener(lambda m: notices.append(str(getattr(m, "detail", ""))))
+        _pull_the_cable(_sim(pen), 900)  # then the host reconnects and must handshake again
+        async with asyncio.timeout(15):
+            while not any("no answer to Hello" in n for n in notices):
+                await asyncio.sleep(0.05)
+            await pen.wait_connected(10)
+            assert isinstance(await pen.status(), Status)
+        assert not pen.closed
+
+
+async def test_run_reports_kept_are_bounded() -> None:
+    async with await AsyncPen.open("sim://?seed=3", log=False) as pen:
+        for run_id in range(1, 200):
+            pen.runs.reported(RunReport(run_id, RunOutcome.COMPLETED, RunMode.STROKES, 1, 1, 1,
+                                        1, 500, 90, 1))  # fmt: skip
+        assert pen.runs.report(199) is not None and pen.runs.report(1) is None
+
+
+async def test_bad_frames_are_counted_but_logged_rarely(caplog: pytest.LogCaptureFixture) -> None:
+    async with await AsyncPen.open("sim://?seed=3", log=False) as pen:
+        with caplog.at_level("WARNING", logger="micropen.host"):
+            for _ in range(500):
+                pen._count_bad_message("CRC mismatch")
+        assert pen.counters["bad_messages"] == 500
+        assert len([r for r in caplog.records if "bad message" in r.getMessage()]) == 1
