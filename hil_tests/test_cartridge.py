@@ -10,21 +10,29 @@ from __future__ import annotations
 import pytest
 
 from micropen.hil_tests.capture import capture
-from micropen.hil_tests.drive import start_run, wait_in_position
+from micropen.hil_tests.drive import pen_refuses, start_run, wait_in_position
 from micropen.hil_tests.target import HilContext, mount
 from micropen.host import Pen
-from micropen.host.errors import PenRefused
+from micropen.host.errors import PenNotReady
+from micropen.protocol import limits as L
 from micropen.protocol.messages import (
     Capability,
     CartridgeState,
     ErrorCode,
     EventCode,
     FaultCode,
+    Run,
+    RunMode,
     RunOutcome,
     SimParam,
 )
 
 pytestmark = [pytest.mark.hil_destructive, pytest.mark.hil_needs(Capability.SIMULATOR)]
+
+
+def _pen_refuses_run(pen: Pen) -> ErrorCode:
+    """Past the host's checks, straight to the pen: its own refusal code."""
+    return pen_refuses(pen, Run, int(L.Area.FOREHEAD), RunMode.STROKES, 10, 0)
 
 
 def _run(pen: Pen, *, strokes: int | None = None, seconds: float | None = None) -> int:
@@ -46,9 +54,9 @@ def test_first_run_locks_and_a_remount_is_refused(pen: Pen, hil_context: HilCont
     assert pen.wait_run_end(run_id, timeout=3).outcome is RunOutcome.COMPLETED
     mount(pen, 0, "", 0, 0)
     assert mount(pen, *cartridge) == CartridgeState.REFUSED
-    with pytest.raises(PenRefused) as refused:
+    with pytest.raises(PenNotReady, match="used before"):  # the host's own check
         _run(pen, strokes=10)
-    assert refused.value.code is ErrorCode.CARTRIDGE_USED
+    assert _pen_refuses_run(pen) is ErrorCode.CARTRIDGE_USED  # and the pen's
 
 
 @pytest.mark.hil_needs(Capability.DEVICE_FAULT_INJECTION)
@@ -66,6 +74,6 @@ def test_cartridge_pulled_while_running_is_retired(pen: Pen, hil_context: HilCon
     assert [f.fault for f in cap.faults()] == [FaultCode.CARTRIDGE_REMOVED]
     pen.clear_fault()
     assert mount(pen, *cartridge) == CartridgeState.REFUSED
-    with pytest.raises(PenRefused) as refused:
+    with pytest.raises(PenNotReady, match="used before"):  # the host's own check
         _run(pen, strokes=10)
-    assert refused.value.code is ErrorCode.CARTRIDGE_USED
+    assert _pen_refuses_run(pen) is ErrorCode.CARTRIDGE_USED  # and the pen's

@@ -28,7 +28,7 @@ from micropen.hil_tests.drive import (
 from micropen.hil_tests.rawlink import RawLink, port_url, unchecked
 from micropen.hil_tests.target import HilContext, mount, restore_calibration
 from micropen.host import Pen
-from micropen.host.errors import PenRefused, SafetyLimitError
+from micropen.host.errors import PenNotReady, PenRefused, SafetyLimitError
 from micropen.protocol import limits as L
 from micropen.protocol.messages import (
     Ack,
@@ -214,9 +214,8 @@ def test_hazard_4_cartridge_refused(
     expected_state = CartridgeState.ABSENT if kind == "absent" else CartridgeState.REFUSED
     assert state == expected_state
     run_id = wait_idle(pen).run_id
-    with pytest.raises(PenRefused) as refused:
+    with pytest.raises(PenNotReady, match="cartridge"):  # the host's own check
         start_run(pen, area="neck", depth_mm=0.5, rate_sps=90, strokes=5)
-    assert refused.value.code is expected
     # and past the host, straight to the pen
     assert pen_refuses(pen, Run, int(L.Area.NECK), RunMode.STROKES, 5, 0) is expected
     assert pen.status().run_id == run_id

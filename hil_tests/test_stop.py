@@ -114,15 +114,18 @@ def test_emergency_stop_latches_until_cleared(runnable_pen: Pen) -> None:
     pen.emergency_stop()
     status = pen.status()
     assert (status.state, status.fault) == (PenState.FAULT, FaultCode.EMERGENCY_STOP)
-    from micropen.host.errors import PenRefused
-    from micropen.protocol.messages import ErrorCode
+    from micropen.hil_tests.drive import pen_refuses
+    from micropen.host.errors import PenNotReady
+    from micropen.protocol.messages import ErrorCode, Run, RunMode
 
     try:
         start_run(pen, area="forehead", depth_mm=0.5, rate_sps=90, strokes=10)
-    except PenRefused as refused:
-        assert refused.code is ErrorCode.FAULT_ACTIVE
+    except PenNotReady as refused:  # the host's own check
+        assert "latched fault" in str(refused)
     else:
         raise AssertionError("a run started with an emergency stop latched")
+    refusal = pen_refuses(pen, Run, int(L.Area.FOREHEAD), RunMode.STROKES, 10, 0)
+    assert refusal is ErrorCode.FAULT_ACTIVE  # and the pen's
     pen.clear_fault()
     run_id = start_run(pen, area="forehead", depth_mm=0.5, rate_sps=90, strokes=10)
     assert pen.wait_run_end(run_id, timeout=3).strokes == 10

@@ -75,7 +75,7 @@ from micropen.protocol.messages import (
 )
 from micropen.protocol.schema import Kind, Message, schema_hash
 
-from . import safety
+from . import readiness, safety
 from .errors import (
     ConnectionLost,
     DifferentPen,
@@ -705,6 +705,7 @@ class AsyncPen:
         count, duration_ms = safety.check_run(strokes, seconds)
         mode = RunMode.STROKES if strokes is not None else RunMode.DURATION
         status = await self._wait_not_stopping()
+        readiness.check_can_run(status)  # the pen checks again; the host says what to do
         # re-check what is set on the pen against the area before starting
         override = "override set" if status.soft_cap_override else None
         identity = self._require_identity()

@@ -14,6 +14,7 @@
         ├── SchemaMismatch                           the two ends disagree about the protocol
         ├── DifferentPen                             another unit answered after a reconnect
         ├── OutcomeUnknown                           a command may or may not have executed
+        ├── PenNotReady                              the pen's own status forbids a run now
         └── PenRebooted                              the pen restarted under a pending command
 """
 
@@ -28,6 +29,7 @@ __all__ = [
     "HostError",
     "InvalidInput",
     "OutcomeUnknown",
+    "PenNotReady",
     "PenRebooted",
     "PenRefused",
     "PenTimeout",
@@ -103,3 +105,8 @@ class DifferentPen(HostError):
 class OutcomeUnknown(HostError):
     """The link dropped before the pen answered, and the pen can no longer say whether it ran
     the command (it no longer holds this session's replies): resolve it from the pen's state."""
+
+
+class PenNotReady(HostError):
+    """The pen reports a state in which it must not start a run (latched fault, battery,
+    temperature, cartridge, calibration); the message says what to do."""
