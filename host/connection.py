@@ -84,8 +84,10 @@ from .errors import (
     PenRebooted,
     PenRefused,
     PenTimeout,
+    RateDrift,
     SchemaMismatch,
 )
+from .ratewatch import Drift, RateWatch
 from .runs import RunBook
 from .transports import Transport, make_transport
 
@@ -102,6 +104,7 @@ STOP_TIMEOUT_S = 1.0  # an urgent Stop is answered in milliseconds; past this, t
 REPORT_AFTER_STOP_S = 2.0  # the run report follows the Stop's Ack at once
 RUN_REPORT_GRACE_S = 2.0  # beyond the pen's watchdog, how long a run's waiters wait for a link
 BAD_MESSAGE_LOG_EVERY_S = 10.0
+RATE_WATCH_HZ = 20  # telemetry the host turns on for run() when it is off: its rate check
 # Safe to send again whatever happened to the first copy: queries change nothing, and the stops
 # are idempotent (the pen always executes them, never answers them from its cache).
 QUERIES = (GetStatus, GetCartridge, CalRead, SimGet)
@@ -153,6 +156,7 @@ class AsyncPen:
         self.recorder = recorder
         self.identity: Identity | None = None
         self.last_status: Status | None = None
+        self.telemetry_hz = 0  # as last set on the pen (from the handshake's status, then ours)
         self._link = self._new_link()
         self._cmd_ids = itertools.count(random.randrange(1, 1 << 30))
         # Names this host session to the pen (kept across reconnects): its reply cache answers
@@ -438,6 +442,7 @@ class AsyncPen:
         )
         assert isinstance(status, Status)
         self.last_status = status
+        self.telemetry_hz = status.telemetry_hz
         self._heartbeat_interval = status.watchdog_ms / 4000
         if rebooted:
             self._notify(ConnectionNotice("rebooted", f"boot {reply.boot_id:08x}"), record=False)
@@ -781,14 +786,30 @@ class AsyncPen:
         safety.check_depth(depth_mm, self._require_identity(), profile, override_reason)
         safety.check_rate(rate_sps, self._require_identity(), profile)
         safety.check_run(strokes, seconds)
-        unsubscribe = self.add_listener(
-            lambda m: on_telemetry(m) if isinstance(m, Telemetry) and on_telemetry else None
-        )
+        watch = None if profile.area is L.Area.BENCH_FIXTURE else RateWatch(rate_sps)
+        drift: list[Drift] = []
+
+        def on_sample(message: Any) -> None:
+            if not isinstance(message, Telemetry):
+                return
+            if on_telemetry is not None:
+                on_telemetry(message)
+            found = watch.sample(message) if watch is not None and not drift else None
+            if found is not None:  # hazard 6, checked again here: stop at once
+                drift.append(found)
+                self._send_stop_now()
+
+        unsubscribe = self.add_listener(on_sample)
         try:
             await self.set_depth(depth_mm, area=profile.area, override_reason=override_reason)
             await self.set_rate(rate_sps, area=profile.area)
+            if watch is not None and not self.telemetry_hz:
+                await self.set_telemetry(RATE_WATCH_HZ)  # the host's rate check needs samples
             run_id = await self.start_run(area=profile.area, strokes=strokes, seconds=seconds)
-            return await self.wait_run_end(run_id)
+            report = await self.wait_run_end(run_id)
+            if drift:
+                self._stopped_for_drift(drift[0], report)
+            return report
         except BaseException:
             # Ctrl-C, a task cancelled, any error: the needles stop before this returns, and
             # the pen's report (the exact count) is collected for the log and the caller
@@ -796,6 +817,22 @@ class AsyncPen:
             raise
         finally:
             unsubscribe()
+
+    def _send_stop_now(self) -> None:
+        """An urgent Stop frame from inside a listener (no await there); its Ack is a late
+        reply. The run's report then ends the run as usual."""
+        cmd_id = next(self._cmd_ids) & 0xFFFF_FFFF
+        with contextlib.suppress(LocalProtocolError):
+            self._link.send(Stop(cmd_id), self._now(), urgent=True)
+        self._flush()
+
+    def _stopped_for_drift(self, drift: Drift, report: RunReport) -> None:
+        detail = f"{drift}; the host stopped run {report.run_id} after {report.strokes} strokes"
+        if self.recorder is not None:
+            self.recorder.on_host_event("rate_drift", report.strokes, report.run_id, detail)
+        raise RateDrift(
+            f"{detail} — calibrate the pen's stroke rate (micropen calibrate rate)", report
+        )
 
     async def stop(self) -> None:
         await self._expect(lambda c: Stop(c), Ack, urgent=True)
@@ -823,6 +860,7 @@ class AsyncPen:
 
             raise InvalidInput(f"telemetry rate {hz} Hz is outside 0–{L.TELEMETRY_MAX_HZ} Hz")
         await self._expect(lambda c: SetTelemetry(c, hz), Ack)
+        self.telemetry_hz = hz
 
     def add_listener(self, callback: Callable[[Any], None]) -> Callable[[], None]:
         """Call ``callback`` with every notification and connection notice. Returns the

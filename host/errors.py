@@ -15,6 +15,7 @@
         ├── DifferentPen                             another unit answered after a reconnect
         ├── OutcomeUnknown                           a command may or may not have executed
         ├── PenNotReady                              the pen's own status forbids a run now
+        ├── RateDrift                                the host stopped a run: stroke rate off
         └── PenRebooted                              the pen restarted under a pending command
 """
 
@@ -34,6 +35,7 @@ __all__ = [
     "PenRefused",
     "PenTimeout",
     "PenURLError",
+    "RateDrift",
     "SafetyLimitError",
     "SchemaMismatch",
     "TransportError",
@@ -110,3 +112,12 @@ class OutcomeUnknown(HostError):
 class PenNotReady(HostError):
     """The pen reports a state in which it must not start a run (latched fault, battery,
     temperature, cartridge, calibration); the message says what to do."""
+
+
+class RateDrift(HostError):
+    """The host saw the stroke rate drift beyond ±5 % in the pen's telemetry and stopped the
+    run (hazard 6); ``report`` is the pen's report of the stopped run."""
+
+    def __init__(self, message: str, report: object) -> None:
+        super().__init__(message)
+        self.report = report

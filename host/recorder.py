@@ -97,6 +97,11 @@ class SessionRecorder:
         elif isinstance(message, ConnectionNotice):
             self._event("link", message.kind, 0, 0, None, message.detail)
 
+    def on_host_event(self, code: str, value: int, run_id: int, detail: str) -> None:
+        """Something the host itself did or found (e.g. it stopped a drifting run)."""
+        if self.session_id is not None:
+            self._event("host", code, value, run_id, None, detail)
+
     def on_override(self, depth_um: int, area: str, reason: str) -> None:
         if self.session_id is not None:
             self.log.record_override(self.session_id, depth_um=depth_um, area=area, reason=reason)

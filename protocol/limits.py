@@ -61,6 +61,11 @@ HEARTBEAT_MAX_MS = 2000
 HEARTBEAT_DEFAULT_MS = 500
 RETRACT_MAX_MS = 50  # assumed
 STALL_MAX_MS = 100  # assumed
+# Stroke-rate drift (hazard 6): off the set rate by more than RATE_ACCEPT_TOL_PCT for this long,
+# once the motor has had time to reach speed, stops a treatment run (bench-fixture runs, which
+# measure the drift during calibration, are exempt)
+RATE_DRIFT_SETTLE_MS = 250  # assumed: the motor's 30 ms lag, settled many times over
+RATE_DRIFT_HOLD_MS = 100  # assumed
 STALL_CURRENT_MA = 900  # over-current threshold (assumed)
 
 # --- power and thermal ---------------------------------------------------------------------------

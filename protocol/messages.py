@@ -46,6 +46,7 @@ class FaultCode(IntEnum):
     CARTRIDGE_REMOVED = 8
     EMERGENCY_STOP = 9
     BROWNOUT = 10
+    RATE_ERROR = 11  # stroke rate off the set rate by more than RATE_ACCEPT_TOL_PCT
 
 
 class ErrorCode(IntEnum):

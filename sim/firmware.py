@@ -293,6 +293,8 @@ class Firmware:
         self._tick_k, self._tick_every, self._next_tick = 0, 1, _INF
         self._tel_k, self._tel_period, self._next_tel = 0, 0.0, _INF
         self._over_since: float | None = None
+        self._rate_off_since: float | None = None
+        self._rate_set_at = now  # when the motor was last told a new speed
         self._temp_warned = False
         self._cal_reported = False
         self._m_depth = self._m_rate = self._m_current = 0.0
@@ -450,6 +452,24 @@ class Firmware:
         in_position = ph.act_pos_um == ph.act_target_um
         if in_position and abs(self._m_depth - self.depth_set_um) > L.DEPTH_FAULT_TOL_UM:
             self._fault(FaultCode.DEPTH_ERROR, round(self._m_depth), t)
+            return
+        self._monitor_rate(t)
+
+    def _monitor_rate(self, t: float) -> None:
+        """Hazard 6: the stroke rate the pen's own sensor measures must stay within
+        RATE_ACCEPT_TOL_PCT of the set rate, once the motor has had time to reach it."""
+        run = self.run
+        if run is None or run.area == L.Area.BENCH_FIXTURE:
+            return  # calibration measures the drift: it must be able to run with it
+        if t - self._rate_set_at < L.RATE_DRIFT_SETTLE_MS / 1000.0:
+            return
+        set_sps = self.rate_set_sps
+        if abs(self._m_rate - set_sps) * 100.0 <= L.RATE_ACCEPT_TOL_PCT * set_sps:
+            self._rate_off_since = None
+        elif self._rate_off_since is None:
+            self._rate_off_since = t
+        elif t - self._rate_off_since >= L.RATE_DRIFT_HOLD_MS / 1000.0:
+            self._fault(FaultCode.RATE_ERROR, round(self._m_rate * 100.0), t)
 
     def _monitor_health(self, t: float) -> None:
         temp = self._m_temp_dc
@@ -490,6 +510,7 @@ class Firmware:
         self._transition(Trigger.RUN)
         ph.phase = 0.0
         ph.drive_motor(self.rate_set_sps * self._cal_rate)
+        self._rate_set_at, self._rate_off_since = t, None
         ph.move_actuator(self._raw_depth(self.depth_set_um))
         self._set_run_limits(m, t)
         self._wd_at = self._last_rx + self.watchdog_ms / 1000.0
@@ -893,6 +914,7 @@ class Firmware:
             if rate not in allowed:
                 return Nak(m.cmd_id, ErrorCode.RATE_NOT_ALLOWED_FOR_AREA, rate, max(allowed))
             self.physics.drive_motor(rate * self._cal_rate)
+            self._rate_set_at, self._rate_off_since = t, None
         self.rate_set_sps = rate
         return Ack(m.cmd_id, 0)
 

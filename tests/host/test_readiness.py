@@ -12,7 +12,8 @@ from __future__ import annotations
 import pytest
 
 from micropen.host import AsyncPen
-from micropen.host.errors import PenNotReady
+from micropen.host.errors import PenNotReady, RateDrift
+from micropen.host.ratewatch import RateWatch
 from micropen.host.readiness import check_can_run
 from micropen.protocol.messages import (
     CartridgeState,
@@ -22,6 +23,7 @@ from micropen.protocol.messages import (
     RunOutcome,
     SimParam,
     Status,
+    Telemetry,
 )
 
 READY = Status(
@@ -85,3 +87,38 @@ async def test_an_uncalibrated_pen_is_refused_by_the_host() -> None:
     async with await AsyncPen.open("sim://?seed=3&calibration=blank", log=False) as pen:
         with pytest.raises(PenNotReady, match="calibrate"):
             await pen.run(depth_mm=0.5, rate_sps=90, area="forehead", strokes=10)
+
+
+# ------------------------------------------------------------------ hazard 6, the host's check
+def _sample(t_ms: int, rate_sps: float, state: PenState = PenState.RUNNING) -> Telemetry:
+    return Telemetry(t_ms, state, 500, round(rate_sps * 100), 0, 400, 300, 3700, 77, 0)
+
+
+def test_the_host_sees_drift_beyond_5_percent_held_100_ms() -> None:
+    watch = RateWatch(90)
+    assert watch.sample(_sample(0, 10)) is None  # spinning up: not judged for 250 ms
+    assert watch.sample(_sample(240, 10)) is None
+    assert watch.sample(_sample(260, 90 * 1.049)) is None  # within ±5 %
+    assert watch.sample(_sample(300, 90 * 1.051)) is None  # off, not yet for 100 ms
+    drift = watch.sample(_sample(400, 90 * 1.051))
+    assert drift is not None and "+5.1 % off the 90/s set (limit ±5 %)" in str(drift)
+
+
+def test_a_sample_back_in_tolerance_resets_the_hold() -> None:
+    watch = RateWatch(110)
+    for t_ms, rate in ((0, 110), (300, 104.0), (380, 110), (420, 104.0), (500, 104.0)):
+        assert watch.sample(_sample(t_ms, rate)) is None
+    assert watch.sample(_sample(520, 104.0)) is not None  # 100 ms off since 420
+
+
+async def test_the_host_stops_a_drifting_run_even_if_the_pen_does_not() -> None:
+    """The host's control alone: the pen's own rate check is removed from this simulator, so
+    only the host can stop the run."""
+    async with await AsyncPen.open("sim://?seed=3", log=False) as pen:
+        firmware = pen.transport.pen.firmware  # type: ignore[attr-defined]
+        firmware._monitor_rate = lambda t: None  # the pen's own control, removed
+        await pen.sim_set(SimParam.SPEED_GAIN_ERROR_PPM, 80_000)
+        with pytest.raises(RateDrift, match=r"\+8\.\d % off the 90/s set") as stopped:
+            await pen.run(depth_mm=0.5, rate_sps=90, area="forehead", seconds=5)
+        assert stopped.value.report.outcome is RunOutcome.STOPPED
+        assert stopped.value.report.duration_ms < 1000
