@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import shutil
 import tempfile
 import time
 from collections.abc import Callable, Iterator
@@ -121,12 +122,20 @@ def pytest_configure(config: pytest.Config) -> None:
     if not config.getoption("hil_pen") and not os.environ.get("MICROPEN_HOME"):
         # the simulator's conformance sessions stay out of this machine's treatment log; on a
         # bench (--pen) they are recorded there, as purpose "conformance"
-        os.environ["MICROPEN_HOME"] = tempfile.mkdtemp(prefix="micropen-hil-")
+        home = tempfile.mkdtemp(prefix="micropen-hil-")
+        os.environ["MICROPEN_HOME"] = home
+        config.add_cleanup(lambda: _forget_home(home))
     for line in MARKERS:
         config.addinivalue_line("markers", line)
     reporter = _Reporter(config)
     config.stash[_STATE] = reporter
     config.pluginmanager.register(reporter, "micropen-hil-reporter")
+
+
+def _forget_home(home: str) -> None:
+    if os.environ.get("MICROPEN_HOME") == home:
+        del os.environ["MICROPEN_HOME"]
+    shutil.rmtree(home, ignore_errors=True)
 
 
 def pytest_unconfigure(config: pytest.Config) -> None:
