@@ -3,7 +3,9 @@
 Hazard 4 (a used, expired or unknown cartridge runs) is controlled here: a cartridge is judged
 when it is mounted (or at boot) against the pen's non-volatile record of every cartridge that
 ever ran, locked on the first run of a mounting, and worn out at 250,000 strokes or 30 minutes
-of needling, whichever comes first.
+of needling, whichever comes first. A retired cartridge (fluid ingress, pulled out while
+running) is recorded as such in the same non-volatile records, and that record is the first
+thing every later judgement looks at: no mounting, power cycle or reload lets it run again.
 """
 
 from __future__ import annotations
@@ -84,10 +86,12 @@ class Bay:
 
 @dataclass(slots=True)
 class CartridgeRecords:
-    """Kept in NVM: every cartridge id that ever ran, and the one locked in this mounting."""
+    """Kept in NVM: every cartridge id that ever ran, every id retired for good, and the one
+    locked in this mounting. The id sets only ever grow."""
 
     used_ids: set[int] = field(default_factory=set)
     locked_id: int = 0
+    retired_ids: set[int] = field(default_factory=set)
 
 
 class CartridgeSlot:
@@ -105,6 +109,13 @@ class CartridgeSlot:
         self.cartridge, self.refusal = cartridge, None
         if cartridge is None:
             self.state = CartridgeState.ABSENT
+            return
+        if cartridge.cartridge_id in records.retired_ids:  # first: nothing brings it back
+            # still in the bay since it was retired (across a reset): RETIRED; put back on
+            # after it was taken off: a refused re-mount. Neither ever runs.
+            same_mounting = cartridge.cartridge_id == records.locked_id
+            self.state = CartridgeState.RETIRED if same_mounting else CartridgeState.REFUSED
+            self.refusal = Refusal.of(ErrorCode.CARTRIDGE_USED, cartridge.cartridge_id)
             return
         if cartridge.cartridge_id == records.locked_id:  # same mounting, across a reset
             self.state = CartridgeState.EXHAUSTED if cartridge.exhausted else CartridgeState.LOCKED
@@ -153,10 +164,15 @@ class CartridgeSlot:
         return True
 
     def retire(self, records: CartridgeRecords) -> None:
-        """Never to run again (fluid ingress, removal while running)."""
-        if self.cartridge is not None:
-            records.used_ids.add(self.cartridge.cartridge_id)
+        """Never to run again (fluid ingress, removal while running): written to the
+        non-volatile records, which every later assessment reads first."""
+        cart = self.cartridge
+        if cart is not None:
+            records.used_ids.add(cart.cartridge_id)
+            records.retired_ids.add(cart.cartridge_id)
+            records.locked_id = cart.cartridge_id  # this mounting is bound to it until removed
             self.state = CartridgeState.RETIRED
+            self.refusal = Refusal.of(ErrorCode.CARTRIDGE_USED, cart.cartridge_id)
 
     def add_usage(self, strokes: int, run_ms: float) -> None:
         cart = self.cartridge

@@ -6,12 +6,19 @@ Sans-I/O, as the protocol core: a driver passes bytes and ``now`` in and takes b
     out = pen.data_to_send(clock.now())        # write these to the host
     sleep until pen.next_deadline()            # when idle
 
-The same seed gives the same unit (serial, manufacturing errors, sensor noise, cartridge,
-boot ids) and — for the same inputs at the same times — the same results.
+The same seed gives the same unit (serial, manufacturing errors, sensor noise, cartridge) and
+— for the same inputs at the same times — the same results. Boot ids are drawn from the OS's
+randomness at every power-on, as a real pen draws them, so two processes simulating the same
+unit never look like the same boot to a host (its treatment log keys runs on them); a test that
+needs them repeatable sets ``boot_seed``.
+
+With ``state=PATH`` the unit's non-volatile memory lives in a file (see :mod:`.statefile`): it
+is loaded at power-on, written at every change, and locked while the pen is powered.
 """
 
 from __future__ import annotations
 
+import os
 import random
 from dataclasses import dataclass, field, fields
 from datetime import UTC, date, datetime
@@ -34,10 +41,12 @@ from .cartridge import Bay, Cartridge
 from .faults import LinkFaults
 from .firmware import BootReason, Firmware, RunRecord, UnitInfo
 from .physics import Noise, Physics, UnitErrors
+from .statefile import MountedCartridge, NvmImage, StateFile, UnitBinding
 
 __all__ = ["SimConfig", "SimulatedPen"]
 
 _U32 = 0xFFFF_FFFF
+_BOOT_SEED_MAX = (1 << 64) - 1
 CARTRIDGE_AGE_DAYS = 30  # the boot cartridge was made a month before "today"
 
 
@@ -61,6 +70,8 @@ class SimConfig:
     calibration: str = "nominal"
     today_day: int = field(default_factory=_rtc_today)  # the pen's real-time clock
     link_faults: bool = True
+    boot_seed: int | None = None  # None: boot ids from the OS's randomness (as a real pen)
+    state: str | None = None  # a file keeping the unit's NVM between processes
 
     def __post_init__(self) -> None:
         if isinstance(self.seed, bool) or not 0 <= self.seed <= 999_999_999_999:
@@ -78,6 +89,12 @@ class SimConfig:
             )
         if not 0 <= self.today_day <= _U32:
             raise LocalProtocolError(f"today_day {self.today_day} outside 0..{_U32}")
+        if self.boot_seed is not None and (
+            isinstance(self.boot_seed, bool) or not 0 <= self.boot_seed <= _BOOT_SEED_MAX
+        ):
+            raise LocalProtocolError(f"boot_seed {self.boot_seed!r} outside 0..{_BOOT_SEED_MAX}")
+        if self.state is not None and not self.state.strip():
+            raise LocalProtocolError("state needs a file path, e.g. state=/var/tmp/pen-44.json")
 
     @property
     def serial_number(self) -> str:
@@ -99,7 +116,7 @@ class SimConfig:
 
 def _parse_value(key: str, raw: str) -> Any:
     try:
-        if key in ("seed", "hardware_revision", "today_day"):
+        if key in ("seed", "hardware_revision", "today_day", "boot_seed"):
             return int(raw)
         if key in ("manufacturing_errors", "cartridge", "link_faults"):
             return _parse_bool(raw)
@@ -127,13 +144,44 @@ class SimulatedPen:
         self.config = config
         seed = config.seed
         self._rng = random.Random(f"micropen-pen-{seed}")
-        # Boot ids come from the seed *and* the power-on time: deterministic for a test that
-        # starts at a given time, yet a restarted simulator process looks rebooted to a host.
-        self._boot_rng = random.Random(f"micropen-boot-{seed}-{now!r}")
+        # Boot ids: a new one at every power-on, from the OS's randomness, as a real pen draws
+        # them; repeatable only when a test asks for it (boot_seed).
+        self._boot_rng = (
+            random.Random(int.from_bytes(os.urandom(16), "little"))
+            if config.boot_seed is None
+            else random.Random(f"micropen-boot-{seed}-{config.boot_seed}")
+        )
         errors = UnitErrors.from_seed(seed) if config.manufacturing_errors else UnitErrors()
         self.physics = Physics(errors, now)
         self.nvm = Nvm(CalStore(config.calibration, config.today_day))
-        self.bay = Bay(self._boot_cartridge() if config.cartridge else None)
+        self._state: StateFile | None = None
+        self._saved: tuple[Any, ...] | None = None
+        image: NvmImage | None = None
+        if config.state is not None:
+            self._state = StateFile(
+                config.state,
+                UnitBinding(
+                    seed,
+                    config.serial_number,
+                    config.model,
+                    config.hardware_revision,
+                    config.manufacturing_errors,
+                ),
+            )
+            image = self._state.open()  # locked from here on; refused with one line
+        try:
+            self._power_on(config, image, now)
+        except BaseException:
+            if self._state is not None:
+                self._state.release()  # a pen that never came up holds nothing
+            raise
+
+    def _power_on(self, config: SimConfig, image: NvmImage | None, now: float) -> None:
+        seed = config.seed
+        if image is None:  # factory-fresh (no state file, or a new one)
+            self.bay = Bay(self._boot_cartridge() if config.cartridge else None)
+        else:
+            self.bay = Bay(self._load_image(image))
         self.link_faults: LinkFaults | None = LinkFaults(seed) if config.link_faults else None
         self._noise = Noise(seed)
         self._t = now
@@ -157,6 +205,10 @@ class SimulatedPen:
         self.bench = Bench(
             self._true_depth_at, self._true_rate_at, seed=seed, today_day=config.today_day
         )
+        if self._state is not None:
+            if image is not None and not image.run_in_progress:
+                self._saved = self._nvm_fingerprint()  # the file already says exactly this
+            self._sync_nvm()
 
     def _boot_cartridge(self) -> Cartridge:
         today = self.config.today_day
@@ -167,6 +219,90 @@ class SimulatedPen:
             made,
             made + 2 * 365,
         )
+
+    def _load_image(self, image: NvmImage) -> Cartridge | None:
+        """Put the state file's NVM in place; returns the cartridge left in the bay."""
+        cal, records = self.nvm.cal, self.nvm.cartridges
+        cal.active, cal.staging = image.cal_active, image.cal_staging
+        cal.counter_floor = image.cal_counter_floor
+        records.used_ids = set(image.used_ids)
+        records.retired_ids = set(image.retired_ids)
+        records.locked_id = image.locked_id
+        self.nvm.lifetime_strokes = image.lifetime_strokes
+        m = image.mounted
+        if m is None:
+            return None
+        cartridge = Cartridge(
+            m.cartridge_id, m.lot, m.manufactured_day, m.expiry_day, m.strokes_used, m.run_ms_used
+        )
+        if image.run_in_progress:
+            # The unit lost power mid-run without its shutdown write (the process was killed):
+            # how much of this cartridge was used is unknown, so it never runs again.
+            records.used_ids.add(m.cartridge_id)
+            records.retired_ids.add(m.cartridge_id)
+        return cartridge
+
+    def _nvm_fingerprint(self) -> tuple[Any, ...]:
+        """Everything the state file holds, cheaply (the id sets only grow)."""
+        nvm = self.nvm
+        cal, records, cart = nvm.cal, nvm.cartridges, self.bay.cartridge
+        run = self.firmware.run
+        return (
+            cal.active,
+            cal.staging,
+            cal.counter_floor,
+            len(records.used_ids),
+            len(records.retired_ids),
+            records.locked_id,
+            nvm.lifetime_strokes,
+            None
+            if cart is None
+            else (
+                cart.cartridge_id,
+                cart.lot,
+                cart.manufactured_day,
+                cart.expiry_day,
+                cart.strokes_used,
+                cart.run_ms_used,
+            ),
+            run is not None and run.end_t is None,
+        )
+
+    def _nvm_image(self, *, powered_off: bool = False) -> NvmImage:
+        nvm = self.nvm
+        cal, records, cart = nvm.cal, nvm.cartridges, self.bay.cartridge
+        run = self.firmware.run
+        return NvmImage(
+            cal_active=cal.active,
+            cal_staging=cal.staging,
+            cal_counter_floor=cal.counter_floor,
+            used_ids=set(records.used_ids),
+            retired_ids=set(records.retired_ids),
+            locked_id=records.locked_id,
+            lifetime_strokes=nvm.lifetime_strokes,
+            mounted=None
+            if cart is None
+            else MountedCartridge(
+                cart.cartridge_id,
+                cart.lot,
+                cart.manufactured_day,
+                cart.expiry_day,
+                cart.strokes_used,
+                cart.run_ms_used,
+            ),
+            run_in_progress=not powered_off and run is not None and run.end_t is None,
+        )
+
+    def _sync_nvm(self) -> None:
+        """Write the state file if non-volatile data changed since it was last written (called
+        at the end of every entry point, so before any answer leaves the pen)."""
+        state = self._state
+        if state is None or not state.held:
+            return
+        fingerprint = self._nvm_fingerprint()
+        if fingerprint != self._saved:
+            state.write(self._nvm_image())
+            self._saved = fingerprint
 
     def _boot(self, now: float, reason: BootReason) -> Firmware:
         return Firmware(
@@ -190,6 +326,8 @@ class SimulatedPen:
             chunk = self.link_faults.inbound(chunk, self._t)
         if chunk:
             self.firmware.feed(chunk, self._t)
+        if self._state is not None:
+            self._sync_nvm()
 
     def data_to_send(self, now: float) -> bytes:
         """Bytes for the host (through link-fault injection, delays respected)."""
@@ -225,6 +363,8 @@ class SimulatedPen:
             if data:
                 fw.feed(data, arrival)
         self.firmware.advance(now)
+        if self._state is not None:
+            self._sync_nvm()
 
     def next_deadline(self) -> float | None:
         """When advance()/data_to_send() must next be called if no bytes arrive."""
@@ -240,6 +380,7 @@ class SimulatedPen:
         self.advance(now)
         param = SimParam(param)
         refusal = self.firmware.apply_sim_param(param, value, self._t)
+        self._sync_nvm()
         if refusal is not None:
             raise LocalProtocolError(
                 f"simulator parameter {param.name} = {value} refused: {refusal.error.name} "
@@ -259,11 +400,54 @@ class SimulatedPen:
         )
         self.advance(now)
         self.firmware.mount(cartridge, self._t)
+        self._sync_nvm()
 
     def power_cycle(self, now: float) -> None:
         """Reset: a new boot_id; RAM state lost; NVM, cartridge and physics kept."""
         self.advance(now)
         self._power_cycle(self._t, BootReason.RESET)
+        self._sync_nvm()
+
+    def close(self, now: float) -> None:
+        """Power off: the firmware's shutdown writes the tag and lifetime counter, the state
+        file (if any) gets its last write and is unlocked. The pen is not to be driven after
+        this; another pen (in this process or another) may then power the unit on."""
+        self.advance(now)
+        self.firmware.shutdown(self._t)
+        state, self._state = self._state, None
+        if state is not None and state.held:
+            try:
+                state.write(self._nvm_image(powered_off=True))
+            finally:
+                state.release()
+
+    # ================================================================== the state file
+    @property
+    def state_file(self) -> StateFile | None:
+        """The file keeping this unit's NVM (None: NVM lives and dies with this object)."""
+        return self._state
+
+    def release_state(self) -> None:
+        """Save and unlock the state file without powering off (a host closed the port of
+        an in-process pen): until :meth:`reclaim_state`, nothing is written."""
+        state = self._state
+        if state is not None and state.held:
+            try:
+                self._sync_nvm()
+            finally:
+                state.release()  # even when the write failed: the lock is not kept hostage
+
+    def reclaim_state(self) -> bool:
+        """Lock the state file again; False (and left unlocked) when another process changed
+        it meanwhile: this object is then stale and must be replaced by a new power-on."""
+        state = self._state
+        if state is None or state.held:
+            return True
+        if not state.reclaim():
+            state.release()
+            return False
+        self._sync_nvm()  # what changed while the file was not ours to write
+        return True
 
     def _power_cycle(self, t: float, reason: BootReason) -> None:
         self.firmware.shutdown(t)

@@ -36,6 +36,12 @@ Command line (one line on stdout, flushed, then serve until SIGTERM/SIGINT, exit
 
     python3 -m micropen.sim.serve --pty [--link PATH] [--seed N] [--query "seed=7&..."]
     python3 -m micropen.sim.serve --tcp PORT [--host ADDR] [--bench-tcp PORT] [--json]
+    python3 -m micropen.sim.serve --tcp PORT --seed 44 --state PATH
+
+With ``--state PATH`` (or ``state=PATH`` in the query) the unit's non-volatile memory is loaded
+from and written to that file (:mod:`.statefile`), which stays locked while the server runs; on
+SIGTERM/SIGINT the pen is powered off (its last state written) before the process exits. A
+server built by :func:`open_server` owns its pen and powers it off on close.
 
 The line is the device path (``--pty``) or the TCP port, followed by ``bench_tcp=PORT`` and
 ``serial=SERIAL``; with ``--json`` it is one JSON object ``{"pty": path}`` or ``{"tcp": port}``
@@ -527,8 +533,10 @@ class PenServer:
         clock: Clock | None = None,
         services: Sequence[Service] = (),
         stop: StopSignal | None = None,
+        owns_pen: bool = False,
     ) -> None:
         self.pen = pen
+        self.owns_pen = owns_pen  # close() powers it off (last state-file write, unlock)
         self.transport = transport
         self.clock: Clock = clock or ElapsedClock(pen.now)
         self.services = tuple(services)
@@ -577,11 +585,16 @@ class PenServer:
         return replace(self._stats)
 
     def close(self) -> None:
-        self.transport.close()
-        for service in self.services:
-            service.close()
-        self._selector.close()
-        self._stop.close()
+        try:
+            self.transport.close()
+            for service in self.services:
+                service.close()
+            self._selector.close()
+            self._stop.close()
+        finally:
+            if self.owns_pen:
+                self.owns_pen = False
+                self.pen.close(self.clock.now())
 
     # -- internals
     def _on_stop(self, events: int) -> None:
@@ -676,16 +689,20 @@ def open_server(
     if pty == (tcp_port is not None):
         raise ValueError("choose exactly one transport: pty=True or tcp_port=PORT")
     clock = ElapsedClock()
-    pen = SimulatedPen(config, now=clock.now())
-    for param, value in (params or {}).items():
-        pen.set_param(param, value, clock.now())
-    transport: PenTransport = (
-        PtyTransport(link_path=link_path) if pty else TcpTransport(host, tcp_port or 0)
-    )
-    services: list[Service] = []
-    if bench_port is not None:
-        services.append(BenchTcpService(pen.bench, clock, host=host, port=bench_port))
-    return PenServer(pen, transport, clock=clock, services=services)
+    pen = SimulatedPen(config, now=clock.now())  # a state file is locked from here on
+    try:
+        for param, value in (params or {}).items():
+            pen.set_param(param, value, clock.now())
+        transport: PenTransport = (
+            PtyTransport(link_path=link_path) if pty else TcpTransport(host, tcp_port or 0)
+        )
+        services: list[Service] = []
+        if bench_port is not None:
+            services.append(BenchTcpService(pen.bench, clock, host=host, port=bench_port))
+    except BaseException:
+        pen.close(clock.now())
+        raise
+    return PenServer(pen, transport, clock=clock, services=services, owns_pen=True)
 
 
 def announce(info: Mapping[str, str | int], *, as_json: bool) -> str:
@@ -697,12 +714,18 @@ def announce(info: Mapping[str, str | int], *, as_json: bool) -> str:
     return " ".join([str(head), *rest])
 
 
-def run_until_signalled(server: PenServer) -> None:
-    """Run ``server``; SIGTERM and SIGINT stop it cleanly (main thread only)."""
+def run_until_signalled(server: PenServer, ready: Callable[[], None] | None = None) -> None:
+    """Run ``server``; SIGTERM and SIGINT stop it cleanly (main thread only). ``ready`` (the
+    announcement a parent process waits for) is called once the handlers are in place, so a
+    parent that signals as soon as it has read it never catches the process unprepared."""
     if threading.current_thread() is not threading.main_thread():
+        if ready is not None:
+            ready()
         server.run()
         return
     with _stop_on_signals(server, (signal.SIGTERM, signal.SIGINT)):
+        if ready is not None:
+            ready()
         server.run()
 
 
@@ -731,22 +754,28 @@ def _parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--link", metavar="PATH", help="symlink PATH to the pty device")
     parser.add_argument("--seed", type=int, help="pen seed (overrides the query's)")
     parser.add_argument("--query", default="", help='SimConfig query, e.g. "seed=7&cartridge=0"')
+    parser.add_argument("--state", metavar="PATH", help="keep the unit's NVM in this file")
     parser.add_argument("--bench-tcp", type=int, metavar="PORT", help="serve the bench channel")
     parser.add_argument("--json", action="store_true", help="announce as one JSON line")
     return parser.parse_args(argv)
 
 
-def make_config(query: str = "", seed: int | None = None) -> SimConfig:
-    """A SimConfig from a query string, with ``seed`` (when given) taking precedence."""
+def make_config(query: str = "", seed: int | None = None, state: str | None = None) -> SimConfig:
+    """A SimConfig from a query string, with ``seed`` and ``state`` (when given) taking
+    precedence."""
     config = SimConfig.from_query(query) if query else SimConfig()
-    return config if seed is None else replace(config, seed=seed)
+    if seed is not None:
+        config = replace(config, seed=seed)
+    if state is not None:
+        config = replace(config, state=state)
+    return config
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parse_args(argv)
     try:
         server = open_server(
-            make_config(args.query, args.seed),
+            make_config(args.query, args.seed, args.state),
             pty=args.pty,
             tcp_port=args.tcp,
             host=args.host,
@@ -756,9 +785,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (MicropenError, OSError) as exc:
         print(f"micropen.sim.serve: {exc}", file=sys.stderr)
         return 2
-    with server:
-        print(announce(server.describe(), as_json=args.json), flush=True)
-        run_until_signalled(server)
+    try:
+        with server:
+            line = announce(server.describe(), as_json=args.json)
+            run_until_signalled(server, lambda: print(line, flush=True))
+    except MicropenError as exc:  # e.g. the state file could not be written: stop, loudly
+        print(f"micropen.sim.serve: {exc}", file=sys.stderr)
+        return 1
     return 0
 
 

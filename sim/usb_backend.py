@@ -21,6 +21,9 @@ so that host code behaves identically on the simulator and on hardware:
   existing handle fail with libusb -4 / ENODEV and the device disappears from
   enumeration;
 * a control request the device does not support stalls (libusb -9 / EPIPE);
+* a device whose node the user may not open (``SimUsbDeviceInfo(access_denied=True)``, a
+  missing udev rule) is listed and its device descriptor read, as libusb reads those from
+  sysfs, but opening it — which reading its serial number needs — fails with libusb -3 / EACCES;
 * ``bulk_read`` fills the caller's ``array`` in place and returns the number of
   bytes transferred, like the real backends (pyusb then slices it).
 
@@ -96,6 +99,7 @@ PipeFactory = Callable[[], UsbPipe]
 # lines and `except` clauses look the same on the simulator and on hardware.
 LIBUSB_ERROR_IO: Final = -1
 LIBUSB_ERROR_INVALID_PARAM: Final = -2
+LIBUSB_ERROR_ACCESS: Final = -3
 LIBUSB_ERROR_NO_DEVICE: Final = -4
 LIBUSB_ERROR_NOT_FOUND: Final = -5
 LIBUSB_ERROR_BUSY: Final = -6
@@ -106,6 +110,7 @@ LIBUSB_ERROR_PIPE: Final = -9
 _LIBUSB_ERRORS: Final[dict[int, tuple[str, int]]] = {
     LIBUSB_ERROR_IO: ("Input/output error", errno.EIO),
     LIBUSB_ERROR_INVALID_PARAM: ("Invalid parameter", errno.EINVAL),
+    LIBUSB_ERROR_ACCESS: ("Access denied (insufficient permissions)", errno.EACCES),
     LIBUSB_ERROR_NO_DEVICE: ("No such device (it may have been disconnected)", errno.ENODEV),
     LIBUSB_ERROR_NOT_FOUND: ("Entity not found", errno.ENOENT),
     LIBUSB_ERROR_BUSY: ("Resource busy", errno.EBUSY),
@@ -186,6 +191,7 @@ class SimUsbDeviceInfo:
     ep_out: int = 0x01
     ep_in: int = 0x81
     max_packet: int = 64
+    access_denied: bool = False  # the device node is not ours to open (no udev rule)
 
     def __post_init__(self) -> None:
         for name in ("vid", "pid", "bcd_device"):
@@ -543,6 +549,8 @@ class SimUsbBackend(usb.backend.IBackend):  # type: ignore[misc]
         with self._lock:
             if not dev.connected:
                 raise _usb_error(LIBUSB_ERROR_NO_DEVICE)
+            if dev.info.access_denied:
+                raise _usb_error(LIBUSB_ERROR_ACCESS)
             if dev.pipe is None:
                 dev.pipe = _call_pipe(dev.pipe_factory)
                 dev.pipe_generation += 1

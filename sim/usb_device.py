@@ -11,6 +11,10 @@ the host opens the device the backend asks :meth:`SimUsbPen.open_pipe` for a fre
 :class:`SimPenPipe` onto that pen; output the previous connection left unread is gone, as a
 device's IN FIFO is emptied by a reset, and the link's retransmissions recover it.
 
+A config with ``state=PATH`` keeps the unit's non-volatile memory in that file (see
+:mod:`.statefile`); the file is locked from the moment the :class:`SimUsbPen` exists until
+:meth:`SimUsbPen.close` powers it off (or the process ends).
+
 Threads: the pen has deadlines of its own (watchdog, telemetry, retransmissions) that must fire
 even while the host is not reading, so each pipe owns one stepping thread, started in its
 constructor and joined in :meth:`SimPenPipe.close` (never fire-and-forget). The pen is only
@@ -50,6 +54,12 @@ class SimUsbPen:
 
     def open_pipe(self) -> SimPenPipe:
         return SimPenPipe(self)
+
+    def close(self) -> None:
+        """Power the pen off: its state file, if any, gets its last write and is unlocked.
+        Close the backend (or unplug the pen) first: the pen is not to be driven after this."""
+        with self.lock:
+            self.pen.close(self.clock.now())
 
     def device(self) -> tuple[SimUsbDeviceInfo, PipeFactory]:
         """What :class:`SimUsbBackend` and its ``plug()`` take."""

@@ -5,6 +5,12 @@
 ``--pty``) and serves until SIGTERM or Ctrl-C. Without ``--json`` the line is the device path or
 port followed by ``key=value`` fields. Bad input exits with code 2 and a one-line message; nothing
 is served.
+
+``--state PATH`` keeps the unit's non-volatile memory (calibration, cartridge records, lifetime
+strokes, the cartridge in the bay) in that file between runs, as a real pen keeps its flash: a
+state file that is damaged, made for another unit or held by another running simulator is
+refused with one line (exit 2); on SIGTERM/Ctrl-C the pen is powered off and its last state
+written before the process exits.
 """
 
 from __future__ import annotations
@@ -57,11 +63,11 @@ def parse_settings(items: list[str]) -> dict[SimParam, int]:
     return params
 
 
-def _config(query: str, seed: int | None) -> SimConfig:
+def _config(query: str, seed: int | None, state: str | None) -> SimConfig:
     try:
-        return make_config(query, seed)
+        return make_config(query, seed, state)
     except MicropenError as exc:
-        _fail(f"--query {query!r}: {exc}")
+        _fail(f"--query {query!r}: {exc}" if query else str(exc))
 
 
 @app.command()
@@ -85,13 +91,22 @@ def serve(
     ] = None,
     host: Annotated[str, typer.Option(help="Address to bind the TCP ports to.")] = "127.0.0.1",
     link: Annotated[str | None, typer.Option(help="Symlink this path to the pty.")] = None,
+    state: Annotated[
+        str | None,
+        typer.Option(
+            "--state",
+            metavar="PATH",
+            help="Keep the unit's non-volatile memory in this file between runs (locked while "
+            "serving).",
+        ),
+    ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Announce as one JSON line.")] = False,
 ) -> None:
     """Serve a simulated pen until SIGTERM or Ctrl-C; first print where to find it."""
     if pty == (tcp is not None):
         _fail("give exactly one of --pty or --tcp PORT")
     params = parse_settings(settings or [])
-    config = _config(query, seed)
+    config = _config(query, seed, state)
     try:
         server = open_server(
             config,
@@ -104,9 +119,13 @@ def serve(
         )
     except (MicropenError, OSError) as exc:
         _fail(str(exc))
-    with server:
-        typer.echo(announce(server.describe(), as_json=as_json))
-        run_until_signalled(server)
+    try:
+        with server:
+            line = announce(server.describe(), as_json=as_json)
+            run_until_signalled(server, lambda: typer.echo(line))
+    except MicropenError as exc:  # e.g. the state file could not be written: stop, loudly
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(1) from None
 
 
 @app.command()

@@ -4,6 +4,13 @@ The simulated pen runs on the event loop's clock. Everything above this transpor
 handshake, safety checks, logs — is the same code that drives a real pen, so a green test on
 ``sim://`` means the same code path works on a bench. The pen survives close()/open(), so a
 reconnect finds it as a real pen would be found: still in whatever state it reached.
+
+Each transport powers a new unit on: a new boot id (``boot_seed=N`` makes them repeatable for a
+test). With ``state=PATH`` the unit's non-volatile memory comes from, and goes to, that file
+(``micropen.sim.statefile``): the file is locked from construction until close(), unlocked while
+the port is closed (so the next ``sim://?state=PATH`` in this or another process can power the
+unit on), and locked again by open() — if another process used the unit meanwhile, open() powers
+a fresh instance on from the file (a host sees a new boot id), never overwrites what it wrote.
 """
 
 from __future__ import annotations
@@ -11,12 +18,16 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import threading
-from typing import Any
+from collections.abc import Iterator
+from typing import TYPE_CHECKING, Any
 
 from micropen.protocol.errors import LocalProtocolError
 
-from ..errors import PenURLError
+from ..errors import PenURLError, TransportError
 from ..url import PenURL
+
+if TYPE_CHECKING:
+    from micropen.sim.pen import SimulatedPen
 
 __all__ = ["BoundBench", "SimTransport"]
 
@@ -27,7 +38,7 @@ class SimTransport:
     is_simulated = True
 
     def __init__(self, url: PenURL) -> None:
-        from micropen.sim.pen import SimConfig, SimulatedPen
+        from micropen.sim.pen import SimConfig
 
         query = url.text.partition("?")[2]
         try:
@@ -37,10 +48,22 @@ class SimTransport:
         self.description = f"simulator {url.text}"
         self._lock = threading.Lock()  # the bench may be read from another thread
         self._origin: float | None = None
-        self.pen = SimulatedPen(self.config, now=0.0)
+        self.pen = self._power_on(0.0)
         self._wake: asyncio.Event | None = None
         self._open = False
         self.bench = BoundBench(self)
+
+    def _power_on(self, now: float) -> SimulatedPen:
+        """A new instance of the unit, its NVM from the state file when there is one."""
+        from micropen.sim.pen import SimulatedPen
+        from micropen.sim.statefile import StateFileError, StateFileMismatch
+
+        try:
+            return SimulatedPen(self.config, now=now)
+        except StateFileMismatch as exc:
+            raise PenURLError(str(exc)) from exc
+        except StateFileError as exc:
+            raise TransportError(str(exc)) from exc
 
     def now(self) -> float:
         if self._origin is None:
@@ -52,19 +75,26 @@ class SimTransport:
     async def open(self) -> None:
         import time
 
+        from micropen.sim.statefile import StateFileError
+
+        with self._lock:
+            try:
+                current = self.pen.reclaim_state()
+            except StateFileError as exc:
+                raise TransportError(str(exc)) from exc
+            if not current:  # another process powered the unit meanwhile: ours is stale
+                self.pen = self._power_on(self.now())
         if self._origin is None:
             self._origin = time.monotonic()
         self._wake = asyncio.Event()
         self._open = True
 
     async def read(self) -> bytes:
-        from ..errors import TransportError
-
         while True:
             if not self._open or self._wake is None:
                 raise TransportError(f"{self.description} is closed")
             self._wake.clear()
-            with self._lock:
+            with self._lock, _state_errors():
                 now = self.now()
                 self.pen.advance(now)
                 out = self.pen.data_to_send(now)
@@ -78,7 +108,7 @@ class SimTransport:
                     await self._wake.wait()
 
     def write(self, data: bytes) -> None:
-        with self._lock:
+        with self._lock, _state_errors():
             now = self.now()
             self.pen.receive_data(data, now)
             self.pen.advance(now)
@@ -87,22 +117,39 @@ class SimTransport:
 
     async def close(self) -> None:
         self._open = False
+        with self._lock, _state_errors():
+            self.pen.release_state()  # saved; the next power-on of this unit may take it
         if self._wake is not None:
             self._wake.set()
 
 
-class _BoundInstrument:
-    """A simulated instrument read at the transport's current time."""
+@contextlib.contextmanager
+def _state_errors() -> Iterator[None]:
+    """A state file that cannot be written is a transport failure, said in one line."""
+    from micropen.sim.statefile import StateFileError
 
-    def __init__(self, transport: SimTransport, instrument: Any, reader: str) -> None:
-        self._transport, self._instrument, self._reader = transport, instrument, reader
+    try:
+        yield
+    except StateFileError as exc:
+        raise TransportError(str(exc)) from exc
+
+
+class _BoundInstrument:
+    """A simulated instrument read at the transport's current time (of the pen powered now)."""
+
+    def __init__(self, transport: SimTransport, name: str, reader: str) -> None:
+        self._transport, self._name, self._reader = transport, name, reader
+
+    @property
+    def _instrument(self) -> Any:
+        return getattr(self._transport.pen.bench, self._name)
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self._instrument, name)
 
     def read(self) -> float:
         t = self._transport
-        with t._lock:
+        with t._lock, _state_errors():
             now = t.now()
             t.pen.advance(now)
             value: float = getattr(self._instrument, self._reader)(now)
@@ -113,6 +160,5 @@ class BoundBench:
     """The simulator's bench (gauge and tachometer), read now: ``bench.gauge.read()``."""
 
     def __init__(self, transport: SimTransport) -> None:
-        bench = transport.pen.bench
-        self.gauge = _BoundInstrument(transport, bench.gauge, "read_mm")
-        self.tachometer = _BoundInstrument(transport, bench.tachometer, "read_sps")
+        self.gauge = _BoundInstrument(transport, "gauge", "read_mm")
+        self.tachometer = _BoundInstrument(transport, "tachometer", "read_sps")

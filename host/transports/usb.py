@@ -1,8 +1,9 @@
 """A pen on USB through pyusb: one vendor interface with a bulk OUT and a bulk IN endpoint.
 
 Reads run in a worker thread with a short timeout (pyusb is blocking). Errors are translated
-into TransportError messages that say what to do: install libusb, add a udev rule, close the
-other program.
+into one-line TransportError messages that say what to do: install libusb, add a udev rule,
+close the other program. :func:`scan_usb_pens` is discovery's USB half: the URL of every pen
+on the bus, or a TransportError saying why the bus could not be scanned.
 """
 
 from __future__ import annotations
@@ -17,7 +18,15 @@ import usb.util
 from ..errors import PenURLError, TransportError
 from ..url import PenURL
 
-__all__ = ["PEN_PID", "PEN_VID", "UDEV_RULE", "UsbTransport", "find_usb_pens", "usb_backend"]
+__all__ = [
+    "PEN_PID",
+    "PEN_VID",
+    "UDEV_RULE",
+    "UsbTransport",
+    "find_usb_pens",
+    "scan_usb_pens",
+    "usb_backend",
+]
 
 PEN_VID = 0x1209  # pid.codes
 PEN_PID = 0x0001  # pid.codes test PID until a production PID is allocated
@@ -26,6 +35,11 @@ UDEV_RULE = (
     f'SUBSYSTEM=="usb", ATTR{{idVendor}}=="{PEN_VID:04x}", ATTR{{idProduct}}=="{PEN_PID:04x}", '
     'MODE="0660", GROUP="plugdev"'
 )
+UDEV_FIX = (
+    f"install the udev rule: echo '{UDEV_RULE}' | sudo tee /etc/udev/rules.d/70-micropen.rules"
+    " && sudo udevadm control --reload, then replug the pen (and be in group plugdev)"
+)
+LIBUSB_FIX = "`pip install libusb-package` or `apt-get install libusb-1.0-0`"
 
 
 def usb_backend(backend: Any = None) -> Any:
@@ -44,10 +58,7 @@ def usb_backend(backend: Any = None) -> Any:
 
     found = usb.backend.libusb1.get_backend()
     if found is None:
-        raise TransportError(
-            "libusb is not available: `pip install libusb-package` or "
-            "`apt-get install libusb-1.0-0`"
-        )
+        raise TransportError(f"libusb not found: {LIBUSB_FIX}")
     return found
 
 
@@ -68,12 +79,43 @@ def find_usb_pens(backend: Any = None, vid: int = PEN_VID, pid: int = PEN_PID) -
     return list(usb.core.find(find_all=True, idVendor=vid, idProduct=pid, backend=backend) or [])
 
 
+def scan_usb_pens(backend: Any = None, vid: int = PEN_VID, pid: int = PEN_PID) -> list[str]:
+    """``usb://`` URLs of every pen on the bus (with its serial number).
+
+    A bus that cannot be scanned raises TransportError with one line saying why and what to do
+    ("USB scan failed: libusb not found; …", "… permission denied on /dev/bus/usb/001/004 …"):
+    an unreadable bus is not an empty one."""
+    try:
+        devices = find_usb_pens(usb_backend(backend), vid, pid)
+    except TransportError as exc:
+        raise TransportError(f"USB scan failed: {exc}") from exc
+    except usb.core.NoBackendError as exc:
+        raise TransportError(f"USB scan failed: libusb not found: {LIBUSB_FIX}") from exc
+    except usb.core.USBError as exc:
+        raise _usb_error("USB scan failed: cannot list the USB devices", exc) from exc
+    urls = []
+    for dev in devices:
+        where = f"/dev/bus/usb/{int(dev.bus or 0):03d}/{int(dev.address or 0):03d}"
+        ids = f"{int(dev.idVendor):04x}:{int(dev.idProduct):04x}"
+        try:
+            if dev.iSerialNumber:
+                usb.util.get_langids(dev)  # raises with the real errno (a bare read hides it)
+            serial = dev.serial_number
+        except usb.core.USBError as exc:
+            action = f"USB scan failed: cannot read the pen at {where} ({ids})"
+            raise _usb_error(action, exc) from exc
+        except ValueError as exc:  # pyusb: "the device has no langid (permission issue, …)"
+            raise TransportError(
+                f"USB scan failed: cannot read the serial number of the pen at {where} ({ids}) "
+                f"— permission denied or the device does not answer; {UDEV_FIX}"
+            ) from exc
+        urls.append(f"usb://{ids}?serial={serial}" if serial else f"usb://{ids}")
+    return urls
+
+
 def _usb_error(action: str, exc: usb.core.USBError) -> TransportError:
     if exc.errno == errno.EACCES:
-        return TransportError(
-            f"{action}: permission denied; add the udev rule\n  {UDEV_RULE}\nto "
-            "/etc/udev/rules.d/70-micropen.rules, run `udevadm control --reload`, replug the pen"
-        )
+        return TransportError(f"{action}: permission denied; {UDEV_FIX}")
     if exc.errno == errno.EBUSY:
         return TransportError(f"{action}: the pen is busy (another program has claimed it)")
     if exc.errno == errno.ENODEV:

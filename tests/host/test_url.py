@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from micropen.host.errors import InvalidInput, PenURLError
+from micropen.host.transports import make_transport
+from micropen.host.transports.sim import SimTransport
 from micropen.host.url import parse_pen_url
 
 
@@ -58,3 +62,24 @@ def test_socket_needs_host_and_port() -> None:
 def test_url_errors_are_invalid_input() -> None:
     """The CLI maps InvalidInput to exit code 2."""
     assert issubclass(PenURLError, InvalidInput)
+
+
+def test_sim_state_and_boot_seed_options_reach_the_simulator(tmp_path: Path) -> None:
+    state = tmp_path / "pen-44.json"
+    url = parse_pen_url(f"sim://?seed=44&state={state}&boot_seed=3")
+    assert url.options == {"seed": "44", "state": str(state), "boot_seed": "3"}
+    transport = make_transport(url)
+    assert isinstance(transport, SimTransport)
+    assert (transport.config.state, transport.config.boot_seed) == (str(state), 3)
+    assert state.exists()  # the unit is powered: its state file is written and held
+
+
+@pytest.mark.parametrize(
+    ("query", "words"),
+    [("state=", ["state", "file path"]), ("boot_seed=x", ["boot_seed", "'x'"])],
+)
+def test_bad_sim_state_options_are_bad_input(query: str, words: list[str]) -> None:
+    with pytest.raises(PenURLError) as info:
+        make_transport(f"sim://?{query}")
+    for word in words:
+        assert word in str(info.value)

@@ -97,8 +97,10 @@ def test_hello_with_another_protocol_version_is_refused() -> None:
 
 def test_same_seed_same_unit_other_seed_other_unit() -> None:
     a, b, c = (SimulatedPen(SimConfig(seed=s)) for s in (3, 3, 4))
-    assert a.identity == b.identity
+    assert a.identity.replace(boot_id=0) == b.identity.replace(boot_id=0)
+    assert a.identity.boot_id != b.identity.boot_id  # two power-ons of the unit, two boots
     assert a.unit_errors == b.unit_errors
+    assert a.cartridge == b.cartridge
     assert a.identity.serial != c.identity.serial and a.unit_errors != c.unit_errors
 
 
@@ -665,6 +667,7 @@ def test_from_query_parses_every_option() -> None:
     config = SimConfig.from_query(
         "seed=7&cartridge=0&calibration=blank&serial=ABC&model=X&firmware=2.3.4"
         "&hardware_revision=5&manufacturing_errors=false&today_day=20000&link_faults=no"
+        "&boot_seed=9&state=/var/tmp/pen-7.json"
     )
     assert config == SimConfig(
         seed=7,
@@ -677,6 +680,8 @@ def test_from_query_parses_every_option() -> None:
         calibration="blank",
         today_day=20000,
         link_faults=False,
+        boot_seed=9,
+        state="/var/tmp/pen-7.json",
     )
     assert SimConfig.from_query("") == SimConfig()
     assert SimConfig.from_query("?seed=3").seed == 3
@@ -690,6 +695,8 @@ def test_from_query_parses_every_option() -> None:
         ("calibration=perfect", ["perfect", "nominal", "blank", "corrupt"]),
         ("cartridge=maybe", ["cartridge", "maybe"]),
         ("firmware=1.2", ["firmware"]),
+        ("boot_seed=-1", ["boot_seed", "-1"]),
+        ("state=", ["state", "file path"]),
     ],
 )
 def test_from_query_refuses_unknown_keys_and_bad_values_by_name(
@@ -729,12 +736,27 @@ def test_a_million_stroke_run_is_counted_exactly_until_the_cartridge_wears_out()
 
 
 def test_a_restarted_simulator_process_looks_rebooted_to_the_host() -> None:
-    first = SimulatedPen(SimConfig(seed=21), now=1000.0)
-    again = SimulatedPen(SimConfig(seed=21), now=1000.0)
-    later = SimulatedPen(SimConfig(seed=21), now=1003.5)  # the same unit, powered on later
-    assert first.boot_id == again.boot_id  # deterministic for the same inputs
-    assert later.boot_id != first.boot_id
-    assert later.identity.serial == first.identity.serial
+    # the in-process simulator always powers on at the same virtual time: that must not make
+    # two processes' pens the same boot (the treatment log keys runs on serial, boot and run)
+    first = SimulatedPen(SimConfig(seed=21), now=0.0)
+    again = SimulatedPen(SimConfig(seed=21), now=0.0)
+    assert again.boot_id != first.boot_id
+    assert again.identity.serial == first.identity.serial
+
+
+def test_boot_ids_are_repeatable_only_when_a_test_asks() -> None:
+    first = SimulatedPen(SimConfig(seed=21, boot_seed=5), now=1000.0)
+    again = SimulatedPen(SimConfig(seed=21, boot_seed=5), now=2000.0)
+    other = SimulatedPen(SimConfig(seed=21, boot_seed=6), now=1000.0)
+    assert first.boot_id == again.boot_id != other.boot_id
+    boots = [first.boot_id]
+    for t in (1001.0, 1002.0):
+        first.power_cycle(t)
+        again.power_cycle(t + 1000.0)
+        assert first.boot_id == again.boot_id
+        boots.append(first.boot_id)
+    assert len(set(boots)) == 3  # each power cycle a new boot id
+    assert SimConfig.from_query("boot_seed=5&seed=21") == SimConfig(seed=21, boot_seed=5)
 
 
 def test_reading_the_disconnect_parameter_while_connected_is_zero_not_a_crash() -> None:

@@ -188,7 +188,7 @@ class Checked:
     chunks=st.lists(st.tuples(st.binary(max_size=120), st.floats(0.0, 0.2)), max_size=30),
 )
 def test_random_bytes_never_break_the_pen(seed: int, chunks: list[tuple[bytes, float]]) -> None:
-    pen = SimulatedPen(SimConfig(seed=seed), now=0.0)
+    pen = SimulatedPen(SimConfig(seed=seed, boot_seed=seed), now=0.0)
     now = 0.0
     for data, dt in chunks:
         now += dt
@@ -206,7 +206,7 @@ def test_random_bytes_never_break_the_pen(seed: int, chunks: list[tuple[bytes, f
 def test_random_payloads_in_valid_frames_never_break_the_pen(
     seed: int, payloads: list[bytes]
 ) -> None:
-    checked = Checked(SimulatedPen(SimConfig(seed=seed), now=0.0))
+    checked = Checked(SimulatedPen(SimConfig(seed=seed, boot_seed=seed), now=0.0))
     checked.connect()
     checked.run_for(0.02)
     for payload in payloads:
@@ -256,7 +256,9 @@ class HostilePen(RuleBasedStateMachine):
         cartridge=st.sampled_from([True, True, True, False]),
     )
     def boot(self, seed: int, calibration: str, cartridge: bool) -> None:
-        config = SimConfig(seed=seed, calibration=calibration, cartridge=cartridge)
+        config = SimConfig(
+            seed=seed, calibration=calibration, cartridge=cartridge, boot_seed=seed
+        )  # boot ids too must be repeatable for hypothesis to replay an example
         self.checked = Checked(SimulatedPen(config, now=0.0))
         self.checked.connect()
         self.checked.run_for(0.02)
@@ -386,6 +388,8 @@ class HostilePen(RuleBasedStateMachine):
     @rule(reboot=st.booleans(), dry=st.booleans(), area=st.sampled_from(list(L.Area)))
     def fluid_in_the_handpiece(self, reboot: bool, dry: bool, area: L.Area) -> None:
         checked = self.checked
+        if checked.pen.cartridge is not None:  # retired for good, whatever comes next
+            checked.retired.add(checked.pen.cartridge.cartridge_id)
         checked.pen.set_param(SimParam.FLUID_INGRESS, 1, checked.now)
         checked.run_for(0.01)
         if reboot:
