@@ -14,7 +14,7 @@ from rich.table import Table
 from micropen.host import Pen
 from micropen.host.errors import SafetyLimitError
 from micropen.host.safety import NOMINAL_PEN, check_depth, check_rate, check_run, resolve_area
-from micropen.host.transports.discovery import discover
+from micropen.host.transports.discovery import scan
 from micropen.protocol.messages import Identity, RunReport, Status, Telemetry
 
 from .common import JsonOption, PenOption, connected, emit_json, errors_to_exit, fail
@@ -41,12 +41,15 @@ def status_dict(pen: Pen, status: Status) -> dict[str, Any]:
 
 def pens(as_json: JsonOption = False) -> None:
     """List attached pens (USB and serial) and the built-in simulator."""
-    found = discover()
-    rows = [{"url": url, "kind": "pen"} for url in found]
+    found = scan()
+    rows = [{"url": url, "kind": "pen"} for url in found.urls]
     rows.append({"url": "sim://", "kind": "simulator (built in)"})
+    usb_error = None if found.usb_error is None else str(found.usb_error)
     if as_json:
-        emit_json({"pens": rows})
+        emit_json({"pens": rows, "usb_error": usb_error})
         return
+    if usb_error is not None:  # the list may be incomplete: say why, and what to do
+        Console(stderr=True).print(f"[yellow]warning:[/] {usb_error}", highlight=False)
     table = Table(title="pens")
     table.add_column("url")
     table.add_column("kind")
