@@ -59,6 +59,7 @@ from micropen.protocol.messages import (
     PenState,
     Run,
     RunMode,
+    RunOutcome,
     RunReport,
     SetDepth,
     SetRate,
@@ -85,6 +86,7 @@ from .errors import (
     PenRefused,
     PenTimeout,
     RateDrift,
+    RunEndedElsewhere,
     SchemaMismatch,
 )
 from .ratewatch import Drift, RateWatch
@@ -146,6 +148,7 @@ class AsyncPen:
         command_timeout: float = 2.0,
         reconnect: bool = True,
         recorder: Any = None,
+        open_session: bool = True,
     ) -> None:
         self.transport = transport
         self.url = url
@@ -154,6 +157,11 @@ class AsyncPen:
         self.command_timeout = command_timeout
         self.reconnect_enabled = reconnect
         self.recorder = recorder
+        # Without a session the pen hands over no records (they stay on it for a host that can
+        # log them) and answers nothing from its reply cache: what a stop-only host uses when
+        # its log cannot be written. Stop and EmergencyStop need no session.
+        self.open_session = open_session
+        self._run_in_flight = False  # a Run was sent whose run id is not known yet
         self.identity: Identity | None = None
         self.last_status: Status | None = None
         self.telemetry_hz = 0  # as last set on the pen (from the handshake's status, then ours)
@@ -336,7 +344,8 @@ class AsyncPen:
         a session the pen hands nothing over, so nothing unrecorded is acknowledged: the pen
         keeps it for a host that can record it). Then fail for good."""
         try:
-            await self._one_session(False, self._stop_before_handshake())
+            if self.runs.active or self._run_in_flight:  # only a run of ours is ours to stop
+                await self._one_session(False, self._stop_before_handshake())
         except Exception:
             log.exception("could not stop %s", self.url)
         finally:
@@ -353,7 +362,10 @@ class AsyncPen:
 
     async def _stop_active_runs(self) -> None:
         """Closing while a run of ours is going: Stop (urgent), then wait for the pen's
-        report, so the log and the caller get the exact count. Bounded."""
+        report, so the log and the caller get the exact count. Bounded. Nothing is sent when
+        no run of ours is going: another host's run is not ours to stop."""
+        if not self.runs.active and not self._run_in_flight:
+            return
         with contextlib.suppress(MicropenError):
             await self._request(lambda c: Stop(c), urgent=True, timeout=STOP_TIMEOUT_S)
         for run_id in list(self.runs.active):
@@ -428,15 +440,20 @@ class AsyncPen:
         )
         rebooted = previous is not None and previous.boot_id != reply.boot_id
         if self.recorder is not None:  # ready to record before the pen hands anything over
-            self.recorder.on_connected(self, first)
-            if rebooted:
-                self.recorder.on_notification(
-                    ConnectionNotice("rebooted", f"boot {reply.boot_id:08x}")
-                )
-        opened = await self._request(
-            lambda c: OpenSession(c, self.session), handshake=True, timeout=HANDSHAKE_TIMEOUT
-        )
-        resumed = isinstance(opened, Ack) and opened.value == 1
+            try:
+                self.recorder.on_connected(self, first)
+                if rebooted:
+                    self.recorder.on_notification(
+                        ConnectionNotice("rebooted", f"boot {reply.boot_id:08x}")
+                    )
+            except MicropenError as exc:  # no session opened: the pen keeps its records
+                raise _NotRecorded("the treatment log failed", exc) from exc
+        resumed = False
+        if self.open_session:
+            opened = await self._request(
+                lambda c: OpenSession(c, self.session), handshake=True, timeout=HANDSHAKE_TIMEOUT
+            )
+            resumed = isinstance(opened, Ack) and opened.value == 1
         status = await self._request(
             lambda c: GetStatus(c), handshake=True, timeout=HANDSHAKE_TIMEOUT
         )
@@ -455,6 +472,7 @@ class AsyncPen:
             )
         if not first:
             self._resend_pending(resumed, rebooted)
+            self._runs_ended_elsewhere(status)
         if not first:
             self.counters["reconnects"] += 1
             self._notify(ConnectionNotice("reconnected", self.transport.description))
@@ -647,6 +665,27 @@ class AsyncPen:
             raise PenRefused(type(message).__name__, reply)
         return reply
 
+    def _runs_ended_elsewhere(self, status: Status) -> None:
+        """After a reconnect the pen has handed this session every record it still held
+        (before answering the handshake's GetStatus). A run of ours that is over by the pen's
+        status and was not reported here was reported to another host session (the link was
+        taken over meanwhile): its waiters get the pen's own count instead of waiting for ever."""
+        for run_id in list(self.runs.active):
+            if status.run_id == run_id and status.run_outcome is RunOutcome.ACTIVE:
+                continue
+            strokes = status.run_strokes if status.run_id == run_id else None
+            outcome = status.run_outcome.name.lower() if status.run_id == run_id else "ended"
+            count = f"after {strokes} strokes " if strokes is not None else ""
+            self.runs.fail_active(
+                RunEndedElsewhere(
+                    f"run {run_id} ended ({outcome}) {count}while another host had the link; "
+                    "that host received and logged its report — see micropen log list",
+                    run_id,
+                    strokes,
+                ),
+                only=run_id,
+            )
+
     async def _wait_ready(self, timeout: float) -> None:
         try:
             async with asyncio.timeout(timeout):
@@ -716,6 +755,7 @@ class AsyncPen:
         identity = self._require_identity()
         safety.check_depth(status.depth_set_um / 1000, identity, profile, override)
         safety.check_rate(status.rate_set_sps, identity, profile)
+        self._run_in_flight = True
         try:
             ack = await self._expect(
                 lambda c: Run(c, int(profile.area), mode, count, duration_ms), Ack
@@ -723,7 +763,11 @@ class AsyncPen:
             run_id = ack.value
         except (PenTimeout, OutcomeUnknown) as unknown:
             run_id = await self._resolve_run(status, unknown)
+        except PenRefused:
+            self._run_in_flight = False  # refused: nothing runs
+            raise
         self.runs.started(run_id)
+        self._run_in_flight = False
         if self.recorder is not None:
             lot = (await self.cartridge()).lot
             self.recorder.on_run_started(
@@ -748,6 +792,7 @@ class AsyncPen:
         if now.boot_id == before.boot_id and now.run_id not in (0, before.run_id):
             log.warning("Run went unanswered but the pen started run %d: adopting it", now.run_id)
             return now.run_id
+        self._run_in_flight = False  # it did not start: nothing of ours to stop
         raise PenTimeout(
             f"the pen did not answer Run and its status shows no new run (still run "
             f"{now.run_id}): the run did not start — {unknown}"

@@ -16,6 +16,7 @@
         ├── OutcomeUnknown                           a command may or may not have executed
         ├── PenNotReady                              the pen's own status forbids a run now
         ├── RateDrift                                the host stopped a run: stroke rate off
+        ├── RunEndedElsewhere                        another host session received the report
         └── PenRebooted                              the pen restarted under a pending command
 """
 
@@ -36,6 +37,7 @@ __all__ = [
     "PenTimeout",
     "PenURLError",
     "RateDrift",
+    "RunEndedElsewhere",
     "SafetyLimitError",
     "SchemaMismatch",
     "TransportError",
@@ -121,3 +123,12 @@ class RateDrift(HostError):
     def __init__(self, message: str, report: object) -> None:
         super().__init__(message)
         self.report = report
+
+
+class RunEndedElsewhere(HostError):
+    """A run of ours ended while another host had the link, and that host received its report
+    (and logged it); ``strokes`` is the pen's own count from its status, when it has one."""
+
+    def __init__(self, message: str, run_id: int, strokes: int | None) -> None:
+        super().__init__(message)
+        self.run_id, self.strokes = run_id, strokes

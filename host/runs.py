@@ -47,12 +47,14 @@ class RunBook:
         self.last_report = report
         self._waiter(run_id).set()
 
-    def fail_active(self, error: BaseException) -> None:
-        """The reports of the active runs cannot reach this connection: wake their waiters."""
-        for run_id in list(self.active):
-            self._errors[run_id] = error
-            self._waiter(run_id).set()
-        self.active.clear()
+    def fail_active(self, error: BaseException, only: int | None = None) -> None:
+        """The reports of the active runs (or of run ``only``) cannot reach this connection:
+        wake their waiters with ``error``."""
+        for run_id in [only] if only is not None else list(self.active):
+            if run_id in self.active:
+                self._errors[run_id] = error
+                self._waiter(run_id).set()
+                self.active.discard(run_id)
 
     def report(self, run_id: int) -> RunReport | None:
         return self._reports.get(run_id)

@@ -14,7 +14,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from urllib.parse import parse_qsl, urlsplit
+from urllib.parse import SplitResult, parse_qsl, urlsplit
 
 from .errors import PenURLError
 
@@ -60,6 +60,7 @@ def parse_pen_url(text: str) -> PenURL:
     if scheme in ("socket", "rfc2217"):
         if not parts.netloc:
             raise PenURLError(f"{text!r} needs host:port, e.g. {scheme}://127.0.0.1:5000")
+        _check_port(text, parts)
         return PenURL(scheme, parts.netloc, options, text)
     return PenURL(scheme, parts.netloc, options, text)  # sim: options checked by SimConfig
 
@@ -70,3 +71,12 @@ def _check_options(text: str, options: dict[str, str], valid: set[str]) -> None:
         raise PenURLError(
             f"unknown option {unknown[0]!r} in pen URL {text!r}; valid: {', '.join(sorted(valid))}"
         )
+
+
+def _check_port(text: str, parts: SplitResult) -> None:
+    try:
+        port = parts.port
+    except ValueError:
+        port = -1
+    if port is None or not 1 <= port <= 65535:
+        raise PenURLError(f"{text!r}: the port must be a number from 1 to 65535")

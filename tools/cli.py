@@ -8,6 +8,7 @@ one-line message naming the value, the limit and the fix; nothing is sent to the
 from __future__ import annotations
 
 import signal
+import sys
 import threading
 from types import FrameType
 
@@ -28,6 +29,7 @@ app.command()(pen_cli.status)
 app.command()(pen_cli.run)
 app.command()(pen_cli.stop)
 app.command()(pen_cli.estop)
+app.command("clear-fault")(pen_cli.clear_fault)
 app.command()(pen_cli.monitor)
 app.add_typer(log_cli.app, name="log")
 app.add_typer(cal_cli.calibrate_app, name="calibrate")
@@ -50,7 +52,11 @@ def _terminate(signum: int, frame: FrameType | None) -> None:
 def main() -> None:
     if threading.current_thread() is threading.main_thread():
         signal.signal(signal.SIGTERM, _terminate)
-    app()
+    try:
+        app()
+    except KeyboardInterrupt as interrupt:  # before or after a command's own handling
+        sys.stderr.write("interrupted\n")
+        raise SystemExit(143 if isinstance(interrupt, Terminated) else 130) from None
 
 
 if __name__ == "__main__":

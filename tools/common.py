@@ -14,6 +14,7 @@ from rich.console import Console
 from micropen.host import Pen, open_pen
 from micropen.host.calibration.due import DueState, check_due
 from micropen.host.errors import InvalidInput
+from micropen.host.treatment_log import TreatmentLogError
 from micropen.protocol.errors import LocalProtocolError, MicropenError
 
 PenOption = Annotated[
@@ -46,10 +47,26 @@ def errors_to_exit() -> Iterator[None]:
 
 
 @contextmanager
-def connected(url: str, *, quiet: bool = False, **options: Any) -> Iterator[Pen]:
-    """Open a pen (telling the user when `auto` fell back to the simulator)."""
+def connected(
+    url: str, *, quiet: bool = False, stop_only: bool = False, **options: Any
+) -> Iterator[Pen]:
+    """Open a pen (telling the user when `auto` fell back to the simulator).
+
+    ``stop_only``: a command that stops the pen must work even when the treatment log cannot
+    be written; it then connects without a session (the pen hands over nothing, so nothing
+    goes unrecorded: it keeps its records for a host that can log them), with a warning."""
     with errors_to_exit():
-        pen = open_pen(url, **options)
+        try:
+            pen = open_pen(url, **options)
+        except TreatmentLogError as exc:
+            if not stop_only:
+                raise
+            err_console.print(
+                f"[bold yellow]warning:[/] {exc}\nstopping the pen anyway, without a log "
+                "session: the pen keeps its records for a host that can log them",
+                highlight=False,
+            )
+            pen = open_pen(url, log=False, open_session=False)
     try:
         if pen.is_simulated and not quiet:
             err_console.print(

@@ -15,7 +15,7 @@ from micropen.host import Pen
 from micropen.host.errors import SafetyLimitError
 from micropen.host.safety import NOMINAL_PEN, check_depth, check_rate, check_run, resolve_area
 from micropen.host.transports.discovery import scan
-from micropen.protocol.messages import Identity, RunReport, Status, Telemetry
+from micropen.protocol.messages import Identity, PenState, RunReport, Status, Telemetry
 
 from .common import JsonOption, PenOption, connected, emit_json, errors_to_exit, fail
 
@@ -119,7 +119,7 @@ def _interrupted(pen: Pen, interrupt: KeyboardInterrupt, as_json: bool) -> NoRet
     report = pen.async_pen.runs.last_report
     code = 143 if type(interrupt).__name__ == "Terminated" else 130
     if report is None:
-        message = "interrupted before a run started; the pen was sent Stop"
+        message = "interrupted; no run of this command reported — micropen status shows the pen"
         result: dict[str, Any] = {"outcome": "interrupted"}
     else:
         message = (
@@ -186,7 +186,7 @@ def _run_with_progress(
 
 def stop(pen_url: PenOption = "auto", as_json: JsonOption = False) -> None:
     """Stop needling (needles retract)."""
-    with connected(pen_url, quiet=as_json) as pen:
+    with connected(pen_url, quiet=as_json, stop_only=True) as pen:
         pen.stop()
         data = status_dict(pen, pen.status())
     _done("stopped", data, as_json)
@@ -194,10 +194,27 @@ def stop(pen_url: PenOption = "auto", as_json: JsonOption = False) -> None:
 
 def estop(pen_url: PenOption = "auto", as_json: JsonOption = False) -> None:
     """Emergency stop: motor off, needles home, fault latched until cleared."""
-    with connected(pen_url, quiet=as_json) as pen:
+    with connected(pen_url, quiet=as_json, stop_only=True) as pen:
         pen.emergency_stop()
         data = status_dict(pen, pen.status())
     _done("emergency stop", data, as_json)
+
+
+def clear_fault(pen_url: PenOption = "auto", as_json: JsonOption = False) -> None:
+    """Clear a latched fault once its cause is gone (the pen refuses while it stands)."""
+    with connected(pen_url, quiet=as_json) as pen:
+        before = pen.status()
+        latched = before.fault.name.lower() if before.state is PenState.FAULT else None
+        if latched is not None:
+            pen.clear_fault()
+        data = status_dict(pen, pen.status())
+    data["cleared"] = latched
+    if as_json:
+        emit_json(data)
+    elif latched is None:
+        console.print(f"no fault latched: pen {data['serial']} is {data['state']}")
+    else:
+        console.print(f"cleared the {latched} fault: pen {data['serial']} is {data['state']}")
 
 
 def _done(what: str, data: dict[str, Any], as_json: bool) -> None:
@@ -266,4 +283,13 @@ def _telemetry_table(s: Telemetry) -> Table:
     return table
 
 
-__all__ = ["SafetyLimitError", "estop", "monitor", "pens", "run", "status", "stop"]
+__all__ = [
+    "SafetyLimitError",
+    "clear_fault",
+    "estop",
+    "monitor",
+    "pens",
+    "run",
+    "status",
+    "stop",
+]

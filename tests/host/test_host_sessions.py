@@ -20,11 +20,14 @@ from micropen.host.errors import (
     DifferentPen,
     HostError,
     OutcomeUnknown,
+    PenNotReady,
     PenRebooted,
+    RunEndedElsewhere,
 )
 from micropen.host.recorder import SessionRecorder
 from micropen.host.transports.sim import SimTransport
 from micropen.host.treatment_log import LogNotWritable, TreatmentLog
+from micropen.protocol import limits as L
 from micropen.protocol.messages import (
     Ack,
     Identity,
@@ -35,6 +38,7 @@ from micropen.protocol.messages import (
     RunReport,
     SimParam,
     Status,
+    Stop,
 )
 from micropen.sim.pen import SimConfig, SimulatedPen
 
@@ -259,3 +263,37 @@ async def test_bad_frames_are_counted_but_logged_rarely(caplog: pytest.LogCaptur
                 pen._count_bad_message("CRC mismatch")
         assert pen.counters["bad_messages"] == 500
         assert len([r for r in caplog.records if "bad message" in r.getMessage()]) == 1
+
+
+# ------------------------------------------------------------------ found by the review
+async def test_a_refused_run_does_not_stop_a_run_that_is_not_ours() -> None:
+    """A second `micropen run` refused because the pen was busy used to send Stop on its way
+    out, stopping the other host's treatment."""
+    async with await AsyncPen.open("sim://?seed=3", log=False) as pen:
+        await pen.set_depth(0.5)
+        await pen.set_rate(90)
+        other = await pen.request(lambda c: Run(c, int(L.Area.FOREHEAD), RunMode.DURATION, 0, 5000))
+        assert isinstance(other, Ack)  # a run this connection did not start through run()
+        with pytest.raises(PenNotReady, match="running"):
+            await pen.run(depth_mm=0.5, rate_sps=90, area="forehead", strokes=10)
+        assert _sim(pen).pen.state is PenState.RUNNING
+
+
+async def test_a_run_reported_to_another_host_ends_the_wait_with_the_pens_count() -> None:
+    """While the link was taken over, the run ended and another host received its report:
+    the wait ends with the pen's own count instead of never."""
+    async with await AsyncPen.open("sim://?seed=3", log=False, command_timeout=5) as pen:
+        run = asyncio.create_task(pen.run(depth_mm=0.5, rate_sps=90, area="forehead", seconds=10))
+        while not pen.runs.active:
+            await asyncio.sleep(0.01)
+        transport = _sim(pen)
+        _pull_the_cable(transport, 1000)
+        with transport._lock:  # meanwhile another host stops the run and takes the report
+            firmware = transport.pen.firmware
+            firmware._on_stop(Stop(1), transport.now())
+            firmware.link.take_unsent()
+            firmware._held.clear()
+            strokes = firmware.run.strokes
+        async with asyncio.timeout(10):
+            with pytest.raises(RunEndedElsewhere, match=f"stopped\\) after {strokes} strokes"):
+                await run

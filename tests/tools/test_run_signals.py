@@ -96,3 +96,33 @@ def test_an_interrupted_run_stops_the_pen_and_reports_its_count(
     with sqlite3.connect(db) as conn:
         [(strokes, outcome)] = conn.execute("SELECT strokes, outcome FROM runs").fetchall()
     assert (strokes, outcome) == (printed, "STOPPED")
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("command", ["stop", "estop"])
+def test_stop_and_estop_work_when_the_log_cannot_be_written(
+    served_pen: str, command: str, tmp_path: Path
+) -> None:
+    """Hazard 2: the commands that stop the pen must not depend on the treatment log. Here the
+    log's path is a folder (SQLite cannot open it); the command warns and stops the pen. (Over
+    TCP only: a serial port is opened by one host at a time, and this test's own host holds
+    the pty.)"""
+    if not served_pen.startswith("socket://"):
+        pytest.skip("a pty is held exclusively by the test's own host")
+    with open_pen(served_pen, log=False) as pen:
+        pen.set_depth(0.5)
+        pen.set_rate(90)
+        run_id = pen.start_run(area="forehead", seconds=20)
+        assert pen.status().state is PenState.RUNNING
+        broken = tmp_path / "broken-home"
+        (broken / "treatment.sqlite").mkdir(parents=True)
+        done = subprocess.run(
+            [sys.executable, "-m", "micropen.tools.cli", command, "--pen", served_pen],
+            capture_output=True, text=True, timeout=60,
+            env={**os.environ, "MICROPEN_HOME": str(broken)},
+        )  # fmt: skip
+        assert done.returncode == 0, done.stderr
+        assert "stopping the pen anyway" in done.stderr
+        report = pen.wait_run_end(run_id, timeout=10)
+    expected = RunOutcome.STOPPED if command == "stop" else RunOutcome.EMERGENCY_STOP
+    assert report.outcome is expected
