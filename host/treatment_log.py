@@ -308,8 +308,13 @@ def _user_version(conn: sqlite3.Connection) -> int:
 
 
 def _apply_one(conn: sqlite3.Connection, step: Migration) -> None:
+    """One step in one write transaction. The version is read again inside it: two processes
+    opening a new log at once (two bench tools, two test workers) must not both apply it."""
     conn.execute("BEGIN IMMEDIATE")
     try:
+        if _user_version(conn) >= step.version:
+            conn.execute("COMMIT")
+            return
         for statement in step.statements:
             conn.execute(statement)
         conn.execute(f"PRAGMA user_version = {int(step.version)}")
@@ -491,7 +496,7 @@ class TreatmentLog:
         conn.execute("PRAGMA foreign_keys = ON")
         conn.execute("PRAGMA fullfsync = ON")  # macOS: flush the drive cache, not just the OS
         conn.execute("PRAGMA checkpoint_fullfsync = ON")
-        mode = str(conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]).lower()
+        mode = _enable_wal(conn)
         if mode not in ("wal", "memory"):
             raise TreatmentLogError(
                 f"treatment log {self.path} cannot use WAL journalling (got {mode!r}); put the "
@@ -1191,3 +1196,16 @@ def _on_read_only_mount(folder: Path) -> bool:
         return bool(os.statvfs(folder).f_flag & os.ST_RDONLY)
     except OSError:
         return False
+
+
+def _enable_wal(conn: sqlite3.Connection, attempts: int = 100) -> str:
+    """Switch to WAL. On a brand-new file another process may be doing the same at the same
+    instant, and SQLite answers that switch with 'locked' at once (no busy wait): retry."""
+    for _ in range(attempts - 1):
+        try:
+            return str(conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]).lower()
+        except sqlite3.OperationalError as exc:
+            if "locked" not in str(exc):
+                raise
+            time.sleep(0.02)
+    return str(conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]).lower()

@@ -39,7 +39,7 @@ def test_wheel_contains_every_module(tmp_path: Path) -> None:
     assert not any(n.startswith("micropen/__init__") for n in names), "micropen is a namespace"
     entry_points = next(n for n in names if n.endswith("entry_points.txt"))
     assert (
-        "micropen = micropen.tools.cli:main" in zipfile.ZipFile(wheel).read(entry_points).decode()
+        "micropen = micropen.tools.entry:main" in zipfile.ZipFile(wheel).read(entry_points).decode()
     )
 
 

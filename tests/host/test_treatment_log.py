@@ -850,3 +850,27 @@ def test_check_finds_rows_pointing_at_missing_sessions(tmp_path: Path) -> None:
     conn.close()
     with TreatmentLog(path) as log, pytest.raises(TreatmentLogError, match="1 rows pointing"):
         log.check()
+
+
+def _open_at_once(path: str, barrier: Any) -> None:
+    barrier.wait()
+    TreatmentLog(path).close()
+
+
+def test_processes_creating_one_new_log_at_once_all_open_it(tmp_path: Path) -> None:
+    """Two bench tools (or two test workers) opening a log that does not exist yet: each opens
+    it; before, one failed with 'table sessions already exists' or 'database is locked'."""
+    import multiprocessing
+
+    ctx = multiprocessing.get_context("spawn")
+    for attempt in range(3):
+        path = str(tmp_path / f"log{attempt}.sqlite")
+        barrier = ctx.Barrier(4)
+        procs = [ctx.Process(target=_open_at_once, args=(path, barrier)) for _ in range(4)]
+        for p in procs:
+            p.start()
+        for p in procs:
+            p.join(60)
+        assert [p.exitcode for p in procs] == [0, 0, 0, 0]
+        with TreatmentLog(path) as log:
+            assert log.schema_version == SCHEMA_VERSION
