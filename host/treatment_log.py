@@ -1154,7 +1154,7 @@ def _storage_error(path: str, what: str, exc: sqlite3.Error) -> TreatmentLogErro
     for prefix, fix in _NOT_WRITABLE.items():
         if name.startswith(prefix):
             return LogNotWritable(
-                f"cannot write the treatment log {path} ({what} is NOT stored): {fix}, then "
+                f"cannot write the treatment log {path} (not stored: {what}): {fix}, then "
                 "connect again — the pen keeps what it has not handed over"
             )
     return TreatmentLogError(

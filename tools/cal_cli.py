@@ -213,7 +213,7 @@ async def _calibrate_pen(
         identity, status = pen.identity, await pen.status()
         assert identity is not None
         if pen.is_simulated:
-            err.print(f"[yellow]notice:[/] {pen.url} is the built-in SIMULATOR, not a real pen")
+            err.print(f"[yellow]notice:[/] {pen.url} is a SIMULATOR, not a real pen")
         if not quiet:
             err.print(
                 f"pen {identity.serial} ({identity.model}, firmware {identity.firmware_major}."

@@ -70,7 +70,7 @@ def connected(
     try:
         if pen.is_simulated and not quiet:
             err_console.print(
-                f"[yellow]notice:[/] {pen.url} is the built-in SIMULATOR, not a real pen",
+                f"[yellow]notice:[/] {pen.url} is a SIMULATOR, not a real pen",
                 highlight=False,
             )
         warn_if_calibration_due(pen)
