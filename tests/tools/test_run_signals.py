@@ -126,3 +126,23 @@ def test_stop_and_estop_work_when_the_log_cannot_be_written(
         report = pen.wait_run_end(run_id, timeout=10)
     expected = RunOutcome.STOPPED if command == "stop" else RunOutcome.EMERGENCY_STOP
     assert report.outcome is expected
+
+
+@pytest.mark.slow
+def test_a_script_that_forgets_close_exits_and_leaves_the_pen_stopped(served_pen: str) -> None:
+    """Before: the loop thread kept the process alive for ever and the pen ran on until its
+    watchdog latched a fault. Now the process exits and the pen is stopped by the host."""
+    script = (
+        "from micropen.host import open_pen\n"
+        f"pen = open_pen({served_pen!r}, log=False)\n"
+        "pen.set_depth(0.5); pen.set_rate(90)\n"
+        "pen.start_run(area='forehead', seconds=20)\n"
+        "print('started', flush=True)\n"  # and the script ends without pen.close()
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, timeout=30
+    )
+    assert done.returncode == 0 and "started" in done.stdout, done.stderr
+    with open_pen(served_pen, log=False) as pen:
+        status = pen.status()
+    assert status.fault is FaultCode.NONE and status.run_outcome is RunOutcome.STOPPED
