@@ -44,7 +44,7 @@ def check_can_run(status: Status) -> None:
         )
     if status.battery_mv < L.BATTERY_START_MIN_MV:
         raise PenNotReady(
-            f"battery {status.battery_mv / 1000:.2f} V is below the "
+            f"battery {status.battery_mv / 1000:.3f} V is below the "
             f"{L.BATTERY_START_MIN_MV / 1000:.2f} V needed to start a run; charge the pen"
         )
     if status.temperature_dc > L.TEMP_LIMIT_DC:

@@ -115,6 +115,19 @@ class AreaProfile:
     override_max_um: int  # reachable only with the soft-cap override; == max_um when none
     levels: tuple[int, int]  # allowed speed levels, inclusive, 1-based
 
+    def __post_init__(self) -> None:
+        """Profiles ship as editable data: an edit that breaks their order is refused here,
+        not discovered as a wrong limit at the pen."""
+        lo, hi = self.levels
+        if not 1 <= lo <= hi <= len(RATE_LEVELS_SPS):
+            raise ValueError(f"{self.area.name}: speed levels {self.levels} outside 1..6")
+        depths = (DEPTH_MIN_UM, self.default_um, self.max_um, self.override_max_um, DEPTH_MAX_UM)
+        if list(depths) != sorted(depths):
+            raise ValueError(
+                f"{self.area.name}: depths must rise: minimum ≤ default ≤ max ≤ override max ≤ "
+                f"pen max (µm), got {depths}"
+            )
+
     @property
     def name(self) -> str:
         return self.area.name.lower()

@@ -72,3 +72,12 @@ def test_area_profile_states_the_spec(area: L.Area) -> None:
     assert profile.depth_limit_um(True) == round(override * 1000)
     first, last = levels
     assert profile.allowed_rates() == tuple(L.RATE_LEVELS_SPS[first - 1 : last])
+
+
+def test_an_edited_profile_that_breaks_its_order_is_refused() -> None:
+    """Profiles are editable data; an edit with levels outside 1..6, or an override maximum
+    below the plain maximum, is refused when the profile is made."""
+    with pytest.raises(ValueError, match="speed levels"):
+        L.AreaProfile(A.NECK, "neck", 500, 1000, 1000, (0, 3))
+    with pytest.raises(ValueError, match="depths must rise"):
+        L.AreaProfile(A.NECK, "neck", 500, 1000, 900, (1, 3))
