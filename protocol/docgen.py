@@ -23,7 +23,7 @@ from enum import Enum, IntEnum, IntFlag
 from pathlib import Path
 
 from . import framing, limits, link, messages
-from .framing import HEADER, MAX_RAW_FRAME, MAX_WIRE_FRAME, encode_frame
+from .framing import HEADER, MAX_RAW_FRAME, MAX_WIRE_FRAME, SACK, encode_frame
 from .link import TRANSITIONS, Flag, Link, LinkState, Role
 from .schema import MAX_BODY, REGISTRY, Field, Kind, Message, schema_hash
 
@@ -46,11 +46,15 @@ _FLAG_TEXT = {
     Flag.SYNACK: "pen accepts the link opened by SYN",
     Flag.RST: "pen does not know the frame's epoch; the host must open a new link",
     Flag.URGENT: "deliver on arrival, even before earlier sequence numbers",
+    Flag.SACK: "with ACK: the `sack` bitmap follows the header. In SYN and SYNACK (no bitmap): "
+    "the sender reads SACK bitmaps and DATAGRAM frames",
+    Flag.DATAGRAM: "the frame carries a message outside the sequence of DATA frames: never "
+    "acknowledged or sent again; `seq` is the datagram's own number",
 }
 _HEADER_FIELDS = (
     ("flags", "bit set below"),
     ("epoch", "link number drawn by the host at each connect; 0 before the first"),
-    ("seq", "sequence number of a DATA frame (mod 2^16)"),
+    ("seq", "sequence number of a DATA frame, or number of a DATAGRAM (each mod 2^16)"),
     ("ack", "next sequence number the sender expects (cumulative)"),
 )
 _LINK_PARAMETERS = {
@@ -61,7 +65,8 @@ _LINK_PARAMETERS = {
     "max_retries": "timeouts in a row without progress before a host declares the link lost",
     "liveness_timeout": "host only: silence from the pen for this long closes the link (s)",
     "max_backlog": "messages waiting beyond the window before send() refuses more",
-    "ack_delay": "how long a receiver may hold an ack hoping to carry it on data (s)",
+    "ack_delay": "how long a receiver may hold an in-order ack hoping to carry it on data (s)",
+    "sack": "offer SACK and datagrams in SYN/SYNACK (False: behave as a peer without them)",
     "rng": "source of the host's epochs",
 }
 
@@ -150,8 +155,9 @@ def _intro() -> list[str]:
         "1. **Messages** (`schema.py`, `messages.py`): fixed little-endian layouts, no padding, "
         "one id byte then the body. Every value is range-checked when a message is built "
         "(`LocalProtocolError`) and when it is decoded (`RemoteProtocolError`).",
-        "2. **Link** (`link.py`): numbers data frames, acknowledges, retransmits and delivers "
-        "each message exactly once and in order per epoch, in both directions.",
+        "2. **Link** (`link.py`): numbers data frames, acknowledges (selectively), retransmits "
+        "and delivers each message exactly once and in order per epoch, in both directions; "
+        "datagrams (telemetry) go once, outside that order, and are never waited for.",
         "3. **Framing** (`framing.py`): header, message and CRC-32, COBS-stuffed between `0x00` "
         "delimiters, so a receiver resynchronises at the next delimiter after any garbage.",
         "",
@@ -221,7 +227,19 @@ def _frame_section() -> list[str]:
         size = struct.calcsize("<" + code)
         rows.append((offset, name, f"u{8 * size}", size, meaning))
         offset += size
-    rows.append((offset, "message", "id u8 + body", f"1–{1 + MAX_BODY}", "absent in control"))
+    sack_meaning = (
+        "only with flag SACK (never in SYN/SYNACK): bit i set = the frame `ack` + 1 + i has arrived"
+    )
+    rows.append((offset, "sack", f"u{8 * SACK.size}", f"0 or {SACK.size}", sack_meaning))
+    rows.append(
+        (
+            f"{offset} or {offset + SACK.size}",
+            "message",
+            "id u8 + body",
+            f"1–{1 + MAX_BODY}",
+            "absent in control",
+        )
+    )
     rows.append(("end − 4", "crc", "u32", 4, "CRC-32 of everything before it"))
     lines += _table(("offset", "field", "type", "bytes", "meaning"), rows)
     lines += ["Flags:", ""]
@@ -249,15 +267,36 @@ def _framing_rules() -> list[str]:
         "`00 <cobs> 00`, so garbage before a frame never merges into it and a receiver that "
         "starts mid-stream resynchronises at the next `00`.",
         f"* **Sizes:** message body ≤ {MAX_BODY} bytes; raw frame (header to CRC) "
-        f"{framing.MIN_RAW_FRAME}–{MAX_RAW_FRAME} bytes; on the wire ≤ {MAX_WIRE_FRAME} bytes "
-        "with both delimiters. Longer pieces are discarded and counted, as are pieces that "
-        "fail COBS or the CRC; nothing a peer sends raises.",
+        f"{framing.MIN_RAW_FRAME}–{MAX_RAW_FRAME} bytes (a SACK bitmap included); on the wire "
+        f"≤ {MAX_WIRE_FRAME} bytes with both delimiters. Longer pieces are discarded and "
+        "counted, as are pieces that fail COBS or the CRC, and a frame flagged SACK too short "
+        "to hold its bitmap; nothing a peer sends raises.",
         "",
         f"Example: `Heartbeat(counter=1)` in a {flag_names} frame (flags 0x{flags:02X}), "
         "epoch 0x2A, seq 1, ack 0:",
         "",
         "```",
         f"message  {_hex(example)}",
+        f"wire     {_hex(wire)}",
+        "```",
+        "",
+        *_sack_example(),
+    ]
+
+
+def _sack_example() -> list[str]:
+    flags = Flag.ACK | Flag.SACK
+    held = (5, 6)  # the receiver expects 3; 4 is missing, 5 and 6 wait
+    ack = 3
+    bitmap = sum(1 << (seq - ack - 1) for seq in held)
+    wire = encode_frame(flags, 0x2A, 0, ack, SACK.pack(bitmap))
+    flag_names = "|".join(f.name or "" for f in Flag if f & flags)
+    return [
+        f"Example: a bare {flag_names} frame (flags 0x{flags:02X}), epoch 0x2A, ack {ack}, "
+        f"from a receiver that holds frames {held[0]} and {held[1]} but not {ack} and "
+        f"{ack + 1}: bitmap 0x{bitmap:08X}.",
+        "",
+        "```",
         f"wire     {_hex(wire)}",
         "```",
         "",
@@ -271,6 +310,12 @@ def _link_defaults() -> dict[str, object]:
         for name, p in signature.parameters.items()
         if p.default is not inspect.Parameter.empty
     }
+
+
+def _backlog_limit_text(limit: int) -> str:
+    if limit == 0:
+        return "any reliable message waits"
+    return f"more than {limit} reliable messages wait"
 
 
 def _link_section() -> list[str]:
@@ -287,24 +332,54 @@ def _link_section() -> list[str]:
         "command). A frame of any other epoch is stale and dropped. A pen that receives "
         "a data frame of an epoch it does not know (it restarted, or another host took over) "
         "answers RST in that epoch; the host reports `PeerReset` and closes.",
+        "* **Capabilities.** SYN and SYNACK carry the SACK flag when their sender reads SACK "
+        "bitmaps and DATAGRAM frames; a side sends neither to a peer whose handshake frame did "
+        "not carry it (an older pen or host, which never sets the flag and ignores it), so "
+        "both generations keep talking.",
         f"* **Acknowledgements** are cumulative: `ack` is the next sequence number expected. "
-        "They ride on data frames when there are some, otherwise go alone in an ACK frame. "
-        "A duplicate is acknowledged again, never delivered again; early frames wait for "
-        f"the gap (up to window + {link.URGENT_SLACK} ahead, beyond that they are dropped "
+        "They ride on data frames and datagrams when there are some, otherwise go alone in an "
+        "ACK frame. A duplicate is acknowledged again, never delivered again; early frames wait "
+        f"for the gap (up to window + {link.URGENT_SLACK} ahead, beyond that they are dropped "
         "and come again).",
+        f"* **Selective acknowledgements.** While a receiver holds frames beyond a gap, every "
+        f"frame carrying its ack also carries the {link.SACK_BITS}-bit `sack` bitmap (flag "
+        "SACK) naming them, and it acknowledges at once — on a gap, a duplicate, or the frame "
+        "that fills a gap — instead of waiting for `ack_delay`. A receiver never discards a "
+        "frame it has reported, so the sender never sends a SACKed frame again.",
         f"* **Window.** Up to `window` (default {d['window']}) data frames in flight; further "
         f"messages wait in a backlog of at most {d['max_backlog']}.",
-        "* **Retransmission** (RFC 6298): SRTT and RTTVAR from acknowledged frames, RTO = "
-        "SRTT + 4·RTTVAR clamped to [`rto_min`, `rto_max`], doubled at each timeout (when "
-        "every unacknowledged frame is sent again), Karn's rule (no RTT sample from a frame "
-        f"sent twice). Defaults: initial {d['rto_initial']} s, min {d['rto_min']} s, max "
-        f"{d['rto_max']} s. After `max_retries` (default {d['max_retries']}) timeouts without "
-        "progress a host declares the link lost (`LinkLost`); a pen keeps retransmitting at "
-        "`rto_max` until a new epoch. A new epoch starts from the RTO the measured RTT gives "
-        "(or `rto_initial` before any sample), not from the old epoch's backoff.",
+        "* **Fast retransmission.** A frame is sent again at once, without waiting for the "
+        "timer, when a frame sent after it (a later transmission) is acknowledged or SACKed: "
+        "the line keeps order, so it was lost (RACK, RFC 8985, with no reordering window; on a "
+        "line that reorders, the cost is a spare copy). With a peer that sends no SACK, the "
+        f"first unacknowledged frame is sent again after {link.DUPACK_THRESHOLD} duplicate "
+        "bare acks.",
+        "* **Retransmission timeout** (RFC 6298): SRTT and RTTVAR from frames sent once and "
+        "acknowledged or SACKed, RTO = SRTT + 4·RTTVAR clamped to [`rto_min`, `rto_max`], "
+        "doubled at each timeout, when the first unacknowledged frame and every frame not "
+        "SACKed are sent again; Karn's rule (no RTT sample from a frame sent twice). A new "
+        "sample collapses the backoff (RFC 6298 §5), so a link whose frames get through is "
+        f"not left at a backed-off RTO. Defaults: initial {d['rto_initial']} s, min "
+        f"{d['rto_min']} s, max {d['rto_max']} s. After `max_retries` (default "
+        f"{d['max_retries']}) timeouts without progress (an ack or SACK of something new) a "
+        "host declares the link lost (`LinkLost`); a pen keeps retransmitting at `rto_max` "
+        "until a new epoch. A new epoch starts from the RTO the measured RTT gives (or "
+        "`rto_initial` before any sample), not from the old epoch's backoff.",
         f"* **Urgent** messages (emergency stop) are sent at once, up to {link.URGENT_SLACK} "
         "beyond the window, and delivered on arrival even if earlier frames are missing; "
         "they are not delivered again when the gap fills.",
+        "* **Datagrams** (`send(…, reliable=False)`; the pen's `Telemetry`) go once in a "
+        "DATAGRAM frame: never acknowledged or sent again, not counted in the window, and "
+        "written after the reliable frames that are ready at the same moment, so a reply or "
+        "an event never waits behind one. The receiver delivers one (`MessageReceived`) if "
+        "its epoch is current and its number is later than every datagram delivered before: "
+        "at most once, in order, gaps allowed. A sender drops them (counted in "
+        "`datagrams_dropped`) while the link is not established, while "
+        f"{_backlog_limit_text(link.DATAGRAM_BACKLOG_LIMIT)} for room in the window (it "
+        "is full: the line is busy recovering and replies and records get all of it), and "
+        f"beyond {link.DATAGRAM_QUEUE_LIMIT} waiting to be written. To a peer without "
+        "datagrams they go as reliable messages while at most "
+        f"{link.DATAGRAM_FALLBACK_BACKLOG} messages wait for the window.",
         "* **Liveness.** A host with `liveness_timeout` set closes the link (`LinkLost`) when "
         "the pen has sent nothing for that long; heartbeats keep an idle link alive.",
         "* **Reconnect.** The host's `connect()` opens a new epoch and *returns* the messages "

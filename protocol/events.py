@@ -20,7 +20,9 @@ class Connected:
 @dataclass(frozen=True, slots=True)
 class MessageReceived:
     """A message arrived; the link delivers each one exactly once per epoch, in order
-    (an urgent one, such as an emergency stop, on arrival)."""
+    (an urgent one, such as an emergency stop, on arrival). A datagram (sent with
+    ``reliable=False``, such as telemetry) is delivered on arrival, at most once and never
+    after a later datagram; it may be lost and is never sent again."""
 
     message: Message
 

@@ -2,7 +2,10 @@
 
 Layout before stuffing (little-endian)::
 
-    flags u8 | epoch u8 | seq u16 | ack u16 | message (id u8 + body) | crc32 u32
+    flags u8 | epoch u8 | seq u16 | ack u16 | [sack u32] | message (id u8 + body) | crc32 u32
+
+The ``sack`` bitmap is there only when the frame's SACK flag is set (see ``link.py``); this
+module treats it as the first four bytes of the message, and sizes allow for it.
 
 * **COBS** (the C-backed ``cobs`` package) removes every 0x00 from the frame, so 0x00 only ever
   delimits. A receiver that starts mid-stream, or sees garbage, a truncated frame or a false
@@ -13,8 +16,8 @@ Layout before stuffing (little-endian)::
   of up to 32 bits; ``tests/protocol/test_crc.py`` proves this exhaustively for maximum-size
   frames rather than trusting this comment. The receiver checks the CRC residue
   (``crc32(frame) == 0x2144DF1C``) without slicing.
-* Maximum sizes: message body 240 bytes, raw frame 251 bytes, on the wire 254 bytes
-  (``MAX_WIRE_FRAME``). Larger pieces are discarded as garbage.
+* Maximum sizes: message body 240 bytes, raw frame 255 bytes with a SACK bitmap (251 without),
+  on the wire 259 bytes (``MAX_WIRE_FRAME``). Larger pieces are discarded as garbage.
 """
 
 from __future__ import annotations
@@ -32,16 +35,18 @@ __all__ = [
     "HEADER",
     "MAX_RAW_FRAME",
     "MAX_WIRE_FRAME",
+    "SACK",
     "FrameDecoder",
     "FramerStats",
     "encode_frame",
 ]
 
 HEADER = struct.Struct("<BBHH")  # flags, epoch, seq, ack
+SACK = struct.Struct("<I")  # selective-acknowledgement bitmap, right after HEADER (SACK flag)
 CRC = struct.Struct("<I")
 CRC_RESIDUE = 0x2144DF1C
 MIN_RAW_FRAME = HEADER.size + CRC.size
-MAX_RAW_FRAME = HEADER.size + 1 + MAX_BODY + CRC.size
+MAX_RAW_FRAME = HEADER.size + SACK.size + 1 + MAX_BODY + CRC.size
 MAX_STUFFED = MAX_RAW_FRAME + MAX_RAW_FRAME // 254 + 1  # longest COBS piece between delimiters
 MAX_WIRE_FRAME = MAX_STUFFED + 2  # and its two delimiters
 
@@ -57,6 +62,17 @@ def encode_frame(flags: int, epoch: int, seq: int, ack: int, message: bytes = b"
     raw = _pack_header(flags, epoch, seq, ack) + message
     stuffed: bytes = _cobs_encode(raw + _pack_crc(_crc32(raw)))
     return b"\0" + stuffed + b"\0"
+
+
+def _too_long(piece: bytes) -> bool:
+    """A COBS piece of MAX_STUFFED bytes holds MAX_RAW_FRAME bytes, or one more (COBS adds one
+    byte per 254 and the 255-byte frame crosses that line): only decoding tells which."""
+    if len(piece) > MAX_STUFFED:
+        return True
+    try:
+        return len(_cobs_decode(piece)) > MAX_RAW_FRAME
+    except cobs.DecodeError:
+        return False  # counted as a COBS failure by the caller
 
 
 @dataclass(slots=True)
@@ -97,7 +113,7 @@ class FrameDecoder:
         for piece in pieces:
             if not piece:
                 continue
-            if len(piece) > MAX_STUFFED:
+            if len(piece) >= MAX_STUFFED and _too_long(piece):
                 stats.oversize += 1
                 stats.bytes_discarded += len(piece)
                 continue

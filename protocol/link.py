@@ -10,10 +10,34 @@ What it guarantees, in both directions (pen-to-host events are never lost either
   receiver acknowledges cumulatively, buffers frames that arrive early, re-acknowledges
   duplicates and delivers each sequence number once. An *urgent* frame (emergency stop) is
   delivered on arrival even if earlier frames are still missing, and not again later.
+* **Selective acknowledgement.** While it holds frames beyond a gap, a receiver says which in
+  a 32-bit SACK bitmap after the cumulative ack (flag SACK), and acknowledges at once instead of
+  waiting for ``ack_delay``. The sender never sends a SACKed frame again, and *fast-retransmits*
+  a frame as soon as a frame it sent later is acknowledged or SACKed (the line is FIFO, so the
+  earlier one was lost: RACK, RFC 8985, without a reordering window), or, with a peer that
+  sends no SACK, at the third duplicate acknowledgement. Lost frames are repaired within one
+  round trip instead of at the retransmission timeout.
 * **Retransmission** per RFC 6298: SRTT/RTTVAR, RTO clamped to [rto_min, rto_max], doubled on
-  each timeout, Karn's rule (no RTT sample from a retransmitted frame). Up to ``window`` frames
+  each timeout, Karn's rule (no RTT sample from a retransmitted frame). SACKed frames give RTT
+  samples too, and a new sample collapses the backoff (RFC 6298 §5, the note after 5.7), so a
+  timeout does not leave the link at a backed-off RTO once frames get through. On a timeout the
+  first unacknowledged frame and every frame not SACKed are sent again. Up to ``window`` frames
   in flight; the rest wait in a backlog. After ``max_retries`` timeouts without progress the
   link is declared lost.
+* **Datagrams.** ``send(message, now, reliable=False)`` sends a message once, in a frame
+  outside the sequence of data frames (flag DATAGRAM): never acknowledged, retransmitted or
+  counted in the window, never ahead of a reliable frame (they go out after the reliable frames
+  of the same ``data_to_send``), delivered as an ordinary :class:`MessageReceived` if its epoch
+  is the receiver's. Its ``seq`` field numbers the datagrams of the epoch on their own, only so
+  that a receiver delivers none twice and none after a later one (copies and overtaken ones
+  are dropped and counted): at most once, in order, gaps allowed. Datagrams are dropped (and
+  counted) when the link is not established, when reliable messages wait for room in the
+  window (more than ``DATAGRAM_BACKLOG_LIMIT``: the window is full, the line is busy
+  recovering), or when ``DATAGRAM_QUEUE_LIMIT`` of them wait unsent. Telemetry uses them.
+* **Capabilities.** SYN and SYNACK carry the SACK flag when their sender understands SACK
+  bitmaps and datagrams. A side sends neither to a peer that did not say so: to such a peer
+  (an older pen or host) a datagram goes reliably, as before, unless more than
+  ``DATAGRAM_FALLBACK_BACKLOG`` messages wait for the window.
 * **Epochs.** The host opens a link with SYN carrying a fresh random epoch; the pen answers
   SYNACK. Frames of another epoch are stale and dropped; a pen that does not know the epoch of a
   data frame (it rebooted) answers RST so the host resynchronises instead of guessing.
@@ -37,13 +61,30 @@ from enum import Enum, IntFlag
 
 from .errors import LocalProtocolError, RemoteProtocolError
 from .events import BadMessage, Connected, LinkEvent, LinkLost, MessageReceived, PeerReset
-from .framing import HEADER, FrameDecoder, FramerStats, encode_frame
+from .framing import HEADER, SACK, FrameDecoder, FramerStats, encode_frame
 from .schema import Message, decode_message
 
-__all__ = ["TRANSITIONS", "Flag", "Link", "LinkState", "LinkStats", "Role"]
+__all__ = [
+    "DATAGRAM_BACKLOG_LIMIT",
+    "DATAGRAM_FALLBACK_BACKLOG",
+    "DATAGRAM_QUEUE_LIMIT",
+    "DUPACK_THRESHOLD",
+    "SACK_BITS",
+    "TRANSITIONS",
+    "Flag",
+    "Link",
+    "LinkState",
+    "LinkStats",
+    "Role",
+]
 
 SEQ_MOD = 1 << 16
 URGENT_SLACK = 4  # urgent frames may exceed the window by this much
+SACK_BITS = 8 * SACK.size  # a SACK bitmap covers the frames ack+1 .. ack+32
+DUPACK_THRESHOLD = 3  # duplicate acks (from a peer without SACK) that trigger a fast retransmit
+DATAGRAM_BACKLOG_LIMIT = 0  # datagrams are dropped while more messages wait for the window
+DATAGRAM_QUEUE_LIMIT = 256  # datagrams waiting for data_to_send() before new ones are dropped
+DATAGRAM_FALLBACK_BACKLOG = 64  # to a peer without datagrams: sent reliably up to this backlog
 
 
 class Flag(IntFlag):
@@ -53,10 +94,17 @@ class Flag(IntFlag):
     SYNACK = 0x08
     RST = 0x10
     URGENT = 0x20
+    SACK = 0x40
+    DATAGRAM = 0x80
 
 
 # plain ints for the per-frame path (IntFlag arithmetic costs a Python call per operation)
-_DATA, _ACK, _SYN, _SYNACK, _RST, _URGENT = (int(f) for f in Flag)
+_DATA, _ACK, _SYN, _SYNACK, _RST, _URGENT, _SACK, _DATAGRAM = (int(f) for f in Flag)
+_CARRIES = _DATA | _DATAGRAM  # frames with a message (an ack on one is not a "bare" ack)
+_HSIZE = HEADER.size
+_SACK_FRAME = HEADER.size + SACK.size + 4  # shortest frame that can hold a SACK bitmap
+_pack_sack = SACK.pack
+_unpack_sack = SACK.unpack_from
 
 
 class Role(Enum):
@@ -82,6 +130,13 @@ class _Input(Enum):
 
 _H, _P = Role.HOST, Role.PEN
 _S = LinkState
+# plain module globals for the per-frame path (an Enum member lookup costs a call on 3.11)
+_CLOSED, _LISTEN, _SYN_SENT, _ESTABLISHED = (
+    LinkState.CLOSED,
+    LinkState.LISTEN,
+    LinkState.SYN_SENT,
+    LinkState.ESTABLISHED,
+)
 # (role, state, input) -> next state. A local input missing here raises LocalProtocolError
 # naming the state; a remote one missing here is ignored (and counted).
 TRANSITIONS: dict[tuple[Role, LinkState, _Input], LinkState] = {
@@ -105,7 +160,13 @@ TRANSITIONS: dict[tuple[Role, LinkState, _Input], LinkState] = {
 
 @dataclass(slots=True)
 class LinkStats:
-    """Counters for one link since it was created (framing counters included)."""
+    """Counters for one link since it was created (framing counters included).
+
+    ``messages_sent``/``messages_received`` count datagrams too; ``retransmits`` counts every
+    frame sent again, ``fast_retransmits`` those sent again before their timeout (SACK or
+    duplicate acks), ``timeouts`` the retransmission timer's expiries. ``datagrams_dropped``
+    counts datagrams this side did not send (no link, congestion), ``datagrams_stale`` those
+    it received but did not deliver (a copy, or older than one delivered)."""
 
     frames_sent: int = 0
     bytes_sent: int = 0
@@ -114,18 +175,26 @@ class LinkStats:
     messages_sent: int = 0
     messages_received: int = 0
     retransmits: int = 0
+    fast_retransmits: int = 0
     timeouts: int = 0
     duplicates: int = 0
     out_of_order: int = 0
     out_of_window: int = 0
     stale_epoch: int = 0
     bad_messages: int = 0
+    malformed_frames: int = 0
     crc_failures: int = 0
     cobs_failures: int = 0
     bytes_discarded: int = 0
     resets_sent: int = 0
     resets_received: int = 0
     connects: int = 0
+    sacks_sent: int = 0
+    sacks_received: int = 0
+    datagrams_sent: int = 0
+    datagrams_received: int = 0
+    datagrams_dropped: int = 0
+    datagrams_stale: int = 0
     srtt_s: float | None = None
     rttvar_s: float | None = None
     rto_s: float = 0.0
@@ -140,7 +209,9 @@ class _Outgoing:
     payload: bytes
     urgent: bool
     sent_at: float = 0.0
+    tx: int = 0  # number of its latest transmission, in the order this side sent frames
     retransmitted: bool = False
+    sacked: bool = False  # the receiver holds it (it never discards a frame it reported)
 
 
 def _seq_diff(a: int, b: int) -> int:
@@ -163,6 +234,7 @@ class Link:
         liveness_timeout: float | None = None,
         max_backlog: int = 4096,
         ack_delay: float = 0.0,
+        sack: bool = True,
         rng: random.Random | None = None,
     ) -> None:
         if not 1 <= window <= 1024:
@@ -182,8 +254,9 @@ class Link:
         if not 0 <= ack_delay < rto_min:
             raise LocalProtocolError("ack_delay must be >= 0 and below rto_min")
         self.ack_delay = ack_delay
+        self.sack = sack
         self._rng = rng or random.Random()
-        self.state = LinkState.CLOSED if role is Role.HOST else LinkState.LISTEN
+        self.state = _CLOSED if role is Role.HOST else _LISTEN
         self.epoch = 0
         self._decoder = FrameDecoder()
         self._stats = LinkStats(rto_s=rto_initial)
@@ -191,6 +264,9 @@ class Link:
         self._out = bytearray()
         self._backlog: deque[tuple[bytes, bool]] = deque()
         self._unacked: dict[int, _Outgoing] = {}  # insertion order == seq order
+        self._datagrams: list[bytes] = []
+        self._dgram_tx = 0  # number of the next datagram sent (its own count, per epoch)
+        self._dgram_rx = 0  # datagrams numbered below this were delivered or are too late
         self._snd_next = 0
         self._rcv_next = 0
         self._early: dict[int, tuple[bytes, bool]] = {}
@@ -199,6 +275,10 @@ class Link:
         self._ack_due = 0.0
         self._retransmit_at: float | None = None
         self._retries = 0
+        self._tx = 0  # transmissions of data frames so far (orders them for loss detection)
+        self._delivered_tx = 0  # the latest transmission known to have arrived
+        self._dupacks = 0
+        self._peer_sack = False  # the peer said (SYN/SYNACK) it reads SACK and datagrams
         self._last_rx = 0.0
         self._syn_at: float | None = None
         self._nonce: int | None = None  # names one handshake: SYN carries it, SYNACK echoes it
@@ -214,12 +294,19 @@ class Link:
                 )
             return False
         self.state = nxt
+        if nxt is not _ESTABLISHED:
+            self._drop_datagrams()
         return True
 
     # ---------------------------------------------------------------- public API
     @property
     def connected(self) -> bool:
-        return self.state is LinkState.ESTABLISHED
+        return self.state is _ESTABLISHED
+
+    @property
+    def peer_sack(self) -> bool:
+        """Both ends read SACK bitmaps and datagrams on this epoch (said in SYN and SYNACK)."""
+        return self._peer_sack
 
     def connect(self, now: float) -> list[Message]:
         """(Host) open a new epoch. Returns the messages the old epoch left undelivered."""
@@ -233,7 +320,7 @@ class Link:
         self._syn_at = now
         self._last_rx = now
         self._retries = 0
-        self._emit_handshake(Flag.SYN)
+        self._emit_handshake(_SYN)
         return leftovers
 
     def close(self) -> list[Message]:
@@ -242,14 +329,27 @@ class Link:
         self._syn_at = None
         return self._drain_unsent()
 
-    def send(self, message: Message, now: float, *, urgent: bool = False) -> None:
-        """Queue a message for reliable delivery. Urgent ones jump the backlog."""
-        if self.state is LinkState.CLOSED:
+    def send(
+        self, message: Message, now: float, *, urgent: bool = False, reliable: bool = True
+    ) -> bool:
+        """Queue a message for reliable delivery (urgent ones jump the backlog), or with
+        ``reliable=False`` as a datagram: sent once, if at all. Returns False when a datagram
+        was dropped (see :attr:`accepts_datagram`); a reliable message is always queued."""
+        if self.state is _CLOSED:
             raise LocalProtocolError("the link is closed: connect() first")
+        if not reliable:
+            if urgent:
+                raise LocalProtocolError("an urgent message must be sent reliably")
+            if not self.accepts_datagram:
+                self._stats.datagrams_dropped += 1
+                return False
+            if self._peer_sack:
+                self._datagrams.append(message.encode())
+                return True
         payload = message.encode()
         if urgent and len(self._unacked) < self.window + URGENT_SLACK and self.connected:
             self._transmit_new(payload, True, now)
-            return
+            return True
         if len(self._backlog) >= self.max_backlog:
             raise LocalProtocolError(f"send backlog full ({self.max_backlog} messages)")
         if urgent:  # ahead of every queued ordinary message, behind earlier urgent ones
@@ -257,13 +357,30 @@ class Link:
             self._backlog.insert(ahead, (payload, urgent))
         else:
             self._backlog.append((payload, urgent))
+        return True
+
+    @property
+    def accepts_datagram(self) -> bool:
+        """Whether ``send(..., reliable=False)`` would send a datagram now rather than drop
+        it: the link is established, no more than ``DATAGRAM_BACKLOG_LIMIT`` reliable messages
+        wait for room in the window (``DATAGRAM_FALLBACK_BACKLOG`` for a peer without
+        datagrams, which gets them reliably), and fewer than ``DATAGRAM_QUEUE_LIMIT``
+        datagrams wait to be written."""
+        if self.state is not _ESTABLISHED:
+            return False
+        # reliable messages that wait for the window to open (not merely for data_to_send)
+        waiting = len(self._backlog) + len(self._unacked) - self.window
+        if self._peer_sack:
+            return waiting <= DATAGRAM_BACKLOG_LIMIT and len(self._datagrams) < DATAGRAM_QUEUE_LIMIT
+        return waiting <= DATAGRAM_FALLBACK_BACKLOG
 
     def take_unsent(self) -> list[Message]:
         """Take back every message this side has not had acknowledged, oldest first.
 
         The pen calls it when a new epoch opens: what it handed to the old host but never had
         acknowledged goes back to the firmware, which holds it until the new host has opened a
-        session and can record it (an acknowledgement means "durably recorded")."""
+        session and can record it (an acknowledgement means "durably recorded"). Datagrams not
+        yet sent are dropped, not returned."""
         return self._drain_unsent()
 
     def receive_data(self, data: bytes | bytearray | memoryview, now: float) -> None:
@@ -282,13 +399,16 @@ class Link:
         return out
 
     def data_to_send(self, now: float) -> bytes:
-        """Bytes to write now: new frames, due retransmissions and acknowledgements."""
+        """Bytes to write now: new frames, due retransmissions and acknowledgements, then
+        datagrams."""
         self.handle_timeout(now)
-        if self.connected:
+        if self.state is _ESTABLISHED:
             while self._backlog and len(self._unacked) < self.window:
                 payload, urgent = self._backlog.popleft()
                 self._transmit_new(payload, urgent, now)
-            if self._need_ack and now >= self._ack_due:
+            if self._datagrams:
+                self._emit_datagrams()
+            elif self._need_ack and now >= self._ack_due:
                 self._emit(_ACK, self._snd_next, b"")
         out = bytes(self._out)
         self._out.clear()
@@ -298,15 +418,15 @@ class Link:
         """Retransmit what is due and check liveness."""
         # the very sums next_deadline() returns: a clock set to a deadline must find it due
         syn_due = self._syn_at is not None and now >= self._syn_at + self._stats.rto_s
-        if self.state is LinkState.SYN_SENT and syn_due:
+        if self.state is _SYN_SENT and syn_due:
             self._syn_at = now
             self._stats.retransmits += 1
-            self._emit_handshake(Flag.SYN)
+            self._emit_handshake(_SYN)
         if self._retransmit_at is not None and now >= self._retransmit_at:
             self._on_retransmit_timeout(now)
         if (
             self.liveness_timeout is not None
-            and self.state in (LinkState.ESTABLISHED, LinkState.SYN_SENT)
+            and self.state in (_ESTABLISHED, _SYN_SENT)
             and now >= self._last_rx + self.liveness_timeout
         ):
             self._lose(f"no frame from the peer for {now - self._last_rx:.3f} s")
@@ -316,16 +436,17 @@ class Link:
         deadlines = []
         if self._retransmit_at is not None:
             deadlines.append(self._retransmit_at)
-        if self.state is LinkState.SYN_SENT and self._syn_at is not None:
+        if self.state is _SYN_SENT and self._syn_at is not None:
             deadlines.append(self._syn_at + self._stats.rto_s)
         if self.liveness_timeout is not None and self.state in (
-            LinkState.ESTABLISHED,
-            LinkState.SYN_SENT,
+            _ESTABLISHED,
+            _SYN_SENT,
         ):
             deadlines.append(self._last_rx + self.liveness_timeout)
-        if self._need_ack and self.connected:
+        connected = self.state is _ESTABLISHED
+        if self._need_ack and connected:
             deadlines.append(self._ack_due)
-        if self.connected and self._backlog and len(self._unacked) < self.window:
+        if connected and (self._datagrams or (self._backlog and len(self._unacked) < self.window)):
             deadlines.append(float("-inf"))  # sendable now (before connecting it is not)
         return min(deadlines) if deadlines else None
 
@@ -335,12 +456,14 @@ class Link:
 
     @property
     def backlog(self) -> int:
+        """Reliable messages not sent yet: waiting for data_to_send() or for room in the
+        window (datagrams are not counted)."""
         return len(self._backlog)
 
     @property
     def idle(self) -> bool:
         """Nothing waits to be sent or acknowledged."""
-        return not self._unacked and not self._backlog
+        return not self._unacked and not self._backlog and not self._datagrams
 
     def statistics(self) -> LinkStats:
         s = self._stats
@@ -354,29 +477,71 @@ class Link:
     def _transmit_new(self, payload: bytes, urgent: bool, now: float) -> None:
         seq = self._snd_next
         self._snd_next = (seq + 1) % SEQ_MOD
-        entry = _Outgoing(seq, payload, urgent, now)
+        self._tx = tx = self._tx + 1
+        entry = _Outgoing(seq, payload, urgent, now, tx)
         self._unacked[seq] = entry
         self._stats.messages_sent += 1
         self._emit_data(entry)
         if self._retransmit_at is None:
             self._retransmit_at = now + self._stats.rto_s
 
+    def _retransmit(self, entry: _Outgoing, now: float) -> None:
+        self._tx += 1
+        entry.tx = self._tx
+        entry.sent_at = now
+        entry.retransmitted = True
+        self._stats.retransmits += 1
+        self._emit_data(entry)
+
     def _emit_data(self, entry: _Outgoing) -> None:
         flags = (_DATA | _ACK | _URGENT) if entry.urgent else (_DATA | _ACK)
         self._emit(flags, entry.seq, entry.payload)
 
+    def _emit_datagrams(self) -> None:
+        datagrams, self._datagrams = self._datagrams, []
+        stats = self._stats
+        stats.datagrams_sent += len(datagrams)
+        stats.messages_sent += len(datagrams)
+        number = self._dgram_tx
+        for payload in datagrams:  # each carries the ack (the first one clears _need_ack)
+            self._emit(_DATAGRAM | _ACK, number, payload)
+            number = (number + 1) % SEQ_MOD
+        self._dgram_tx = number
+
+    def _drop_datagrams(self) -> None:
+        if self._datagrams:
+            self._stats.datagrams_dropped += len(self._datagrams)
+            self._datagrams = []
+
     def _emit_handshake(self, flags: int) -> None:
         nonce = self._nonce or 0
+        if self.sack:
+            flags |= _SACK  # in SYN/SYNACK: "I read SACK bitmaps and datagrams"
         self._emit(flags, nonce & 0xFFFF, b"", ack=nonce >> 16)
 
     def _emit(self, flags: int, seq: int, payload: bytes, ack: int | None = None) -> None:
-        ack = self._rcv_next if ack is None else ack
+        if ack is None:
+            ack = self._rcv_next
+            if (self._early or self._delivered_early) and self._peer_sack:
+                flags |= _SACK
+                payload = _pack_sack(self._sack_bitmap()) + payload
+                self._stats.sacks_sent += 1
         frame = encode_frame(flags, self.epoch, seq, ack, payload)
         self._out += frame
         self._stats.frames_sent += 1
         self._stats.bytes_sent += len(frame)
         if flags & _ACK:
             self._need_ack = False
+
+    def _sack_bitmap(self) -> int:
+        """Bit i set: the frame rcv_next + 1 + i has arrived (it waits, or was urgent)."""
+        base = self._rcv_next + 1
+        bits = 0
+        for seq in itertools.chain(self._early, self._delivered_early):
+            offset = (seq - base) % SEQ_MOD
+            if offset < SACK_BITS:
+                bits |= 1 << offset
+        return bits
 
     def _on_retransmit_timeout(self, now: float) -> None:
         self._stats.timeouts += 1
@@ -387,17 +552,20 @@ class Link:
             return  # the host gives up; the pen keeps trying at rto_max until a new epoch
         s = self._stats
         s.rto_s = min(s.rto_s * 2, self.rto_max)
+        first = True
         for entry in self._unacked.values():
-            entry.retransmitted = True
-            entry.sent_at = now
-            s.retransmits += 1
-            self._emit_data(entry)
+            # the first always (its ack may be what was lost); the rest unless SACKed
+            if first or not entry.sacked:
+                self._retransmit(entry, now)
+            first = False
+        self._dupacks = 0
         self._retransmit_at = now + s.rto_s if self._unacked else None
 
     def _drain_unsent(self) -> list[Message]:
         payloads = [e.payload for e in self._unacked.values()] + [p for p, _ in self._backlog]
         self._unacked.clear()
         self._backlog.clear()
+        self._drop_datagrams()
         self._retransmit_at = None
         out = []
         for p in payloads:
@@ -407,18 +575,26 @@ class Link:
                 continue
         return out
 
-    def _reset_sequence(self) -> None:
-        # a new epoch forgets the old one's backoff: start from the measured RTT, if any
+    def _base_rto(self) -> float:
+        """The RTO the measured RTT gives (RFC 6298 2.3), or rto_initial before any sample."""
         s = self._stats
         if s.srtt_s is not None and s.rttvar_s is not None:
-            s.rto_s = min(max(s.srtt_s + 4 * s.rttvar_s, self.rto_min), self.rto_max)
-        else:
-            s.rto_s = self.rto_initial
+            return min(max(s.srtt_s + 4 * s.rttvar_s, self.rto_min), self.rto_max)
+        return self.rto_initial
+
+    def _reset_sequence(self) -> None:
+        # a new epoch forgets the old one's backoff: start from the measured RTT, if any
+        self._stats.rto_s = self._base_rto()
         self._snd_next = self._rcv_next = 0
         self._early.clear()
         self._delivered_early.clear()
         self._need_ack = False
         self._retransmit_at = None
+        self._delivered_tx = self._tx
+        self._dupacks = 0
+        self._peer_sack = False  # until this epoch's SYN or SYNACK says otherwise
+        self._drop_datagrams()
+        self._dgram_tx = self._dgram_rx = 0
 
     def _lose(self, reason: str) -> bool:
         if not self._transition(_Input.LOST, local=False):
@@ -433,14 +609,15 @@ class Link:
         flags, epoch, seq, ack = HEADER.unpack_from(raw)
         self._stats.frames_received += 1
         if flags & _SYN:
-            self._on_syn(epoch, seq | ack << 16, now)
+            self._on_syn(flags, epoch, seq | ack << 16, now)
             return
-        if epoch != self.epoch or self.state is LinkState.LISTEN:
+        if epoch != self.epoch or self.state is _LISTEN:
             self._on_foreign_epoch(flags, epoch, now)
             return
         if flags & _SYNACK:
             answers_our_syn = seq | ack << 16 == self._nonce
             if answers_our_syn and self._transition(_Input.RECV_SYNACK, local=False):
+                self._peer_sack = self.sack and bool(flags & _SACK)
                 self._on_established(now)
             self._last_rx = now
             return
@@ -450,33 +627,50 @@ class Link:
                 self._retransmit_at = None
                 self._events.append(PeerReset("the pen no longer knows this link (it restarted?)"))
             return
-        if self.state is not LinkState.ESTABLISHED:
+        if self.state is not _ESTABLISHED:
             self._stats.stale_epoch += 1
             return
         self._last_rx = now
-        if flags & _ACK:
-            self._on_ack(ack, now)
+        if flags & _SACK:
+            if len(raw) < _SACK_FRAME:
+                self._stats.malformed_frames += 1
+                return
+            (sack,) = _unpack_sack(raw, _HSIZE)
+            start = _SACK_FRAME - 4
+            self._stats.sacks_received += 1
+        else:
+            sack, start = 0, _HSIZE
+        if flags & _ACK and self._unacked:
+            self._on_ack(ack, now, sack, flags)
         if flags & _DATA:
-            self._on_data(seq, raw[HEADER.size : -4], bool(flags & _URGENT), now)
+            self._on_data(seq, raw[start:-4], bool(flags & _URGENT), now)
+        elif flags & _DATAGRAM:
+            if (seq - self._dgram_rx) % SEQ_MOD >= SEQ_MOD // 2:  # a copy, or overtaken
+                self._stats.datagrams_stale += 1
+                return
+            self._dgram_rx = (seq + 1) % SEQ_MOD
+            self._stats.datagrams_received += 1
+            self._deliver(raw[start:-4])
 
-    def _on_syn(self, epoch: int, nonce: int, now: float) -> None:
+    def _on_syn(self, flags: int, epoch: int, nonce: int, now: float) -> None:
         if self.role is Role.HOST:
             self._stats.stale_epoch += 1
             return
         # a repeat of the SYN that opened this link, or a new link (a restarted host may draw
         # the same epoch; the nonce tells them apart)
         same = epoch == self.epoch and nonce == self._nonce
-        if not (self.state is LinkState.ESTABLISHED and same):
+        if not (self.state is _ESTABLISHED and same):
             requeue = [(e.payload, e.urgent) for e in self._unacked.values()]
             self._unacked.clear()
             self._backlog.extendleft(reversed(requeue))
             self._transition(_Input.RECV_SYN, local=False)
             self.epoch, self._nonce = epoch, nonce
             self._reset_sequence()
+            self._peer_sack = self.sack and bool(flags & _SACK)
             self._stats.connects += 1
             self._events.append(Connected(epoch))
         self._last_rx = now
-        self._emit_handshake(Flag.SYNACK)
+        self._emit_handshake(_SYNACK)
 
     def _on_foreign_epoch(self, flags: int, epoch: int, now: float) -> None:
         self._stats.stale_epoch += 1
@@ -495,24 +689,71 @@ class Link:
         self._stats.connects += 1
         self._events.append(Connected(self.epoch))
 
-    def _on_ack(self, ack: int, now: float) -> None:
-        acked_any = False
-        sample: float | None = None
+    def _on_ack(self, ack: int, now: float, sack: int, flags: int) -> None:
         unacked = self._unacked
+        sample: float | None = None
+        # the latest transmission this ack shows arrived; frames acknowledged cumulatively
+        # that were sent once are older than every frame still unacknowledged, so only
+        # retransmitted ones (and SACKed ones) can show a loss
+        delivered = 0
+        progress = False
         while unacked:
             seq = next(iter(unacked))
-            if _seq_diff(ack, seq) <= 0:
+            if (ack - seq - 1) & 0xFFFF >= 0x7FFF:  # _seq_diff(ack, seq) <= 0, inline
                 break
             entry = unacked.pop(seq)
-            acked_any = True
-            if not entry.retransmitted:
+            progress = True
+            if entry.retransmitted:
+                if entry.tx > delivered:
+                    delivered = entry.tx
+            elif not entry.sacked:  # a SACKed frame gave its sample when it was SACKed
                 sample = now - entry.sent_at
-        if not acked_any:
+        bits = sack
+        while bits:
+            low = bits & -bits
+            bits ^= low
+            sacked = unacked.get((ack + low.bit_length()) % SEQ_MOD)
+            if sacked is None or sacked.sacked:
+                continue
+            sacked.sacked = progress = True
+            if not sacked.retransmitted:
+                sample = now - sacked.sent_at
+            if sacked.tx > delivered:
+                delivered = sacked.tx
+        if not progress:
+            if not flags & _CARRIES and not self._peer_sack and next(iter(unacked)) == ack:
+                self._on_duplicate_ack(now)
             return
         self._retries = 0
+        if self._dupacks:
+            self._dupacks = 0
         if sample is not None:
-            self._update_rto(sample)
-        self._retransmit_at = (now + self._stats.rto_s) if unacked else None
+            self._update_rto(sample)  # a new sample collapses any backoff (RFC 6298 5)
+        if unacked:
+            if delivered > self._delivered_tx:
+                self._delivered_tx = delivered
+                self._retransmit_lost(now)
+            self._retransmit_at = now + self._stats.rto_s
+        else:
+            if delivered > self._delivered_tx:
+                self._delivered_tx = delivered
+            self._retransmit_at = None
+
+    def _retransmit_lost(self, now: float) -> None:
+        """Send again, now, every frame not SACKed whose last transmission is older than one
+        known to have arrived: on a FIFO line it was lost."""
+        latest = self._delivered_tx
+        for entry in self._unacked.values():
+            if entry.tx < latest and not entry.sacked:
+                self._stats.fast_retransmits += 1
+                self._retransmit(entry, now)
+
+    def _on_duplicate_ack(self, now: float) -> None:
+        """A peer without SACK repeats its ack when frames arrive beyond a gap."""
+        self._dupacks += 1
+        if self._dupacks == DUPACK_THRESHOLD:
+            self._stats.fast_retransmits += 1
+            self._retransmit(next(iter(self._unacked.values())), now)
 
     def _update_rto(self, rtt: float) -> None:
         s = self._stats
@@ -530,11 +771,13 @@ class Link:
         diff = _seq_diff(seq, self._rcv_next)
         if diff < 0:
             self._stats.duplicates += 1
+            self._ack_due = now  # the sender may have missed our ack: repeat it at once
             return
         if diff >= self.window + URGENT_SLACK:
             self._stats.out_of_window += 1
             return
         if diff > 0:
+            self._ack_due = now  # a gap: tell the sender at once (SACK)
             if seq in self._early or seq in self._delivered_early:
                 self._stats.duplicates += 1
                 return
@@ -545,20 +788,26 @@ class Link:
             else:
                 self._early[seq] = (payload, urgent)
             return
-        self._deliver_in_order(payload)
+        self._deliver_in_order(payload, now)
 
-    def _deliver_in_order(self, payload: bytes) -> None:
+    def _deliver_in_order(self, payload: bytes, now: float) -> None:
         seq = self._rcv_next
-        if seq in self._delivered_early:
-            self._delivered_early.discard(seq)
+        early, delivered_early = self._early, self._delivered_early
+        if not (early or delivered_early):  # the usual case: nothing waits beyond a gap
+            self._deliver(payload)
+            self._rcv_next = (seq + 1) % SEQ_MOD
+            return
+        self._ack_due = now  # this fills (part of) a gap: the sender waits to hear
+        if seq in delivered_early:
+            delivered_early.discard(seq)
         else:
             self._deliver(payload)
         self._rcv_next = seq = (seq + 1) % SEQ_MOD
-        while seq in self._early or seq in self._delivered_early:
-            if seq in self._delivered_early:
-                self._delivered_early.discard(seq)
+        while seq in early or seq in delivered_early:
+            if seq in delivered_early:
+                delivered_early.discard(seq)
             else:
-                self._deliver(self._early.pop(seq)[0])
+                self._deliver(early.pop(seq)[0])
             self._rcv_next = seq = (seq + 1) % SEQ_MOD
 
     def _deliver(self, payload: bytes) -> None:

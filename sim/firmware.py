@@ -90,7 +90,6 @@ __all__ = [
 
 TICK_S = 0.010  # control period while anything moves
 IDLE_TICK_EVERY = 50  # ticks at rest: every 0.5 s
-TELEMETRY_BACKLOG_LIMIT = 64  # skip (and count) samples when the link is this far behind
 TEMP_REARM_DC = L.TEMP_WARN_DC - 5  # the warning re-arms below 39.5 °C
 LINK_MAX_RETRIES = 1 << 30  # the pen never gives up delivering (faults, run reports)
 HELD_LIMIT = L.HELD_RECORDS_MAX  # records kept for the next host session (RAM)
@@ -626,7 +625,7 @@ class Firmware:
         if self._next_tel <= t:
             self._align_telemetry(t)
         link = self.link
-        if link.backlog > TELEMETRY_BACKLOG_LIMIT:
+        if not link.accepts_datagram:  # no link, or replies and records wait: skip, count
             self.telemetry_skipped += 1
             return
         if self._sampled_at != t:  # the control tick at this instant has just read them
@@ -659,7 +658,8 @@ class Firmware:
                 cart_strokes & _U32,
             ),
         )
-        link.send(sample, t)
+        if not link.send(sample, t, reliable=False):  # a datagram: never ahead of a reply
+            self.telemetry_skipped += 1
 
     def _align_telemetry(self, t: float) -> None:
         if self.telemetry_hz == 0:

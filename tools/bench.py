@@ -52,14 +52,66 @@ def sim(
 @app.command()
 def link(
     rounds: int = typer.Option(2000, help="round trips for the latency figures"),
-    commands: int = typer.Option(5000, help="commands for the throughput figure"),
+    commands: int | None = typer.Option(
+        None, help="commands for the throughput figure (5000; over a faulty line 3000)"
+    ),
     estops: int = typer.Option(200, help="emergency stops while running"),
+    loss: float = typer.Option(
+        0.0, "--loss", help="faulty line: probability a frame is dropped, each way (0–1)"
+    ),
+    corrupt: float = typer.Option(
+        0.0, "--corrupt", help="faulty line: probability each byte has a bit flipped (BER)"
+    ),
+    duplicate: float = typer.Option(
+        0.0, "--duplicate", help="faulty line: probability a frame arrives twice (0–1)"
+    ),
+    sweep: bool = typer.Option(
+        False, "--sweep", help="faulty line at 0, 2, 5 and 10 % frame loss, each with the rest"
+    ),
+    window: int = typer.Option(16, help="faulty line: commands in flight"),
+    telemetry_hz: int = typer.Option(100, help="faulty line: telemetry the pen streams meanwhile"),
+    max_seconds: float = typer.Option(60.0, help="faulty line: longest time per loss rate"),
+    seed: int = typer.Option(1, help="faulty line: seed of the fault draws and the pen"),
     as_json: bool = typer.Option(False, "--json", help="one JSON line"),
 ) -> None:
-    """Host ↔ simulator over a pty: round trip vs a raw echo floor, throughput, e-stop."""
+    """Host ↔ simulator over a pty: round trip vs a raw echo floor, throughput, e-stop.
+
+    With --loss/--corrupt/--duplicate (or --sweep) the bytes cross the fault-injecting proxy:
+    commands/s, p50/p99 latency and timeouts per loss rate, next to the raw floor."""
     from .bench_link import measure_link
 
-    report("link over a pty", measure_link(rounds, commands, estops), as_json)
+    faulty = sweep or loss > 0 or corrupt > 0 or duplicate > 0
+    if not faulty:
+        report("link over a pty", measure_link(rounds, commands or 5000, estops), as_json)
+        return
+    from .bench_link import SWEEP_LOSSES, measure_sweep, sweep_table
+
+    for name, value in (("--loss", loss), ("--corrupt", corrupt), ("--duplicate", duplicate)):
+        if not 0.0 <= value <= 1.0:
+            typer.echo(f"error: {name} {value} is not a probability; give 0 ≤ {name} ≤ 1", err=True)
+            raise typer.Exit(2)
+    options: dict[str, Any] = {
+        "commands": commands or 3000,
+        "window": window,
+        "telemetry_hz": telemetry_hz,
+        "max_seconds": max_seconds,
+        "seed": seed,
+    }
+    result = measure_sweep(SWEEP_LOSSES if sweep else (loss,), corrupt, duplicate, **options)
+    if as_json:
+        typer.echo(json.dumps(result, sort_keys=True))
+        return
+    header, rows = sweep_table(result)
+    table = Table(
+        title=f"link through a faulty line (corrupt {corrupt:g}/byte, duplicate {duplicate:g}); "
+        f"raw pty echo floor p50 {result['floor_rtt_p50_us']:,} µs, "
+        f"p99 {result['floor_rtt_p99_us']:,} µs"
+    )
+    for column in header:
+        table.add_column(column, justify="right")
+    for row in rows:
+        table.add_row(*row)
+    Console().print(table)
 
 
 @app.command()

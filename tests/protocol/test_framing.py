@@ -16,6 +16,7 @@ from micropen.protocol.framing import (
     HEADER,
     MAX_RAW_FRAME,
     MAX_WIRE_FRAME,
+    SACK,
     FrameDecoder,
     encode_frame,
 )
@@ -68,8 +69,9 @@ def test_frame_layout(frame: Frame) -> None:
 
 
 def test_maximum_sizes() -> None:
-    worst = make_frame(0xFF, 0xFF, 0xFFFF, 0xFFFF, b"\xff" * MAX_MESSAGE)  # no zero to stuff
-    assert len(worst.raw) == MAX_RAW_FRAME == HEADER.size + MAX_MESSAGE + 4
+    sack_and_message = b"\xff" * (SACK.size + MAX_MESSAGE)  # the largest message with a SACK
+    worst = make_frame(0xFF, 0xFF, 0xFFFF, 0xFFFF, sack_and_message)  # no zero to stuff
+    assert len(worst.raw) == MAX_RAW_FRAME == HEADER.size + SACK.size + MAX_MESSAGE + 4
     assert len(worst.wire) == MAX_WIRE_FRAME
     assert FrameDecoder().feed(worst.wire) == [worst.raw]
 
@@ -186,15 +188,25 @@ def test_oversize_tail_is_dropped_without_waiting_for_a_delimiter() -> None:
     assert stats.bytes_discarded + len(good.wire) - 2 >= 1000 - 2 * MAX_WIRE_FRAME
 
 
-@pytest.mark.parametrize("message_size", [MAX_MESSAGE + 1, MAX_MESSAGE + 2])
-def test_frames_longer_than_max_raw_frame_are_discarded(message_size: int) -> None:
+@pytest.mark.parametrize("extra", [1, 2])
+def test_frames_longer_than_max_raw_frame_are_discarded(extra: int) -> None:
     """framing.py promises raw frames of at most MAX_RAW_FRAME bytes ("larger pieces are
     discarded as garbage"). The COBS piece between delimiters must therefore be compared with
-    MAX_WIRE_FRAME - 2, not MAX_WIRE_FRAME, or 252- and 253-byte raw frames get through."""
+    MAX_WIRE_FRAME - 2, not MAX_WIRE_FRAME, or raw frames 1 or 2 bytes too long get through."""
+    message_size = MAX_RAW_FRAME - HEADER.size - 4 + extra
     too_big = make_frame(1, 1, 1, 1, b"\x01" * message_size)
+    assert len(too_big.raw) == MAX_RAW_FRAME + extra
     decoder = FrameDecoder()
     assert decoder.feed(too_big.wire) == []
     assert decoder.stats.oversize == 1
+
+
+def test_the_largest_message_fits_with_a_sack_bitmap() -> None:
+    """A SACK bitmap (4 bytes after the header) may ride on any frame, the largest message's
+    included: MAX_RAW_FRAME allows for it."""
+    frame = make_frame(0x43, 1, 1, 1, SACK.pack(0xFFFF_FFFF) + b"\x01" * MAX_MESSAGE)
+    assert len(frame.raw) == MAX_RAW_FRAME and len(frame.wire) <= MAX_WIRE_FRAME
+    assert FrameDecoder().feed(frame.wire) == [frame.raw]
 
 
 def test_crc_and_cobs_failures_are_counted() -> None:

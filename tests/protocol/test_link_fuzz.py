@@ -2,7 +2,8 @@
 
 Random bytes rarely pass the CRC, so most inputs here are CRC-valid frames with arbitrary
 flags, epochs (often the link's own), sequence numbers and payloads: the fuzz reaches the link's
-logic, not just the framer.
+logic, not just the framer. Some are SACK frames (a bitmap, or too few bytes for one) and
+DATAGRAM frames, fed to links that have a window in flight and frames held beyond a gap.
 """
 
 from __future__ import annotations
@@ -11,7 +12,7 @@ import random
 from collections.abc import Callable
 
 import pytest
-from _link_harness import Pair
+from _link_harness import Pair, split_frames
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -78,6 +79,28 @@ def pen_closed_again() -> Link:
     return pen
 
 
+def host_with_a_window_in_flight() -> Link:
+    """Eight commands in flight, the second retransmitted: SACK bits land on real frames."""
+    pair = _established()
+    for n in range(8):
+        pair.host.send(m.Stop(cmd_id=10 + n), pair.now)
+    pair.host.data_to_send(pair.now)
+    pair.now = pair.host.next_deadline() or pair.now
+    pair.host.data_to_send(pair.now)
+    pair.pen.send(m.Heartbeat(counter=3), pair.now)
+    return pair.host
+
+
+def pen_holding_frames_beyond_a_gap() -> Link:
+    pair = _established()
+    for n in range(4):
+        pair.host.send(m.Stop(cmd_id=20 + n), pair.now)
+    frames = split_frames(pair.host.data_to_send(pair.now))
+    pair.pen.receive_data(b"".join(frames[2:]), pair.now)
+    pair.pen.send(m.Heartbeat(counter=4), pair.now, reliable=False)
+    return pair.pen
+
+
 STATES: list[Callable[[], Link]] = [
     host_closed,
     host_syn_sent,
@@ -86,7 +109,26 @@ STATES: list[Callable[[], Link]] = [
     pen_listen,
     pen_established,
     pen_closed_again,
+    host_with_a_window_in_flight,
+    pen_holding_frames_beyond_a_gap,
 ]
+
+
+@st.composite
+def sack_and_datagram_frames(draw: st.DrawFn, epoch: int) -> bytes:
+    flags = draw(st.sampled_from([0x42, 0x43, 0x63, 0x82, 0xC2, 0x80, 0x40, 0xC3]))
+    bitmap = draw(st.integers(0, 0xFFFF_FFFF)).to_bytes(4, "little")
+    message = draw(
+        st.one_of(st.just(b""), st.sampled_from([m.Heartbeat(counter=1).encode()]), st.binary())
+    )
+    cut = draw(st.integers(0, 4))  # sometimes too short to hold the bitmap
+    return encode_frame(
+        flags,
+        draw(st.one_of(st.just(epoch), st.integers(0, 0xFF))),
+        draw(st.integers(0, 0xFFFF)),
+        draw(st.one_of(st.integers(0, 12), st.integers(0, 0xFFFF))),
+        (bitmap + message)[cut:] if not message else bitmap + message,
+    )
 
 
 @st.composite
@@ -113,7 +155,14 @@ def test_receive_data_never_raises(make: Callable[[], Link], data: st.DataObject
     link = make()
     before = link.statistics().bytes_received
     chunks = data.draw(
-        st.lists(st.one_of(st.binary(max_size=80), valid_frames(link.epoch)), max_size=12)
+        st.lists(
+            st.one_of(
+                st.binary(max_size=80),
+                valid_frames(link.epoch),
+                sack_and_datagram_frames(link.epoch),
+            ),
+            max_size=12,
+        )
     )
     now = 0.0
     for chunk in chunks:

@@ -28,6 +28,8 @@ from micropen.protocol.framing import encode_frame
 from micropen.protocol.link import Flag, Link, LinkState, LinkStats, Role
 
 DATA = Flag.DATA | Flag.ACK
+SYN = Flag.SYN | Flag.SACK  # SACK in a handshake: "I read SACK bitmaps and datagrams"
+SYNACK = Flag.SYNACK | Flag.SACK
 
 
 def cmd(n: int) -> m.Stop:
@@ -54,12 +56,12 @@ def test_handshake() -> None:
     assert host.state is LinkState.SYN_SENT and not host.connected
     request = host.data_to_send(0.0)
     [syn] = parse(request)
-    assert (syn.flags, syn.epoch, syn.payload) == (Flag.SYN, 42, b"")
+    assert (syn.flags, syn.epoch, syn.payload) == (SYN, 42, b"")
     pen.receive_data(request, 0.0)
     assert pen.events() == [Connected(42)] and pen.state is LinkState.ESTABLISHED
     reply = pen.data_to_send(0.0)
     [synack] = parse(reply)
-    assert (synack.flags, synack.epoch, synack.payload) == (Flag.SYNACK, 42, b"")
+    assert (synack.flags, synack.epoch, synack.payload) == (SYNACK, 42, b"")
     host.receive_data(reply, 0.01)
     assert host.events() == [Connected(42)] and host.connected and host.epoch == 42
     assert host.statistics().connects == pen.statistics().connects == 1
@@ -68,10 +70,10 @@ def test_handshake() -> None:
 def test_syn_is_repeated_every_rto_until_answered() -> None:
     host = Link(Role.HOST, rto_initial=0.1)
     host.connect(0.0)
-    assert [f.flags for f in parse(host.data_to_send(0.0))] == [Flag.SYN]
+    assert [f.flags for f in parse(host.data_to_send(0.0))] == [SYN]
     assert host.data_to_send(0.05) == b""
     assert host.next_deadline() == pytest.approx(0.1)
-    assert [f.flags for f in parse(host.data_to_send(0.1))] == [Flag.SYN]
+    assert [f.flags for f in parse(host.data_to_send(0.1))] == [SYN]
     assert host.statistics().retransmits == 1
 
 
@@ -85,7 +87,7 @@ def test_syn_is_repeated_when_a_virtual_clock_jumps_to_the_deadline() -> None:
     host.data_to_send(0.7)
     deadline = host.next_deadline()
     assert deadline is not None
-    assert [f.flags for f in parse(host.data_to_send(deadline))] == [Flag.SYN]
+    assert [f.flags for f in parse(host.data_to_send(deadline))] == [SYN]
     later = host.next_deadline()
     assert later is not None and later > deadline
 
@@ -100,7 +102,7 @@ def test_duplicate_syn_keeps_the_established_link() -> None:
     pair.settle()
     pair.pen.receive_data(syn, pair.now)  # a late copy of the SYN
     assert pair.pen.events() == []
-    assert [f.flags for f in parse(pair.pen.data_to_send(pair.now))] == [Flag.SYNACK]
+    assert [f.flags for f in parse(pair.pen.data_to_send(pair.now))] == [SYNACK]
     pair.host.send(cmd(2), pair.now)
     pair.settle()
     assert pair.delivered_to_pen() == [cmd(1), cmd(2)]

@@ -2,17 +2,22 @@
 
 The channel holds frames in flight in each direction; rules deliver, drop, duplicate, reorder,
 delay, corrupt and split them, inject garbage, move virtual time, reconnect the host (its
-owner re-sends what ``connect`` hands back, as the real host does) and reboot the pen. After
-every step:
+owner re-sends what ``connect`` hands back, as the real host does) and reboot the pen. Both
+ends also send datagrams (``reliable=False``) mixed in with their reliable messages, and each
+end may or may not offer SACK and datagrams in its handshake (drawn at the start), so selective
+acknowledgements, fast retransmissions and the fallback for a peer without them all run over
+the same hostile channel. After every step:
 
 * each message is delivered at most once per epoch of the receiver, never altered, and, except
   urgent ones, first deliveries keep the order in which messages were sent;
+* each datagram is delivered at most once per epoch of the receiver, never altered, and never
+  after a datagram sent later;
 * a command reaches the pen twice only if the host's owner sent it twice (``connect`` returned it);
 * a serviced link never asks to be woken in the past (an event loop would spin).
 
 ``settle`` then makes the channel reliable and lets time run: everything the host sent, and
 everything the pen sent that a pen reboot did not destroy, must arrive; a command sent once is
-delivered exactly once.
+delivered exactly once. Datagrams need not arrive (they are sent once, if at all).
 
 Assumptions (each a known limit of the link, not of this test):
 
@@ -38,6 +43,7 @@ from hypothesis import settings
 from hypothesis import strategies as st
 from hypothesis.stateful import (
     RuleBasedStateMachine,
+    initialize,
     invariant,
     precondition,
     rule,
@@ -59,6 +65,7 @@ HOST_OPTIONS: dict[str, Any] = {
 PEN_OPTIONS: dict[str, Any] = {"window": 6, "rto_initial": 0.1, "rto_min": 0.025, "rto_max": 0.4}
 COMMANDS = any_message([Kind.COMMAND, Kind.SIM_COMMAND, Kind.HOST_NOTIFY])
 NOTIFICATIONS = any_message([Kind.NOTIFY, Kind.REPLY])
+OFFERS_SACK = st.sampled_from([True, True, True, False])
 SETTLE_STEPS = 400
 MAX_FRAMES_PER_STEP = 10_000
 
@@ -111,6 +118,27 @@ class Side:
             self.last_in_order = sent.index
 
 
+class Datagrams:
+    """What one direction's receiver got of the datagrams, checked as it arrives."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self.sent: dict[int, tuple[int, Message]] = {}  # tag -> (submission index, message)
+        self.deliveries: Counter[tuple[int, int]] = Counter()
+        self.last: dict[int, int] = {}  # receiver epoch -> index of the latest delivered
+
+    def submit(self, tag: int, message: Message) -> None:
+        self.sent[tag] = (len(self.sent), message)
+
+    def deliver(self, epoch: int, message: Message) -> None:
+        index, sent = self.sent[message[0]]
+        assert message == sent, f"{self.name}: datagram {message!r} != sent {sent!r}"
+        self.deliveries[epoch, message[0]] += 1
+        assert self.deliveries[epoch, message[0]] == 1, f"{self.name}: {message!r} twice"
+        assert index > self.last.get(epoch, -1), f"{self.name}: {message!r} after a later one"
+        self.last[epoch] = index
+
+
 class LinkMachine(RuleBasedStateMachine):
     def __init__(self) -> None:
         super().__init__()
@@ -127,6 +155,17 @@ class LinkMachine(RuleBasedStateMachine):
         self.host_epoch = self.pen_epoch = 0
         self.host_received = 0
         self.tags = iter(range(1, 1 << 32))
+        self.pen_options = dict(PEN_OPTIONS)
+        self.host_datagrams = Datagrams("pen→host datagrams")
+        self.pen_datagrams = Datagrams("host→pen datagrams")
+
+    @initialize(host_sack=OFFERS_SACK, pen_sack=OFFERS_SACK)
+    def start(self, host_sack: bool, pen_sack: bool) -> None:
+        """Either end may be one that offers no SACK and no datagrams (an older host or pen);
+        mostly both do, as ours do."""
+        self.host = Link(Role.HOST, rng=FreshEpochs(), sack=host_sack, **HOST_OPTIONS)
+        self.pen_options["sack"] = pen_sack
+        self.pen = Link(Role.PEN, **self.pen_options)
         self.host.connect(self.now)
         self._service()
 
@@ -143,12 +182,18 @@ class LinkMachine(RuleBasedStateMachine):
             if isinstance(event, Connected):
                 self.pen_epoch += 1
             elif isinstance(event, MessageReceived):
-                self.commands.deliver(self.pen_epoch, event.message)
+                if event.message[0] in self.pen_datagrams.sent:
+                    self.pen_datagrams.deliver(self.pen_epoch, event.message)
+                else:
+                    self.commands.deliver(self.pen_epoch, event.message)
         for event in self.host.events():
             assert not isinstance(event, BadMessage), event
             if isinstance(event, MessageReceived):
                 self.host_received += 1
-                self.notes.deliver(self.host_epoch, event.message)
+                if event.message[0] in self.host_datagrams.sent:
+                    self.host_datagrams.deliver(self.host_epoch, event.message)
+                else:
+                    self.notes.deliver(self.host_epoch, event.message)
             else:
                 assert isinstance(event, Connected | LinkLost | PeerReset), event
 
@@ -176,6 +221,44 @@ class LinkMachine(RuleBasedStateMachine):
         self.pen.send(message, self.now)
         self.notes.submit(message[0], message, False)
         self.pen_notes.append(message[0])
+        self._service()
+
+    @rule(message=NOTIFICATIONS)
+    def pen_sends_datagram(self, message: Message) -> None:
+        message = tagged(message, next(self.tags))
+        self.host_datagrams.submit(message[0], message)
+        self.pen.send(message, self.now, reliable=False)
+        self._service()
+
+    @rule(
+        messages=st.lists(st.tuples(NOTIFICATIONS, st.booleans()), min_size=2, max_size=8),
+    )
+    def pen_sends_a_burst(self, messages: list[tuple[Message, bool]]) -> None:
+        """Replies, events and telemetry at one instant: several frames in flight, so losses
+        leave gaps behind them (SACK) and datagrams interleave with reliable frames."""
+        for message, reliable in messages:
+            message = tagged(message, next(self.tags))
+            if reliable:
+                self.notes.submit(message[0], message, False)
+                self.pen_notes.append(message[0])
+            else:
+                self.host_datagrams.submit(message[0], message)
+            self.pen.send(message, self.now, reliable=reliable)
+        self._service()
+
+    @precondition(lambda self: self.host.state is not LinkState.CLOSED)
+    @rule(messages=st.lists(COMMANDS, min_size=2, max_size=8))
+    def host_sends_a_burst(self, messages: list[Message]) -> None:
+        for message in messages:
+            self._send_command(tagged(message, next(self.tags)), False)
+        self._service()
+
+    @precondition(lambda self: self.host.state is not LinkState.CLOSED)
+    @rule(message=COMMANDS)
+    def host_sends_datagram(self, message: Message) -> None:
+        message = tagged(message, next(self.tags))
+        self.pen_datagrams.submit(message[0], message)
+        self.host.send(message, self.now, reliable=False)
         self._service()
 
     # ------------------------------------------------------------------ time
@@ -241,6 +324,8 @@ class LinkMachine(RuleBasedStateMachine):
         self.to_pen.clear()  # a FIFO line has drained by now (see the module docstring)
         self.to_host.clear()
         for message in leftovers:
+            if message[0] in self.pen_datagrams.sent:
+                continue  # a datagram a pen without datagrams got reliably: not worth a re-send
             self.resent[message[0]] += 1
             self._send_command(message, self.commands.sent[message[0]].urgent)
         self._service()
@@ -254,7 +339,7 @@ class LinkMachine(RuleBasedStateMachine):
         self.pen_notes = []
         self.to_pen.clear()
         self.to_host.clear()
-        self.pen = Link(Role.PEN, **PEN_OPTIONS)
+        self.pen = Link(Role.PEN, **self.pen_options)
         self.pen_epoch += 1
         self._service()
 
