@@ -35,6 +35,7 @@ import errno
 import hashlib
 import json
 import os
+import stat
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -60,6 +61,9 @@ __all__ = [
 FORMAT = "micropen-sim-nvm"
 VERSION = 1
 _U32 = 0xFFFF_FFFF
+
+
+MAX_STATE_BYTES = 1 << 20  # a state file is a few kB; anything near this is not one
 
 
 class StateFileError(LocalProtocolError):
@@ -180,7 +184,12 @@ class StateFile:
     """
 
     def __init__(self, path: str | os.PathLike[str], unit: UnitBinding) -> None:
-        self.path = Path(os.path.expanduser(os.fspath(path)))
+        try:  # the lock belongs to the file, not to one of its names (a symlink is one more)
+            self.path = Path(os.path.realpath(os.path.expanduser(os.fspath(path))))
+        except ValueError as exc:  # e.g. a NUL byte in the path
+            raise StateFileError(
+                f"simulator state file {path!r}: {exc}; give a plain path"
+            ) from None
         self.lock_path = self.path.with_name(self.path.name + ".lock")
         self.unit = unit
         self.writes = 0
@@ -258,21 +267,20 @@ class StateFile:
 
     # ------------------------------------------------------------------ read
     def _load_document(self) -> dict[str, Any] | None:
-        try:
-            raw = self.path.read_bytes()
-        except FileNotFoundError:
+        raw = self._read_bytes()
+        if raw is None:
             return None
-        except OSError as exc:
-            raise StateFileError(
-                f"cannot read simulator state file {self.path}: {exc.strerror or exc}"
-            ) from None
         try:
             document = json.loads(raw.decode("utf-8"))
-        except (UnicodeDecodeError, json.JSONDecodeError):
+        except (UnicodeDecodeError, ValueError, RecursionError):
             raise self._damaged("not valid JSON: truncated or overwritten") from None
         if not isinstance(document, dict) or document.get("format") != FORMAT:
             raise self._damaged(f"not a {FORMAT} file")
-        if document.get("sha256") != _digest(document):
+        try:
+            digest = _digest(document)
+        except (ValueError, TypeError, RecursionError):  # NaN, huge numbers, deep nesting
+            raise self._damaged("values no simulator writes (NaN, huge or nested)") from None
+        if document.get("sha256") != digest:
             raise self._damaged("checksum mismatch: the contents were altered or corrupted")
         version = document.get("version")
         if version != VERSION:
@@ -282,6 +290,36 @@ class StateFile:
                 "or another state file"
             )
         return document
+
+    def _read_bytes(self) -> bytes | None:
+        """The file's bytes; only a regular file of a sane size, with one name, is read (not
+        /dev/zero, a FIFO, or a hard link that a second lock could hide behind)."""
+        try:
+            info = self.path.stat()
+        except FileNotFoundError:
+            return None
+        except OSError as exc:
+            raise StateFileError(
+                f"cannot read simulator state file {self.path}: {exc.strerror or exc}"
+            ) from None
+        if not stat.S_ISREG(info.st_mode):
+            raise StateFileError(
+                f"simulator state file {self.path} is not a regular file; give the path of a "
+                "file (it is created on first use)"
+            )
+        if info.st_nlink > 1:
+            raise StateFileError(
+                f"simulator state file {self.path} has {info.st_nlink} names (hard links): one "
+                "unit, one file — copy it instead of linking it"
+            )
+        if info.st_size > MAX_STATE_BYTES:
+            raise self._damaged(f"{info.st_size} bytes, more than any state file holds")
+        try:
+            return self.path.read_bytes()
+        except OSError as exc:
+            raise StateFileError(
+                f"cannot read simulator state file {self.path}: {exc.strerror or exc}"
+            ) from None
 
     def _current_digest(self) -> str | None:
         document = self._load_document()

@@ -9,6 +9,8 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from micropen.protocol.errors import MicropenError
+
 app = typer.Typer(help="Benchmarks: print figures (and JSON with --json).", no_args_is_help=True)
 
 
@@ -80,16 +82,21 @@ def link(
     commands/s, p50/p99 latency and timeouts per loss rate, next to the raw floor."""
     from .bench_link import measure_link
 
+    checks = (("--loss", loss), ("--corrupt", corrupt), ("--duplicate", duplicate))
+    for name, value in checks:  # NaN fails every comparison: refuse it here too
+        if not 0.0 <= value <= 1.0:
+            typer.echo(f"error: {name} {value} is not a probability; give 0 ≤ {name} ≤ 1", err=True)
+            raise typer.Exit(2)
+    for name, count in (("--commands", commands or 1), ("--rounds", rounds), ("--window", window)):
+        if count < 1:
+            typer.echo(f"error: {name} {count} must be at least 1", err=True)
+            raise typer.Exit(2)
     faulty = sweep or loss > 0 or corrupt > 0 or duplicate > 0
     if not faulty:
         report("link over a pty", measure_link(rounds, commands or 5000, estops), as_json)
         return
     from .bench_link import SWEEP_LOSSES, measure_sweep, sweep_table
 
-    for name, value in (("--loss", loss), ("--corrupt", corrupt), ("--duplicate", duplicate)):
-        if not 0.0 <= value <= 1.0:
-            typer.echo(f"error: {name} {value} is not a probability; give 0 ≤ {name} ≤ 1", err=True)
-            raise typer.Exit(2)
     options: dict[str, Any] = {
         "commands": commands or 3000,
         "window": window,
@@ -97,7 +104,11 @@ def link(
         "max_seconds": max_seconds,
         "seed": seed,
     }
-    result = measure_sweep(SWEEP_LOSSES if sweep else (loss,), corrupt, duplicate, **options)
+    try:
+        result = measure_sweep(SWEEP_LOSSES if sweep else (loss,), corrupt, duplicate, **options)
+    except MicropenError as exc:  # a line too bad to even hold a link: say so, in one line
+        typer.echo(f"error: the benchmark could not run on this line: {exc}", err=True)
+        raise typer.Exit(1) from None
     if as_json:
         typer.echo(json.dumps(result, sort_keys=True))
         return
