@@ -179,7 +179,6 @@ class AsyncPen:
         self._closing = False
         self._supervisor: asyncio.Task[None] | None = None
         self._fatal: BaseException | None = None
-        self._dead = asyncio.Event()  # set once the connection failed for good
         self._unrecorded: BaseException | None = None
         self._down_since: float | None = None  # when the link went down (None: it is up)
         self._heartbeats = itertools.count()
@@ -297,7 +296,11 @@ class AsyncPen:
                 self._fail_for_good(self._fatal or ConnectionLost("the connection was closed"))
                 return
             first = False
-            self._notify(ConnectionNotice("lost", reason))
+            try:
+                self._notify(ConnectionNotice("lost", reason))
+            except _NotRecorded as failed:
+                await self._stop_and_fail(failed.args[1])
+                return
             log.warning("link to %s lost: %s", self.transport.description, reason)
             if not self.reconnect_enabled:
                 self._fail_for_good(ConnectionLost(f"link lost: {reason}"))
@@ -337,7 +340,6 @@ class AsyncPen:
         self._ready.clear()
         self._fail_pending(error)
         self.runs.fail_active(error)
-        self._dead.set()
 
     async def _stop_and_fail(self, error: BaseException) -> None:
         """Stop the pen over a fresh epoch without a handshake (Stop needs none, and without
@@ -355,7 +357,9 @@ class AsyncPen:
         try:
             async with asyncio.timeout(HANDSHAKE_TIMEOUT):
                 await self._wait_link_connected()
-            await self._request(lambda c: Stop(c), urgent=True, handshake=True, timeout=1.0)
+            await self._request(
+                lambda c: Stop(c), urgent=True, handshake=True, timeout=STOP_TIMEOUT_S
+            )
         except (TimeoutError, HostError) as exc:
             log.error("could not stop %s: %s", self.url, exc)
         raise _LinkDown("the pen was stopped: this connection is ending")
@@ -442,10 +446,6 @@ class AsyncPen:
         if self.recorder is not None:  # ready to record before the pen hands anything over
             try:
                 self.recorder.on_connected(self, first)
-                if rebooted:
-                    self.recorder.on_notification(
-                        ConnectionNotice("rebooted", f"boot {reply.boot_id:08x}")
-                    )
             except MicropenError as exc:  # no session opened: the pen keeps its records
                 raise _NotRecorded("the treatment log failed", exc) from exc
         resumed = False
@@ -462,7 +462,7 @@ class AsyncPen:
         self.telemetry_hz = status.telemetry_hz
         self._heartbeat_interval = status.watchdog_ms / 4000
         if rebooted:
-            self._notify(ConnectionNotice("rebooted", f"boot {reply.boot_id:08x}"), record=False)
+            self._notify(ConnectionNotice("rebooted", f"boot {reply.boot_id:08x}"))
             self.runs.fail_active(
                 PenRebooted(
                     "the pen restarted during the run; its report went with its memory — the "
@@ -613,9 +613,12 @@ class AsyncPen:
             self.runs.reported(message)
         self._notify(message)
 
-    def _notify(self, item: Any, record: bool = True) -> None:
-        if record and isinstance(item, ConnectionNotice) and self.recorder is not None:
-            self.recorder.on_notification(item)
+    def _notify(self, item: Any) -> None:
+        if isinstance(item, ConnectionNotice) and self.recorder is not None:
+            try:  # link notices are records too: a log that cannot take them ends the session
+                self.recorder.on_notification(item)
+            except MicropenError as exc:
+                raise _NotRecorded("the treatment log failed", exc) from exc
         for callback in list(self._listeners):
             try:
                 callback(item)

@@ -9,6 +9,7 @@ judged after 250 ms of running, drift held for 100 ms.
 from __future__ import annotations
 
 import pytest
+from test_readiness import READY
 
 from micropen.host.errors import PenNotReady
 from micropen.host.ratewatch import Drift, RateWatch
@@ -17,16 +18,8 @@ from micropen.protocol.messages import (
     CartridgeState,
     FaultCode,
     PenState,
-    RunMode,
-    RunOutcome,
-    Status,
     Telemetry,
 )
-
-READY = Status(
-    1, PenState.IDLE, FaultCode.NONE, 500, 90, 0, 500, 0, 0, 0, RunMode.STROKES, 0, 0,
-    RunOutcome.NONE, 0, 77, CartridgeState.NEW, 0, 3700, 300, 1, 1, 1,
-)  # fmt: skip
 
 
 def _refusal(**change: object) -> str:

@@ -874,3 +874,19 @@ def test_processes_creating_one_new_log_at_once_all_open_it(tmp_path: Path) -> N
         assert [p.exitcode for p in procs] == [0, 0, 0, 0]
         with TreatmentLog(path) as log:
             assert log.schema_version == SCHEMA_VERSION
+
+
+def test_a_migration_another_process_already_applied_is_skipped(tmp_path: Path) -> None:
+    """The deterministic half of the race above: between reading the version and taking the
+    write lock, another process applied the step. Before, it ran again ('table sessions
+    already exists')."""
+    from micropen.host.treatment_log import MIGRATIONS, _apply_one
+
+    path = tmp_path / "log.sqlite"
+    TreatmentLog(path).close()  # every step applied
+    conn = sqlite3.connect(path, isolation_level=None)
+    try:
+        _apply_one(conn, MIGRATIONS[0])  # as a process that read version 0 a moment ago
+        assert conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
+    finally:
+        conn.close()

@@ -70,7 +70,8 @@ def test_a_second_host_numbering_from_1_gets_its_run_executed() -> None:
     assert _run_id(pen) == 2
 
 
-def test_a_second_hosts_stop_with_a_colliding_id_stops_the_run() -> None:
+def _second_host_over_a_run() -> tuple[SimulatedPen, Host, int]:
+    """Host A runs for 10 s; host B takes the link. Returns A's Run id, which B reuses."""
     pen, (a, b) = _pen_and_hosts()
     a.ready()
     run_cmd = a.next_id()
@@ -79,6 +80,11 @@ def test_a_second_hosts_stop_with_a_colliding_id_stops_the_run() -> None:
     b.connect()
     b.hello()
     assert pen.state is PenState.RUNNING
+    return pen, b, run_cmd
+
+
+def test_a_second_hosts_stop_with_a_colliding_id_stops_the_run() -> None:
+    pen, b, run_cmd = _second_host_over_a_run()
     assert isinstance(b.request(Stop(run_cmd)), Ack)
     assert pen.state is not PenState.RUNNING
     b.run_for(0.1)
@@ -86,13 +92,7 @@ def test_a_second_hosts_stop_with_a_colliding_id_stops_the_run() -> None:
 
 
 def test_a_second_hosts_emergency_stop_with_a_colliding_id_latches() -> None:
-    pen, (a, b) = _pen_and_hosts()
-    a.ready()
-    run_cmd = a.next_id()
-    assert isinstance(a.request(Run(run_cmd, CHEEKS, RunMode.DURATION, 0, 10_000)), Ack)
-    a.run_for(0.2)
-    b.connect()
-    b.hello()
+    pen, b, run_cmd = _second_host_over_a_run()
     assert isinstance(b.request(EmergencyStop(run_cmd)), Ack)
     assert pen.state is PenState.FAULT and pen.fault is FaultCode.EMERGENCY_STOP
 
