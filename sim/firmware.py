@@ -92,7 +92,6 @@ TICK_S = 0.010  # control period while anything moves
 IDLE_TICK_EVERY = 50  # ticks at rest: every 0.5 s
 TEMP_REARM_DC = L.TEMP_WARN_DC - 5  # the warning re-arms below 39.5 °C
 LINK_MAX_RETRIES = 1 << 30  # the pen never gives up delivering (faults, run reports)
-HELD_LIMIT = L.HELD_RECORDS_MAX  # records kept for the next host session (RAM)
 _U32 = 0xFFFF_FFFF
 _INF = math.inf
 _SCHEMA_HASH = schema_hash()
@@ -737,7 +736,7 @@ class Firmware:
         measurement, not a record: it is never held."""
         if isinstance(message, Telemetry):
             self.telemetry_skipped += 1
-        elif len(self._held) >= HELD_LIMIT:
+        elif len(self._held) >= L.HELD_RECORDS_MAX:
             self.notifications_lost += 1
         else:
             self._held.append(message)

@@ -117,10 +117,10 @@ class SimTransport:
 
     async def close(self) -> None:
         self._open = False
+        if self._wake is not None:  # first: a reader waiting on it must end even if saving fails
+            self._wake.set()
         with self._lock, _state_errors():
             self.pen.release_state()  # saved; the next power-on of this unit may take it
-        if self._wake is not None:
-            self._wake.set()
 
 
 @contextlib.contextmanager
