@@ -49,6 +49,8 @@ from micropen.protocol.messages import (
     ClearFault,
     EmergencyStop,
     ErrorCode,
+    Event,
+    EventCode,
     GetCartridge,
     GetStatus,
     Heartbeat,
@@ -165,6 +167,7 @@ class AsyncPen:
         self.identity: Identity | None = None
         self.last_status: Status | None = None
         self.telemetry_hz = 0  # as last set on the pen (from the handshake's status, then ours)
+        self.slowest_retract_ms: int | None = None  # from the pen's RETRACTED events
         self._link = self._new_link()
         self._cmd_ids = itertools.count(random.randrange(1, 1 << 30))
         # Names this host session to the pen (kept across reconnects): its reply cache answers
@@ -611,6 +614,8 @@ class AsyncPen:
                 raise _NotRecorded("the treatment log failed", _not_recorded(exc, message)) from exc
         if isinstance(message, RunReport):
             self.runs.reported(message)
+        elif isinstance(message, Event) and message.code is EventCode.RETRACTED:
+            self.slowest_retract_ms = max(self.slowest_retract_ms or 0, message.value)
         self._notify(message)
 
     def _notify(self, item: Any) -> None:
@@ -753,6 +758,7 @@ class AsyncPen:
         mode = RunMode.STROKES if strokes is not None else RunMode.DURATION
         status = await self._wait_not_stopping()
         readiness.check_can_run(status)  # the pen checks again; the host says what to do
+        readiness.check_retraction(self.slowest_retract_ms)
         # re-check what is set on the pen against the area before starting
         override = "override set" if status.soft_cap_override else None
         identity = self._require_identity()

@@ -3,7 +3,9 @@
 The firmware refuses a run on a latched fault, a low battery, a hot handpiece, a cartridge that
 is missing, used, expired or worn out, or missing calibration. The host checks the same things
 again before it sends ``Run`` (IEC 62304: every control in both layers), and says what to do in
-one line instead of relaying a refusal code.
+one line instead of relaying a refusal code. It also times the needles' retraction from the
+pen's own ``RETRACTED`` events: an actuator that took longer than 50 ms is not trusted with
+another run in this session, whatever the pen's fault state says.
 """
 
 from __future__ import annotations
@@ -13,7 +15,7 @@ from micropen.protocol.messages import CartridgeState, FaultCode, PenState, Stat
 
 from .errors import PenNotReady
 
-__all__ = ["check_can_run"]
+__all__ = ["check_can_run", "check_retraction"]
 
 _CARTRIDGE_FIX = {
     CartridgeState.ABSENT: "no cartridge is mounted; mount a new sterile cartridge",
@@ -55,3 +57,13 @@ def check_can_run(status: Status) -> None:
     fix = _CARTRIDGE_FIX.get(status.cartridge_state)
     if fix is not None:
         raise PenNotReady(fix)
+
+
+def check_retraction(slowest_ms: int | None) -> None:
+    """Raise PenNotReady when a retraction seen in this session broke the 50 ms limit."""
+    if slowest_ms is not None and slowest_ms > L.RETRACT_MAX_MS:
+        raise PenNotReady(
+            f"the needles took {slowest_ms} ms to retract after a stop (limit "
+            f"{L.RETRACT_MAX_MS} ms); the actuator is worn or obstructed — have the pen "
+            "serviced before treating with it"
+        )

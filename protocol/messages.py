@@ -47,6 +47,7 @@ class FaultCode(IntEnum):
     EMERGENCY_STOP = 9
     BROWNOUT = 10
     RATE_ERROR = 11  # stroke rate off the set rate by more than RATE_ACCEPT_TOL_PCT
+    RETRACT_SLOW = 12  # needles not home RETRACT_MAX_MS after a stop (value: ms elapsed)
 
 
 class ErrorCode(IntEnum):
@@ -161,6 +162,7 @@ class SimParam(IntEnum):
     DEPTH_OFFSET_ERROR_UM = 21
     SPEED_GAIN_ERROR_PPM = 22
     CALIBRATION_CORRUPT = 23
+    ACTUATOR_SPEED_PCT = 24
 
 
 _CMD = "host's number for this command, echoed by the reply"

@@ -109,6 +109,10 @@ PARAM_SPECS: dict[SimParam, ParamSpec] = {
             P.CALIBRATION_CORRUPT, 0, 1, "flag",
             "device", "1 flips a bit of the active calibration record in NVM",
         ),
+        _spec(
+            P.ACTUATOR_SPEED_PCT, 1, 100, "%",
+            "device", "depth actuator speed, % of nominal (a worn actuator retracts slowly)",
+        ),
     )
 }  # fmt: skip
 del P
@@ -193,6 +197,7 @@ _APPLY: dict[SimParam, _Apply] = {
     SimParam.DEPTH_OFFSET_ERROR_UM: lambda x, v, t: _set_errors(x, depth_offset_um=v),
     SimParam.SPEED_GAIN_ERROR_PPM: lambda x, v, t: _set_errors(x, speed_gain_ppm=v),
     SimParam.CALIBRATION_CORRUPT: _corrupt,
+    SimParam.ACTUATOR_SPEED_PCT: lambda x, v, t: setattr(x.physics, "actuator_speed_pct", float(v)),
 }
 _READ: dict[SimParam, Callable[[FaultTarget, float], int]] = {
     SimParam.STALL: lambda x, t: int(x.physics.stalled),
@@ -207,6 +212,7 @@ _READ: dict[SimParam, Callable[[FaultTarget, float], int]] = {
     SimParam.DEPTH_OFFSET_ERROR_UM: lambda x, t: x.physics.errors.depth_offset_um,
     SimParam.SPEED_GAIN_ERROR_PPM: lambda x, t: x.physics.errors.speed_gain_ppm,
     SimParam.CALIBRATION_CORRUPT: lambda x, t: int(x.nvm.cal.corrupt),
+    SimParam.ACTUATOR_SPEED_PCT: lambda x, t: round(x.physics.actuator_speed_pct),
 }
 
 

@@ -287,6 +287,7 @@ class Firmware:
         self._stroke_limit = _INF
         self._stroke_limit_outcome = self._time_limit_outcome = RunOutcome.COMPLETED
         self._wd_at = self._run_end_at = self._retract_at = self._deadline = _INF
+        self._retract_limit_at = _INF  # the firmware's own 50 ms check of every retraction
         self._stop_t = now
         self._tick_k, self._tick_every, self._next_tick = 0, 1, _INF
         self._tel_k, self._tel_period, self._next_tel = 0, 0.0, _INF
@@ -377,7 +378,9 @@ class Firmware:
         return None if due == _INF else due
 
     def _reschedule(self) -> None:
-        self._deadline = min(self._wd_at, self._run_end_at, self._retract_at)
+        self._deadline = min(
+            self._wd_at, self._run_end_at, self._retract_at, self._retract_limit_at
+        )
 
     def _deadlines_due(self, t: float) -> None:
         if t >= self._wd_at:
@@ -388,6 +391,8 @@ class Firmware:
             self._finish_run(self._time_limit_outcome, t)
         if t >= self._retract_at:
             self._retracted(t)
+        if t >= self._retract_limit_at:
+            self._check_retracted(t)
         self._reschedule()
 
     def _retick(self, t: float) -> None:
@@ -512,7 +517,7 @@ class Firmware:
         ph.move_actuator(self._raw_depth(self.depth_set_um))
         self._set_run_limits(m, t)
         self._wd_at = self._last_rx + self.watchdog_ms / 1000.0
-        self._retract_at = _INF
+        self._retract_at = self._retract_limit_at = _INF
         self._over_since = None
         self._reschedule()
         self._retick(t)
@@ -565,16 +570,32 @@ class Firmware:
             self._notify(Event(0, EventCode.CARTRIDGE_RETIRED, cart_id, run.run_id), t)
 
     def _schedule_retraction(self, t: float) -> None:
+        """Needles on their way home. The arrival time comes from the actuator model; the
+        50 ms limit does not trust it: a timer of its own reads the position sensor then."""
         ph = self.physics
-        self._stop_t = t
-        self._retract_at = ph.actuator_arrival() if ph.act_pos_um != ph.act_target_um else _INF
+        moving = ph.act_pos_um != ph.act_target_um
+        if self._retract_at == _INF:  # a retraction already under way keeps its start
+            self._stop_t = t
+            if moving:
+                self._retract_limit_at = t + L.RETRACT_MAX_MS / 1000.0
+        self._retract_at = ph.actuator_arrival() if moving else _INF
         self._reschedule()
         self._retick(t)
 
+    def _check_retracted(self, t: float) -> None:
+        """Hazard: needles left out after a stop. Not home RETRACT_MAX_MS after the stop
+        (a worn or obstructed actuator): latch RETRACT_SLOW, motor off, keep retracting."""
+        self._retract_limit_at = _INF
+        if self.physics.act_pos_um > 0.0:
+            self._fault(FaultCode.RETRACT_SLOW, round((t - self._stop_t) * 1000.0), t)
+
     def _retracted(self, t: float) -> None:
         ph = self.physics
+        if abs(ph.act_pos_um - ph.act_target_um) > 1.0:  # the actuator's speed changed on the way
+            self._retract_at = ph.actuator_arrival()
+            return
         ph.act_pos_um = ph.act_target_um  # arrival time was computed from this very motion
-        self._retract_at = _INF
+        self._retract_at = self._retract_limit_at = _INF
         self.last_retract_ms = (t - self._stop_t) * 1000.0
         self._notify(Event(0, EventCode.RETRACTED, round(self.last_retract_ms), self._run_id()), t)
         if self.state is PenState.STOPPING:
@@ -1049,6 +1070,7 @@ class Firmware:
             FaultCode.BATTERY_LOW: lambda: self._m_battery >= L.BATTERY_STOP_MV,
             FaultCode.FLUID_INGRESS: lambda: not ph.fluid_ingress,
             FaultCode.DEPTH_ERROR: lambda: abs(ph.depth_drift_um) <= L.DEPTH_FAULT_TOL_UM,
+            FaultCode.RETRACT_SLOW: lambda: ph.act_pos_um <= 0.0,
         }
         for candidate in (code, FaultCode.FLUID_INGRESS, FaultCode.STALL):
             check = gone.get(candidate)

@@ -130,6 +130,7 @@ class Physics:
         "_speed_gain",
         "act_pos_um",
         "act_target_um",
+        "actuator_speed_pct",
         "ambient_c",
         "depth_drift_um",
         "errors",
@@ -157,6 +158,7 @@ class Physics:
         self.stalled = False
         self.act_pos_um = 0.0
         self.act_target_um = 0.0
+        self.actuator_speed_pct = 100.0  # a worn or obstructed actuator moves slower
         self.ambient_c = AMBIENT_DEFAULT_C
         self.extra_heat_c = 0.0
         self.temp_c = AMBIENT_DEFAULT_C
@@ -186,8 +188,11 @@ class Physics:
         self.act_target_um = min(max(raw_um, 0.0), ACTUATOR_TRAVEL_UM)
 
     def actuator_arrival(self) -> float:
-        """When the actuator reaches its target at full speed."""
-        return self.t + abs(self.act_target_um - self.act_pos_um) / ACTUATOR_SPEED_UM_S
+        """When the actuator reaches its target at its present speed."""
+        return self.t + abs(self.act_target_um - self.act_pos_um) / self._actuator_speed()
+
+    def _actuator_speed(self) -> float:
+        return ACTUATOR_SPEED_UM_S * self.actuator_speed_pct / 100.0
 
     # ------------------------------------------------------------------ readings (true values)
     def true_depth_um(self) -> float:
@@ -284,7 +289,7 @@ class Physics:
                 )
         pos, target = self.act_pos_um, self.act_target_um
         if pos != target:
-            move = ACTUATOR_SPEED_UM_S * dt
+            move = self._actuator_speed() * dt
             if abs(target - pos) <= move + 1e-9:
                 self.act_pos_um = target
             else:

@@ -9,14 +9,17 @@ Each check is proven in the host's layer: the error is the host's PenNotReady, r
 
 from __future__ import annotations
 
+import asyncio
+
 import pytest
 
 from micropen.host import AsyncPen
 from micropen.host.errors import PenNotReady, RateDrift
 from micropen.host.ratewatch import RateWatch
-from micropen.host.readiness import check_can_run
+from micropen.host.readiness import check_can_run, check_retraction
 from micropen.protocol.messages import (
     CartridgeState,
+    EventCode,
     FaultCode,
     PenState,
     RunMode,
@@ -26,6 +29,7 @@ from micropen.protocol.messages import (
     Telemetry,
 )
 
+RETRACTED = EventCode.RETRACTED
 READY = Status(
     1, PenState.IDLE, FaultCode.NONE, 500, 90, 0, 500, 0, 0, 0, RunMode.STROKES, 0, 0,
     RunOutcome.NONE, 0, 77, CartridgeState.NEW, 0, 3700, 300, 1, 1, 1,
@@ -87,6 +91,33 @@ async def test_an_uncalibrated_pen_is_refused_by_the_host() -> None:
     async with await AsyncPen.open("sim://?seed=3&calibration=blank", log=False) as pen:
         with pytest.raises(PenNotReady, match="calibrate"):
             await pen.run(depth_mm=0.5, rate_sps=90, area="forehead", strokes=10)
+
+
+def test_a_retraction_over_50_ms_is_not_trusted_with_another_run() -> None:
+    check_retraction(None)
+    check_retraction(50)  # the spec's limit: home within 50 ms
+    with pytest.raises(PenNotReady, match=r"took 51 ms to retract .*limit 50 ms.*serviced"):
+        check_retraction(51)
+
+
+async def test_the_host_refuses_a_run_after_a_slow_retraction_the_pen_let_pass() -> None:
+    """The pen latches RETRACT_SLOW and lets it be cleared once the needles are home; the host
+    remembers the slow retraction it saw and refuses the next run on its own."""
+    async with await AsyncPen.open("sim://?seed=3", log=False) as pen:
+        home = asyncio.Event()
+        pen.add_listener(lambda m: home.set() if getattr(m, "code", None) == RETRACTED else None)
+        await pen.sim_set(SimParam.ACTUATOR_SPEED_PCT, 40)  # 1.5 mm home at 24 mm/s: 62 ms
+        await pen.run(depth_mm=1.5, rate_sps=110, area="cheeks", strokes=30)
+        async with asyncio.timeout(1.0):
+            await home.wait()
+        assert (await pen.status()).fault is FaultCode.RETRACT_SLOW  # the pen's own check
+        await pen.clear_fault()
+        await pen.sim_set(SimParam.ACTUATOR_SPEED_PCT, 100)
+        assert pen.slowest_retract_ms is not None and pen.slowest_retract_ms > 50
+        sent = pen.counters["commands"]
+        with pytest.raises(PenNotReady, match="to retract"):
+            await pen.start_run(area="cheeks", strokes=10)
+        assert pen.counters["commands"] - sent == 1  # one status; no Run was sent
 
 
 # ------------------------------------------------------------------ hazard 6, the host's check

@@ -263,6 +263,56 @@ def test_safety_retract_within_50_ms(cause: str) -> None:
     assert retracted and retracted[-1].value <= 50
 
 
+def _stopped_at_full_depth(speed_pct: int) -> Host:
+    host = Host(seed=1)
+    host.ready(depth_um=2500, rate_sps=90)
+    host.start(int(A.STRETCH_MARKS), RunMode.DURATION, duration_ms=20_000)
+    host.run_for(0.2)
+    host.pen.set_param(SimParam.ACTUATOR_SPEED_PCT, speed_pct, host.now)
+    host.send(Stop(host.next_id()))
+    host.wait_for(lambda: host.pen.state is not PenState.RUNNING, 1.0, step=0.001)
+    return host
+
+
+def test_safety_a_slow_retraction_faults_50_ms_after_the_stop() -> None:
+    """The firmware times every retraction itself (not from the actuator model): needles not
+    home 50 ms after the stop latch RETRACT_SLOW, and no run starts until they are home."""
+    host = _stopped_at_full_depth(50)  # 2.5 mm at 30 mm/s: 83 ms
+    stopped = host.now
+    host.wait_for(lambda: host.pen.state is PenState.FAULT, 0.2, step=0.001)
+    assert 0.050 <= host.now - stopped <= 0.052
+    assert host.pen.fault is FaultCode.RETRACT_SLOW
+    assert host.pen.physics.act_pos_um > 0.0  # caught before the needles were home
+    raised = host.events(EventCode.FAULT_RAISED)
+    assert raised and raised[-1].value == int(FaultCode.RETRACT_SLOW)
+    assert host.faults()[-1].value in (50, 51)  # the elapsed ms it found
+    refused = host.nak(ClearFault)  # needles still out: the cause stands
+    assert refused.error is ErrorCode.FAULT_ACTIVE
+    host.wait_for(lambda: host.pen.physics.act_pos_um == 0.0, 0.1, step=0.001)
+    host.run_for(0.02)
+    host.ack(ClearFault)
+    assert host.pen.state is PenState.IDLE
+
+
+def test_safety_a_retraction_within_50_ms_raises_nothing() -> None:
+    host = _stopped_at_full_depth(100)  # 2.5 mm at 60 mm/s: 42 ms
+    host.run_for(0.2)
+    assert host.pen.state is PenState.IDLE and host.pen.fault is FaultCode.NONE
+    assert not host.faults()
+
+
+def test_safety_an_actuator_slowing_mid_retraction_is_still_caught() -> None:
+    """The model's arrival time was computed at full speed; the 50 ms check still reads the
+    needles' real position."""
+    host = _stopped_at_full_depth(100)
+    host.run_for(0.01, step=0.001)
+    host.pen.set_param(SimParam.ACTUATOR_SPEED_PCT, 10, host.now)
+    host.wait_for(lambda: host.pen.state is PenState.FAULT, 0.1, step=0.001)
+    assert host.pen.fault is FaultCode.RETRACT_SLOW
+    host.wait_for(lambda: host.pen.physics.act_pos_um == 0.0, 1.0, step=0.001)
+    assert host.events(EventCode.RETRACTED)[-1].value > 50  # and it says how long it took
+
+
 # ------------------------------------------------------------------------------ motor, heat, power
 def test_safety_stall_over_current_faults_after_100_ms() -> None:
     host = running()
