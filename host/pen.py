@@ -12,14 +12,11 @@ stopped first) at interpreter exit.
 
 from __future__ import annotations
 
-import asyncio
 import atexit
 import contextlib
 import queue
-import threading
 import weakref
 from collections.abc import Callable, Coroutine, Iterator
-from concurrent.futures import Future
 from typing import Any, TypeVar
 
 from micropen.protocol import limits as L
@@ -37,6 +34,7 @@ from micropen.protocol.schema import Message
 
 from .connection import AsyncPen
 from .errors import PenTimeout
+from .loopthread import LoopThread
 from .runs import RunBook
 
 __all__ = ["Pen", "open_pen"]
@@ -57,49 +55,30 @@ class Pen:
     """Blocking wrapper around AsyncPen. Create with :func:`open_pen`."""
 
     def __init__(self, url: str = "auto", **options: Any) -> None:
-        self._loop = asyncio.new_event_loop()
-        self._thread = threading.Thread(
-            target=self._loop.run_forever, name="micropen-loop", daemon=True
-        )
-        self._thread.start()
+        self._thread = LoopThread("micropen-loop", cleanup_grace=CLEANUP_GRACE_S)
+        self._loop = self._thread.loop
         try:
             self._async: AsyncPen = self._call(AsyncPen.open(url, **options))
         except BaseException:
-            self._stop_loop()
+            self._thread.stop()
             raise
         _open_pens.add(self)
 
     def _call(self, coro: Coroutine[Any, Any, T], timeout: float | None = None) -> T:
-        finished = threading.Event()
-        future: Future[T] = asyncio.run_coroutine_threadsafe(
-            _signal_when_done(coro, finished), self._loop
-        )
-        try:
-            return future.result(timeout)
-        except KeyboardInterrupt:
-            # AsyncPen.run stops the pen and collects its report in a shielded cleanup: let it
-            # finish before the interrupt goes on to close() and out of the process
-            future.cancel()
-            finished.wait(CLEANUP_GRACE_S)
-            raise
+        return self._thread.call(coro, timeout)
 
     def run_coroutine(self, coro: Coroutine[Any, Any, T], timeout: float | None = None) -> T:
         """Run a coroutine on the pen's own loop thread (beside its heartbeats) and wait."""
         return self._call(coro, timeout)
 
-    def _stop_loop(self) -> None:
-        self._loop.call_soon_threadsafe(self._loop.stop)
-        self._thread.join()
-        self._loop.close()
-
     def close(self) -> None:
         _open_pens.discard(self)
-        if self._loop.is_closed():
+        if not self._thread.running:
             return
         try:
             self._call(self._async.close())
         finally:
-            self._stop_loop()
+            self._thread.stop()
 
     def __enter__(self) -> Pen:
         return self
@@ -298,10 +277,3 @@ class Pen:
 def open_pen(url: str = "auto", **options: Any) -> Pen:
     """Connect to a pen and handshake; the blocking API."""
     return Pen(url, **options)
-
-
-async def _signal_when_done(coro: Coroutine[Any, Any, T], finished: threading.Event) -> T:
-    try:
-        return await coro
-    finally:
-        finished.set()

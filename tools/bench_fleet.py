@@ -23,13 +23,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import aiomqtt
 import typer
 
 from micropen.host import AsyncPen
 from micropen.host.fleet import BridgeConfig, BrokerConfig, FleetBridge
 from micropen.host.fleet.mosquitto import LocalMosquitto
 from micropen.host.fleet.topics import decode, topic_filter
+from micropen.host.tasks import cancel_and_wait
 
 __all__ = ["FleetRun", "measure_broker", "measure_fleet", "run_fleet"]
 
@@ -166,9 +166,7 @@ async def _subscriber(config: BrokerConfig, site: str, run: FleetRun) -> Any:
     try:
         yield ready
     finally:
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError, aiomqtt.MqttError):
-            await task
+        await cancel_and_wait([task])  # its MqttError on the way out is of no interest
 
 
 def measure_fleet(bridges: int = 10, seconds: float = 10, hz: int = 100) -> dict[str, Any]:
@@ -241,9 +239,7 @@ async def _flood(config: BrokerConfig, messages: int, size: int, qos: int) -> fl
             async with asyncio.timeout(60):
                 await done.wait()
             elapsed = time.perf_counter() - start
-        counter.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await counter
+        await cancel_and_wait([counter])
     return elapsed
 
 

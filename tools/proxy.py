@@ -33,7 +33,6 @@ import os
 import signal
 import socket
 import sys
-import threading
 import tty
 from collections.abc import Callable
 from concurrent.futures import Future
@@ -43,6 +42,8 @@ from typing import Annotated, Any, Protocol
 import typer
 
 from micropen.host.errors import HostError, InvalidInput
+from micropen.host.loopthread import LoopThread
+from micropen.host.tasks import TaskScope
 from micropen.host.transports import Transport, make_transport
 
 from .proxy_faults import FaultSpec, FaultyDirection
@@ -334,7 +335,8 @@ class LinkProxy:
                 await kick.wait()
             else:
                 with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(kick.wait(), max(0.0, deadline - self._now()))
+                    async with asyncio.timeout(max(0.0, deadline - self._now())):
+                        await kick.wait()
             write(direction.release(self._now()))
 
     # -- control
@@ -374,21 +376,15 @@ class LinkProxy:
             await self._host.start()
             if ready is not None:
                 ready(self.address)
-            async with asyncio.TaskGroup() as tg:
-                tg.create_task(self._pen_reader())
-                tg.create_task(self._releaser(HOST_TO_PEN, self._to_pen))
-                tg.create_task(self._releaser(PEN_TO_HOST, self._to_host))
-                tg.create_task(self._wait_stop())
-        except* _Stopped:
-            pass
+            async with TaskScope("proxy") as scope:
+                scope.start(self._pen_reader())
+                scope.start(self._releaser(HOST_TO_PEN, self._to_pen))
+                scope.start(self._releaser(PEN_TO_HOST, self._to_host))
+                await self._stop.wait()
         finally:
             await self._host.close()
             with contextlib.suppress(HostError):
                 await self._pen.close()
-
-    async def _wait_stop(self) -> None:
-        await self._stop.wait()
-        raise _Stopped
 
 
 class ProxyThread:
@@ -398,14 +394,13 @@ class ProxyThread:
     def __init__(self, pen_url: str, listen: str | ListenSpec = "pty", **options: Any) -> None:
         self._args = (pen_url, parse_listen(listen) if isinstance(listen, str) else listen)
         self._options = options
-        self._loop = asyncio.new_event_loop()
-        self._thread = threading.Thread(target=self._loop.run_forever, name="micropen-proxy")
+        self._thread: LoopThread | None = None
         self._proxy: LinkProxy | None = None
         self._served: Future[None] | None = None
         self.address = ""
 
     def __enter__(self) -> ProxyThread:
-        self._thread.start()
+        self._thread = LoopThread("micropen-proxy")
         ready: Future[str] = Future()
 
         async def run() -> None:
@@ -416,7 +411,7 @@ class ProxyThread:
             if not ready.done():  # serve() ended before it was ready: report why
                 ready.set_exception(done.exception() or _Stopped("the proxy stopped"))
 
-        self._served = asyncio.run_coroutine_threadsafe(run(), self._loop)
+        self._served = self._thread.submit(run())
         self._served.add_done_callback(served)
         try:
             self.address = ready.result(timeout=10)
@@ -430,7 +425,8 @@ class ProxyThread:
             assert self._proxy is not None
             return fn(self._proxy)
 
-        return asyncio.run_coroutine_threadsafe(call(), self._loop).result(timeout=10)
+        assert self._thread is not None
+        return self._thread.call(call(), timeout=10)
 
     def statistics(self) -> dict[str, Any]:
         return self._call(LinkProxy.statistics)  # type: ignore[no-any-return]
@@ -445,13 +441,14 @@ class ProxyThread:
         self._call(LinkProxy.drop_host)
 
     def __exit__(self, *exc: object) -> None:
+        thread, self._thread = self._thread, None
+        if thread is None:
+            return
         if self._proxy is not None and self._served is not None and not self._served.done():
-            self._loop.call_soon_threadsafe(self._proxy.stop)
+            thread.loop.call_soon_threadsafe(self._proxy.stop)
             with contextlib.suppress(BaseException):
                 self._served.result(timeout=10)
-        self._loop.call_soon_threadsafe(self._loop.stop)
-        self._thread.join(timeout=10)
-        self._loop.close()
+        thread.stop()
 
 
 # ------------------------------------------------------------------------------------ CLI

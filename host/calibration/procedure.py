@@ -18,7 +18,6 @@ previous one is written back), and the record is stored with its outcome and rea
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import importlib.metadata
 import uuid
 from collections.abc import Awaitable, Callable, Mapping, Sequence
@@ -27,6 +26,7 @@ from datetime import UTC, date, datetime
 
 from micropen.host.connection import AsyncPen
 from micropen.host.errors import HostError, InvalidInput, PenRefused
+from micropen.host.tasks import shielded
 from micropen.protocol import limits as L
 from micropen.protocol.messages import (
     CalBank,
@@ -523,7 +523,7 @@ async def _run_phases(session: Session, phases: Sequence[Phase]) -> None:
         record.outcome, record.reason = Outcome.INCOMPLETE, f"{current}: {what}"
         raise
     finally:
-        await _shielded(_finish(session))
+        await shielded(_finish(session))
 
 
 async def _finish(session: Session) -> None:
@@ -560,23 +560,6 @@ async def _restore(session: Session) -> None:
         "the new calibration was not verified as-left, so the previous values were written back "
         f"(counter {record.cal_after.counter if record.cal_after else '?'})"
     )
-
-
-async def _shielded(work: Awaitable[None]) -> None:
-    """Run cleanup to the end even if the caller is cancelled again meanwhile (then re-raise)."""
-    task = asyncio.ensure_future(work)
-    cancelled = False
-    while not task.done():
-        try:
-            await asyncio.shield(task)
-        except asyncio.CancelledError:
-            if task.done():
-                break
-            cancelled = True
-    if cancelled:
-        raise asyncio.CancelledError
-    with contextlib.suppress(asyncio.CancelledError):
-        task.result()
 
 
 def _conclude(session: Session) -> None:

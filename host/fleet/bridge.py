@@ -35,6 +35,7 @@ from micropen.protocol.messages import Event, FaultReport, RunReport, Status, Te
 
 from ..connection import AsyncPen, ConnectionNotice
 from ..errors import HostError
+from ..tasks import TaskScope, cancel_and_wait, wait_event
 from ..treatment_log import TreatmentLog
 from . import payloads as P
 from .batcher import TelemetryBatcher
@@ -69,10 +70,6 @@ class BridgeConfig:
         check_level("site", self.site)
         if self.telemetry_interval <= 0 or self.status_interval <= 0:
             raise BrokerConfigError("telemetry and status intervals must be positive seconds")
-
-
-class _Stopping(Exception):
-    """Internal: ends the current session so it can say goodbye."""
 
 
 class FleetBridge:
@@ -147,12 +144,11 @@ class FleetBridge:
         task, self._task = self._task, None
         if task is not None:
             done, _ = await asyncio.wait({task}, timeout=timeout)
-            if not done:
-                task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await asyncio.wait({task})
-            if not task.cancelled() and task.exception() is not None:
-                log.error("fleet bridge %s ended: %s", self.serial, task.exception())
+            errors = [] if done else await cancel_and_wait([task])
+            if done and not task.cancelled() and task.exception() is not None:
+                errors = [task.exception()]  # type: ignore[list-item]
+            for error in errors:
+                log.error("fleet bridge %s ended: %s", self.serial, error)
         self._remove_listener()
         if self._final_stats is None:
             self._final_stats = self.statistics()
@@ -161,12 +157,12 @@ class FleetBridge:
     async def run(self) -> None:
         """Publish until :meth:`close`; reconnects by itself. Raises only a first-connect
         credential refusal (BrokerRefused: the user must fix it) and bugs."""
-        ticker = asyncio.create_task(self._telemetry_loop(), name=f"telemetry {self.serial}")
-        try:
-            await self._connection_loop()
-        finally:
-            self._stop.set()  # the ticker ends at its next tick (no reliance on cancel)
-            await ticker
+        async with TaskScope(f"fleet bridge {self.serial}") as scope:
+            scope.start(self._telemetry_loop(), name=f"telemetry {self.serial}")
+            try:
+                await self._connection_loop()
+            finally:
+                self._stop.set()  # the ticker ends at its next tick (and is cancelled anyway)
 
     async def wait(self, timeout: float | None = None) -> None:
         """Until the bridge ends by itself (only a fatal error ends it: re-raised) or
@@ -296,8 +292,7 @@ class FleetBridge:
                 return
             delay = self.config.backoff[min(attempt, len(self.config.backoff) - 1)]
             attempt += 1
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._stop.wait(), delay)
+            await wait_event(self._stop, delay)
 
     async def _session(self, client: aiomqtt.Client) -> None:
         async with client:
@@ -309,24 +304,21 @@ class FleetBridge:
             self._notice("connected", broker=self.broker.url)
             ending = asyncio.Event()
             try:
-                async with asyncio.TaskGroup() as tg:
+                async with TaskScope(f"fleet session {self.serial}") as scope:
                     for child in (
                         self._status_loop(client, ending),
                         self._drain(client, ending),
-                        self._commands(client, tg),
-                        self._until_stopped(),
+                        self._commands(client, scope),
+                        self._stop.wait(),
                     ):
-                        tg.create_task(_ends_session(child, ending))
-            except* _Stopping:
-                await self._goodbye(client)
+                        scope.start(_ends_session(child, ending))
+                    await ending.wait()  # the first child to end (or stop()) ends the session
+                if self._stop.is_set():
+                    await self._goodbye(client)
             finally:
                 self._client = None
                 self._connected.clear()
                 self.counters["disconnects"] += 1
-
-    async def _until_stopped(self) -> None:
-        await self._stop.wait()
-        raise _Stopping
 
     async def _goodbye(self, client: aiomqtt.Client) -> None:
         """Last telemetry batch, then the retained offline status (no will on a clean stop)."""
@@ -343,8 +335,7 @@ class FleetBridge:
         while not ending.is_set():
             self._status_dirty.clear()  # before reading: a change during the read is not lost
             await self._publish_status(client)
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._status_dirty.wait(), self.config.status_interval)
+            await wait_event(self._status_dirty, self.config.status_interval)
 
     async def _publish_status(self, client: aiomqtt.Client) -> None:
         status = await self._fresh_status()
@@ -393,8 +384,7 @@ class FleetBridge:
         interval = self.config.telemetry_interval
         next_tick = loop.time() + interval
         while not self._stop.is_set():
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._stop.wait(), max(0.0, next_tick - loop.time()))
+            await wait_event(self._stop, max(0.0, next_tick - loop.time()))
             if self._stop.is_set():
                 return  # the goodbye took the last batch
             next_tick = max(next_tick + interval, loop.time())
@@ -423,10 +413,10 @@ class FleetBridge:
         self.counters["telemetry_samples"] += len(batch.samples)
 
     # ------------------------------------------------------------------ remote commands
-    async def _commands(self, client: aiomqtt.Client, tg: asyncio.TaskGroup) -> None:
+    async def _commands(self, client: aiomqtt.Client, scope: TaskScope) -> None:
         async for message in client.messages:
             if message.topic.matches(self.topics.cmd):
-                tg.create_task(self._handle(client, _payload_bytes(message), message.retain))
+                scope.start(self._handle(client, _payload_bytes(message), message.retain))
 
     async def _handle(self, client: aiomqtt.Client, data: bytes, retained: bool) -> None:
         self.counters["commands"] += 1
