@@ -1,41 +1,34 @@
 """The asyncio core: one connection to one pen, with heartbeat, telemetry and safe reconnect.
 
-Structure (trio/anyio style): :class:`AsyncPen` owns one supervisor task; the supervisor owns a
-TaskGroup per link session holding the reader and the ticker (heartbeat, retransmit timers,
-log flushing). Nothing is fire-and-forget: ``close()`` cancels the supervisor and waits for it.
+Structure (trio/anyio style), one job per module: :class:`AsyncPen` (here) is the pen's API and
+what a session means to the pen; ``supervisor.py`` owns the one supervisor task, which runs
+link epochs in a task scope (reader, ticker, handshake) and reconnects; ``pump.py`` moves bytes
+and keeps the link alive; ``requests.py`` matches replies to requests; ``runs.py`` keeps the
+runs and their reports. Nothing is fire-and-forget: ``close()`` stops our run, then cancels the
+supervisor and waits for it.
 
 Reconnect without guessing: when the link drops (cable pulled, pen reset, pty closed), the
 supervisor reports it, reopens the transport with backoff, opens a new link epoch, handshakes
-again and compares the pen's ``boot_id``. Same boot: pending commands are re-sent with their
-original ``cmd_id``, which the pen answers from its reply cache — never executing twice. New
-boot: pending commands fail with PenRebooted and are not re-sent. Reports of runs that ended
-while the link was down arrive anyway, because the pen re-sends unacknowledged events in the new
-epoch.
+again and compares the pen's ``boot_id``. Same boot and the pen still holds this session:
+pending commands are re-sent with their original ``cmd_id``, which the pen answers from its
+reply cache — never executing twice. Otherwise only what is safe to repeat is re-sent and the
+rest fails with a typed error. Reports of runs that ended while the link was down arrive
+anyway, because the pen re-sends unacknowledged records in the new epoch.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import itertools
 import logging
-import math
 import random
 import time
-from collections.abc import AsyncIterator, Callable, Coroutine
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
 from micropen.protocol import limits as L
-from micropen.protocol.errors import LocalProtocolError, MicropenError
-from micropen.protocol.events import (
-    BadMessage,
-    Connected,
-    LinkLost,
-    MessageReceived,
-    PeerReset,
-)
-from micropen.protocol.link import Link, Role
+from micropen.protocol.errors import MicropenError
 from micropen.protocol.messages import (
     PROTOCOL_VERSION,
     Ack,
@@ -53,7 +46,6 @@ from micropen.protocol.messages import (
     EventCode,
     GetCartridge,
     GetStatus,
-    Heartbeat,
     Hello,
     Identity,
     Nak,
@@ -61,7 +53,6 @@ from micropen.protocol.messages import (
     PenState,
     Run,
     RunMode,
-    RunOutcome,
     RunReport,
     SetDepth,
     SetRate,
@@ -88,11 +79,14 @@ from .errors import (
     PenRefused,
     PenTimeout,
     RateDrift,
-    RunEndedElsewhere,
     SchemaMismatch,
 )
+from .pump import LinkDown, LinkPump, NotRecorded, recorded
 from .ratewatch import Drift, RateWatch
+from .requests import PendingRequests
 from .runs import RunBook
+from .supervisor import Supervisor
+from .tasks import TaskScope, shielded
 from .transports import Transport, make_transport
 
 __all__ = ["AsyncPen", "ConnectionNotice"]
@@ -101,18 +95,10 @@ log = logging.getLogger("micropen.host")
 M = TypeVar("M", bound=Message)
 
 HANDSHAKE_TIMEOUT = 2.0
-LIVENESS_TIMEOUT = 0.75  # the host notices a dead link within 1 s
-ACK_DELAY = 0.004
-RECONNECT_BACKOFF = (0.05, 0.1, 0.2, 0.5, 1.0, 2.0)
 STOP_TIMEOUT_S = 1.0  # an urgent Stop is answered in milliseconds; past this, the watchdog
 REPORT_AFTER_STOP_S = 2.0  # the run report follows the Stop's Ack at once
 RUN_REPORT_GRACE_S = 2.0  # beyond the pen's watchdog, how long a run's waiters wait for a link
-BAD_MESSAGE_LOG_EVERY_S = 10.0
 RATE_WATCH_HZ = 20  # telemetry the host turns on for run() when it is off: its rate check
-# Safe to send again whatever happened to the first copy: queries change nothing, and the stops
-# are idempotent (the pen always executes them, never answers them from its cache).
-QUERIES = (GetStatus, GetCartridge, CalRead, SimGet)
-SAFE_TO_REPEAT = (*QUERIES, Stop, EmergencyStop)
 
 
 @dataclass(frozen=True, slots=True)
@@ -123,24 +109,14 @@ class ConnectionNotice:
     detail: str
 
 
-@dataclass(slots=True)
-class _Pending:
-    message: Message
-    future: asyncio.Future[Message]
-    urgent: bool
-
-
-class _LinkDown(Exception):
-    """Internal: the current link session ended (reason in args[0])."""
-
-
-class _NotRecorded(_LinkDown):
-    """Internal: the log could not store what the pen handed over; end this epoch at once,
-    before an acknowledgement of it can leave (args[1] is the log's error)."""
-
-
 class AsyncPen:
-    """One pen, driven from asyncio. Use :meth:`open`; the same API for every transport."""
+    """One pen, driven from asyncio. Use :meth:`open`; the same API for every transport.
+
+    The jobs are split: :class:`~micropen.host.pump.LinkPump` moves bytes and keeps the link
+    alive, :class:`~micropen.host.supervisor.Supervisor` runs link epochs and reconnects,
+    :class:`~micropen.host.requests.PendingRequests` matches replies to requests,
+    :class:`~micropen.host.runs.RunBook` keeps the runs and their reports. This class is the
+    pen's API, and what a session means to the pen (handshake, records, stops)."""
 
     def __init__(
         self,
@@ -157,39 +133,17 @@ class AsyncPen:
         self.is_simulated = transport.is_simulated
         self.bench = transport.bench
         self.command_timeout = command_timeout
-        self.reconnect_enabled = reconnect
         self.recorder = recorder
         # Without a session the pen hands over no records (they stay on it for a host that can
         # log them) and answers nothing from its reply cache: what a stop-only host uses when
         # its log cannot be written. Stop and EmergencyStop need no session.
         self.open_session = open_session
-        self._run_in_flight = False  # a Run was sent whose run id is not known yet
         self.identity: Identity | None = None
         self.last_status: Status | None = None
         self.telemetry_hz = 0  # as last set on the pen (from the handshake's status, then ours)
-        self.slowest_retract_ms: int | None = None  # from the pen's RETRACTED events
-        self._link = self._new_link()
-        self._cmd_ids = itertools.count(random.randrange(1, 1 << 30))
         # Names this host session to the pen (kept across reconnects): its reply cache answers
         # a re-sent command only for the session that sent it first.
         self.session = random.randrange(1, 1 << 32)
-        self._pending: dict[int, _Pending] = {}
-        self._listeners: list[Callable[[Any], None]] = []
-        self.runs = RunBook()
-        self._bad_messages_logged_at = -math.inf
-        self._ready = asyncio.Event()
-        self._kick = asyncio.Event()
-        self._closing = False
-        self._supervisor: asyncio.Task[None] | None = None
-        self._fatal: BaseException | None = None
-        self._unrecorded: BaseException | None = None
-        self._down_since: float | None = None  # when the link went down (None: it is up)
-        self._heartbeats = itertools.count()
-        self._heartbeat_interval = L.HEARTBEAT_DEFAULT_MS / 4000
-        self._last_heartbeat = 0.0
-        self._silent_until = 0.0
-        self._ticker_wake_at = 0.0
-        self._override_reason: str | None = None
         self.counters = {
             "reconnects": 0,
             "late_replies": 0,
@@ -197,6 +151,20 @@ class AsyncPen:
             "commands": 0,
             "bad_messages": 0,
         }
+        self.requests = PendingRequests(self.counters)
+        self.runs = RunBook()
+        self._listeners: list[Callable[[Any], None]] = []
+        self._override_reason: str | None = None
+        ready = asyncio.Event()
+        self._pump = LinkPump(
+            transport,
+            clock=_loop_clock(),
+            on_message=self._on_message,
+            on_tick=self._flush_samples,
+            beating=ready,
+            counters=self.counters,
+        )
+        self._supervisor = Supervisor(self._pump, self, name=url, reconnect=reconnect, ready=ready)
 
     # ------------------------------------------------------------------ lifecycle
     @classmethod
@@ -233,200 +201,85 @@ class AsyncPen:
 
     async def _start(self) -> None:
         await self.transport.open()
-        self._supervisor = asyncio.create_task(self._supervise(), name=f"pen {self.url}")
-        ready = asyncio.create_task(self._ready.wait())
-        done, _ = await asyncio.wait(
-            {ready, self._supervisor}, timeout=HANDSHAKE_TIMEOUT + 1, return_when="FIRST_COMPLETED"
-        )
-        if ready not in done:
-            ready.cancel()
-            error = self._fatal
+        supervisor = self._supervisor.start()
+        limit = HANDSHAKE_TIMEOUT + 1
+        async with TaskScope(f"opening {self.url}") as scope:
+            ready = scope.start(self._supervisor.ready.wait())
+            await asyncio.wait({ready, supervisor}, timeout=limit, return_when="FIRST_COMPLETED")
+        if not self._supervisor.ready.is_set():
+            error = self._supervisor.fatal
             await self.close()
             if error is not None:
                 raise error
             raise PenTimeout(
-                f"no handshake with {self.transport.description} within "
-                f"{HANDSHAKE_TIMEOUT + 1:.0f} s; is it a micropen?"
+                f"no handshake with {self.transport.description} within {limit:.0f} s; "
+                "is it a micropen?"
             )
 
     async def close(self) -> None:
         """Stop the pen if a run of ours is going, then stop the tasks and release the port.
         Pending commands fail with ConnectionLost."""
-        if self._closing:
+        supervisor = self._supervisor
+        if supervisor.closing:
             return
-        if self.runs.active and self._ready.is_set() and self._fatal is None:
-            await asyncio.shield(self._stop_active_runs())
-        self._closing = True
-        sup, self._supervisor = self._supervisor, None
-        if sup is not None:
-            sup.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await sup
-        self._fail_for_good(ConnectionLost("the connection was closed"), fatal=False)
+        if self.runs.active and supervisor.ready.is_set() and supervisor.fatal is None:
+            await shielded(self._stop_active_runs())
+        await supervisor.close()
+        supervisor.fail_for_good(ConnectionLost("the connection was closed"), fatal=False)
         with contextlib.suppress(HostError):
             await self.transport.close()
         if self.recorder is not None:
             try:
                 self.recorder.close_session("closed")
             except MicropenError:
-                if self._unrecorded is None:  # already reported as the reason this ended
+                if supervisor.unrecorded is None:  # already reported as the reason this ended
                     raise
 
-    # ------------------------------------------------------------------ supervisor
-    async def _supervise(self) -> None:
-        """Owns the link sessions and the reconnects. Whatever ends it — a bug included —
-        leaves the connection failed for good with a typed error and the pen stopped where it
-        can be reached; only the caller's cancellation (close) passes through untouched."""
-        try:
-            await self._supervise_sessions()
-        except Exception as bug:
-            log.exception("the connection to %s failed", self.url)
-            error = HostError(
-                f"the connection to {self.url} failed internally ({type(bug).__name__}: {bug}); "
-                "the pen was sent Stop — reconnect to continue, and report this"
-            )
-            await self._stop_and_fail(error)
-
-    async def _supervise_sessions(self) -> None:
-        first = True
-        while not self._closing:
-            reason = await self._one_session(first)
-            self._ready.clear()
-            if self._unrecorded is not None:
-                await self._stop_and_fail(self._unrecorded)
-                return
-            if self._closing or self._fatal is not None:
-                self._fail_for_good(self._fatal or ConnectionLost("the connection was closed"))
-                return
-            first = False
-            try:
-                self._notify(ConnectionNotice("lost", reason))
-            except _NotRecorded as failed:
-                await self._stop_and_fail(failed.args[1])
-                return
-            log.warning("link to %s lost: %s", self.transport.description, reason)
-            if not self.reconnect_enabled:
-                self._fail_for_good(ConnectionLost(f"link lost: {reason}"))
-                return
-            await self._reopen(reason)
-
-    async def _reopen(self, reason: str) -> None:
-        """Reopen the transport with backoff. A run of ours cannot report while the link is
-        down; past the pen's own watchdog (it has stopped by then) its waiters are told so."""
-        if self._down_since is None:
-            self._down_since = self._now()
-        down_at = self._down_since
-        grace = 4 * self._heartbeat_interval + RUN_REPORT_GRACE_S
-        backoff = iter(RECONNECT_BACKOFF)
-        while not self._closing:
-            await asyncio.sleep(next(backoff, RECONNECT_BACKOFF[-1]))
-            if self.runs.active and self._now() - down_at > grace:
-                self.runs.fail_active(
-                    ConnectionLost(
-                        f"the link to {self.transport.description} has been down for "
-                        f"{self._now() - down_at:.1f} s ({reason}); the pen stopped on its own "
-                        "(watchdog) and keeps the run's report for the next connection"
-                    )
+    # ------------------------------------------------------------------ the session (SessionOwner)
+    async def handshake(self, first: bool) -> None:
+        """Hello, then (before anything can be handed over) the log and the pen session, then
+        the pen's status; after a reconnect, what was pending is re-sent or failed."""
+        await self._pump.wait_connected()
+        reply = await self._hello()
+        previous = self.identity
+        _check_same_unit(previous, reply, self.transport.description)
+        self.identity = reply
+        self.is_simulated = self.transport.is_simulated or bool(
+            reply.capabilities & Capability.SIMULATOR
+        )
+        rebooted = previous is not None and previous.boot_id != reply.boot_id
+        if self.recorder is not None:  # ready to record before the pen hands anything over
+            recorded(lambda: self.recorder.on_connected(self, first))
+        resumed = False
+        if self.open_session:
+            opened = await self._handshake_request(lambda c: OpenSession(c, self.session))
+            resumed = isinstance(opened, Ack) and opened.value == 1
+        status = await self._handshake_request(lambda c: GetStatus(c))
+        assert isinstance(status, Status)
+        self.last_status = status
+        self.telemetry_hz = status.telemetry_hz
+        self._pump.heartbeat_interval = status.watchdog_ms / 4000
+        if rebooted:
+            self._notify(ConnectionNotice("rebooted", f"boot {reply.boot_id:08x}"))
+            self.runs.fail_active(
+                PenRebooted(
+                    "the pen restarted during the run; its report went with its memory — the "
+                    "strokes delivered are in status().lifetime_strokes, the log marks the run "
+                    "interrupted"
                 )
-            with contextlib.suppress(HostError):
-                await self.transport.close()
-            try:
-                await self.transport.open()
-                return
-            except HostError as exc:
-                log.info("reconnect to %s failed: %s", self.transport.description, exc)
-
-    def _fail_for_good(self, error: BaseException, fatal: bool = True) -> None:
-        """Every pending command, every run waiter and every later call get ``error``."""
-        if fatal and self._fatal is None:
-            self._fatal = error
-        self._ready.clear()
-        self._fail_pending(error)
-        self.runs.fail_active(error)
-
-    async def _stop_and_fail(self, error: BaseException) -> None:
-        """Stop the pen over a fresh epoch without a handshake (Stop needs none, and without
-        a session the pen hands nothing over, so nothing unrecorded is acknowledged: the pen
-        keeps it for a host that can record it). Then fail for good."""
-        try:
-            if self.runs.active or self._run_in_flight:  # only a run of ours is ours to stop
-                await self._one_session(False, self._stop_before_handshake())
-        except Exception:
-            log.exception("could not stop %s", self.url)
-        finally:
-            self._fail_for_good(error)
-
-    async def _stop_before_handshake(self) -> None:
-        try:
-            async with asyncio.timeout(HANDSHAKE_TIMEOUT):
-                await self._wait_link_connected()
-            await self._request(
-                lambda c: Stop(c), urgent=True, handshake=True, timeout=STOP_TIMEOUT_S
             )
-        except (TimeoutError, HostError) as exc:
-            log.error("could not stop %s: %s", self.url, exc)
-        raise _LinkDown("the pen was stopped: this connection is ending")
+        if not first:
+            for pending in self.requests.after_reconnect(resumed, rebooted):
+                self._pump.send(pending.message, urgent=pending.urgent)
+            self.runs.ended_elsewhere(status)
+            self.counters["reconnects"] += 1
+            self._notify(ConnectionNotice("reconnected", self.transport.description))
+        self._supervisor.up()
 
-    async def _stop_active_runs(self) -> None:
-        """Closing while a run of ours is going: Stop (urgent), then wait for the pen's
-        report, so the log and the caller get the exact count. Bounded. Nothing is sent when
-        no run of ours is going: another host's run is not ours to stop."""
-        if not self.runs.active and not self._run_in_flight:
-            return
-        with contextlib.suppress(MicropenError):
-            await self._request(lambda c: Stop(c), urgent=True, timeout=STOP_TIMEOUT_S)
-        for run_id in list(self.runs.active):
-            with contextlib.suppress(MicropenError):
-                await self.runs.wait(run_id, timeout=REPORT_AFTER_STOP_S)
-
-    async def _one_session(self, first: bool, job: Coroutine[Any, Any, None] | None = None) -> str:
-        """Run one link epoch until it ends; returns why it ended."""
-        unsent = self._link.connect(self._now())
-        del unsent  # the pending table, not the link, decides what is re-sent
-        self._flush()
-        # The session's tasks are owned here and always cancelled and awaited on the way out.
-        # (Not a TaskGroup: on 3.11 a TaskGroup whose child fails leaves its parent marked as
-        # cancelling, which would hide a real cancellation of the supervisor.)
-        ended: asyncio.Future[str] = asyncio.get_running_loop().create_future()
-        tasks = [
-            asyncio.create_task(self._until_link_down(job, ended))
-            for job in (self._reader(), self._ticker(), job or self._handshake(first))
-        ]
+    async def _hello(self) -> Identity:
         try:
-            return await ended
-        finally:
-            for task in tasks:
-                task.cancel()
-            await asyncio.wait(tasks)
-
-    async def _until_link_down(
-        self, job: Coroutine[Any, Any, None], ended: asyncio.Future[str]
-    ) -> None:
-        """Run one session task; the first that ends the session says why."""
-        try:
-            await job
-        except _NotRecorded as exc:
-            self._unrecorded = exc.args[1]
-            if not ended.done():
-                ended.set_result(str(exc.args[0]))
-        except (SchemaMismatch, DifferentPen) as exc:  # no point reconnecting
-            self._fail_for_good(exc)
-            if not ended.done():
-                ended.set_result(str(exc))
-        except (_LinkDown, HostError) as exc:  # transient: a slow handshake, a lost port
-            if not ended.done():
-                ended.set_result(str(exc))
-        except Exception as exc:  # a bug: let the supervisor fail loudly
-            if not ended.done():
-                ended.set_exception(exc)
-
-    async def _handshake(self, first: bool) -> None:
-        await self._wait_link_connected()
-        try:
-            reply = await self._request(
-                lambda c: Hello(c, PROTOCOL_VERSION, schema_hash()),
-                handshake=True,
-                timeout=HANDSHAKE_TIMEOUT,
+            reply = await self._handshake_request(
+                lambda c: Hello(c, PROTOCOL_VERSION, schema_hash())
             )
         except PenRefused as refused:
             if refused.code is ErrorCode.SCHEMA_MISMATCH:  # Nak value = ours, limit = the pen's
@@ -439,191 +292,86 @@ class AsyncPen:
             raise SchemaMismatch(
                 PROTOCOL_VERSION, schema_hash(), reply.protocol_version, reply.schema_hash
             )
-        previous = self.identity
-        _check_same_unit(previous, reply, self.transport.description)
-        self.identity = reply
-        self.is_simulated = self.transport.is_simulated or bool(
-            reply.capabilities & Capability.SIMULATOR
-        )
-        rebooted = previous is not None and previous.boot_id != reply.boot_id
-        if self.recorder is not None:  # ready to record before the pen hands anything over
-            try:
-                self.recorder.on_connected(self, first)
-            except MicropenError as exc:  # no session opened: the pen keeps its records
-                raise _NotRecorded("the treatment log failed", exc) from exc
-        resumed = False
-        if self.open_session:
-            opened = await self._request(
-                lambda c: OpenSession(c, self.session), handshake=True, timeout=HANDSHAKE_TIMEOUT
+        return reply
+
+    async def _handshake_request(self, build: Callable[[int], Message]) -> Message:
+        return await self._request(build, handshake=True, timeout=HANDSHAKE_TIMEOUT)
+
+    async def stop_without_session(self) -> None:
+        try:
+            async with asyncio.timeout(HANDSHAKE_TIMEOUT):
+                await self._pump.wait_connected()
+            await self._request(
+                lambda c: Stop(c), urgent=True, handshake=True, timeout=STOP_TIMEOUT_S
             )
-            resumed = isinstance(opened, Ack) and opened.value == 1
-        status = await self._request(
-            lambda c: GetStatus(c), handshake=True, timeout=HANDSHAKE_TIMEOUT
-        )
-        assert isinstance(status, Status)
-        self.last_status = status
-        self.telemetry_hz = status.telemetry_hz
-        self._heartbeat_interval = status.watchdog_ms / 4000
-        if rebooted:
-            self._notify(ConnectionNotice("rebooted", f"boot {reply.boot_id:08x}"))
+        except (TimeoutError, HostError) as exc:
+            log.error("could not stop %s: %s", self.url, exc)
+        raise LinkDown("the pen was stopped: this connection is ending")
+
+    def owns_a_run(self) -> bool:
+        return self.runs.owns_a_run
+
+    def link_lost(self, reason: str) -> None:
+        self._notify(ConnectionNotice("lost", reason))
+
+    def link_down_for(self, seconds: float, reason: str) -> None:
+        """A run of ours cannot report while the link is down; past the pen's own watchdog (it
+        has stopped by then) its waiters are told so."""
+        grace = 4 * self._pump.heartbeat_interval + RUN_REPORT_GRACE_S
+        if self.runs.active and seconds > grace:
             self.runs.fail_active(
-                PenRebooted(
-                    "the pen restarted during the run; its report went with its memory — the "
-                    "strokes delivered are in status().lifetime_strokes, the log marks the run "
-                    "interrupted"
+                ConnectionLost(
+                    f"the link to {self.transport.description} has been down for "
+                    f"{seconds:.1f} s ({reason}); the pen stopped on its own (watchdog) and "
+                    "keeps the run's report for the next connection"
                 )
             )
-        if not first:
-            self._resend_pending(resumed, rebooted)
-            self._runs_ended_elsewhere(status)
-        if not first:
-            self.counters["reconnects"] += 1
-            self._notify(ConnectionNotice("reconnected", self.transport.description))
-        self._down_since = None
-        self._ready.set()
 
-    async def _wait_link_connected(self) -> None:
-        while not self._link.connected:
-            self._kick.clear()
-            await self._kick.wait()
+    def failed(self, error: BaseException) -> None:
+        self.requests.fail_all(error)
+        self.runs.fail_active(error)
 
-    def _resend_pending(self, resumed: bool, rebooted: bool) -> None:
-        """Re-send what had no answer. Only while the pen still holds this session's reply
-        cache is that safe for every command; otherwise a command that may already have run
-        fails as OutcomeUnknown (the caller resolves it from the pen's state). After a reboot
-        only queries are re-sent: the rest fail as PenRebooted (the pen forgot them)."""
-        now = self._now()
-        for cmd_id, pending in list(self._pending.items()):
-            message = pending.message
-            if message.KIND not in (Kind.COMMAND, Kind.SIM_COMMAND) or pending.future.done():
-                continue
-            name = type(message).__name__
-            if isinstance(message, QUERIES if rebooted else SAFE_TO_REPEAT) or (
-                resumed and not rebooted
-            ):
-                self._link.send(message, now, urgent=pending.urgent)
-                continue
-            error: HostError = (
-                PenRebooted(
-                    f"the pen restarted while {name} was pending; it was not re-sent — check "
-                    "status() before repeating it"
-                )
-                if rebooted
-                else OutcomeUnknown(
-                    f"the link dropped before the pen answered {name} and the pen no longer "
-                    "holds this session's replies; it may or may not have been executed — "
-                    "call status() to resynchronise"
-                )
-            )
-            pending.future.set_exception(error)
-            self._pending.pop(cmd_id, None)
-        self._flush()
+    async def _stop_active_runs(self) -> None:
+        """Closing while a run of ours is going: Stop (urgent), then wait for the pen's
+        report, so the log and the caller get the exact count. Bounded. Nothing is sent when
+        no run of ours is going: another host's run is not ours to stop."""
+        if not self.runs.owns_a_run:
+            return
+        with contextlib.suppress(MicropenError):
+            await self._request(lambda c: Stop(c), urgent=True, timeout=STOP_TIMEOUT_S)
+        for run_id in list(self.runs.active):
+            with contextlib.suppress(MicropenError):
+                await self.runs.wait(run_id, timeout=REPORT_AFTER_STOP_S)
 
-    # ------------------------------------------------------------------ I/O tasks
-    async def _reader(self) -> None:
-        link = self._link
-        while True:
-            data = await self.transport.read()
-            link.receive_data(data, self._now())
-            self._process_events()
-            self._flush()
-
-    async def _ticker(self) -> None:
-        link = self._link
-        while True:
-            now = self._now()
-            beat_due = now - self._last_heartbeat >= self._heartbeat_interval
-            if self._ready.is_set() and beat_due and now >= self._silent_until:
-                self._last_heartbeat = now
-                link.send(Heartbeat(next(self._heartbeats) & 0xFFFF_FFFF), now)
-            link.handle_timeout(now)
-            self._process_events()
-            self._flush()
-            if self.recorder is not None:
-                try:
-                    self.recorder.flush_samples()
-                except MicropenError as exc:
-                    raise _NotRecorded("the treatment log failed", exc) from exc
-            deadline = link.next_deadline()
-            wake = self._last_heartbeat + self._heartbeat_interval
-            if deadline is not None:
-                wake = min(wake, deadline)
-            self._kick.clear()
-            pause = max(0.0, min(wake - now, 0.1))
-            self._ticker_wake_at = now + pause
-            with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(pause):  # not wait_for: 3.11's can swallow a cancel
-                    await self._kick.wait()
-
+    # ------------------------------------------------------------------ what the pen hands over
     def go_silent(self, seconds: float) -> None:
         """Send nothing at all (no heartbeat, no acknowledgement) for ``seconds``: how a test
         or a bench proves the pen's watchdog stops the needles when the host goes quiet."""
-        self._silent_until = self._now() + seconds
+        self._pump.go_silent(seconds)
 
-    def _flush(self) -> None:
-        if self._now() < self._silent_until:
-            return
-        data = self._link.data_to_send(self._now())
-        if data:
-            self.transport.write(data)
-
-    def _now(self) -> float:
-        return time.monotonic()
-
-    def _process_events(self) -> None:
-        link = self._link
-        while (event := link.next_event()) is not None:
-            if isinstance(event, MessageReceived):
-                self._on_message(event.message)
-            elif isinstance(event, Connected):
-                self._kick.set()
-            elif isinstance(event, BadMessage):
-                self._count_bad_message(event.error)
-            elif isinstance(event, LinkLost | PeerReset):
-                raise _LinkDown(event.reason)
-
-    def _count_bad_message(self, error: object) -> None:
-        """Counted always; logged at most once per BAD_MESSAGE_LOG_EVERY_S (a noisy line must
-        not flood the log with thousands of identical warnings)."""
-        self.counters["bad_messages"] += 1
-        now = self._now()
-        if now - self._bad_messages_logged_at >= BAD_MESSAGE_LOG_EVERY_S:
-            self._bad_messages_logged_at = now
-            log.warning(
-                "bad message from the pen: %s (%d so far)", error, self.counters["bad_messages"]
-            )
+    def _flush_samples(self) -> None:
+        if self.recorder is not None:
+            recorded(self.recorder.flush_samples)
 
     def _on_message(self, message: Message) -> None:
         if message.KIND is Kind.REPLY:
-            pending = self._pending.get(message.cmd_id)  # type: ignore[attr-defined]
-            if pending is None or pending.future.done():
-                self.counters["late_replies"] += 1  # its request timed out: never mis-matched
-                return
-            expected = type(pending.message).REPLY
-            if expected is not None and not isinstance(message, expected | Nak):
-                # not an answer to this request (a stale cache entry, a confused peer): never
-                # let it resolve the request
-                self.counters["mismatched_replies"] += 1
-                return
-            pending.future.set_result(message)
+            self.requests.resolve(message)
             return
         if self.recorder is not None:
             try:
                 self.recorder.on_notification(message)
             except MicropenError as exc:  # not stored: it must not be acknowledged either
-                raise _NotRecorded("the treatment log failed", _not_recorded(exc, message)) from exc
+                raise NotRecorded("the treatment log failed", _not_recorded(exc, message)) from exc
         if isinstance(message, RunReport):
             self.runs.reported(message)
         elif isinstance(message, Event) and message.code is EventCode.RETRACTED:
-            self.slowest_retract_ms = max(self.slowest_retract_ms or 0, message.value)
+            self.runs.retracted(message.value)
         self._notify(message)
 
     def _notify(self, item: Any) -> None:
         if isinstance(item, ConnectionNotice) and self.recorder is not None:
-            try:  # link notices are records too: a log that cannot take them ends the session
-                self.recorder.on_notification(item)
-            except MicropenError as exc:
-                raise _NotRecorded("the treatment log failed", exc) from exc
+            # link notices are records too: a log that cannot take them ends the session
+            recorded(lambda: self.recorder.on_notification(item))
         for callback in list(self._listeners):
             try:
                 callback(item)
@@ -639,76 +387,41 @@ class AsyncPen:
         handshake: bool = False,
         timeout: float | None = None,
     ) -> Message:
-        if self._fatal is not None:
-            raise self._fatal
-        if self._closing:
+        supervisor = self._supervisor
+        if supervisor.fatal is not None:
+            raise supervisor.fatal
+        if supervisor.closing:
             raise ConnectionLost("the connection is closed")
-        if not handshake and not self._ready.is_set():
-            await self._wait_ready(timeout or self.command_timeout)
-        cmd_id = next(self._cmd_ids) & 0xFFFF_FFFF
-        message = build(cmd_id)
-        future: asyncio.Future[Message] = asyncio.get_running_loop().create_future()
-        self._pending[cmd_id] = _Pending(message, future, urgent)
-        self.counters["commands"] += 1
+        limit = timeout or self.command_timeout
+        if not handshake and not supervisor.ready.is_set():
+            await self._wait_ready(limit)
+        message = build(self.requests.new_id())
+        future = self.requests.add(message, urgent)
         try:
-            # the link may just have closed under us: the reconnect re-sends or fails it
-            with contextlib.suppress(LocalProtocolError):
-                self._link.send(message, self._now(), urgent=urgent)
-            self._flush()
-            deadline = self._link.next_deadline()
-            if deadline is not None and deadline < self._ticker_wake_at:
-                self._kick.set()  # the ticker sleeps past this frame's retransmit time
+            self._pump.send(message, urgent=urgent)
             try:
-                async with asyncio.timeout(timeout or self.command_timeout):
+                async with asyncio.timeout(limit):
                     reply = await future
             except TimeoutError:
                 raise PenTimeout(
-                    f"no answer to {type(message).__name__} within "
-                    f"{timeout or self.command_timeout:.1f} s; its effect is unknown — "
-                    "call status() to resynchronise"
+                    f"no answer to {type(message).__name__} within {limit:.1f} s; its effect "
+                    "is unknown — call status() to resynchronise"
                 ) from None
         finally:
-            self._pending.pop(cmd_id, None)
+            self.requests.discard(message.cmd_id)  # type: ignore[attr-defined]
         if isinstance(reply, Nak):
             raise PenRefused(type(message).__name__, reply)
         return reply
 
-    def _runs_ended_elsewhere(self, status: Status) -> None:
-        """After a reconnect the pen has handed this session every record it still held
-        (before answering the handshake's GetStatus). A run of ours that is over by the pen's
-        status and was not reported here was reported to another host session (the link was
-        taken over meanwhile): its waiters get the pen's own count instead of waiting for ever."""
-        for run_id in list(self.runs.active):
-            if status.run_id == run_id and status.run_outcome is RunOutcome.ACTIVE:
-                continue
-            strokes = status.run_strokes if status.run_id == run_id else None
-            outcome = status.run_outcome.name.lower() if status.run_id == run_id else "ended"
-            count = f"after {strokes} strokes " if strokes is not None else ""
-            self.runs.fail_active(
-                RunEndedElsewhere(
-                    f"run {run_id} ended ({outcome}) {count}while another host had the link; "
-                    "that host received and logged its report — see micropen log list",
-                    run_id,
-                    strokes,
-                ),
-                only=run_id,
-            )
-
     async def _wait_ready(self, timeout: float) -> None:
         try:
             async with asyncio.timeout(timeout):
-                await self._ready.wait()
+                await self._supervisor.ready.wait()
         except TimeoutError:
             raise ConnectionLost(
                 f"the link to {self.transport.description} is down and did not come back "
                 f"within {timeout:.1f} s"
             ) from None
-
-    def _fail_pending(self, error: BaseException) -> None:
-        for cmd_id, pending in list(self._pending.items()):
-            if not pending.future.done():
-                pending.future.set_exception(error)
-            self._pending.pop(cmd_id, None)
 
     async def _expect(self, build: Callable[[int], Message], kind: type[M], **kw: Any) -> M:
         reply = await self._request(build, **kw)
@@ -758,13 +471,13 @@ class AsyncPen:
         mode = RunMode.STROKES if strokes is not None else RunMode.DURATION
         status = await self._wait_not_stopping()
         readiness.check_can_run(status)  # the pen checks again; the host says what to do
-        readiness.check_retraction(self.slowest_retract_ms)
+        readiness.check_retraction(self.runs.slowest_retract_ms)
         # re-check what is set on the pen against the area before starting
         override = "override set" if status.soft_cap_override else None
         identity = self._require_identity()
         safety.check_depth(status.depth_set_um / 1000, identity, profile, override)
         safety.check_rate(status.rate_set_sps, identity, profile)
-        self._run_in_flight = True
+        self.runs.in_flight = True
         try:
             ack = await self._expect(
                 lambda c: Run(c, int(profile.area), mode, count, duration_ms), Ack
@@ -773,10 +486,9 @@ class AsyncPen:
         except (PenTimeout, OutcomeUnknown) as unknown:
             run_id = await self._resolve_run(status, unknown)
         except PenRefused:
-            self._run_in_flight = False  # refused: nothing runs
+            self.runs.in_flight = False  # refused: nothing runs
             raise
         self.runs.started(run_id)
-        self._run_in_flight = False
         if self.recorder is not None:
             lot = (await self.cartridge()).lot
             self.recorder.on_run_started(
@@ -801,7 +513,7 @@ class AsyncPen:
         if now.boot_id == before.boot_id and now.run_id not in (0, before.run_id):
             log.warning("Run went unanswered but the pen started run %d: adopting it", now.run_id)
             return now.run_id
-        self._run_in_flight = False  # it did not start: nothing of ours to stop
+        self.runs.in_flight = False  # it did not start: nothing of ours to stop
         raise PenTimeout(
             f"the pen did not answer Run and its status shows no new run (still run "
             f"{now.run_id}): the run did not start — {unknown}"
@@ -819,8 +531,9 @@ class AsyncPen:
 
     async def wait_run_end(self, run_id: int, timeout: float | None = None) -> RunReport:
         """Wait for the pen's report of a run: the exact number of strokes it delivered."""
-        if self._fatal is not None and self.runs.report(run_id) is None:
-            raise self._fatal
+        fatal = self._supervisor.fatal
+        if fatal is not None and self.runs.report(run_id) is None:
+            raise fatal
         return await self.runs.wait(run_id, timeout)
 
     async def run(
@@ -867,7 +580,7 @@ class AsyncPen:
         except BaseException:
             # Ctrl-C, a task cancelled, any error: the needles stop before this returns, and
             # the pen's report (the exact count) is collected for the log and the caller
-            await asyncio.shield(self._stop_active_runs())
+            await shielded(self._stop_active_runs())
             raise
         finally:
             unsubscribe()
@@ -875,10 +588,7 @@ class AsyncPen:
     def _send_stop_now(self) -> None:
         """An urgent Stop frame from inside a listener (no await there); its Ack is a late
         reply. The run's report then ends the run as usual."""
-        cmd_id = next(self._cmd_ids) & 0xFFFF_FFFF
-        with contextlib.suppress(LocalProtocolError):
-            self._link.send(Stop(cmd_id), self._now(), urgent=True)
-        self._flush()
+        self._pump.send(Stop(self.requests.new_id()), urgent=True)
 
     def _stopped_for_drift(self, drift: Drift, report: RunReport) -> None:
         detail = f"{drift}; the host stopped run {report.run_id} after {report.strokes} strokes"
@@ -906,7 +616,7 @@ class AsyncPen:
                 f"watchdog {ms} ms is outside {L.HEARTBEAT_MIN_MS}–{L.HEARTBEAT_MAX_MS} ms"
             )
         await self._expect(lambda c: SetWatchdog(c, ms), Ack)
-        self._heartbeat_interval = ms / 4000
+        self._pump.heartbeat_interval = ms / 4000
 
     async def set_telemetry(self, hz: int) -> None:
         if not 0 <= hz <= L.TELEMETRY_MAX_HZ:
@@ -993,25 +703,20 @@ class AsyncPen:
     @property
     def closed(self) -> bool:
         """True once close() was called or the connection failed for good."""
-        return self._closing or self._fatal is not None
+        return self._supervisor.closing or self._supervisor.fatal is not None
 
     def statistics(self) -> dict[str, Any]:
-        stats: dict[str, Any] = dict(self._link.statistics().as_dict())
+        stats: dict[str, Any] = dict(self._pump.link.statistics().as_dict())
         stats.update(self.counters)
-        stats["pending"] = len(self._pending)
+        stats["pending"] = len(self.requests)
         return stats
 
     @property
     def connected(self) -> bool:
-        return self._ready.is_set()
+        return self._supervisor.ready.is_set()
 
     async def wait_connected(self, timeout: float) -> None:
         await self._wait_ready(timeout)
-
-    def _new_link(self) -> Link:
-        # a delayed ack (4 ms, well under the pen's 25 ms minimum RTO) rides on the next
-        # command instead of costing a write of its own
-        return Link(Role.HOST, liveness_timeout=LIVENESS_TIMEOUT, ack_delay=ACK_DELAY)
 
 
 def _check_same_unit(previous: Identity | None, now: Identity, where: str) -> None:
@@ -1048,3 +753,9 @@ def _not_recorded(error: MicropenError, message: Message) -> MicropenError:
         )
         return type(error)(f"{error}{what}")
     return error
+
+
+def _loop_clock() -> Callable[[], float]:
+    """The running event loop's clock: virtual under a test loop whose time jumps, the
+    monotonic clock otherwise. Never the wall clock."""
+    return asyncio.get_running_loop().time

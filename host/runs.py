@@ -11,9 +11,9 @@ from __future__ import annotations
 import asyncio
 from collections import OrderedDict
 
-from micropen.protocol.messages import RunReport
+from micropen.protocol.messages import RunOutcome, RunReport, Status
 
-from .errors import PenTimeout
+from .errors import PenTimeout, RunEndedElsewhere
 
 __all__ = ["KEEP_REPORTS", "RunBook"]
 
@@ -25,13 +25,21 @@ class RunBook:
 
     def __init__(self) -> None:
         self.active: set[int] = set()  # started here, not yet reported
+        self.in_flight = False  # a Run was sent whose run id is not known yet
+        self.slowest_retract_ms: int | None = None  # from the pen's RETRACTED events
         self.last_report: RunReport | None = None
         self._reports: OrderedDict[int, RunReport] = OrderedDict()
         self._errors: dict[int, BaseException] = {}
         self._waiters: dict[int, asyncio.Event] = {}
 
+    @property
+    def owns_a_run(self) -> bool:
+        """A run this connection started may be going: it is ours to stop."""
+        return bool(self.active) or self.in_flight
+
     def started(self, run_id: int) -> None:
         self.active.add(run_id)
+        self.in_flight = False
         self._errors.pop(run_id, None)
         self._waiter(run_id)
 
@@ -55,6 +63,31 @@ class RunBook:
                 self._errors[run_id] = error
                 self._waiter(run_id).set()
                 self.active.discard(run_id)
+
+    def retracted(self, ms: int) -> None:
+        """The pen reported the needles home ``ms`` after a stop."""
+        self.slowest_retract_ms = max(self.slowest_retract_ms or 0, ms)
+
+    def ended_elsewhere(self, status: Status) -> None:
+        """After a reconnect the pen has handed this session every record it still held
+        (before answering the handshake's GetStatus). A run of ours that is over by the pen's
+        status and was not reported here was reported to another host session (the link was
+        taken over meanwhile): its waiters get the pen's own count instead of waiting for ever."""
+        for run_id in list(self.active):
+            if status.run_id == run_id and status.run_outcome is RunOutcome.ACTIVE:
+                continue
+            strokes = status.run_strokes if status.run_id == run_id else None
+            outcome = status.run_outcome.name.lower() if status.run_id == run_id else "ended"
+            count = f"after {strokes} strokes " if strokes is not None else ""
+            self.fail_active(
+                RunEndedElsewhere(
+                    f"run {run_id} ended ({outcome}) {count}while another host had the link; "
+                    "that host received and logged its report — see micropen log list",
+                    run_id,
+                    strokes,
+                ),
+                only=run_id,
+            )
 
     def report(self, run_id: int) -> RunReport | None:
         return self._reports.get(run_id)

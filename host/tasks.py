@@ -125,7 +125,7 @@ class TaskScope:
         exc_type: type[BaseException] | None,
         exc: BaseException | None,
         tb: TracebackType | None,
-    ) -> bool:
+    ) -> None:
         self._closed = True
         interrupted = False
         try:
@@ -140,9 +140,8 @@ class TaskScope:
                 raise asyncio.CancelledError
             if exc is not None and not isinstance(exc, asyncio.CancelledError):
                 log.error("task in %s failed: %s", self.name, self._failure)
-                return False  # the body's own error, raised while the child's was pending
+                return  # the body's own error, raised while the child's was pending
             assert self._failure is not None
             raise self._failure
         if interrupted:
             raise asyncio.CancelledError
-        return False

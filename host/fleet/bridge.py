@@ -556,7 +556,7 @@ def _payload_bytes(message: aiomqtt.Message) -> bytes:
     return b"" if payload is None else str(payload).encode()
 
 
-async def _ends_session(child: Coroutine[Any, Any, None], ending: asyncio.Event) -> None:
+async def _ends_session(child: Coroutine[Any, Any, object], ending: asyncio.Event) -> None:
     """Run one session task; when any of them ends, ``ending`` tells the others.
 
     The task group cancels the others too, but aiomqtt waits with ``asyncio.wait_for``, which

@@ -57,9 +57,9 @@ def _pull_the_cable(transport: SimTransport, ms: int) -> None:
 async def test_a_reply_of_the_wrong_type_never_resolves_a_request() -> None:
     async with await AsyncPen.open("sim://?seed=3", log=False) as pen:
         query = asyncio.create_task(pen.status())
-        while not pen._pending:  # the request is registered before its frame leaves
+        while not pen.requests:  # the request is registered before its frame leaves
             await asyncio.sleep(0)
-        (cmd_id,) = pen._pending
+        (cmd_id,) = pen.requests
         pen._on_message(Ack(cmd_id, 0))  # e.g. a stale cache entry answering a GetStatus
         assert isinstance(await query, Status)
         assert pen.counters["mismatched_replies"] == 1
@@ -162,12 +162,12 @@ async def test_a_run_whose_answer_was_lost_is_resolved_from_the_pens_state(
         deliver = pen._on_message
 
         def lose_the_runs_ack(message: object) -> None:
-            pending = pen._pending.get(getattr(message, "cmd_id", -1))
+            pending = pen.requests.get(getattr(message, "cmd_id", -1))
             if isinstance(message, Ack) and pending and isinstance(pending.message, Run):
                 return  # the reply vanished (the pen executed the Run)
             deliver(message)  # type: ignore[arg-type]
 
-        pen._on_message = lose_the_runs_ack  # type: ignore[method-assign]
+        pen._pump._on_message = lose_the_runs_ack  # type: ignore[method-assign]
         report = await pen.run(depth_mm=0.5, rate_sps=90, area="forehead", strokes=60)
     assert (report.outcome, report.strokes) == (RunOutcome.COMPLETED, 60)
     with TreatmentLog(path) as tlog:
@@ -236,7 +236,7 @@ async def test_a_slow_handshake_on_reconnect_is_retried_not_fatal() -> None:
                 return
             deliver(message)  # type: ignore[arg-type]
 
-        pen._on_message = lose_identities  # type: ignore[method-assign]
+        pen._pump._on_message = lose_identities  # type: ignore[method-assign]
         notices: list[str] = []
         pen.add_listener(lambda m: notices.append(str(getattr(m, "detail", ""))))
         _pull_the_cable(_sim(pen), 900)  # then the host reconnects and must handshake again
@@ -260,7 +260,7 @@ async def test_bad_frames_are_counted_but_logged_rarely(caplog: pytest.LogCaptur
     async with await AsyncPen.open("sim://?seed=3", log=False) as pen:
         with caplog.at_level("WARNING", logger="micropen.host"):
             for _ in range(500):
-                pen._count_bad_message("CRC mismatch")
+                pen._pump._count_bad_message("CRC mismatch")
         assert pen.counters["bad_messages"] == 500
         assert len([r for r in caplog.records if "bad message" in r.getMessage()]) == 1
 

@@ -113,7 +113,7 @@ async def test_the_host_refuses_a_run_after_a_slow_retraction_the_pen_let_pass()
         assert (await pen.status()).fault is FaultCode.RETRACT_SLOW  # the pen's own check
         await pen.clear_fault()
         await pen.sim_set(SimParam.ACTUATOR_SPEED_PCT, 100)
-        assert pen.slowest_retract_ms is not None and pen.slowest_retract_ms > 50
+        assert pen.runs.slowest_retract_ms is not None and pen.runs.slowest_retract_ms > 50
         sent = pen.counters["commands"]
         with pytest.raises(PenNotReady, match="to retract"):
             await pen.start_run(area="cheeks", strokes=10)

@@ -1,0 +1,173 @@
+"""The link pump: bytes between the sans-I/O link and the transport, and the link kept alive.
+
+Two tasks per link epoch, both owned by the supervisor's scope: the reader feeds what the
+transport delivers into the link, the ticker sends heartbeats, fires retransmit timers and
+flushes the treatment log's samples. Both hand every link event to one callback and raise
+:class:`LinkDown` when the epoch is over. Time comes from the clock it is given (the event
+loop's), never from the wall, so the host runs in virtual time under test.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import itertools
+import logging
+import math
+from collections.abc import Callable
+
+from micropen.protocol import limits as L
+from micropen.protocol.errors import LocalProtocolError, MicropenError
+from micropen.protocol.events import BadMessage, Connected, LinkLost, MessageReceived, PeerReset
+from micropen.protocol.link import Link, Role
+from micropen.protocol.messages import Heartbeat
+from micropen.protocol.schema import Message
+
+from .transports import Transport
+
+__all__ = ["LinkDown", "LinkPump", "NotRecorded"]
+
+log = logging.getLogger("micropen.host")
+
+LIVENESS_TIMEOUT = 0.75  # the host notices a dead link within 1 s
+ACK_DELAY = 0.004
+TICK_MAX_S = 0.1  # the ticker looks at the link at least this often
+BAD_MESSAGE_LOG_EVERY_S = 10.0
+
+
+class LinkDown(Exception):
+    """The current link epoch ended (why: args[0])."""
+
+
+class NotRecorded(LinkDown):
+    """The log could not store what the pen handed over: end this epoch at once, before an
+    acknowledgement of it can leave (the log's error: args[1])."""
+
+
+class LinkPump:
+    """One link to one pen over one transport, and the tasks that move its bytes."""
+
+    def __init__(
+        self,
+        transport: Transport,
+        *,
+        clock: Callable[[], float],
+        on_message: Callable[[Message], None],
+        on_tick: Callable[[], None],
+        beating: asyncio.Event,
+        counters: dict[str, int],
+    ) -> None:
+        self.transport = transport
+        self._clock = clock
+        self._on_message = on_message
+        self._on_tick = on_tick  # may raise NotRecorded
+        self._beating = beating  # heartbeats only once the session is ready
+        self.counters = counters
+        self.link = Link(Role.HOST, liveness_timeout=LIVENESS_TIMEOUT, ack_delay=ACK_DELAY)
+        # a delayed ack (4 ms, well under the pen's 25 ms minimum RTO) rides on the next
+        # command instead of costing a write of its own
+        self.heartbeat_interval = L.HEARTBEAT_DEFAULT_MS / 4000
+        self._heartbeats = itertools.count()
+        self._last_heartbeat = 0.0
+        self._silent_until = 0.0
+        self._ticker_wake_at = 0.0
+        self._bad_logged_at = -math.inf
+        self._kick = asyncio.Event()
+
+    def now(self) -> float:
+        return self._clock()
+
+    # ------------------------------------------------------------------ sending
+    def new_epoch(self) -> None:
+        """Start a new link epoch (SYN); what the old one left unsent is the requests' job."""
+        self.link.connect(self.now())
+        self.flush()
+
+    def send(self, message: Message, *, urgent: bool = False) -> None:
+        """Queue ``message`` and write what can leave now. A link that just closed under us
+        drops it: the reconnect re-sends or fails the request."""
+        with contextlib.suppress(LocalProtocolError):
+            self.link.send(message, self.now(), urgent=urgent)
+        self.flush()
+        deadline = self.link.next_deadline()
+        if deadline is not None and deadline < self._ticker_wake_at:
+            self._kick.set()  # the ticker sleeps past this frame's retransmit time
+
+    def flush(self) -> None:
+        now = self.now()
+        if now < self._silent_until:
+            return
+        data = self.link.data_to_send(now)
+        if data:
+            self.transport.write(data)
+
+    def go_silent(self, seconds: float) -> None:
+        """Send nothing at all (no heartbeat, no acknowledgement) for ``seconds``."""
+        self._silent_until = self.now() + seconds
+
+    # ------------------------------------------------------------------ tasks
+    async def wait_connected(self) -> None:
+        """Until the pen answered this epoch's SYN."""
+        while not self.link.connected:
+            self._kick.clear()
+            await self._kick.wait()
+
+    async def reader(self) -> None:
+        while True:
+            data = await self.transport.read()
+            self.link.receive_data(data, self.now())
+            self._process_events()
+            self.flush()
+
+    async def ticker(self) -> None:
+        link = self.link
+        while True:
+            now = self.now()
+            beat_due = now - self._last_heartbeat >= self.heartbeat_interval
+            if self._beating.is_set() and beat_due and now >= self._silent_until:
+                self._last_heartbeat = now
+                link.send(Heartbeat(next(self._heartbeats) & 0xFFFF_FFFF), now)
+            link.handle_timeout(now)
+            self._process_events()
+            self.flush()
+            self._on_tick()
+            wake = self._last_heartbeat + self.heartbeat_interval
+            deadline = link.next_deadline()
+            if deadline is not None:
+                wake = min(wake, deadline)
+            self._kick.clear()
+            pause = max(0.0, min(wake - now, TICK_MAX_S))
+            self._ticker_wake_at = now + pause
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(pause):
+                    await self._kick.wait()
+
+    def _process_events(self) -> None:
+        while (event := self.link.next_event()) is not None:
+            if isinstance(event, MessageReceived):
+                self._on_message(event.message)
+            elif isinstance(event, Connected):
+                self._kick.set()
+            elif isinstance(event, BadMessage):
+                self._count_bad_message(event.error)
+            elif isinstance(event, LinkLost | PeerReset):
+                raise LinkDown(event.reason)
+
+    def _count_bad_message(self, error: object) -> None:
+        """Counted always; logged at most once per BAD_MESSAGE_LOG_EVERY_S (a noisy line must
+        not flood the log with thousands of identical warnings)."""
+        self.counters["bad_messages"] += 1
+        now = self.now()
+        if now - self._bad_logged_at >= BAD_MESSAGE_LOG_EVERY_S:
+            self._bad_logged_at = now
+            log.warning(
+                "bad message from the pen: %s (%d so far)", error, self.counters["bad_messages"]
+            )
+
+
+def recorded(action: Callable[[], None]) -> None:
+    """Run a treatment-log action; a failure ends the epoch before anything is acknowledged."""
+    try:
+        action()
+    except MicropenError as exc:
+        raise NotRecorded("the treatment log failed", exc) from exc
