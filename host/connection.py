@@ -351,7 +351,7 @@ class AsyncPen:
 
     def _flush_samples(self) -> None:
         if self.recorder is not None:
-            recorded(self.recorder.flush_samples)
+            recorded(lambda: self.recorder.flush_samples(now=self._pump.now()))
 
     def _on_message(self, message: Message) -> None:
         if message.KIND is Kind.REPLY:

@@ -32,6 +32,7 @@ log = logging.getLogger("micropen.host")
 LIVENESS_TIMEOUT = 0.75  # the host notices a dead link within 1 s
 ACK_DELAY = 0.004
 TICK_MAX_S = 0.1  # the ticker looks at the link at least this often
+TIMER_SLACK_S = 1e-6  # past a deadline, not a hair before it (float deadlines, quantized clocks)
 BAD_MESSAGE_LOG_EVERY_S = 10.0
 
 
@@ -131,12 +132,20 @@ class LinkPump:
             self._process_events()
             self.flush()
             self._on_tick()
-            wake = self._last_heartbeat + self.heartbeat_interval
+            # the next heartbeat is a deadline only once heartbeats flow (before that it lies in
+            # the past, and waking for it would spin)
+            wake = now + TICK_MAX_S
+            if self._beating.is_set():
+                beat = max(self._last_heartbeat + self.heartbeat_interval, self._silent_until)
+                wake = min(wake, beat)
             deadline = link.next_deadline()
             if deadline is not None:
                 wake = min(wake, deadline)
+            if now < self._silent_until:  # nothing may leave before then: nothing is due
+                wake = max(wake, self._silent_until)
             self._kick.clear()
-            pause = max(0.0, min(wake - now, TICK_MAX_S))
+            # a timer may fire up to the clock's resolution early: wake a microsecond late
+            pause = min(max(0.0, wake - now) + TIMER_SLACK_S, TICK_MAX_S)
             self._ticker_wake_at = now + pause
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(pause):

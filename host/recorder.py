@@ -12,6 +12,7 @@ not of events; each batch is one transaction).
 
 from __future__ import annotations
 
+import math
 import time
 from typing import TYPE_CHECKING, Any
 
@@ -46,7 +47,7 @@ class SessionRecorder:
         self.flush_interval = flush_interval
         self.session_id: int | None = None
         self._samples: list[SampleRow] = []
-        self._last_flush = time.monotonic()
+        self._last_flush = -math.inf
         self._boot_id = 0
         self._cartridge: tuple[int, str] = (0, "")
 
@@ -134,12 +135,17 @@ class SessionRecorder:
             soft_cap_override_reason=override_reason,
         )
 
-    def flush_samples(self, force: bool = False) -> None:
-        now = time.monotonic()
-        if self._samples and (force or now - self._last_flush >= self.flush_interval):
-            assert self.session_id is not None
-            batch, self._samples = self._samples, []
-            self.log.add_samples(self.session_id, batch)
+    def flush_samples(self, force: bool = False, now: float | None = None) -> None:
+        """Store the buffered samples: when ``force``d, or when ``now`` (the connection's
+        clock, seconds) is ``flush_interval`` past the last flush."""
+        if not self._samples:
+            return
+        if not force and (now is None or now - self._last_flush < self.flush_interval):
+            return
+        assert self.session_id is not None
+        batch, self._samples = self._samples, []
+        self.log.add_samples(self.session_id, batch)
+        if now is not None:
             self._last_flush = now
 
     def close_session(self, outcome: str) -> None:

@@ -18,7 +18,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, Any
 
 from micropen.protocol.errors import LocalProtocolError
@@ -30,6 +30,8 @@ if TYPE_CHECKING:
     from micropen.sim.pen import SimulatedPen
 
 __all__ = ["BoundBench", "SimTransport"]
+
+TIMER_SLACK_S = 1e-6  # past a deadline, not a hair before it (float deadlines, quantized clocks)
 
 
 class SimTransport:
@@ -48,6 +50,7 @@ class SimTransport:
         self.description = f"simulator {url.text}"
         self._lock = threading.Lock()  # the bench may be read from another thread
         self._origin: float | None = None
+        self._clock: Callable[[], float] | None = None
         self.pen = self._power_on(0.0)
         self._wake: asyncio.Event | None = None
         self._open = False
@@ -66,15 +69,13 @@ class SimTransport:
             raise TransportError(str(exc)) from exc
 
     def now(self) -> float:
-        if self._origin is None:
+        """Seconds since the unit was first opened, on the event loop's clock (virtual under
+        a test loop whose time jumps; readable from another thread)."""
+        if self._origin is None or self._clock is None:
             return 0.0
-        import time
-
-        return time.monotonic() - self._origin
+        return self._clock() - self._origin
 
     async def open(self) -> None:
-        import time
-
         from micropen.sim.statefile import StateFileError
 
         with self._lock:
@@ -85,7 +86,8 @@ class SimTransport:
             if not current:  # another process powered the unit meanwhile: ours is stale
                 self.pen = self._power_on(self.now())
         if self._origin is None:
-            self._origin = time.monotonic()
+            self._clock = asyncio.get_running_loop().time
+            self._origin = self._clock()
         self._wake = asyncio.Event()
         self._open = True
 
@@ -101,8 +103,9 @@ class SimTransport:
                 deadline = self.pen.next_deadline()
             if out:
                 return out
-            # wake at the pen's next deadline (at least every 50 ms) or when the host writes
-            wait = 0.05 if deadline is None else min(max(0.0, deadline - now), 0.05)
+            # wake at the pen's next deadline (at least every 50 ms) or when the host writes;
+            # a timer may fire up to the clock's resolution early: wake a microsecond late
+            wait = 0.05 if deadline is None else min(max(0.0, deadline - now) + TIMER_SLACK_S, 0.05)
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(wait):
                     await self._wake.wait()

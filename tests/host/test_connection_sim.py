@@ -4,10 +4,13 @@ replies. The same API runs over pty, TCP and USB in test_transports_e2e.py."""
 from __future__ import annotations
 
 import asyncio
+from collections.abc import AsyncIterator
 
+import looptime
 import pytest
+from _waits import delivering, notices, pull_the_cable, until
 
-from micropen.host import AsyncPen, ConnectionNotice, open_pen
+from micropen.host import AsyncPen, open_pen
 from micropen.host.errors import PenRefused, PenTimeout, SafetyLimitError, SchemaMismatch
 from micropen.protocol import limits as L
 from micropen.protocol.messages import (
@@ -22,10 +25,14 @@ from micropen.protocol.messages import (
 
 
 @pytest.fixture
-async def pen() -> AsyncPen:
-    p = await AsyncPen.open("sim://?seed=3")
+async def pen() -> AsyncIterator[AsyncPen]:
+    """Opened and closed in the test's virtual time (looptime leaves fixtures on the wall
+    clock unless told, and the pen must see one clock)."""
+    with looptime.enabled():
+        p = await AsyncPen.open("sim://?seed=3")
     yield p
-    await p.close()
+    with looptime.enabled():
+        await p.close()
 
 
 async def test_handshake_reports_identity(pen: AsyncPen) -> None:
@@ -80,7 +87,7 @@ async def test_emergency_stop_while_running(pen: AsyncPen) -> None:
     await pen.set_rate(90)
     await pen.status()
     run_id = await pen.start_run(area="forehead", seconds=30)
-    await asyncio.sleep(0.05)
+    await delivering(pen)
     await pen.emergency_stop()
     report = await pen.wait_run_end(run_id, timeout=2)
     assert report.outcome is RunOutcome.EMERGENCY_STOP
@@ -92,7 +99,7 @@ async def test_emergency_stop_while_running(pen: AsyncPen) -> None:
 
 async def test_exception_during_run_stops_the_pen(pen: AsyncPen) -> None:
     async def cancel_soon() -> None:
-        await asyncio.sleep(0.1)
+        await delivering(pen)
         task.cancel()
 
     task = asyncio.create_task(pen.run(depth_mm=0.5, rate_sps=90, area="forehead", seconds=30))
@@ -106,16 +113,12 @@ async def test_exception_during_run_stops_the_pen(pen: AsyncPen) -> None:
 
 
 async def test_reconnect_after_link_drop_keeps_boot_and_reports(pen: AsyncPen) -> None:
-    notices: list[ConnectionNotice] = []
-    pen.add_listener(lambda m: notices.append(m) if isinstance(m, ConnectionNotice) else None)
+    seen = notices(pen)
     boot = pen.identity.boot_id if pen.identity else 0
-    await pen.sim_set(SimParam.DISCONNECT, 1500)  # the simulated cable is out for 1.5 s
-    deadline = asyncio.get_running_loop().time() + 6
-    while pen.counters["reconnects"] == 0 and asyncio.get_running_loop().time() < deadline:
-        await asyncio.sleep(0.05)
-    assert pen.counters["reconnects"] >= 1
-    assert [n.kind for n in notices][:1] == ["lost"]
-    assert "reconnected" in [n.kind for n in notices]
+    pull_the_cable(pen, 1500)  # the simulated cable is out for 1.5 s
+    await until(lambda: pen.counters["reconnects"], within=6, what="a reconnect")
+    assert [n.kind for n in seen][:1] == ["lost"]
+    assert "reconnected" in [n.kind for n in seen]
     assert pen.identity is not None and pen.identity.boot_id == boot
     assert (await pen.status()).state is PenState.IDLE
 
@@ -125,8 +128,8 @@ async def test_run_interrupted_by_disconnect_reports_exact_strokes(pen: AsyncPen
     await pen.set_rate(90)
     await pen.status()
     run_id = await pen.start_run(area="forehead", seconds=20)
-    await asyncio.sleep(0.2)
-    await pen.sim_set(SimParam.DISCONNECT, 1500)
+    await delivering(pen, 10)
+    pull_the_cable(pen, 1500)
     report = await pen.wait_run_end(run_id, timeout=8)
     assert report.outcome is RunOutcome.WATCHDOG
     status = await pen.status()
@@ -141,8 +144,7 @@ async def test_late_reply_is_never_matched_to_another_request(pen: AsyncPen) -> 
     await pen.sim_set(SimParam.LINK_DELAY_MS, 0)
     status = await pen.status()
     assert status.cmd_id != 0
-    await asyncio.sleep(0.4)
-    assert pen.counters["late_replies"] >= 1
+    await until(lambda: pen.counters["late_replies"], within=1.0, what="the late reply")
 
 
 async def test_schema_mismatch_names_both_versions(monkeypatch: pytest.MonkeyPatch) -> None:

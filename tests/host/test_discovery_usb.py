@@ -23,6 +23,8 @@ from micropen.sim.pen import SimConfig
 from micropen.sim.usb_backend import SimUsbBackend, SimUsbDeviceInfo
 from micropen.sim.usb_device import SimUsbPen, make_sim_usb_backend
 
+pytestmark = pytest.mark.looptime(False)  # the pyusb backend is driven from threads: real time
+
 
 @pytest.fixture
 def no_libusb(monkeypatch: pytest.MonkeyPatch) -> None:

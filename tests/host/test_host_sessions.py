@@ -13,6 +13,7 @@ import sqlite3
 from pathlib import Path
 
 import pytest
+from _waits import delivering, pull_the_cable, sim_of, until
 
 from micropen.host import AsyncPen
 from micropen.host.errors import (
@@ -25,7 +26,6 @@ from micropen.host.errors import (
     RunEndedElsewhere,
 )
 from micropen.host.recorder import SessionRecorder
-from micropen.host.transports.sim import SimTransport
 from micropen.host.treatment_log import LogNotWritable, TreatmentLog
 from micropen.protocol import limits as L
 from micropen.protocol.messages import (
@@ -36,29 +36,17 @@ from micropen.protocol.messages import (
     RunMode,
     RunOutcome,
     RunReport,
-    SimParam,
     Status,
     Stop,
 )
 from micropen.sim.pen import SimConfig, SimulatedPen
 
 
-def _sim(pen: AsyncPen) -> SimTransport:
-    assert isinstance(pen.transport, SimTransport)
-    return pen.transport
-
-
-def _pull_the_cable(transport: SimTransport, ms: int) -> None:
-    """Nothing crosses the link for ``ms`` from now (done to the pen, not over the link)."""
-    with transport._lock:
-        transport.pen.set_param(SimParam.DISCONNECT, ms, transport.now())
-
-
 async def test_a_reply_of_the_wrong_type_never_resolves_a_request() -> None:
     async with await AsyncPen.open("sim://?seed=3", log=False) as pen:
         query = asyncio.create_task(pen.status())
-        while not pen.requests:  # the request is registered before its frame leaves
-            await asyncio.sleep(0)
+        # the request is registered before its frame leaves
+        await until(lambda: pen.requests, within=1, what="the request", step=0)
         (cmd_id,) = pen.requests
         pen._on_message(Ack(cmd_id, 0))  # e.g. a stale cache entry answering a GetStatus
         assert isinstance(await query, Status)
@@ -67,7 +55,7 @@ async def test_a_reply_of_the_wrong_type_never_resolves_a_request() -> None:
 
 async def test_a_reconnect_to_another_unit_is_refused() -> None:
     async with await AsyncPen.open("sim://?seed=3", log=False, command_timeout=5) as pen:
-        transport = _sim(pen)
+        transport = sim_of(pen)
         with transport._lock:  # another pen plugged into the same port
             transport.pen = SimulatedPen(SimConfig(seed=4), now=transport.now())
         with pytest.raises(DifferentPen, match="SIM-000004.*not SIM-000003"):
@@ -78,12 +66,12 @@ async def test_a_reconnect_to_another_unit_is_refused() -> None:
 
 async def test_an_unanswered_command_is_not_resent_once_the_pen_forgot_the_session() -> None:
     async with await AsyncPen.open("sim://?seed=3", log=False, command_timeout=5) as pen:
-        transport = _sim(pen)
+        transport = sim_of(pen)
         firmware = transport.pen.firmware
-        _pull_the_cable(transport, 1200)
+        pull_the_cable(pen, 1200)
         depth = asyncio.create_task(pen.set_depth(0.6))
         status = asyncio.create_task(pen.status())
-        await asyncio.sleep(0.1)
+        await until(lambda: len(pen.requests) == 2, within=1, what="both requests sent")
         for other in range(0xB000, 0xB004):  # four other hosts use the pen meanwhile
             firmware.replies.open(other)
         with pytest.raises(OutcomeUnknown, match="SetDepth.*status"):
@@ -93,7 +81,7 @@ async def test_an_unanswered_command_is_not_resent_once_the_pen_forgot_the_sessi
 
 async def test_a_resumed_session_gets_its_unanswered_command_answered_once() -> None:
     async with await AsyncPen.open("sim://?seed=3", log=False, command_timeout=5) as pen:
-        _pull_the_cable(_sim(pen), 1200)
+        pull_the_cable(pen, 1200)
         await pen.set_depth(0.6)  # sent into the outage; answered after the reconnect
         assert (await pen.status()).depth_set_um == 600
         assert pen.counters["reconnects"] == 1
@@ -105,8 +93,8 @@ async def test_a_run_cut_short_by_a_reboot_is_closed_as_interrupted(tmp_path: Pa
         await pen.set_depth(0.5)
         await pen.set_rate(90)
         run_id = await pen.start_run(area="forehead", seconds=10)
-        await asyncio.sleep(0.2)
-        transport = _sim(pen)
+        await delivering(pen, 10)
+        transport = sim_of(pen)
         with transport._lock:
             transport.pen.power_cycle(transport.now())  # its RAM, and the report, are gone
         await pen.wait_connected(5)
@@ -125,12 +113,11 @@ async def test_a_full_disk_stops_the_pen_and_nothing_unrecorded_is_acknowledged(
 ) -> None:
     full = TreatmentLog(tmp_path / "full.sqlite")
     pen = await AsyncPen.open("sim://?seed=3", recorder=SessionRecorder(full), command_timeout=5)
-    sim_pen = _sim(pen).pen
+    sim_pen = sim_of(pen).pen
     try:
         await pen.set_telemetry(20)  # as `micropen run` does: samples are logged as they come
         run = asyncio.create_task(pen.run(depth_mm=0.5, rate_sps=90, area="forehead", seconds=8))
-        await asyncio.sleep(0.3)
-        assert sim_pen.state is PenState.RUNNING
+        await delivering(pen, 10)
         with full._lock:  # the disk fills: no page more can be written
             conn = full._live()
             pages = conn.execute("PRAGMA page_count").fetchone()[0]
@@ -143,7 +130,7 @@ async def test_a_full_disk_stops_the_pen_and_nothing_unrecorded_is_acknowledged(
         await pen.close()
     # what the log could not take is still on the pen, for a host whose log can take it
     good = tmp_path / "good.sqlite"
-    again = AsyncPen(_sim(pen), url="sim://?seed=3", recorder=SessionRecorder(TreatmentLog(good)))
+    again = AsyncPen(sim_of(pen), url="sim://?seed=3", recorder=SessionRecorder(TreatmentLog(good)))
     await again._start()
     await again.status()
     await again.close()
@@ -194,7 +181,7 @@ async def test_a_failing_hook_fails_the_run_promptly_and_stops_the_pen(tmp_path:
             with pytest.raises(HostError, match="failed internally.*RuntimeError"):
                 await pen.run(depth_mm=0.5, rate_sps=90, area="forehead", strokes=40)
         assert pen.closed and not pen.connected
-        assert _sim(pen).pen.state is not PenState.RUNNING
+        assert sim_of(pen).pen.state is not PenState.RUNNING
     finally:
         await pen.close()
 
@@ -202,9 +189,8 @@ async def test_a_failing_hook_fails_the_run_promptly_and_stops_the_pen(tmp_path:
 async def test_a_reboot_mid_run_ends_the_wait_with_pen_rebooted() -> None:
     async with await AsyncPen.open("sim://?seed=3", log=False, command_timeout=5) as pen:
         run = asyncio.create_task(pen.run(depth_mm=0.5, rate_sps=90, area="forehead", seconds=10))
-        while not pen.runs.active:
-            await asyncio.sleep(0.01)
-        transport = _sim(pen)
+        await until(lambda: pen.runs.active, within=2, what="the run started")
+        transport = sim_of(pen)
         with transport._lock:
             transport.pen.power_cycle(transport.now())
         async with asyncio.timeout(5):
@@ -215,9 +201,8 @@ async def test_a_reboot_mid_run_ends_the_wait_with_pen_rebooted() -> None:
 async def test_a_pen_that_never_comes_back_ends_the_wait_after_its_watchdog() -> None:
     async with await AsyncPen.open("sim://?seed=3", log=False, command_timeout=5) as pen:
         run = asyncio.create_task(pen.run(depth_mm=0.5, rate_sps=90, area="forehead", seconds=30))
-        while not pen.runs.active:
-            await asyncio.sleep(0.01)
-        _pull_the_cable(_sim(pen), 600_000)
+        await until(lambda: pen.runs.active, within=2, what="the run started")
+        pull_the_cable(pen, 600_000)
         async with asyncio.timeout(10):  # watchdog 0.5 s + liveness + grace 2 s
             with pytest.raises(ConnectionLost, match="stopped on its own"):
                 await run
@@ -239,10 +224,13 @@ async def test_a_slow_handshake_on_reconnect_is_retried_not_fatal() -> None:
         pen._pump._on_message = lose_identities  # type: ignore[method-assign]
         notices: list[str] = []
         pen.add_listener(lambda m: notices.append(str(getattr(m, "detail", ""))))
-        _pull_the_cable(_sim(pen), 900)  # then the host reconnects and must handshake again
+        pull_the_cable(pen, 900)  # then the host reconnects and must handshake again
         async with asyncio.timeout(15):
-            while not any("no answer to Hello" in n for n in notices):
-                await asyncio.sleep(0.05)
+            await until(
+                lambda: any("no answer to Hello" in n for n in notices),
+                within=10,
+                what="a Hello timing out",
+            )
             await pen.wait_connected(10)
             assert isinstance(await pen.status(), Status)
         assert not pen.closed
@@ -276,7 +264,7 @@ async def test_a_refused_run_does_not_stop_a_run_that_is_not_ours() -> None:
         assert isinstance(other, Ack)  # a run this connection did not start through run()
         with pytest.raises(PenNotReady, match="running"):
             await pen.run(depth_mm=0.5, rate_sps=90, area="forehead", strokes=10)
-        assert _sim(pen).pen.state is PenState.RUNNING
+        assert sim_of(pen).pen.state is PenState.RUNNING
 
 
 async def test_a_run_reported_to_another_host_ends_the_wait_with_the_pens_count() -> None:
@@ -284,10 +272,9 @@ async def test_a_run_reported_to_another_host_ends_the_wait_with_the_pens_count(
     the wait ends with the pen's own count instead of never."""
     async with await AsyncPen.open("sim://?seed=3", log=False, command_timeout=5) as pen:
         run = asyncio.create_task(pen.run(depth_mm=0.5, rate_sps=90, area="forehead", seconds=10))
-        while not pen.runs.active:
-            await asyncio.sleep(0.01)
-        transport = _sim(pen)
-        _pull_the_cable(transport, 1000)
+        await until(lambda: pen.runs.active, within=2, what="the run started")
+        transport = sim_of(pen)
+        pull_the_cable(pen, 1000)
         with transport._lock:  # meanwhile another host stops the run and takes the report
             firmware = transport.pen.firmware
             firmware._on_stop(Stop(1), transport.now())
