@@ -92,7 +92,12 @@ def wait_idle(pen: Pen, timeout: float = 1.0) -> Status:
     home (STOPPING) for up to RETRACT_MAX_MS, and a Run then is refused with BAD_STATE."""
     deadline = time.monotonic() + timeout
     status = pen.status()
-    while status.state is PenState.STOPPING and time.monotonic() < deadline:
+    while status.state is PenState.STOPPING:
+        if time.monotonic() > deadline:
+            raise AssertionError(
+                f"the pen was still stopping {timeout:g} s after the run (needles home "
+                "within 50 ms)"
+            )
         status = pen.status()
     return status
 

@@ -252,7 +252,12 @@ def _wait_at_rest(pen: Pen) -> Status:
     """Status once the pen is IDLE or FAULT (a stop's retraction takes a few ms)."""
     deadline = time.monotonic() + AT_REST_TIMEOUT_S
     status = pen.status()
-    while status.state not in (PenState.IDLE, PenState.FAULT) and time.monotonic() < deadline:
+    while status.state not in (PenState.IDLE, PenState.FAULT):
+        if time.monotonic() > deadline:
+            raise AssertionError(
+                f"the pen is still {status.state.name.lower()} {AT_REST_TIMEOUT_S:g} s after "
+                "Stop: it did not come to rest"
+            )
         status = pen.status()
     return status
 
