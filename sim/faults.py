@@ -131,6 +131,8 @@ class FaultTarget(Protocol):
 
     def fluid_ingress(self, t: float) -> None: ...
 
+    def actuator_speed_changed(self, t: float) -> None: ...
+
 
 def apply_param(target: FaultTarget, param: SimParam, value: int, t: float) -> Refusal | None:
     """Validate a value against its spec and apply it; a Refusal says why not."""
@@ -169,6 +171,11 @@ def _ingress(target: FaultTarget, value: int, t: float) -> None:
         target.fluid_ingress(t)
 
 
+def _actuator_speed(target: FaultTarget, value: int, t: float) -> None:
+    target.physics.actuator_speed_pct = float(value)
+    target.actuator_speed_changed(t)
+
+
 def _brownout(target: FaultTarget, value: int, t: float) -> None:
     target.brownout_at = t + value / 1000.0 if value else None
 
@@ -197,7 +204,7 @@ _APPLY: dict[SimParam, _Apply] = {
     SimParam.DEPTH_OFFSET_ERROR_UM: lambda x, v, t: _set_errors(x, depth_offset_um=v),
     SimParam.SPEED_GAIN_ERROR_PPM: lambda x, v, t: _set_errors(x, speed_gain_ppm=v),
     SimParam.CALIBRATION_CORRUPT: _corrupt,
-    SimParam.ACTUATOR_SPEED_PCT: lambda x, v, t: setattr(x.physics, "actuator_speed_pct", float(v)),
+    SimParam.ACTUATOR_SPEED_PCT: _actuator_speed,
 }
 _READ: dict[SimParam, Callable[[FaultTarget, float], int]] = {
     SimParam.STALL: lambda x, t: int(x.physics.stalled),

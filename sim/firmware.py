@@ -582,6 +582,13 @@ class Firmware:
         self._reschedule()
         self._retick(t)
 
+    def actuator_speed_changed(self, t: float) -> None:
+        """The actuator's speed changed (a fault injected at ``t``): a retraction under way
+        arrives at another time. The 50 ms check keeps its own timer."""
+        if self._retract_at != _INF:
+            self._retract_at = self.physics.actuator_arrival()
+            self._reschedule()
+
     def _check_retracted(self, t: float) -> None:
         """Hazard: needles left out after a stop. Not home RETRACT_MAX_MS after the stop
         (a worn or obstructed actuator): latch RETRACT_SLOW, motor off, keep retracting."""

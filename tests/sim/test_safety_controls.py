@@ -294,6 +294,19 @@ def test_safety_a_slow_retraction_faults_50_ms_after_the_stop() -> None:
     assert host.pen.state is PenState.IDLE
 
 
+def test_an_actuator_speeding_up_mid_retraction_reports_its_real_arrival() -> None:
+    host = _stopped_at_full_depth(40)  # 2.5 mm at 24 mm/s would take 104 ms
+    stopped = host.now
+    host.run_for(0.01, step=0.001)
+    host.pen.set_param(SimParam.ACTUATOR_SPEED_PCT, 100, host.now)  # 2.26 mm left: 38 ms
+    host.wait_for(lambda: host.pen.physics.act_pos_um == 0.0, 0.2, step=0.001)
+    home_ms = (host.now - stopped) * 1000
+    host.run_for(0.05)
+    assert home_ms < 50 and host.pen.fault is FaultCode.NONE
+    assert host.events(EventCode.RETRACTED)[-1].value == pytest.approx(home_ms, abs=1.5)
+    assert host.pen.state is PenState.IDLE
+
+
 def test_safety_a_retraction_within_50_ms_raises_nothing() -> None:
     host = _stopped_at_full_depth(100)  # 2.5 mm at 60 mm/s: 42 ms
     host.run_for(0.2)
