@@ -68,3 +68,47 @@ def test_protocol_does_no_io() -> None:
 def test_no_micropen_package_in_the_repo_root() -> None:
     """A micropen/ folder at the root would shadow the installed package under pytest."""
     assert not (ROOT / "micropen").exists()
+
+
+def _calls(tree: ast.AST, dotted: str) -> list[int]:
+    """Line numbers of calls to ``dotted`` (e.g. "asyncio.wait_for")."""
+    owner, name = dotted.rsplit(".", 1)
+    return [
+        node.lineno
+        for node in ast.walk(tree)
+        if isinstance(node, ast.Call)
+        and isinstance(node.func, ast.Attribute)
+        and node.func.attr == name
+        and isinstance(node.func.value, ast.Name)
+        and node.func.value.id == owner
+    ]
+
+
+# asyncio.shield guarding a future that several waiters share (not cleanup): a redelivered
+# remote command awaits the first delivery's reply, and one waiter's cancel must not cancel it
+SHARED_FUTURES = {"host/fleet/bridge.py"}
+
+
+@pytest.mark.parametrize("layer", ["host", "tools", "hil_tests"])
+def test_tasks_are_owned_the_same_way_everywhere(layer: str) -> None:
+    """Timeouts are scopes (``asyncio.wait_for`` can swallow a cancel on 3.11), and nothing
+    suppresses ``CancelledError`` (a caller's cancellation must always get through): both go
+    through host/tasks.py."""
+    offences = []
+    for path in sorted((ROOT / layer).rglob("*.py")):
+        rel = path.relative_to(ROOT).as_posix()
+        if rel == "host/tasks.py":
+            continue
+        text = path.read_text(encoding="utf-8")
+        tree = ast.parse(text)
+        offences += [f"{rel}:{n} asyncio.wait_for" for n in _calls(tree, "asyncio.wait_for")]
+        if rel not in SHARED_FUTURES:
+            offences += [
+                f"{rel}:{n} asyncio.shield (use host.tasks.shielded)"
+                for n in _calls(tree, "asyncio.shield")
+            ]
+        for node in ast.walk(tree):
+            suppress = isinstance(node, ast.Call) and ast.unparse(node.func).endswith("suppress")
+            if suppress and any("CancelledError" in ast.unparse(a) for a in node.args):  # type: ignore[attr-defined]
+                offences.append(f"{rel}:{node.lineno} suppresses CancelledError")
+    assert not offences, "\n".join(offences)
