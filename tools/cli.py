@@ -14,7 +14,18 @@ from types import FrameType
 
 import typer
 
-from . import bench, cal_cli, demo, fleet_cli, hil_cli, log_cli, pen_cli, proxy, sim_cli
+from . import (
+    bench,
+    cal_cli,
+    demo,
+    firmware_cli,
+    fleet_cli,
+    hil_cli,
+    log_cli,
+    pen_cli,
+    proxy,
+    sim_cli,
+)
 
 app = typer.Typer(
     name="micropen",
@@ -36,6 +47,7 @@ app.add_typer(cal_cli.calibrate_app, name="calibrate")
 app.add_typer(cal_cli.cal_app, name="cal")
 app.add_typer(fleet_cli.app, name="fleet", help="Fleet telemetry and remote stop over MQTT.")
 app.add_typer(sim_cli.app, name="sim", help="Serve the simulated pen (pty, TCP).")
+app.add_typer(firmware_cli.app, name="firmware")
 hil_cli.register(app)
 proxy.register(app)
 app.add_typer(bench.app, name="bench")
