@@ -10,6 +10,7 @@ from rich.console import Console
 from rich.table import Table
 
 from micropen.protocol.errors import MicropenError
+from micropen.protocol.limits import TELEMETRY_MAX_HZ
 
 app = typer.Typer(help="Benchmarks: print figures (and JSON with --json).", no_args_is_help=True)
 
@@ -87,10 +88,17 @@ def link(
         if not 0.0 <= value <= 1.0:
             typer.echo(f"error: {name} {value} is not a probability; give 0 ≤ {name} ≤ 1", err=True)
             raise typer.Exit(2)
-    for name, count in (("--commands", commands or 1), ("--rounds", rounds), ("--window", window)):
+    counts = (("--commands", commands or 1), ("--rounds", rounds), ("--window", window),
+              ("--estops", estops))  # fmt: skip
+    for name, count in counts:
         if count < 1:
             typer.echo(f"error: {name} {count} must be at least 1", err=True)
             raise typer.Exit(2)
+    if not 0 <= telemetry_hz <= TELEMETRY_MAX_HZ:
+        typer.echo(
+            f"error: --telemetry-hz {telemetry_hz} is outside 0–{TELEMETRY_MAX_HZ} Hz", err=True
+        )
+        raise typer.Exit(2)
     faulty = sweep or loss > 0 or corrupt > 0 or duplicate > 0
     if not faulty:
         report("link over a pty", measure_link(rounds, commands or 5000, estops), as_json)
