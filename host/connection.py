@@ -263,9 +263,9 @@ class AsyncPen:
             self._notify(ConnectionNotice("rebooted", f"boot {reply.boot_id:08x}"))
             self.runs.fail_active(
                 PenRebooted(
-                    "the pen restarted during the run; its report went with its memory — the "
-                    "strokes delivered are in status().lifetime_strokes, the log marks the run "
-                    "interrupted"
+                    "the pen restarted during the run and its report went with its memory: "
+                    "how many strokes it delivered is not known — the log marks the run "
+                    "interrupted; check the treated area before going on"
                 )
             )
         if not first:

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import threading
+import time
 from collections.abc import Coroutine
 from concurrent.futures import Future
 from typing import Any, TypeVar
@@ -34,22 +35,40 @@ class LoopThread:
         """Start ``coro`` on the loop; the returned future resolves when it ends."""
         return asyncio.run_coroutine_threadsafe(coro, self.loop)
 
-    def call(self, coro: Coroutine[Any, Any, T], timeout: float | None = None) -> T:
-        """Run ``coro`` on the loop and wait for its result (``timeout`` in seconds)."""
+    def call(
+        self,
+        coro: Coroutine[Any, Any, T],
+        timeout: float | None = None,
+        *,
+        cancel_on_interrupt: bool = True,
+    ) -> T:
+        """Run ``coro`` on the loop and wait for its result (``timeout`` in seconds).
+
+        Ctrl-C cancels it (unless ``cancel_on_interrupt`` is False: closing runs to its end)
+        and waits, at most ``cleanup_grace`` s, for it to end — its shielded cleanup stops the
+        pen and collects the run's report — before the KeyboardInterrupt goes on. A second
+        Ctrl-C meanwhile does not cut that short."""
         finished = threading.Event()
         future = self.submit(_signal_when_done(coro, finished))
         try:
             return future.result(timeout)
         except KeyboardInterrupt:
-            # the coroutine's cleanup (shielded) stops the pen and collects its report: let it
-            # finish before the interrupt goes on out of the process
-            future.cancel()
-            finished.wait(self.cleanup_grace)
+            if cancel_on_interrupt:
+                future.cancel()
+            self._wait_through_interrupts(finished)
             raise
         except TimeoutError:
             future.cancel()
-            finished.wait(self.cleanup_grace)
+            self._wait_through_interrupts(finished)
             raise
+
+    def _wait_through_interrupts(self, finished: threading.Event) -> None:
+        deadline = time.monotonic() + self.cleanup_grace
+        while not finished.is_set() and (left := deadline - time.monotonic()) > 0:
+            try:
+                finished.wait(left)
+            except KeyboardInterrupt:
+                continue  # the pen is being stopped: one Ctrl-C is enough
 
     @property
     def running(self) -> bool:

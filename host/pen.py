@@ -33,7 +33,7 @@ from micropen.protocol.messages import (
 from micropen.protocol.schema import Message
 
 from .connection import AsyncPen
-from .errors import PenTimeout
+from .errors import ConnectionLost, PenTimeout
 from .loopthread import LoopThread
 from .runs import RunBook
 
@@ -65,6 +65,9 @@ class Pen:
         _open_pens.add(self)
 
     def _call(self, coro: Coroutine[Any, Any, T], timeout: float | None = None) -> T:
+        if not self._thread.running:
+            coro.close()
+            raise ConnectionLost("the connection is closed")
         return self._thread.call(coro, timeout)
 
     def run_coroutine(self, coro: Coroutine[Any, Any, T], timeout: float | None = None) -> T:
@@ -76,7 +79,7 @@ class Pen:
         if not self._thread.running:
             return
         try:
-            self._call(self._async.close())
+            self._thread.call(self._async.close(), cancel_on_interrupt=False)
         finally:
             self._thread.stop()
 

@@ -745,9 +745,13 @@ class Firmware:
             self._reschedule()
 
     def _notify(self, message: Message, t: float, urgent: bool = False) -> None:
-        """Queue a pen → host message on the reliable link (stamped with pen time)."""
+        """Queue a new pen → host message on the reliable link, an event stamped with the pen
+        time it happened at (once: held and deferred messages keep their stamp)."""
         if isinstance(message, Event):
             message = message.replace(t_ms=self._ms(t))
+        self._emit(message, t, urgent)
+
+    def _emit(self, message: Message, t: float, urgent: bool = False) -> None:
         if self._deferred is not None:
             self._deferred.append((message, urgent))
             return
@@ -816,7 +820,7 @@ class Firmware:
             self.replies.store(session, m, reply)
         self._notify(reply, t, urgent=cls is EmergencyStop)
         for message, urgent in deferred:
-            self._notify(message, t, urgent)
+            self._emit(message, t, urgent)
 
     def _open_session(self) -> int | None:
         """The host session named on this link epoch after its Hello (None: no cache)."""

@@ -57,18 +57,32 @@ class Terminated(KeyboardInterrupt):
     """SIGTERM, handled as Ctrl-C is: the pen is stopped before the process exits (143)."""
 
 
-def _terminate(signum: int, frame: FrameType | None) -> None:
-    raise Terminated()
+_signals_seen: list[int] = []
+
+
+def _interrupt(signum: int, frame: FrameType | None) -> None:
+    """The first Ctrl-C or SIGTERM interrupts the command (which then stops the pen and
+    reports its count); later ones only say so — cutting that cleanup short would leave the
+    pen to its watchdog and the count unreported."""
+    _signals_seen.append(signum)
+    if len(_signals_seen) == 1:
+        raise Terminated() if signum == signal.SIGTERM else KeyboardInterrupt()
+    sys.stderr.write("still stopping the pen and collecting its count…\n")
 
 
 def main() -> None:
     if threading.current_thread() is threading.main_thread():
-        signal.signal(signal.SIGTERM, _terminate)
+        signal.signal(signal.SIGTERM, _interrupt)
+        signal.signal(signal.SIGINT, _interrupt)
     try:
         app()
     except KeyboardInterrupt as interrupt:  # before or after a command's own handling
         sys.stderr.write("interrupted\n")
         raise SystemExit(143 if isinstance(interrupt, Terminated) else 130) from None
+    finally:
+        if _signals_seen:  # on the way out: a late press must not kill the exit (status -2)
+            signal.signal(signal.SIGINT, signal.SIG_IGN)
+            signal.signal(signal.SIGTERM, signal.SIG_IGN)
 
 
 if __name__ == "__main__":

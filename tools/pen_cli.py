@@ -15,9 +15,18 @@ from micropen.host import Pen
 from micropen.host.errors import SafetyLimitError
 from micropen.host.safety import NOMINAL_PEN, check_depth, check_rate, check_run, resolve_area
 from micropen.host.transports.discovery import scan
-from micropen.protocol.messages import Identity, PenState, RunReport, Status, Telemetry
+from micropen.protocol.errors import MicropenError
+from micropen.protocol.messages import Identity, PenState, RunOutcome, RunReport, Status, Telemetry
 
-from .common import JsonOption, PenOption, connected, emit_json, errors_to_exit, fail
+from .common import (
+    JsonOption,
+    PenOption,
+    connected,
+    emit_json,
+    err_console,
+    errors_to_exit,
+    fail,
+)
 
 console = Console()
 
@@ -102,9 +111,11 @@ def run(
             )
         except KeyboardInterrupt as interrupt:  # Ctrl-C or SIGTERM: the pen is stopped by now
             _interrupted(pen, interrupt, as_json)
+        fault = None if report.outcome is RunOutcome.COMPLETED else _latched_fault(pen)
     result = report.to_dict()
     result["strokes_delivered"] = report.strokes
     result["outcome"] = report.outcome.name.lower()
+    result["fault"] = fault
     if as_json:
         emit_json(result)
     else:
@@ -112,6 +123,23 @@ def run(
             f"run {report.run_id}: [bold]{result['outcome']}[/], {report.strokes:,} strokes "
             f"delivered at {report.depth_um / 1000:.2f} mm, {report.rate_sps}/s"
         )
+        if fault is not None:
+            err_console.print(
+                f"the pen has a latched {fault.replace('_', ' ')} fault: remove its cause, then "
+                "clear it with micropen clear-fault before the next run",
+                highlight=False,
+            )
+    if report.outcome is not RunOutcome.COMPLETED:  # a script must not take it for success
+        raise typer.Exit(1)
+
+
+def _latched_fault(pen: Pen) -> str | None:
+    """The fault the pen latched when the run did not complete (None: none, or unknown)."""
+    try:
+        status = pen.status()
+    except MicropenError:
+        return None
+    return status.fault.name.lower() if status.state is PenState.FAULT else None
 
 
 def _interrupted(pen: Pen, interrupt: KeyboardInterrupt, as_json: bool) -> NoReturn:

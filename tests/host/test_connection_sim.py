@@ -11,7 +11,13 @@ import pytest
 from _waits import delivering, notices, pull_the_cable, until
 
 from micropen.host import AsyncPen, open_pen
-from micropen.host.errors import PenRefused, PenTimeout, SafetyLimitError, SchemaMismatch
+from micropen.host.errors import (
+    ConnectionLost,
+    PenRefused,
+    PenTimeout,
+    SafetyLimitError,
+    SchemaMismatch,
+)
 from micropen.protocol import limits as L
 from micropen.protocol.messages import (
     ErrorCode,
@@ -168,3 +174,6 @@ def test_sync_facade_runs_and_keeps_heartbeat() -> None:
         time.sleep(0.8)  # the script is busy; the facade's loop thread keeps heartbeats going
         report = pen.wait_run_end(run_id, timeout=3)
     assert report.outcome is RunOutcome.COMPLETED
+    with pytest.raises(ConnectionLost, match="closed"):  # a typed error, not "loop is closed"
+        pen.status()
+    pen.close()  # and closing twice is fine

@@ -194,7 +194,7 @@ async def test_a_reboot_mid_run_ends_the_wait_with_pen_rebooted() -> None:
         with transport._lock:
             transport.pen.power_cycle(transport.now())
         async with asyncio.timeout(5):
-            with pytest.raises(PenRebooted, match="lifetime_strokes"):
+            with pytest.raises(PenRebooted, match="how many strokes it delivered is not known"):
                 await run
 
 

@@ -25,6 +25,7 @@ from micropen.protocol.messages import (
     ClearFault,
     EmergencyStop,
     ErrorCode,
+    EventCode,
     FaultCode,
     GetStatus,
     Nak,
@@ -301,3 +302,27 @@ TestSessionsSharingOnePen = SessionsSharingOnePen.TestCase
 TestSessionsSharingOnePen.settings = settings(
     max_examples=40, stateful_step_count=30, deadline=None
 )
+
+
+ENDING = {EventCode.WATCHDOG_EXPIRED, EventCode.RETRACTED}
+
+
+def test_held_events_keep_the_pen_time_they_happened_at() -> None:
+    """Events held for a host session (or taken back from a host that never acknowledged
+    them) are handed over with the pen time they happened at, not the time they were handed
+    over: that time is what a treatment log recognises a re-sent event by."""
+    _, (first, second) = _pen_and_hosts()
+    first.ready(depth_um=500, rate_sps=90)
+    first.start(int(L.Area.FOREHEAD), RunMode.DURATION, duration_ms=20_000)
+    first.run_for(0.3)
+    first.silent = True  # the first host dies: the watchdog stops the run
+    first.run_for(1.0)
+    happened = {e.code: e.t_ms for e in first.events() if e.code in ENDING}
+    assert set(happened) == ENDING  # seen by the dead host, never acknowledged by it
+    second.run_for(1.5)  # later, another host session opens
+    second.connect()
+    second.hello()
+    second.run_for(0.1)
+    handed = {e.code: e.t_ms for e in second.events() if e.code in happened}
+    assert handed == happened
+    assert all(t_ms < 1500 for t_ms in handed.values())

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import pytest
 from typer.testing import CliRunner
 
+from micropen.protocol.messages import RunMode, RunOutcome, RunReport
 from micropen.tools.cli import app
 
 
@@ -191,3 +193,46 @@ def test_connecting_to_a_pen_with_overdue_calibration_warns(
     assert seen == ["SIM-000005"]  # asked about the connected pen
     assert "calibration overdue since 2026-01-01" in result.stderr.replace("\n", " ")
     assert json.loads(result.stdout)["serial"] == "SIM-000005"  # stdout stays one JSON line
+
+
+@pytest.mark.parametrize(
+    ("outcome", "fault"),
+    [
+        (RunOutcome.FAULT, "stall"),
+        (RunOutcome.WATCHDOG, "watchdog"),
+        (RunOutcome.STOPPED, None),
+        (RunOutcome.CARTRIDGE_LIMIT, None),
+    ],
+)
+def test_a_run_that_did_not_complete_exits_1_and_names_the_latched_fault(
+    cli: CliRunner, monkeypatch: pytest.MonkeyPatch, outcome: RunOutcome, fault: str | None
+) -> None:
+    """A script checking $? must not take a faulted or cut-short run for a treatment done."""
+    from micropen.tools import pen_cli
+
+    def ended(pen: Any, *args: Any, **kwargs: Any) -> RunReport:
+        return RunReport(1, outcome, RunMode.STROKES, 1500, 247, 2250, 2, 500, 90, 7)
+
+    monkeypatch.setattr(pen_cli, "_run_with_progress", ended)
+    monkeypatch.setattr(pen_cli, "_latched_fault", lambda pen: fault)  # as the pen's status says
+    args = ["run", "--depth", "0.5", "--speed", "90", "--area", "forehead", "--strokes", "1500"]
+    result = cli.invoke(app, [*args, "--json"])
+    assert result.exit_code == 1, result.output
+    data = _json(result.stdout)
+    assert (data["outcome"], data["strokes_delivered"], data["fault"]) == (
+        outcome.name.lower(), 247, fault,
+    )  # fmt: skip
+    human = cli.invoke(app, args)
+    assert human.exit_code == 1
+    if fault is not None:
+        assert f"latched {fault} fault" in human.stderr and "clear-fault" in human.stderr
+
+
+def test_the_latched_fault_is_read_from_the_pen() -> None:
+    from micropen.host import open_pen
+    from micropen.tools.pen_cli import _latched_fault
+
+    with open_pen("sim://?seed=5", log=False) as pen:
+        assert _latched_fault(pen) is None
+        pen.emergency_stop()
+        assert _latched_fault(pen) == "emergency_stop"

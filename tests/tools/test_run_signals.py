@@ -69,10 +69,16 @@ def _wait_for_strokes(db: Path, proc: subprocess.Popen[str], deadline: float) ->
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM], ids=["ctrl-c", "sigterm"])
+@pytest.mark.parametrize(
+    ("sig", "times"),
+    [(signal.SIGINT, 1), (signal.SIGTERM, 1), (signal.SIGINT, 2)],
+    ids=["ctrl-c", "sigterm", "ctrl-c-twice"],
+)
 def test_an_interrupted_run_stops_the_pen_and_reports_its_count(
-    served_pen: str, sig: signal.Signals
+    served_pen: str, sig: signal.Signals, times: int
 ) -> None:
+    """Twice: an impatient second Ctrl-C 30 ms later must not cut the stop short (it used to
+    print "no run reported", asyncio's "Task was destroyed" dumps or a traceback)."""
     db = Path(os.environ["MICROPEN_HOME"]) / "treatment.sqlite"
     proc = subprocess.Popen(
         [sys.executable, "-m", "micropen.tools.cli", "run", "--pen", served_pen, "--depth",
@@ -82,6 +88,9 @@ def test_an_interrupted_run_stops_the_pen_and_reports_its_count(
     _wait_for_strokes(db, proc, time.monotonic() + 30)
     sent = time.monotonic()
     proc.send_signal(sig)
+    if times == 2:
+        time.sleep(0.03)  # the impatient second press, while the pen is being stopped
+        proc.send_signal(sig)
     _, err = proc.communicate(timeout=STOP_BOUND_S)
     assert time.monotonic() - sent < STOP_BOUND_S
     assert proc.returncode == EXIT_CODES[sig], err
