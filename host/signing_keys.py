@@ -40,24 +40,26 @@ def public_path_for(private_path: Path) -> Path:
 
 
 def generate(private_path: Path) -> tuple[Path, Ed25519PublicKey]:
-    """A new key pair: ``private_path`` (0600) and ``private_path.pub``; refuses to overwrite."""
+    """A new key pair: ``private_path`` (0600) and ``private_path.pub``; refuses to overwrite
+    anything, a dangling symlink included."""
+    if not private_path.name or private_path.is_dir():
+        raise InvalidInput(f"{str(private_path)!r} is not a file name for a key")
     public_path = public_path_for(private_path)
     for path in (private_path, public_path):
-        if path.exists():
-            raise InvalidInput(
-                f"{path} exists; a signing key is never overwritten — pick a new name"
-            )
+        if os.path.lexists(path):
+            raise InvalidInput(f"{path} exists; a signing key is never overwritten")
     if not private_path.parent.is_dir():
         raise InvalidInput(f"folder {private_path.parent} does not exist; create it first")
     key = Ed25519PrivateKey.generate()
     pem = key.private_bytes(Encoding.PEM, PrivateFormat.PKCS8, NoEncryption())
+    public_pem = key.public_key().public_bytes(Encoding.PEM, PublicFormat.SubjectPublicKeyInfo)
     try:
-        fd = os.open(private_path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        with os.fdopen(fd, "wb") as out:
-            out.write(pem)
-        public_path.write_bytes(
-            key.public_key().public_bytes(Encoding.PEM, PublicFormat.SubjectPublicKeyInfo)
-        )
+        for path, data, mode in ((private_path, pem, 0o600), (public_path, public_pem, 0o644)):
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, mode)
+            with os.fdopen(fd, "wb") as out:
+                out.write(data)
+    except FileExistsError:
+        raise InvalidInput(f"{private_path} exists; a signing key is never overwritten") from None
     except OSError as exc:
         raise HostError(f"cannot write the key to {private_path}: {exc.strerror or exc}") from exc
     return public_path, key.public_key()

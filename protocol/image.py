@@ -113,7 +113,8 @@ class FirmwareImage:
 
     @property
     def signed(self) -> bool:
-        return self.signature is not None
+        """Carries a signature and the hash of the key that made it (verify checks both)."""
+        return self.signature is not None and self.key_hash is not None
 
 
 def key_hash(public_key: Ed25519PublicKey) -> bytes:
@@ -184,6 +185,8 @@ def parse(data: bytes) -> FirmwareImage:
             f"{len(data)} bytes; the header promises {end + _TLV_INFO.size} or more",
         )
     tlvs = _read_tlvs(data, end)
+    if TlvType.SHA256 not in tlvs:
+        raise ImageError(ImageFault.BAD_TLV, "the image has no SHA-256 TLV")
     digest = hashlib.sha256(data[:end]).digest()
     if tlvs.get(TlvType.SHA256) != digest:
         raise ImageError(
@@ -199,7 +202,7 @@ def verify(data: bytes, trusted: Iterable[Ed25519PublicKey]) -> FirmwareImage:
     """:func:`parse`, then require an Ed25519 signature of the digest by a trusted key."""
     image = parse(data)
     if image.signature is None or image.key_hash is None:
-        raise ImageError(ImageFault.UNSIGNED, "the image is not signed")
+        raise ImageError(ImageFault.UNSIGNED, "the image is not signed (signature and key hash)")
     key = next((k for k in trusted if key_hash(k) == image.key_hash), None)
     if key is None:
         raise ImageError(

@@ -7,6 +7,10 @@ it; benches and pens only ever hold the public half. The image format is
 
 from __future__ import annotations
 
+import contextlib
+import os
+import re
+import tempfile
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -64,8 +68,7 @@ def sign(
 ) -> None:
     """Sign PAYLOAD into a firmware image."""
     with errors_to_exit():
-        if out.exists() and not force:
-            raise InvalidInput(f"{out} exists; pass --force to overwrite it")
+        _check_out(out, force, keep=(key, signing_keys.public_path_for(key), payload))
         private = signing_keys.load_private(key)
         data = image.build(
             _read(payload, image.MAX_PAYLOAD), version=_version(version),
@@ -116,7 +119,10 @@ def info(
     """What an image says about itself (structure and hash checked; not the signature)."""
     with errors_to_exit():
         data = _read(file, MAX_FILE)
+    try:
         found = image.parse(data)
+    except image.ImageError as exc:
+        fail(f"{file}: not a valid image ({exc.fault.name.lower()}): {exc}")
     result = _describe(found, file)
     if as_json:
         emit_json(result)
@@ -147,12 +153,32 @@ def _describe(found: image.FirmwareImage, path: Path) -> dict[str, Any]:
     }
 
 
+_VERSION = re.compile(r"(0|[1-9][0-9]*)\.(0|[1-9][0-9]*)\.(0|[1-9][0-9]*)", re.ASCII)
+
+
 def _version(text: str) -> tuple[int, int, int]:
-    parts = text.split(".")
-    if len(parts) != 3 or not all(p.isdigit() for p in parts):
-        raise InvalidInput(f"version {text!r} is not MAJOR.MINOR.PATCH (e.g. 1.4.0)")
-    major, minor, patch = (int(p) for p in parts)
+    match = _VERSION.fullmatch(text)
+    if match is None:
+        raise InvalidInput(
+            f"version {text!r} is not MAJOR.MINOR.PATCH in plain digits without leading zeros "
+            "(e.g. 1.4.0)"
+        )
+    major, minor, patch = (int(group) for group in match.groups())
     return major, minor, patch
+
+
+def _check_out(out: Path, force: bool, keep: tuple[Path, ...]) -> None:
+    """OUT is a new regular file, or (with --force) an existing regular file that is not the
+    key, its public half or the payload. Never a symlink, a device, a pipe or a folder."""
+    if os.path.lexists(out):
+        if out.is_symlink() or not out.is_file():
+            raise InvalidInput(f"{out} is not a regular file; give a new file name for --out")
+        if any(os.path.lexists(k) and out.samefile(k) for k in keep):
+            raise InvalidInput(f"--out {out} is the key or the payload; give a new file name")
+        if not force:
+            raise InvalidInput(f"{out} exists; pass --force to overwrite it")
+    if not out.parent.is_dir():
+        raise InvalidInput(f"folder {out.parent} does not exist; create it first")
 
 
 def _read(path: Path, limit: int) -> bytes:
@@ -167,9 +193,17 @@ def _read(path: Path, limit: int) -> bytes:
 
 
 def _write(path: Path, data: bytes) -> None:
+    """Whole or not at all: a fresh temporary file of our own (O_EXCL, never a name someone
+    could have planted a symlink on), flushed, then renamed over OUT."""
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
-        tmp = path.with_name(path.name + ".tmp")
-        tmp.write_bytes(data)
-        tmp.replace(path)
+        with os.fdopen(fd, "wb") as out:
+            out.write(data)
+            out.flush()
+            os.fsync(out.fileno())
+        os.chmod(tmp, 0o644)
+        os.replace(tmp, path)
     except OSError as exc:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
         raise InvalidInput(f"cannot write {path}: {exc.strerror or exc}") from None

@@ -125,3 +125,30 @@ def test_values_that_do_not_fit_are_refused_when_building() -> None:
         image.build(b"", version=(1, 0, 0), security_counter=2**32, key=KEY)
     with pytest.raises(LocalProtocolError, match="larger than a slot"):
         image.build(bytes(4 * 1024 * 1024 + 1), version=(1, 0, 0), security_counter=0, key=KEY)
+
+
+def _without(data: bytes, kind: image.TlvType) -> bytes:
+    """The image with one TLV taken out (TLV area length fixed up)."""
+    body_at = HEADER_SIZE + len(image.parse(data).payload)
+    pos, kept = body_at + 4, b""
+    while pos < len(data):
+        length = int.from_bytes(data[pos + 2 : pos + 4], "little")
+        if data[pos] != kind:
+            kept += data[pos : pos + 4 + length]
+        pos += 4 + length
+    info = (0x6907).to_bytes(2, "little") + (4 + len(kept)).to_bytes(2, "little")
+    return data[:body_at] + info + kept
+
+
+def test_a_signature_without_the_key_hash_is_unsigned_everywhere() -> None:
+    data = _without(_signed(), image.TlvType.KEY_HASH)
+    assert not image.parse(data).signed
+    with pytest.raises(ImageError) as info:
+        image.verify(data, [KEY.public_key()])
+    assert info.value.fault is ImageFault.UNSIGNED
+
+
+def test_an_image_without_its_hash_is_malformed() -> None:
+    with pytest.raises(ImageError, match="no SHA-256 TLV") as info:
+        image.parse(_without(_signed(), image.TlvType.SHA256))
+    assert info.value.fault is ImageFault.BAD_TLV

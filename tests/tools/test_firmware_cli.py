@@ -103,6 +103,19 @@ def test_bad_images_are_refused_with_the_check_they_failed(
         (("verify", "app.img", "--key", "nokey.pub"), "not a key file"),
         (("info", "nothing-here"), "not a file"),
         (("keygen", "no/such/folder/key"), "does not exist"),
+        (("keygen", ""), "not a file name"),
+        (("sign", "app.bin", "--key", "maker", "--version", "01.2.3", "--security-counter", "8",
+          "--out", "n.img"), "without leading zeros"),
+        (("sign", "app.bin", "--key", "maker", "--version", "1.2.\u00b2", "--security-counter",
+          "8", "--out", "n.img"), "plain digits"),
+        (("sign", "app.bin", "--key", "maker", "--version", "\uff11.2.3", "--security-counter",
+          "8", "--out", "n.img"), "plain digits"),
+        (("sign", "app.bin", "--key", "maker", "--version", "1.4.1", "--security-counter", "8",
+          "--out", "maker", "--force"), "is the key or the payload"),
+        (("sign", "app.bin", "--key", "maker", "--version", "1.4.1", "--security-counter", "8",
+          "--out", "maker.pub", "--force"), "is the key or the payload"),
+        (("sign", "app.bin", "--key", "maker", "--version", "1.4.1", "--security-counter", "8",
+          "--out", "app.bin", "--force"), "is the key or the payload"),
     ],
 )  # fmt: skip
 def test_bad_input_is_one_line_and_exit_2(bench: Path, args: tuple[str, ...], says: str) -> None:
@@ -118,3 +131,32 @@ def test_a_private_key_others_can_read_is_refused(bench: Path) -> None:
                 "--security-counter", "8", "--out", "n.img", cwd=bench)  # fmt: skip
     assert done.returncode == 2 and "chmod 600" in done.stderr
     assert not (bench / "n.img").exists()
+
+
+def test_out_is_never_a_symlink_a_pipe_or_a_folder_even_with_force(bench: Path) -> None:
+    """Before: a symlink planted at OUT (or at the fixed OUT.tmp) had the image written through
+    it — onto a private key — and --force replaced devices and pipes with regular files."""
+    victim = (bench / "maker").read_bytes()
+    (bench / "link.img").symlink_to(bench / "maker")
+    os.mkfifo(bench / "pipe")
+    (bench / "folder").mkdir()
+    for out in ("link.img", "pipe", "folder"):
+        done = _run("sign", "app.bin", "--key", "maker", "--version", "1.4.1",
+                    "--security-counter", "8", "--out", out, "--force", cwd=bench)  # fmt: skip
+        assert done.returncode == 2 and "not a regular file" in done.stderr, (out, done.stderr)
+    assert (bench / "maker").read_bytes() == victim
+    assert (bench / "link.img").is_symlink() and stat.S_ISFIFO((bench / "pipe").stat().st_mode)
+    assert not [p.name for p in bench.iterdir() if p.name.endswith(".tmp")]
+
+
+def test_keygen_refuses_a_dangling_symlink_as_bad_input(bench: Path) -> None:
+    (bench / "k3").symlink_to(bench / "nowhere")
+    done = _run("keygen", "k3", cwd=bench)
+    assert done.returncode == 2 and "never overwritten" in done.stderr
+    assert not (bench / "nowhere").exists()
+
+
+def test_info_on_a_bad_image_names_the_file_and_the_check(bench: Path) -> None:
+    (bench / "bad.img").write_bytes(b"")
+    done = _run("info", "bad.img", cwd=bench)
+    assert done.returncode == 1 and "bad.img: not a valid image (truncated)" in done.stderr
