@@ -268,6 +268,7 @@ class AsyncPen:
                     "interrupted; check the treated area before going on"
                 )
             )
+            self.runs.new_boot()  # its run ids start again at 1
         if not first:
             for pending in self.requests.after_reconnect(resumed, rebooted):
                 self._pump.send(pending.message, urgent=pending.urgent)

@@ -21,47 +21,59 @@ KEEP_REPORTS = 64
 
 
 class RunBook:
-    """Runs started through one connection and their reports."""
+    """Runs started through one connection and their reports.
+
+    A pen numbers its runs from 1 again after every boot, so reports, errors and waiters are
+    kept per boot (``new_boot``): run 1 of this boot is never answered with run 1 of the last."""
 
     def __init__(self) -> None:
-        self.active: set[int] = set()  # started here, not yet reported
+        self.active: set[int] = set()  # started here in this boot, not yet reported
         self.in_flight = False  # a Run was sent whose run id is not known yet
         self.slowest_retract_ms: int | None = None  # from the pen's RETRACTED events
         self.last_report: RunReport | None = None
-        self._reports: OrderedDict[int, RunReport] = OrderedDict()
-        self._errors: dict[int, BaseException] = {}
-        self._waiters: dict[int, asyncio.Event] = {}
+        self._boot = 0  # a generation, not the pen's boot id
+        self._reports: OrderedDict[tuple[int, int], RunReport] = OrderedDict()
+        self._errors: dict[tuple[int, int], BaseException] = {}
+        self._waiters: dict[tuple[int, int], asyncio.Event] = {}
 
     @property
     def owns_a_run(self) -> bool:
         """A run this connection started may be going: it is ours to stop."""
         return bool(self.active) or self.in_flight
 
+    def new_boot(self) -> None:
+        """The pen restarted: its run ids start again (fail the active runs first)."""
+        self._boot += 1
+        self.active.clear()
+        self.in_flight = False
+
     def started(self, run_id: int) -> None:
+        key = (self._boot, run_id)
         self.active.add(run_id)
         self.in_flight = False
-        self._errors.pop(run_id, None)
-        self._waiter(run_id)
+        self._errors.pop(key, None)
+        self._waiter(key)
 
     def reported(self, report: RunReport) -> None:
         """The pen's report arrived (whoever started the run)."""
-        run_id = report.run_id
-        self._reports[run_id] = report
-        self._reports.move_to_end(run_id)
+        key = (self._boot, report.run_id)
+        self._reports[key] = report
+        self._reports.move_to_end(key)
         while len(self._reports) > KEEP_REPORTS:
             self._reports.popitem(last=False)
-        self.active.discard(run_id)
-        self._errors.pop(run_id, None)
+        self.active.discard(report.run_id)
+        self._errors.pop(key, None)
         self.last_report = report
-        self._waiter(run_id).set()
+        self._waiter(key).set()
 
     def fail_active(self, error: BaseException, only: int | None = None) -> None:
         """The reports of the active runs (or of run ``only``) cannot reach this connection:
         wake their waiters with ``error``."""
         for run_id in [only] if only is not None else list(self.active):
             if run_id in self.active:
-                self._errors[run_id] = error
-                self._waiter(run_id).set()
+                key = (self._boot, run_id)
+                self._errors[key] = error
+                self._waiter(key).set()
                 self.active.discard(run_id)
 
     def retracted(self, ms: int) -> None:
@@ -90,11 +102,14 @@ class RunBook:
             )
 
     def report(self, run_id: int) -> RunReport | None:
-        return self._reports.get(run_id)
+        """The report of run ``run_id`` of the pen's current boot, if it came."""
+        return self._reports.get((self._boot, run_id))
 
     async def wait(self, run_id: int, timeout: float | None = None) -> RunReport:
-        """The report of ``run_id``; raises the reason it cannot come, or PenTimeout."""
-        waiter = self._waiter(run_id)
+        """The report of ``run_id`` (of the current boot); raises the reason it cannot come,
+        or PenTimeout."""
+        key = (self._boot, run_id)
+        waiter = self._waiter(key)
         try:
             async with asyncio.timeout(timeout):
                 await waiter.wait()
@@ -102,16 +117,16 @@ class RunBook:
             raise PenTimeout(f"run {run_id} did not end within {timeout} s") from None
         finally:
             if waiter.is_set():
-                self._waiters.pop(run_id, None)
-        report = self._reports.get(run_id)
+                self._waiters.pop(key, None)
+        report = self._reports.get(key)
         if report is not None:
             return report
-        raise self._errors.pop(run_id)
+        raise self._errors.pop(key)
 
-    def _waiter(self, run_id: int) -> asyncio.Event:
-        waiter = self._waiters.get(run_id)
+    def _waiter(self, key: tuple[int, int]) -> asyncio.Event:
+        waiter = self._waiters.get(key)
         if waiter is None:
-            waiter = self._waiters[run_id] = asyncio.Event()
-            if run_id in self._reports or run_id in self._errors:
+            waiter = self._waiters[key] = asyncio.Event()
+            if key in self._reports or key in self._errors:
                 waiter.set()
         return waiter

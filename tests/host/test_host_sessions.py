@@ -284,3 +284,19 @@ async def test_a_run_reported_to_another_host_ends_the_wait_with_the_pens_count(
         async with asyncio.timeout(10):
             with pytest.raises(RunEndedElsewhere, match=f"stopped\\) after {strokes} strokes"):
                 await run
+
+
+async def test_run_1_after_a_reboot_is_not_answered_with_run_1_of_the_last_boot() -> None:
+    """Found by the host-session state machine: the pen numbers runs from 1 again after a
+    reboot, and the host answered the new run 1 at once with the old run 1's report (2
+    strokes for a 1-stroke run, the real run left going and unlogged)."""
+    async with await AsyncPen.open("sim://?seed=3", log=False, command_timeout=5) as pen:
+        first = await pen.run(depth_mm=0.5, rate_sps=50, area="forehead", strokes=2)
+        transport = sim_of(pen)
+        with transport._lock:
+            transport.pen.power_cycle(transport.now())
+        assert (await pen.status()).run_id == 0  # a query is re-sent after the reconnect
+        again = await pen.run(depth_mm=0.5, rate_sps=50, area="forehead", strokes=1)
+        assert first.run_id == again.run_id == 1
+        assert (again.outcome, again.strokes) == (RunOutcome.COMPLETED, 1)
+        assert not pen.runs.owns_a_run
