@@ -9,6 +9,7 @@ treatment log holds every report once with the pen's count.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import shutil
 import tempfile
 from collections.abc import Coroutine
@@ -22,7 +23,7 @@ from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, rule
 
 from micropen.host import AsyncPen
-from micropen.host.errors import HostError
+from micropen.host.errors import ConnectionLost, HostError
 from micropen.host.transports.sim import SimTransport
 from micropen.host.treatment_log import TreatmentLog
 from micropen.protocol.messages import PenState, RunOutcome, SimParam
@@ -61,6 +62,54 @@ class HostSession(RuleBasedStateMachine):
         )
         assert (report.outcome, report.strokes) == (RunOutcome.COMPLETED, strokes)
         assert self.pen.identity is not None
+        self.reports[(self.pen.identity.boot_id, report.run_id)] = report.strokes
+
+    @rule(after=st.integers(1, 60))
+    def a_run_is_interrupted(self, after: int) -> None:
+        """Ctrl-C (a cancel) mid-run: the host stops the pen and collects its exact count."""
+
+        async def interrupt() -> None:
+            run = asyncio.create_task(
+                self.pen.run(depth_mm=0.5, rate_sps=90, area="forehead", strokes=5000)
+            )
+            async with asyncio.timeout(5):
+                while self._sim.pen.state is not PenState.RUNNING or (
+                    int(self._sim.pen.physics.phase) < after
+                ):
+                    await asyncio.sleep(0.001)
+            run.cancel()
+            with pytest.raises(asyncio.CancelledError):
+                await run
+
+        self._do(interrupt())
+        report = self.pen.runs.last_report
+        assert report is not None and self.pen.identity is not None
+        assert report.outcome is RunOutcome.STOPPED and after <= report.strokes < 5000
+        self.reports[(self.pen.identity.boot_id, report.run_id)] = report.strokes
+
+    @rule(ms=st.sampled_from([1200, 3000]))
+    def a_run_loses_its_link(self, ms: int) -> None:
+        """The cable is out longer than the watchdog: the pen stops by itself; its report
+        reaches the host (and the log) when the link is back."""
+
+        async def cut() -> None:
+            run = asyncio.create_task(
+                self.pen.run(depth_mm=0.5, rate_sps=90, area="forehead", seconds=20)
+            )
+            async with asyncio.timeout(5):
+                while self._sim.pen.state is not PenState.RUNNING:
+                    await asyncio.sleep(0.001)
+            with self._sim._lock:
+                self._sim.pen.set_param(SimParam.DISCONNECT, ms, self._sim.now())
+            with contextlib.suppress(ConnectionLost):  # the wait may end before the link is back
+                await run
+            await self.pen.status()  # the report is handed over before this is answered
+            await self.pen.clear_fault()
+
+        self._do(cut())
+        report = self.pen.runs.last_report
+        assert report is not None and self.pen.identity is not None
+        assert report.outcome is RunOutcome.WATCHDOG
         self.reports[(self.pen.identity.boot_id, report.run_id)] = report.strokes
 
     @rule()
