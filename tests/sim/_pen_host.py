@@ -9,14 +9,21 @@ from __future__ import annotations
 
 import selectors
 import subprocess
+import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from typing import IO, Any
+
+import serial
 
 from micropen.protocol.events import Connected, MessageReceived
 from micropen.protocol.link import Link, Role
 from micropen.protocol.messages import PROTOCOL_VERSION, Ack, Hello, Identity, OpenSession
 from micropen.protocol.schema import Message, schema_hash
+from micropen.sim.clock import RealClock
+from micropen.sim.pen import SimConfig, SimulatedPen
+from micropen.sim.serve import PenServer, PenTransport
 
 EXCHANGE_TIMEOUT_S = 5.0
 
@@ -107,3 +114,26 @@ def stop_child(proc: subprocess.Popen[str], timeout_s: float = 5.0) -> int:
         proc.kill()
         proc.wait()
         raise AssertionError("the server did not exit on SIGTERM") from None
+
+
+@contextmanager
+def served_in_thread(config: SimConfig, transport: PenTransport) -> Iterator[PenServer]:
+    """A pen served by a loop in a thread on the real clock; stopped and joined on the way out."""
+    clock = RealClock()
+    pen = SimulatedPen(config, now=clock.now())
+    with PenServer(pen, transport, clock=clock) as server:
+        thread = threading.Thread(target=server.run, name="pen-server")
+        thread.start()
+        try:
+            yield server
+        finally:
+            server.stop()
+            thread.join(5.0)
+            assert not thread.is_alive(), "the server loop did not stop"
+
+
+def open_port(info: dict[str, Any]) -> Any:
+    """A pyserial port to a served pen, from its announcement (``tcp`` port or ``pty`` path)."""
+    if "tcp" in info:
+        return serial.serial_for_url(f"socket://127.0.0.1:{info['tcp']}", timeout=0.02)
+    return serial.Serial(info["pty"], timeout=0.02)

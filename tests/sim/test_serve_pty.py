@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 import serial
-from _pen_host import handshake, read_line, stop_child
+from _pen_host import handshake, read_line, served_in_thread, stop_child
 
 from micropen.protocol import limits as L
 from micropen.sim.clock import RealClock
@@ -32,18 +32,8 @@ def _open(path: str) -> serial.Serial:
 
 @pytest.fixture
 def served() -> Iterator[PenServer]:
-    """A pen served on a pty by a loop in a thread; stopped and joined at teardown."""
-    clock = RealClock()
-    pen = SimulatedPen(SimConfig(seed=3), now=clock.now())
-    with PenServer(pen, PtyTransport(), clock=clock) as server:
-        thread = threading.Thread(target=server.run, name="pty-server")
-        thread.start()
-        try:
-            yield server
-        finally:
-            server.stop()
-            thread.join(5.0)
-            assert not thread.is_alive(), "the server loop did not stop"
+    with served_in_thread(SimConfig(seed=3), PtyTransport()) as server:
+        yield server
 
 
 def test_handshake_then_reconnect_in_thread(served: PenServer) -> None:

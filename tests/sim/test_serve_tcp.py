@@ -12,7 +12,7 @@ from collections.abc import Iterator
 
 import pytest
 import serial
-from _pen_host import PenHost, handshake, read_line, stop_child
+from _pen_host import PenHost, handshake, read_line, served_in_thread, stop_child
 
 from micropen.protocol import limits as L
 from micropen.sim.clock import RealClock
@@ -28,17 +28,8 @@ def _open(port: int) -> serial.SerialBase:
 
 @pytest.fixture
 def served() -> Iterator[PenServer]:
-    clock = RealClock()
-    pen = SimulatedPen(SimConfig(seed=11), now=clock.now())
-    with PenServer(pen, TcpTransport(), clock=clock) as server:
-        thread = threading.Thread(target=server.run, name="tcp-server")
-        thread.start()
-        try:
-            yield server
-        finally:
-            server.stop()
-            thread.join(5.0)
-            assert not thread.is_alive(), "the server loop did not stop"
+    with served_in_thread(SimConfig(seed=11), TcpTransport()) as server:
+        yield server
 
 
 def test_handshake_then_reconnect_in_thread(served: PenServer) -> None:

@@ -8,7 +8,6 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
-import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
@@ -17,13 +16,12 @@ import pytest
 import serial
 import usb.core
 import usb.util
-from _pen_host import handshake, read_line, stop_child
+from _pen_host import handshake, open_port, read_line, served_in_thread, stop_child
 from test_usb_device import UsbPort
 
 from micropen.protocol.messages import Capability, Identity
-from micropen.sim.clock import RealClock
-from micropen.sim.pen import SimConfig, SimulatedPen
-from micropen.sim.serve import PenServer, PenTransport, PtyTransport, TcpTransport
+from micropen.sim.pen import SimConfig
+from micropen.sim.serve import PtyTransport, TcpTransport
 from micropen.sim.usb_device import make_sim_usb_backend
 
 pytestmark = pytest.mark.skipif(sys.platform == "win32", reason="POSIX ptys")
@@ -36,25 +34,10 @@ def _is_simulator(identity: Identity) -> None:
     assert Capability.SIMULATOR in Capability(identity.capabilities), identity
 
 
-@contextmanager
-def _served(config: SimConfig, transport: PenTransport) -> Iterator[PenServer]:
-    clock = RealClock()
-    pen = SimulatedPen(config, now=clock.now())
-    with PenServer(pen, transport, clock=clock) as server:
-        thread = threading.Thread(target=server.run, name="identity-server")
-        thread.start()
-        try:
-            yield server
-        finally:
-            server.stop()
-            thread.join(5.0)
-            assert not thread.is_alive()
-
-
 @pytest.mark.parametrize("config", [SimConfig(seed=8), DISGUISED], ids=["plain", "disguised"])
 def test_a_pty_served_pen_says_it_is_a_simulator(config: SimConfig) -> None:
     with (
-        _served(config, PtyTransport()) as server,
+        served_in_thread(config, PtyTransport()) as server,
         serial.Serial(str(server.describe()["pty"]), timeout=0.02) as port,
     ):
         identity = handshake(port)
@@ -64,7 +47,7 @@ def test_a_pty_served_pen_says_it_is_a_simulator(config: SimConfig) -> None:
 
 @pytest.mark.parametrize("config", [SimConfig(seed=8), DISGUISED], ids=["plain", "disguised"])
 def test_a_tcp_served_pen_says_it_is_a_simulator(config: SimConfig) -> None:
-    with _served(config, TcpTransport()) as server:
+    with served_in_thread(config, TcpTransport()) as server:
         url = f"socket://127.0.0.1:{server.describe()['tcp']}"
         with serial.serial_for_url(url, timeout=0.02) as port:
             identity = handshake(port)
@@ -104,12 +87,6 @@ def _cli_server(*args: str) -> Iterator[dict[str, Any]]:
         assert status == 0, proc.stderr.read() if proc.stderr else status
 
 
-def _port(info: dict[str, Any]) -> Any:
-    if "tcp" in info:
-        return serial.serial_for_url(f"socket://127.0.0.1:{info['tcp']}", timeout=0.02)
-    return serial.Serial(info["pty"], timeout=0.02)
-
-
 @pytest.mark.parametrize("where", [["--tcp", "0"], ["--pty"]], ids=["tcp", "pty"])
 def test_the_cli_served_pen_says_it_is_a_simulator_and_boots_anew_each_time(
     where: list[str],
@@ -117,7 +94,7 @@ def test_the_cli_served_pen_says_it_is_a_simulator_and_boots_anew_each_time(
     boots = []
     for _ in range(2):  # the same unit served twice: two power-ons
         query = "seed=8&serial=MP12-004711&model=MP-12"
-        with _cli_server(*where, "--query", query) as info, _port(info) as port:
+        with _cli_server(*where, "--query", query) as info, open_port(info) as port:
             identity = handshake(port)
         _is_simulator(identity)
         assert identity.serial == "MP12-004711"
@@ -128,6 +105,9 @@ def test_the_cli_served_pen_says_it_is_a_simulator_and_boots_anew_each_time(
 def test_boot_ids_of_a_served_pen_repeat_only_when_asked() -> None:
     boots = []
     for _ in range(2):
-        with _cli_server("--tcp", "0", "--query", "seed=8&boot_seed=3") as info, _port(info) as p:
+        with (
+            _cli_server("--tcp", "0", "--query", "seed=8&boot_seed=3") as info,
+            open_port(info) as p,
+        ):
             boots.append(handshake(p).boot_id)
     assert boots[0] == boots[1]

@@ -16,8 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import serial
-from _pen_host import PenHost, read_line, stop_child
+from _pen_host import PenHost, open_port, read_line, stop_child
 
 from micropen.protocol import limits as L
 from micropen.protocol.messages import (
@@ -70,15 +69,9 @@ def _serve(*args: str, home: Path) -> Iterator[tuple[subprocess.Popen[str], dict
             assert status == 0, proc.stderr.read() if proc.stderr else status
 
 
-def _port(info: dict[str, Any]) -> Any:
-    if "tcp" in info:
-        return serial.serial_for_url(f"socket://127.0.0.1:{info['tcp']}", timeout=0.02)
-    return serial.Serial(info["pty"], timeout=0.02)
-
-
 @contextmanager
 def _host(info: dict[str, Any]) -> Iterator[PenHost]:
-    port = _port(info)
+    port = open_port(info)
     try:
         host = PenHost(port)
         host.connect()
