@@ -203,9 +203,15 @@ class AsyncPen:
         await self.transport.open()
         supervisor = self._supervisor.start()
         limit = HANDSHAKE_TIMEOUT + 1
-        async with TaskScope(f"opening {self.url}") as scope:
-            ready = scope.start(self._supervisor.ready.wait())
-            await asyncio.wait({ready, supervisor}, timeout=limit, return_when="FIRST_COMPLETED")
+        try:
+            async with TaskScope(f"opening {self.url}") as scope:
+                ready = scope.start(self._supervisor.ready.wait())
+                await asyncio.wait(
+                    {ready, supervisor}, timeout=limit, return_when="FIRST_COMPLETED"
+                )
+        except BaseException:  # cancelled while opening: nothing may keep running
+            await shielded(self.close())
+            raise
         if not self._supervisor.ready.is_set():
             error = self._supervisor.fatal
             await self.close()
@@ -258,7 +264,7 @@ class AsyncPen:
         assert isinstance(status, Status)
         self.last_status = status
         self.telemetry_hz = status.telemetry_hz
-        self._pump.heartbeat_interval = status.watchdog_ms / 4000
+        self._pump.set_watchdog(status.watchdog_ms)
         if rebooted:
             self._notify(ConnectionNotice("rebooted", f"boot {reply.boot_id:08x}"))
             self.runs.fail_active(
@@ -568,10 +574,11 @@ class AsyncPen:
                 self._send_stop_now()
 
         unsubscribe = self.add_listener(on_sample)
+        telemetry_was = self.telemetry_hz
         try:
             await self.set_depth(depth_mm, area=profile.area, override_reason=override_reason)
             await self.set_rate(rate_sps, area=profile.area)
-            if watch is not None and not self.telemetry_hz:
+            if watch is not None and not telemetry_was:
                 await self.set_telemetry(RATE_WATCH_HZ)  # the host's rate check needs samples
             run_id = await self.start_run(area=profile.area, strokes=strokes, seconds=seconds)
             report = await self.wait_run_end(run_id)
@@ -585,6 +592,9 @@ class AsyncPen:
             raise
         finally:
             unsubscribe()
+            if self.telemetry_hz != telemetry_was and self.connected:
+                with contextlib.suppress(MicropenError):  # as it was before this run
+                    await shielded(self.set_telemetry(telemetry_was))
 
     def _send_stop_now(self) -> None:
         """An urgent Stop frame from inside a listener (no await there); its Ack is a late
@@ -617,7 +627,7 @@ class AsyncPen:
                 f"watchdog {ms} ms is outside {L.HEARTBEAT_MIN_MS}–{L.HEARTBEAT_MAX_MS} ms"
             )
         await self._expect(lambda c: SetWatchdog(c, ms), Ack)
-        self._pump.heartbeat_interval = ms / 4000
+        self._pump.set_watchdog(ms)
 
     async def set_telemetry(self, hz: int) -> None:
         if not 0 <= hz <= L.TELEMETRY_MAX_HZ:

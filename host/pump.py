@@ -67,7 +67,8 @@ class LinkPump:
         self.link = Link(Role.HOST, liveness_timeout=LIVENESS_TIMEOUT, ack_delay=ACK_DELAY)
         # a delayed ack (4 ms, well under the pen's 25 ms minimum RTO) rides on the next
         # command instead of costing a write of its own
-        self.heartbeat_interval = L.HEARTBEAT_DEFAULT_MS / 4000
+        self.heartbeat_interval = 0.0
+        self.set_watchdog(L.HEARTBEAT_DEFAULT_MS)
         self._heartbeats = itertools.count()
         self._last_heartbeat = 0.0
         self._silent_until = 0.0
@@ -77,6 +78,10 @@ class LinkPump:
 
     def now(self) -> float:
         return self._clock()
+
+    def set_watchdog(self, ms: int) -> None:
+        """The pen's watchdog: heartbeats go four times within it."""
+        self.heartbeat_interval = ms / 4000
 
     # ------------------------------------------------------------------ sending
     def new_epoch(self) -> None:

@@ -131,6 +131,7 @@ class Supervisor:
             try:
                 self.owner.link_lost(reason)
             except NotRecorded as failed:
+                self.unrecorded = failed.args[1]  # reported once, as why this ended
                 await self._stop_and_fail(failed.args[1])
                 return
             log.warning("link to %s lost: %s", self.pump.transport.description, reason)

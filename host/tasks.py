@@ -62,8 +62,8 @@ async def shielded(work: Awaitable[T]) -> T:
         try:
             await asyncio.shield(task)
         except asyncio.CancelledError:
-            if not task.done():
-                cancelled = True
+            if not task.cancelled():  # not the work's own cancel: the caller's, even when
+                cancelled = True  # the work finished in the same step
     if cancelled:
         if not task.cancelled() and (error := task.exception()) is not None:
             log.error("cleanup failed while cancelled: %s", error)
@@ -145,3 +145,7 @@ class TaskScope:
             raise self._failure
         if interrupted:
             raise asyncio.CancelledError
+        if self._failure is not None:  # a child failed while the scope was closing
+            if exc is None:
+                raise self._failure
+            log.error("task in %s failed: %s", self.name, self._failure)

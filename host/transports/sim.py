@@ -24,14 +24,13 @@ from typing import TYPE_CHECKING, Any
 from micropen.protocol.errors import LocalProtocolError
 
 from ..errors import PenURLError, TransportError
+from ..pump import TIMER_SLACK_S
 from ..url import PenURL
 
 if TYPE_CHECKING:
     from micropen.sim.pen import SimulatedPen
 
 __all__ = ["BoundBench", "SimTransport"]
-
-TIMER_SLACK_S = 1e-6  # past a deadline, not a hair before it (float deadlines, quantized clocks)
 
 
 class SimTransport:

@@ -91,3 +91,13 @@ async def test_the_emergency_stop_jumps_every_queued_command() -> None:
         await asyncio.gather(*queries)
         assert answered.index("estop") < 100, f"e-stop answered after {answered.index('estop')}"
         await pen.clear_fault()
+
+
+async def test_run_leaves_telemetry_as_it_found_it() -> None:
+    """run() turns telemetry on for its rate check; it used to leave it on for good."""
+    async with await AsyncPen.open("sim://?seed=3", log=False) as pen:
+        await pen.run(depth_mm=0.5, rate_sps=90, area="forehead", strokes=20)
+        assert pen.telemetry_hz == 0 and (await pen.status()).telemetry_hz == 0
+        await pen.set_telemetry(50)
+        await pen.run(depth_mm=0.5, rate_sps=90, area="forehead", strokes=20)
+        assert (await pen.status()).telemetry_hz == 50

@@ -138,3 +138,27 @@ async def test_shielded_returns_the_result_and_raises_the_error_when_not_cancell
     assert await shielded(value()) == 7
     with pytest.raises(KeyError):
         await shielded(_fail_after(0, KeyError("k")))
+
+
+async def test_a_cancel_arriving_as_the_cleanup_finishes_is_not_swallowed() -> None:
+    """The caller is cancelled in the very step its shielded work completes."""
+    work: asyncio.Future[int] = asyncio.get_running_loop().create_future()
+    task = asyncio.create_task(shielded(work))
+    await asyncio.sleep(0)
+    work.set_result(1)
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+
+
+async def test_a_child_failing_while_the_scope_closes_is_raised_not_lost() -> None:
+    async def fails_when_cancelled() -> None:
+        try:
+            await _forever()
+        finally:
+            raise KeyError("cleanup broke")
+
+    with pytest.raises(KeyError, match="cleanup broke"):
+        async with TaskScope("t") as scope:
+            scope.start(fails_when_cancelled())
+            await asyncio.sleep(0)
