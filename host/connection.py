@@ -254,8 +254,11 @@ class AsyncPen:
             reply.capabilities & Capability.SIMULATOR
         )
         rebooted = previous is not None and previous.boot_id != reply.boot_id
+        rebooted_notice = ConnectionNotice("rebooted", f"boot {reply.boot_id:08x}")
         if self.recorder is not None:  # ready to record before the pen hands anything over
             recorded(lambda: self.recorder.on_connected(self, first))
+            if rebooted:  # logged before anything of the new boot is
+                recorded(lambda: self.recorder.on_notification(rebooted_notice))
         resumed = False
         if self.open_session:
             opened = await self._handshake_request(lambda c: OpenSession(c, self.session))
@@ -266,7 +269,7 @@ class AsyncPen:
         self.telemetry_hz = status.telemetry_hz
         self._pump.set_watchdog(status.watchdog_ms)
         if rebooted:
-            self._notify(ConnectionNotice("rebooted", f"boot {reply.boot_id:08x}"))
+            self._tell_listeners(rebooted_notice)
             self.runs.fail_active(
                 PenRebooted(
                     "the pen restarted during the run and its report went with its memory: "
@@ -379,6 +382,9 @@ class AsyncPen:
         if isinstance(item, ConnectionNotice) and self.recorder is not None:
             # link notices are records too: a log that cannot take them ends the session
             recorded(lambda: self.recorder.on_notification(item))
+        self._tell_listeners(item)
+
+    def _tell_listeners(self, item: Any) -> None:
         for callback in list(self._listeners):
             try:
                 callback(item)

@@ -300,3 +300,17 @@ async def test_run_1_after_a_reboot_is_not_answered_with_run_1_of_the_last_boot(
         assert first.run_id == again.run_id == 1
         assert (again.outcome, again.strokes) == (RunOutcome.COMPLETED, 1)
         assert not pen.runs.owns_a_run
+
+
+async def test_the_reboot_is_logged_before_anything_of_the_new_boot(tmp_path: Path) -> None:
+    path = tmp_path / "log.sqlite"
+    async with await AsyncPen.open("sim://?seed=3", log=path, command_timeout=5) as pen:
+        transport = sim_of(pen)
+        with transport._lock:
+            transport.pen.power_cycle(transport.now())
+        await pen.status()  # re-sent after the reconnect: the new boot's records came first
+    with sqlite3.connect(path) as conn:
+        kinds = [(k, c) for k, c in conn.execute("SELECT kind, code FROM events ORDER BY id")]
+    booted = [i for i, row in enumerate(kinds) if row == ("event", "BOOTED")]
+    assert len(booted) == 2, kinds  # one per boot
+    assert booted[0] < kinds.index(("link", "rebooted")) < booted[1], kinds
