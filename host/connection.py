@@ -279,8 +279,9 @@ class AsyncPen:
             )
             self.runs.new_boot()  # its run ids start again at 1
         if not first:
-            for pending in self.requests.after_reconnect(resumed, rebooted):
-                self._pump.send(pending.message, urgent=pending.urgent)
+            resend = self.requests.after_reconnect(resumed, rebooted)
+            self._pump.send(*(p.message for p in resend if p.urgent), urgent=True)
+            self._pump.send(*(p.message for p in resend if not p.urgent))
             self.runs.ended_elsewhere(status)
             self.counters["reconnects"] += 1
             self._notify(ConnectionNotice("reconnected", self.transport.description))

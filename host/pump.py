@@ -89,11 +89,12 @@ class LinkPump:
         self.link.connect(self.now())
         self.flush()
 
-    def send(self, message: Message, *, urgent: bool = False) -> None:
-        """Queue ``message`` and write what can leave now. A link that just closed under us
-        drops it: the reconnect re-sends or fails the request."""
+    def send(self, *messages: Message, urgent: bool = False) -> None:
+        """Queue ``messages`` and write what can leave now, in one write. A link that just
+        closed under us drops them: the reconnect re-sends or fails the requests."""
         with contextlib.suppress(LocalProtocolError):
-            self.link.send(message, self.now(), urgent=urgent)
+            for message in messages:
+                self.link.send(message, self.now(), urgent=urgent)
         self.flush()
         deadline = self.link.next_deadline()
         if deadline is not None and deadline < self._ticker_wake_at:

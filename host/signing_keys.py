@@ -29,6 +29,8 @@ from .errors import HostError, InvalidInput
 
 __all__ = ["generate", "key_id", "load_private", "load_public", "public_path_for"]
 
+KEY_FILE_MAX = 64 * 1024
+
 
 def key_id(public_key: Ed25519PublicKey) -> str:
     """How a key is named to people: 16 hex digits of the SHA-256 of its raw bytes."""
@@ -103,6 +105,7 @@ def _read(path: Path) -> bytes:
     try:
         if not path.is_file():
             raise InvalidInput(f"{path} is not a key file")
-        return path.read_bytes()[: 64 * 1024]
+        with path.open("rb") as key_file:
+            return key_file.read(KEY_FILE_MAX)  # a PEM key is a few hundred bytes
     except OSError as exc:
         raise InvalidInput(f"cannot read {path}: {exc.strerror or exc}") from None

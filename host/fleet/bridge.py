@@ -142,17 +142,27 @@ class FleetBridge:
         only logged here."""
         self._stop.set()
         task, self._task = self._task, None
-        if task is not None:
+        try:
+            if task is not None:
+                await self._end(task, timeout)
+        finally:  # cancelled meanwhile too: the task is ended and the outbox released
+            self._remove_listener()
+            if self._final_stats is None:
+                self._final_stats = self.statistics()
+                self.outbox.close()
+
+    async def _end(self, task: asyncio.Task[None], timeout: float) -> None:
+        """Let the bridge say goodbye for ``timeout`` s, then cancel it; log how it ended."""
+        try:
             done, _ = await asyncio.wait({task}, timeout=timeout)
-            errors = [] if done else await cancel_and_wait([task])
-            if done and not task.cancelled() and task.exception() is not None:
-                errors = [task.exception()]  # type: ignore[list-item]
-            for error in errors:
-                log.error("fleet bridge %s ended: %s", self.serial, error)
-        self._remove_listener()
-        if self._final_stats is None:
-            self._final_stats = self.statistics()
-            self.outbox.close()
+        except asyncio.CancelledError:
+            await cancel_and_wait([task])
+            raise
+        errors = [] if done else await cancel_and_wait([task])
+        if done and not task.cancelled() and (error := task.exception()) is not None:
+            errors = [error]
+        for error in errors:
+            log.error("fleet bridge %s ended: %s", self.serial, error)
 
     async def run(self) -> None:
         """Publish until :meth:`close`; reconnects by itself. Raises only a first-connect
