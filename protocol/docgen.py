@@ -119,6 +119,8 @@ def _sample(cls: type[Message]) -> Message:
     for f in cls.FIELDS:
         if f.kind == "str":
             values[f.name] = ""
+        elif f.kind == "bytes":
+            values[f.name] = bytes(f.size)
         elif f.enum is not None:
             values[f.name] = min(f.enum)
         else:
@@ -468,7 +470,7 @@ def _range_text(f: Field) -> str:
 def _field_rows(cls: type[Message]) -> Iterator[tuple[object, ...]]:
     offset = 1
     for f in cls.FIELDS:
-        kind = f"char[{f.size}]" if f.kind == "str" else f.kind
+        kind = f"{'char' if f.kind == 'str' else 'u8'}[{f.size}]" if f.size else f.kind
         yield offset, f"`{f.name}`", kind, f.byte_size, f.unit, _range_text(f), f.doc
         offset += f.byte_size
 

@@ -46,6 +46,7 @@ __all__ = [
     "build",
     "key_hash",
     "parse",
+    "stored_length",
     "verify",
 ]
 
@@ -81,6 +82,7 @@ class ImageFault(IntEnum):
     UNKNOWN_KEY = 7
     BAD_SIGNATURE = 8
     TOO_LARGE = 9
+    DOWNGRADE = 10  # security counter below the pen's (a pen's check, not the file's)
 
 
 class ImageError(MicropenError):
@@ -196,6 +198,21 @@ def parse(data: bytes) -> FirmwareImage:
         (major, minor, patch), build_number, counter, load_address, flags, data[HEADER_SIZE:end],
         digest, tlvs.get(TlvType.KEY_HASH), tlvs.get(TlvType.ED25519), len(data),
     )  # fmt: skip
+
+
+def stored_length(data: bytes) -> int:
+    """The length of the image at the start of ``data`` (a flash slot: the image, then erased
+    bytes), from its header and TLV info; ImageError when no image starts there."""
+    if len(data) < HEADER_SIZE or data[:4] != IMAGE_MAGIC:
+        raise ImageError(ImageFault.BAD_MAGIC, "no image header at the start of the slot")
+    payload_size: int = _HEADER.unpack_from(data)[9]
+    end = HEADER_SIZE + payload_size
+    if payload_size > MAX_PAYLOAD or len(data) < end + _TLV_INFO.size:
+        raise ImageError(ImageFault.TRUNCATED, "the slot ends inside the image")
+    magic, total = _TLV_INFO.unpack_from(data, end)
+    if magic != TLV_INFO_MAGIC or end + total > len(data):
+        raise ImageError(ImageFault.BAD_TLV, "no TLV area where the header says")
+    return end + int(total)
 
 
 def verify(data: bytes, trusted: Iterable[Ed25519PublicKey]) -> FirmwareImage:

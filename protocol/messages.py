@@ -81,6 +81,13 @@ class ErrorCode(IntEnum):
     WATCHDOG_OUT_OF_RANGE = 26
     TELEMETRY_OUT_OF_RANGE = 27
     NOT_CONNECTED = 28
+    IMAGE_TOO_LARGE = 29  # value: image bytes, limit: the slot's bytes
+    IMAGE_DOWNGRADE = 30  # value: the image's security counter, limit: the pen's
+    IMAGE_REJECTED = 31  # value: the ImageFault (protocol.image) the uploaded image failed
+    NO_UPLOAD = 32  # a chunk or finish without a FwBegin on this boot (value: FwPhase)
+    IMAGE_NOT_VERIFIED = 33  # test-boot before FwFinish verified the image (value: FwPhase)
+    CHUNK_OUT_OF_RANGE = 34  # value: offset + length, limit: the image size
+    UPLOAD_INCOMPLETE = 35  # FwFinish before every byte arrived (value: next offset, limit: size)
 
 
 class EventCode(IntEnum):
@@ -101,6 +108,10 @@ class EventCode(IntEnum):
     SIM_PARAMETER_CHANGED = 15
     SECURITY_DENIED = 16
     RETRACTED = 17
+    IMAGE_REJECTED = 18  # value: the ImageFault, or -ErrorCode for a refused FwBegin
+    FIRMWARE_TEST_BOOT = 19  # value: security counter of the image now on trial
+    FIRMWARE_CONFIRMED = 20  # value: the pen's security counter from now on
+    FIRMWARE_REVERTED = 21  # an image on trial was not confirmed; value: its counter
 
 
 class RunMode(IntEnum):
@@ -126,6 +137,23 @@ class CartridgeState(IntEnum):
     EXHAUSTED = 3
     REFUSED = 4  # re-mounted, expired or unknown
     RETIRED = 5  # fluid ingress or removal while running
+
+
+class FwPhase(IntEnum):
+    """Where an upload to the update slot stands (RAM: a reboot forgets it)."""
+
+    NONE = 0  # nothing begun on this boot
+    ERASING = 1  # the update slot is being erased; chunks are answered busy
+    RECEIVING = 2  # chunks wanted from next_offset
+    VERIFYING = 3  # hash and signature being checked; ask again after busy_ms
+    VERIFIED = 4  # a valid, signed, newer image waits in the update slot
+    REJECTED = 5  # the image failed verification (the Nak said why)
+    TEST_PENDING = 6  # the pen reboots into the new image on trial
+
+
+class FwSlotId(IntEnum):
+    PRIMARY = 0  # the image the pen runs
+    UPDATE = 1  # where uploads go; after a swap, the previous image (for a revert)
 
 
 class CalBank(IntEnum):
@@ -321,6 +349,39 @@ class SimParamValue(Message, msg_id=0x4A, kind=Kind.REPLY):
     value: int = field("i32")
 
 
+class FwProgress(Message, msg_id=0x4B, kind=Kind.REPLY):
+    """Where an upload stands. ``busy_ms`` > 0: the flash is busy (erasing, verifying) and the
+    command was not done; send it again (a new cmd_id) after that long."""
+
+    cmd_id: int = field("u32", doc=_CMD)
+    phase: FwPhase = field("u8", enum=FwPhase)
+    next_offset: int = field("u32", doc="the image offset the pen wants next")
+    size: int = field("u32", doc="the image size given by FwBegin (0 none)")
+    busy_ms: int = field("u16", unit="ms", doc="how long before the pen can take the command")
+
+
+class FwSlot(Message, msg_id=0x4C, kind=Kind.REPLY):
+    """One flash slot, as the bootloader sees it, and the pen's update state."""
+
+    cmd_id: int = field("u32", doc=_CMD)
+    slot: FwSlotId = field("u8", enum=FwSlotId)
+    present: int = field("u8", hi=1, doc="1 when the slot holds a parseable image")
+    valid: int = field("u8", hi=1, doc="1 when its hash and signature verify")
+    version_major: int = field("u8")
+    version_minor: int = field("u8")
+    version_patch: int = field("u16")
+    version_build: int = field("u32")
+    security_counter: int = field("u32", doc="the image's")
+    size: int = field("u32", doc="bytes, TLVs included")
+    digest: bytes = field("bytes", size=32, doc="SHA-256 of header and payload")
+    active: int = field("u8", hi=1, doc="1 for the image running now")
+    confirmed: int = field("u8", hi=1, doc="1 when the running image is confirmed")
+    pending: int = field("u8", hi=1, doc="1 when the next boot test-boots this slot")
+    counter_floor: int = field("u32", doc="the pen's security counter: lower images refused")
+    phase: FwPhase = field("u8", enum=FwPhase)
+    next_offset: int = field("u32", doc="the upload's next wanted offset")
+
+
 # ---------------------------------------------------------------------------------------------
 # host → pen commands (0x01–0x3F)
 # ---------------------------------------------------------------------------------------------
@@ -427,6 +488,54 @@ class OpenSession(Message, msg_id=0x10, kind=Kind.COMMAND, reply=Ack):
 
     cmd_id: int = field("u32", doc=_CMD)
     session: int = field("u32", lo=1, doc="random per host session, kept across reconnects")
+
+
+FW_CHUNK_BYTES = 224  # image bytes per FwChunk
+
+
+class FwBegin(Message, msg_id=0x11, kind=Kind.COMMAND, reply=FwProgress):
+    """Start (or resume) an upload to the update slot. The same size and digest as the upload
+    in progress resume it (``next_offset`` says where); anything else erases the slot and
+    starts at 0. Refused before any erase when too large or older than the pen's counter."""
+
+    cmd_id: int = field("u32", doc=_CMD)
+    size: int = field("u32", lo=1, doc="image bytes, TLVs included")
+    digest: bytes = field("bytes", size=32, doc="SHA-256 of the whole image file")
+    security_counter: int = field("u32", doc="the header's (checked again from the image)")
+
+
+class FwChunk(Message, msg_id=0x12, kind=Kind.COMMAND, reply=FwProgress):
+    """Image bytes at ``offset``. Written only when ``offset`` is the next wanted one; any
+    other offset is answered with the one wanted, so a re-sent or early chunk is harmless."""
+
+    cmd_id: int = field("u32", doc=_CMD)
+    offset: int = field("u32")
+    length: int = field("u8", lo=1, hi=FW_CHUNK_BYTES)
+    data: bytes = field("bytes", size=FW_CHUNK_BYTES, doc="first ``length`` bytes are image")
+
+
+class FwFinish(Message, msg_id=0x13, kind=Kind.COMMAND, reply=FwProgress):
+    """All bytes sent: verify the digest, structure, signature and counter (busy meanwhile)."""
+
+    cmd_id: int = field("u32", doc=_CMD)
+
+
+class FwTestBoot(Message, msg_id=0x14, kind=Kind.COMMAND, reply=FwProgress):
+    """Reboot into the verified image on trial; unless confirmed, the next boot reverts."""
+
+    cmd_id: int = field("u32", doc=_CMD)
+
+
+class FwConfirm(Message, msg_id=0x15, kind=Kind.COMMAND, reply=Ack):
+    """Keep the image on trial for good and raise the security counter to its own.
+    Ack.value is the pen's security counter. Confirming a confirmed image is harmless."""
+
+    cmd_id: int = field("u32", doc=_CMD)
+
+
+class FwGetSlot(Message, msg_id=0x16, kind=Kind.COMMAND, reply=FwSlot):
+    cmd_id: int = field("u32", doc=_CMD)
+    slot: FwSlotId = field("u8", enum=FwSlotId)
 
 
 # ---------------------------------------------------------------------------------------------

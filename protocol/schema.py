@@ -46,6 +46,7 @@ _RANGES = {
     "i16": (-0x8000, 0x7FFF),
     "i32": (-0x8000_0000, 0x7FFF_FFFF),
 }
+_SIZED = ("str", "bytes")  # fixed-size fields that are not integers
 MAX_BODY = 240  # bytes of message body; with headers and CRC a frame stays under 256 on the wire
 
 
@@ -63,18 +64,18 @@ class Kind(IntEnum):
 class Field:
     """One fixed-size field: wire type, allowed range, unit and meaning."""
 
-    kind: str  # u8 u16 u32 i8 i16 i32 or "str"
+    kind: str  # u8 u16 u32 i8 i16 i32, "str" or "bytes"
     lo: int
     hi: int
     unit: str = ""
     doc: str = ""
     enum: type[IntEnum] | None = None
-    size: int = 0  # bytes, for "str" (NUL padded ASCII)
+    size: int = 0  # bytes, for "str" (NUL padded ASCII) and "bytes" (exactly this many)
     name: str = ""
 
     @property
     def struct_code(self) -> str:
-        return f"{self.size}s" if self.kind == "str" else _STRUCT_CODES[self.kind]
+        return f"{self.size}s" if self.kind in _SIZED else _STRUCT_CODES[self.kind]
 
     @property
     def byte_size(self) -> int:
@@ -85,6 +86,8 @@ class Field:
             return ", ".join(f"{m.value}={m.name}" for m in self.enum)
         if self.kind == "str":
             return f"ASCII, ≤ {self.size} chars"
+        if self.kind == "bytes":
+            return f"{self.size} bytes"
         return f"{self.lo}–{self.hi}"
 
 
@@ -99,10 +102,10 @@ def field(
     size: int = 0,
 ) -> Any:
     """Declare a message field. Ranges default to the wire type's full range."""
-    if kind == "str":
+    if kind in _SIZED:
         if size <= 0:
-            raise ValueError("a str field needs size=")
-        return Field("str", 0, size, unit, doc, None, size)
+            raise ValueError(f"a {kind} field needs size=")
+        return Field(kind, 0, size, unit, doc, None, size)
     if kind not in _RANGES:
         raise ValueError(f"unknown field kind {kind!r}; valid: {', '.join(_RANGES)}, str")
     tlo, thi = _RANGES[kind]
@@ -210,7 +213,7 @@ def _collect_fields(cls: type) -> Iterator[Field]:
 
 def _check_expr(f: Field, var: str, error: str) -> list[str]:
     """Source lines that validate one value ``var`` and raise ``error`` naming the limit."""
-    if f.kind == "str":
+    if f.kind in _SIZED:
         return []
     if f.enum is not None:
         return [
@@ -238,6 +241,7 @@ def _generate(cls: type[Message]) -> None:
         "_check_int": _check_int,
         "_check_str": _check_str,
         "_decode_str": _decode_str,
+        "_check_bytes": _check_bytes,
     }
     for f in cls.FIELDS:
         if f.enum is not None:
@@ -247,6 +251,8 @@ def _generate(cls: type[Message]) -> None:
     for f in cls.FIELDS:
         if f.kind == "str":
             src.append(f"    _check_str(_N, {f.name!r}, {f.name}, {f.size})")
+        elif f.kind == "bytes":
+            src.append(f"    {f.name} = _check_bytes(_N, {f.name!r}, {f.name}, {f.size})")
         else:
             src.append(f"    _check_int(_N, {f.name!r}, {f.name})")
             src.extend(_check_expr(f, f.name, "_Local"))
@@ -260,6 +266,8 @@ def _generate(cls: type[Message]) -> None:
     for f in cls.FIELDS:
         if f.kind == "str":
             src.append(f"    {f.name} = _decode_str(_N, {f.name!r}, {f.name})")
+        elif f.kind == "bytes":
+            pass  # any bytes are valid; the size is the layout's
         else:
             src.extend(_check_expr(f, f.name, "_Remote"))
     src.append(f"    return _tuple_new(_cls, ({''.join(n + ', ' for n in names)}))")
@@ -291,6 +299,14 @@ def _check_str(owner: str, name: str, value: object, size: int) -> None:
         raise LocalProtocolError(f"{owner}.{name} = {value!r} longer than {size} characters")
     if not value.isprintable():
         raise LocalProtocolError(f"{owner}.{name} = {value!r} is not printable ASCII")
+
+
+def _check_bytes(owner: str, name: str, value: object, size: int) -> bytes:
+    if not isinstance(value, bytes | bytearray | memoryview):
+        raise LocalProtocolError(f"{owner}.{name} = {value!r:.40} is not bytes")
+    if len(value) != size:
+        raise LocalProtocolError(f"{owner}.{name} is {len(value)} bytes, expected exactly {size}")
+    return bytes(value)
 
 
 def _decode_str(owner: str, name: str, raw: bytes) -> str:

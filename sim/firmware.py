@@ -42,6 +42,12 @@ from micropen.protocol.messages import (
     EventCode,
     FaultCode,
     FaultReport,
+    FwBegin,
+    FwChunk,
+    FwConfirm,
+    FwFinish,
+    FwGetSlot,
+    FwTestBoot,
     GetCartridge,
     GetStatus,
     Hello,
@@ -69,11 +75,13 @@ from micropen.protocol.messages import (
 from micropen.protocol.schema import REGISTRY, Kind, Message, schema_hash
 
 from . import physics as phys_model
+from .bootloader import Bootloader
 from .calstore import CalRecord, Nvm
 from .cartridge import Bay, Cartridge, CartridgeSlot, Refusal, i32
 from .faults import PARAM_SPECS, LinkFaults, apply_param, read_param
 from .physics import Noise, Physics
 from .replycache import SessionCaches
+from .updater import UpdateAgent
 
 __all__ = [
     "ALLOWED_STATES",
@@ -113,6 +121,7 @@ class BootReason(int, Enum):
     POWER_ON = 0
     RESET = 1
     BROWNOUT = 2
+    UPDATE = 3  # the firmware reset itself to test-boot a new image
 
 
 class Trigger(Enum):
@@ -140,7 +149,7 @@ TRANSITIONS: dict[tuple[PenState, Trigger], PenState] = {
     (S.FAULT, T.FAULT): S.FAULT,
     (S.FAULT, T.CLEAR): S.IDLE,
     **{(state, T.RESET): S.BOOT for state in PenState},
-}  # BOOTLOADER is reserved: only a reset leaves it, nothing enters it yet
+}  # BOOTLOADER is the bootloader's, swapping images before this firmware starts
 
 _ANY = frozenset(PenState)
 _WORKING = frozenset({S.IDLE, S.RUNNING, S.STOPPING, S.FAULT})
@@ -164,6 +173,13 @@ ALLOWED_STATES: dict[type[Message], frozenset[PenState]] = {
     SimSet: _WORKING,
     SimGet: _WORKING,
     SimMountCartridge: _WORKING,
+    # firmware update: never while needles move
+    FwBegin: _AT_REST,
+    FwChunk: _AT_REST,
+    FwFinish: _AT_REST,
+    FwTestBoot: _AT_REST,
+    FwConfirm: _AT_REST,
+    FwGetSlot: _ANY,
 }
 # Deny by default: before a Hello on the current link epoch only these are obeyed (stopping
 # is always safe, whoever asks).
@@ -188,7 +204,7 @@ def state_diagram() -> str:
         if trig is not Trigger.RESET:
             lines.append(f"    {state.name} --> {target.name}: {trig.value}")
     lines.append(f"    note right of BOOT: {Trigger.RESET.value} from any state → BOOT")
-    lines.append("    note left of BOOTLOADER: reserved (firmware update), not entered yet")
+    lines.append("    note left of BOOTLOADER: the bootloader swapping images (link silent)")
     assert len(resets) == len(PenState)
     return "\n".join(lines)
 
@@ -254,9 +270,11 @@ class Firmware:
         noise: Noise,
         rng: random.Random,
         now: float,
+        boot: Bootloader,
         boot_reason: BootReason = BootReason.POWER_ON,
     ) -> None:
         self.unit, self.physics, self.nvm, self.bay = unit, physics, nvm, bay
+        self.update = UpdateAgent(boot)
         self.link_faults, self.noise = link_faults, noise
         self.boot_t = now
         self.boot_id = rng.getrandbits(32)
@@ -312,6 +330,8 @@ class Firmware:
         self.slot.assess(self.bay.cartridge, self.unit.today_day, self.nvm.cartridges)
         self._sample(t)
         self._notify(Event(0, EventCode.BOOTED, int(reason), 0), t)
+        for code, value in self.update.boot.notes:  # what the bootloader did on the way up
+            self._notify(Event(0, code, value, 0), t)
         self._retick(t)
         if reason is BootReason.BROWNOUT:
             self._fault(FaultCode.BROWNOUT, 0, t)
@@ -375,6 +395,8 @@ class Firmware:
         due = min(self._next_tick, self._next_tel, self._deadline)
         if self.brownout_at is not None:
             due = min(due, self.brownout_at)
+        if self.update.reset_at is not None:
+            due = min(due, self.update.reset_at)
         return None if due == _INF else due
 
     def _reschedule(self) -> None:
@@ -1090,6 +1112,32 @@ class Firmware:
         return None
 
     # ------------------------------------------------------------------ simulator commands
+    # ------------------------------------------------------------------ firmware update
+    def _on_fw_begin(self, m: FwBegin, t: float) -> Message:
+        return self._update_reply(self.update.begin(m, t), t)
+
+    def _on_fw_chunk(self, m: FwChunk, t: float) -> Message:
+        return self._update_reply(self.update.chunk(m, t), t)
+
+    def _on_fw_finish(self, m: FwFinish, t: float) -> Message:
+        return self._update_reply(self.update.finish(m.cmd_id, t), t)
+
+    def _on_fw_test_boot(self, m: FwTestBoot, t: float) -> Message:
+        return self._update_reply(self.update.test_boot(m.cmd_id, t), t)
+
+    def _on_fw_confirm(self, m: FwConfirm, t: float) -> Message:
+        return self._update_reply(self.update.confirm(m.cmd_id), t)
+
+    def _on_fw_get_slot(self, m: FwGetSlot, t: float) -> Message:
+        return self.update.slot(m.cmd_id, m.slot, t)
+
+    def _update_reply(self, reply: Message, t: float) -> Message:
+        """The updater's security events (refused images, confirmations) go out as events."""
+        events, self.update.events = self.update.events, []
+        for code, value in events:
+            self._notify(Event(0, code, value, 0), t)
+        return reply
+
     def _on_sim_set(self, m: SimSet, t: float) -> Message:
         refusal = self.apply_sim_param(m.param, m.value, t)
         return Ack(m.cmd_id, int(m.param)) if refusal is None else self._nak(m.cmd_id, refusal)
@@ -1169,5 +1217,11 @@ _HANDLERS: dict[type[Message], _Handler] = {
     SimSet: Firmware._on_sim_set,
     SimGet: Firmware._on_sim_get,
     SimMountCartridge: Firmware._on_sim_mount,
+    FwBegin: Firmware._on_fw_begin,
+    FwChunk: Firmware._on_fw_chunk,
+    FwFinish: Firmware._on_fw_finish,
+    FwTestBoot: Firmware._on_fw_test_boot,
+    FwConfirm: Firmware._on_fw_confirm,
+    FwGetSlot: Firmware._on_fw_get_slot,
 }
 assert set(_HANDLERS) == set(ALLOWED_STATES), "every command needs a handler and a state rule"

@@ -22,6 +22,7 @@ import os
 import random
 from dataclasses import dataclass, field, fields
 from datetime import UTC, date, datetime
+from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qsl
 
@@ -36,10 +37,13 @@ from micropen.protocol.messages import (
 )
 
 from .bench import Bench
+from .bootloader import STEP_S, Bootloader, BootState
 from .calstore import CAL_MODES, CalStore, Nvm
 from .cartridge import Bay, Cartridge
+from .devkey import dev_public_key, factory_image
 from .faults import LinkFaults
 from .firmware import BootReason, Firmware, RunRecord, UnitInfo
+from .flash import FLASH_BYTES, SECTOR, Flash
 from .physics import Noise, Physics, UnitErrors
 from .statefile import MountedCartridge, NvmImage, StateFile, UnitBinding
 
@@ -185,6 +189,7 @@ class SimulatedPen:
         self.link_faults: LinkFaults | None = LinkFaults(seed) if config.link_faults else None
         self._noise = Noise(seed)
         self._t = now
+        self._open_flash(config, image)
         capabilities = (
             Capability.CALIBRATION_STORAGE
             | Capability.TELEMETRY
@@ -193,22 +198,52 @@ class SimulatedPen:
             | Capability.BENCH_INSTRUMENTS
             | (Capability.LINK_FAULT_INJECTION if config.link_faults else 0)
         )
-        self._unit = UnitInfo(
-            config.model,
-            config.serial_number,
-            config.firmware,
-            config.hardware_revision,
-            int(capabilities),
-            config.today_day,
-        )
+        self._capabilities = int(capabilities)
+        self._swap_at: float | None = None  # the bootloader is swapping: next step's end
+        self._swap_reason = BootReason.POWER_ON
+        self._finish_swap_now()  # a swap a killed process left half done completes first
         self.firmware = self._boot(now, BootReason.POWER_ON)
         self.bench = Bench(
             self._true_depth_at, self._true_rate_at, seed=seed, today_day=config.today_day
         )
         if self._state is not None:
-            if image is not None and not image.run_in_progress:
+            if image is not None and not image.run_in_progress and not self._boot_changed:
                 self._saved = self._nvm_fingerprint()  # the file already says exactly this
             self._sync_nvm()
+
+    def _open_flash(self, config: SimConfig, image: NvmImage | None) -> None:
+        """The program flash (beside the state file, if any) and the bootloader's record; a
+        unit new from the factory gets the factory image, confirmed."""
+        path = None if config.state is None or self._state is None else self._state.path
+        self.flash = Flash(None if path is None else Path(f"{path}.flash"))
+        self.boot_state = BootState() if image is None else image.boot
+        self.bootloader = Bootloader(self.flash, self.boot_state, dev_public_key())
+        if image is None or self.flash.fresh:
+            self.flash.erase(0, FLASH_BYTES // SECTOR)
+            self.bootloader.provision(factory_image(config.firmware))
+
+    def _finish_swap_now(self) -> None:
+        """At power-on the bootloader's flash work is done before anything else runs (the
+        process that simulates the unit starts here: there is no earlier firmware to show)."""
+        before = self.boot_state.as_tuple()
+        self.bootloader.start()
+        while self.bootloader.steps_left():
+            self.bootloader.step()
+        self._boot_changed = self.boot_state.as_tuple() != before
+
+    def _unit_info(self) -> UnitInfo:
+        """Identity as the running image says it (the version comes from its header)."""
+        running = self.bootloader.boot_image()
+        major, minor, patch = running.version
+        config = self.config
+        return UnitInfo(
+            config.model,
+            config.serial_number,
+            (major, minor, min(patch, 0xFF)),
+            config.hardware_revision,
+            self._capabilities,
+            config.today_day,
+        )
 
     def _boot_cartridge(self) -> Cartridge:
         today = self.config.today_day
@@ -266,6 +301,7 @@ class SimulatedPen:
                 cart.run_ms_used,
             ),
             run is not None and run.end_t is None,
+            self.boot_state.as_tuple(),
         )
 
     def _nvm_image(self, *, powered_off: bool = False) -> NvmImage:
@@ -291,6 +327,7 @@ class SimulatedPen:
                 cart.run_ms_used,
             ),
             run_in_progress=not powered_off and run is not None and run.end_t is None,
+            boot=BootState(*self.boot_state.as_tuple()),
         )
 
     def _sync_nvm(self) -> None:
@@ -305,6 +342,7 @@ class SimulatedPen:
             self._saved = fingerprint
 
     def _boot(self, now: float, reason: BootReason) -> Firmware:
+        self._unit = self._unit_info()
         return Firmware(
             self._unit,
             physics=self.physics,
@@ -314,6 +352,7 @@ class SimulatedPen:
             noise=self._noise,
             rng=self._boot_rng,
             now=now,
+            boot=self.bootloader,
             boot_reason=reason,
         )
 
@@ -324,7 +363,7 @@ class SimulatedPen:
         chunk = bytes(data)
         if self.link_faults is not None:
             chunk = self.link_faults.inbound(chunk, self._t)
-        if chunk:
+        if chunk and self._swap_at is None:  # the bootloader does not listen
             self.firmware.feed(chunk, self._t)
         if self._state is not None:
             self._sync_nvm()
@@ -332,6 +371,8 @@ class SimulatedPen:
     def data_to_send(self, now: float) -> bytes:
         """Bytes for the host (through link-fault injection, delays respected)."""
         self.advance(now)
+        if self._swap_at is not None:
+            return b""
         out = self.firmware.link.data_to_send(self._t)
         if self.link_faults is not None:
             out = self.link_faults.outbound(out, self._t)
@@ -345,16 +386,20 @@ class SimulatedPen:
         now = self._t
         faults = self.link_faults
         while True:
+            if self._swap_at is not None:  # the bootloader works; nothing else runs
+                if self._swap_at > now:
+                    break
+                self._swap_step(self._swap_at)
+                continue
             fw = self.firmware
             arrival = None if faults is None else faults.next_inbound()
-            brownout = fw.brownout_at
-            if (
-                brownout is not None
-                and brownout <= now
-                and (arrival is None or brownout <= arrival)
-            ):
-                fw.advance(brownout)
-                self._power_cycle(brownout, BootReason.BROWNOUT)
+            reset, reason = fw.brownout_at, BootReason.BROWNOUT
+            update_reset = fw.update.reset_at
+            if update_reset is not None and (reset is None or update_reset < reset):
+                reset, reason = update_reset, BootReason.UPDATE
+            if reset is not None and reset <= now and (arrival is None or reset <= arrival):
+                fw.advance(reset)
+                self._power_cycle(reset, reason)
                 continue
             if faults is None or arrival is None or arrival > now:
                 break
@@ -362,12 +407,26 @@ class SimulatedPen:
             data = faults.release_inbound(arrival)
             if data:
                 fw.feed(data, arrival)
-        self.firmware.advance(now)
+        if self._swap_at is None:
+            self.firmware.advance(now)
         if self._state is not None:
             self._sync_nvm()
 
+    def _swap_step(self, at: float) -> None:
+        """One swap step is done at ``at``; after the last one the firmware starts."""
+        self.bootloader.step()
+        if self.bootloader.steps_left():
+            self._swap_at = at + STEP_S
+        else:
+            self._swap_at = None
+            self.firmware = self._boot(at, self._swap_reason)
+        if self._state is not None:
+            self._sync_nvm()  # the step is recorded before the next one starts
+
     def next_deadline(self) -> float | None:
         """When advance()/data_to_send() must next be called if no bytes arrive."""
+        if self._swap_at is not None:
+            return self._swap_at
         candidates = [self.firmware.next_deadline(), self.firmware.link.next_deadline()]
         if self.link_faults is not None:
             candidates += [self.link_faults.next_inbound(), self.link_faults.next_outbound()]
@@ -413,7 +472,9 @@ class SimulatedPen:
         file (if any) gets its last write and is unlocked. The pen is not to be driven after
         this; another pen (in this process or another) may then power the unit on."""
         self.advance(now)
-        self.firmware.shutdown(self._t)
+        if self._swap_at is None:
+            self.firmware.shutdown(self._t)
+        self.flash.close()
         state, self._state = self._state, None
         if state is not None and state.held:
             try:
@@ -450,8 +511,16 @@ class SimulatedPen:
         return True
 
     def _power_cycle(self, t: float, reason: BootReason) -> None:
-        self.firmware.shutdown(t)
-        self.firmware = self._boot(t, reason)
+        if self._swap_at is None:
+            self.firmware.shutdown(t)
+        else:  # power went in the middle of a swap step: that sector is half written
+            self.flash.damage(*self.bootloader.step_target())
+        self._swap_reason = reason
+        if self.bootloader.start():
+            self._swap_at = t + STEP_S  # the old firmware stays down until the swap is done
+        else:
+            self._swap_at = None
+            self.firmware = self._boot(t, reason)
 
     # ================================================================== inspection (tests)
     @property
@@ -465,7 +534,7 @@ class SimulatedPen:
 
     @property
     def state(self) -> PenState:
-        return self.firmware.state
+        return PenState.BOOTLOADER if self._swap_at is not None else self.firmware.state
 
     @property
     def fault(self) -> FaultCode:

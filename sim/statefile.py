@@ -42,6 +42,7 @@ from typing import Any
 
 from micropen.protocol.errors import LocalProtocolError
 
+from .bootloader import BootState
 from .calstore import CalRecord
 from .cartridge import Cartridge
 
@@ -130,6 +131,7 @@ class NvmImage:
     # A run had started and its end (and usage) was never written: the unit lost power without
     # its shutdown write (the process was killed). The cartridge's usage is then unknown.
     run_in_progress: bool = False
+    boot: BootState = field(default_factory=BootState)  # the bootloader's record
 
     def to_json(self) -> dict[str, Any]:
         m = self.mounted
@@ -156,6 +158,14 @@ class NvmImage:
                 "run_ms_used": m.run_ms_used,
             },
             "run_in_progress": self.run_in_progress,
+            "boot": {
+                "security_counter": self.boot.security_counter,
+                "trial": self.boot.trial,
+                "pending": self.boot.pending,
+                "swap_kind": self.boot.swap_kind,
+                "swap_sectors": self.boot.swap_sectors,
+                "swap_done": self.boot.swap_done,
+            },
         }
 
 
@@ -450,6 +460,27 @@ def _record(value: Any, name: str) -> CalRecord | None:
     )
 
 
+def _boot_state(boot: Any) -> BootState:
+    if not isinstance(boot, dict):
+        raise ValueError("boot is not an object")
+    flags = [boot["trial"], boot["pending"]]
+    if not all(isinstance(flag, bool) for flag in flags):
+        raise ValueError("boot.trial / boot.pending are not true/false")
+    if boot["swap_kind"] not in ("", "install", "revert", "recover"):
+        raise ValueError(f"boot.swap_kind = {boot['swap_kind']!r}")
+    state = BootState(
+        _int(boot["security_counter"], "boot.security_counter"),
+        boot["trial"],
+        boot["pending"],
+        boot["swap_kind"],
+        _int(boot["swap_sectors"], "boot.swap_sectors", 0, 64),
+        _int(boot["swap_done"], "boot.swap_done", 0, 3 * 64),
+    )
+    if state.swap_done > 3 * state.swap_sectors:
+        raise ValueError("boot.swap_done is past the end of the swap")
+    return state
+
+
 def _parse_nvm(nvm: Any) -> NvmImage:
     if not isinstance(nvm, dict):
         raise ValueError("nvm is not an object")
@@ -466,6 +497,8 @@ def _parse_nvm(nvm: Any) -> NvmImage:
     )
     if not isinstance(nvm["run_in_progress"], bool):
         raise ValueError("run_in_progress is not true/false")
+    if "boot" in nvm:  # files written before the bootloader existed have none
+        image.boot = _boot_state(nvm["boot"])
     if mounted is not None:
         run_ms = mounted["run_ms_used"]
         if isinstance(run_ms, bool) or not isinstance(run_ms, int | float) or not run_ms >= 0:

@@ -11,20 +11,36 @@ import contextlib
 import os
 import re
 import tempfile
+import threading
+import time
+from dataclasses import asdict
 from pathlib import Path
 from typing import Annotated, Any
 
 import typer
 from rich.console import Console
+from rich.progress import (
+    BarColumn,
+    DownloadColumn,
+    Progress,
+    TextColumn,
+    TimeRemainingColumn,
+    TransferSpeedColumn,
+)
+from rich.table import Table
 
 from micropen.host import signing_keys
 from micropen.host.errors import InvalidInput
+from micropen.host.pen import Pen
+from micropen.host.update import DEFAULT_WINDOW, FirmwareUpdate, SlotReport, read_slots
 from micropen.protocol import image
+from micropen.protocol.messages import FwPhase, Identity
+from micropen.sim.devkey import dev_private_key
 
-from .common import JsonOption, emit_json, errors_to_exit, fail
+from .common import JsonOption, PenOption, connected, emit_json, errors_to_exit, fail
 
 app = typer.Typer(
-    help="Signed firmware images: make a signing key, sign, verify, inspect.",
+    help="Signed firmware images: make a signing key, sign, verify, inspect; update a pen.",
     no_args_is_help=True,
 )
 console = Console(highlight=False, soft_wrap=True)
@@ -52,7 +68,6 @@ def keygen(
 @app.command()
 def sign(
     payload: Annotated[Path, typer.Argument(help="The firmware binary to sign.")],
-    key: Annotated[Path, typer.Option("--key", help="Private signing key (from keygen).")],
     version: Annotated[str, typer.Option("--version", help="Image version, MAJOR.MINOR.PATCH.")],
     security_counter: Annotated[
         int,
@@ -62,14 +77,28 @@ def sign(
         ),
     ],
     out: Annotated[Path, typer.Option("--out", help="Signed image file to write.")],
+    key: Annotated[
+        Path | None, typer.Option("--key", help="Private signing key (from keygen).")
+    ] = None,
+    dev_key: Annotated[
+        bool,
+        typer.Option(
+            "--dev-key",
+            help="Sign with the simulator's published development key (only simulated pens "
+            "accept it).",
+        ),
+    ] = False,
     build_number: Annotated[int, typer.Option("--build", help="Build number (0: none).")] = 0,
     force: Annotated[bool, typer.Option("--force", help="Overwrite OUT if it exists.")] = False,
     as_json: JsonOption = False,
 ) -> None:
     """Sign PAYLOAD into a firmware image."""
     with errors_to_exit():
-        _check_out(out, force, keep=(key, signing_keys.public_path_for(key), payload))
-        private = signing_keys.load_private(key)
+        if (key is None) == (not dev_key):
+            raise InvalidInput("give exactly one of --key FILE or --dev-key")
+        keep = (payload,) if key is None else (key, signing_keys.public_path_for(key), payload)
+        _check_out(out, force, keep=keep)
+        private = dev_private_key() if key is None else signing_keys.load_private(key)
         data = image.build(
             _read(payload, image.MAX_PAYLOAD), version=_version(version),
             security_counter=security_counter, key=private, build_number=build_number,
@@ -87,14 +116,20 @@ def sign(
 def verify(
     file: Annotated[Path, typer.Argument(help="Firmware image to check.")],
     key: Annotated[
-        list[Path],
+        list[Path] | None,
         typer.Option("--key", help="Trusted public key (repeat for several)."),
-    ],
+    ] = None,
+    dev_key: Annotated[
+        bool, typer.Option("--dev-key", help="Trust the simulator's development key too.")
+    ] = False,
     as_json: JsonOption = False,
 ) -> None:
     """Check an image's structure, hash and signature against trusted keys (exit 1 if not)."""
     with errors_to_exit():
-        trusted = [signing_keys.load_public(k) for k in key]
+        if not key and not dev_key:
+            raise InvalidInput("give the trusted public key: --key FILE.pub (or --dev-key)")
+        trusted = [signing_keys.load_public(k) for k in key or []]
+        trusted += [dev_private_key().public_key()] if dev_key else []
         data = _read(file, MAX_FILE)
     try:
         found = image.verify(data, trusted)
@@ -207,3 +242,152 @@ def _write(path: Path, data: bytes) -> None:
         with contextlib.suppress(OSError):
             os.unlink(tmp)
         raise InvalidInput(f"cannot write {path}: {exc.strerror or exc}") from None
+
+
+# ---------------------------------------------------------------------- on a pen
+@app.command()
+def upload(
+    file: Annotated[Path, typer.Argument(help="Signed firmware image to install.")],
+    pen_url: PenOption = "auto",
+    confirm: Annotated[
+        bool,
+        typer.Option(
+            "--confirm/--no-confirm",
+            help="After the test boot, keep the new image for good (default: leave it on trial"
+            " and confirm with `micropen firmware confirm` after checking it).",
+        ),
+    ] = False,
+    test_boot: Annotated[
+        bool,
+        typer.Option("--test-boot/--no-test-boot", help="Reboot into the image on trial."),
+    ] = True,
+    window: Annotated[
+        int, typer.Option("--window", min=1, max=64, help="Chunks in flight (1 = lock-step).")
+    ] = DEFAULT_WINDOW,
+    as_json: JsonOption = False,
+) -> None:
+    """Upload FILE to the pen, have it verified, test-boot it (and with --confirm keep it).
+
+    Resumable: after a cable pull it goes on by itself; run again after an abort and the pen
+    resumes where it stands. Refused while the pen runs."""
+    if confirm and not test_boot:
+        fail("--confirm needs the test boot: drop --no-test-boot", 2)
+    with errors_to_exit():
+        data = _read(file, MAX_FILE)
+        try:
+            image.parse(data)
+        except image.ImageError as exc:
+            raise InvalidInput(
+                f"{file}: not a valid image ({exc.fault.name.lower()}): {exc}"
+            ) from None
+    with connected(pen_url, quiet=as_json, purpose="firmware update") as pen:
+        result = _upload(pen, data, window, test_boot, confirm, show=not as_json)
+    if as_json:
+        emit_json(result)
+        return
+    console.print(
+        f"uploaded {result['size_bytes']:,} bytes in {result['upload_s']:.1f} s "
+        f"({result['kib_per_s']:,.0f} KiB/s); the pen verified version {result['version']}"
+    )
+    if result["test_booted"]:
+        console.print(f"the pen now runs {result['running']} on trial")
+    if result["confirmed"]:
+        console.print(f"confirmed: security counter now {result['security_counter']}")
+    elif result["test_booted"]:
+        console.print(
+            "check it, then keep it with: micropen firmware confirm --pen ... "
+            "(a reboot before that returns to the previous image)"
+        )
+
+
+def _upload(
+    pen: Pen, data: bytes, window: int, test_boot: bool, confirm: bool, *, show: bool
+) -> dict[str, Any]:
+    progress = Progress(
+        TextColumn("[bold]uploading"), BarColumn(), DownloadColumn(), TransferSpeedColumn(),
+        TimeRemainingColumn(), console=Console(stderr=True), disable=not show,
+    )  # fmt: skip
+    task = progress.add_task("upload", total=len(data))
+    lock = threading.Lock()
+
+    def on_progress(sent: int, total: int) -> None:
+        with lock:
+            progress.update(task, completed=sent)
+
+    update = FirmwareUpdate(pen.async_pen, data, window=window, progress=on_progress)
+    started = time.monotonic()
+    with progress:
+        pen.run_coroutine(update.upload())
+    elapsed = time.monotonic() - started
+    result: dict[str, Any] = {
+        "version": update.image.version_text, "size_bytes": len(data),
+        "upload_s": round(elapsed, 3), "kib_per_s": round(len(data) / 1024 / elapsed, 1),
+        "resumes": update.resumes, "busy_waits": update.busy_waits,
+        "test_booted": False, "confirmed": False, "running": None, "security_counter": None,
+    }  # fmt: skip
+    if test_boot:
+        pen.run_coroutine(update.test_boot())
+        identity = pen.identity
+        assert identity is not None
+        result["test_booted"] = True
+        result["running"] = _identity_version(identity)
+    if confirm:
+        result["security_counter"] = pen.run_coroutine(update.confirm())
+        result["confirmed"] = True
+    return result
+
+
+def _identity_version(identity: Identity) -> str:
+    return f"{identity.firmware_major}.{identity.firmware_minor}.{identity.firmware_patch}"
+
+
+@app.command(name="confirm")
+def confirm_command(pen_url: PenOption = "auto", as_json: JsonOption = False) -> None:
+    """Keep the image the pen runs on trial (its security counter rises to the image's)."""
+    with connected(pen_url, quiet=as_json, purpose="firmware update") as pen:
+        slots, _ = pen.run_coroutine(read_slots(pen.async_pen))
+        was_trial = not slots[0].confirmed
+        counter = pen.run_coroutine(FirmwareUpdate.confirm_running(pen.async_pen))
+    result = {"version": slots[0].version, "was_on_trial": was_trial, "security_counter": counter}
+    if as_json:
+        emit_json(result)
+        return
+    what = "confirmed" if was_trial else "was already confirmed:"
+    console.print(f"{slots[0].version} {what} security counter {counter}")
+
+
+@app.command()
+def status(pen_url: PenOption = "auto", as_json: JsonOption = False) -> None:
+    """Both flash slots: versions, security counters, which runs, confirmed or on trial."""
+    with connected(pen_url, quiet=as_json) as pen:
+        slots, primary = pen.run_coroutine(read_slots(pen.async_pen))
+    result = {
+        "slots": [asdict(slot) for slot in slots],
+        "security_counter": primary.counter_floor,
+        "upload": {"phase": primary.phase.name.lower(), "next_offset": primary.next_offset},
+    }
+    if as_json:
+        emit_json(result)
+        return
+    table = Table("slot", "version", "counter", "size", "state", box=None)
+    for slot in slots:
+        table.add_row(slot.slot, slot.version or "(empty)", str(slot.security_counter) if
+                      slot.present else "", f"{slot.size:,} B" if slot.present else "",
+                      _slot_state(slot))  # fmt: skip
+    console.print(table)
+    console.print(f"pen security counter {primary.counter_floor} (images below it are refused)")
+    if primary.phase is not FwPhase.NONE:
+        console.print(f"upload: {primary.phase.name.lower()}, next offset {primary.next_offset:,}")
+
+
+def _slot_state(slot: SlotReport) -> str:
+    if not slot.present:
+        return "empty"
+    words = ["running" if slot.active else "standby"]
+    if slot.active:
+        words.append("confirmed" if slot.confirmed else "on trial (reverts at next reboot)")
+    if slot.pending:
+        words.append("test-boots at next reboot")
+    if not slot.valid:
+        words.append("INVALID signature")
+    return ", ".join(words)

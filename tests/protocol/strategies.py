@@ -48,6 +48,8 @@ def field_values(f: Field) -> st.SearchStrategy[Any]:
     """Valid values for one field: enum members, integers in [lo, hi], or printable ASCII."""
     if f.kind == "str":
         return st.text(alphabet=PRINTABLE_ASCII, max_size=f.size)
+    if f.kind == "bytes":
+        return st.binary(min_size=f.size, max_size=f.size)
     if f.enum is not None:
         return st.sampled_from(list(f.enum))
     return st.integers(f.lo, f.hi)
@@ -123,6 +125,9 @@ def invalid_field_values(f: Field) -> st.SearchStrategy[object]:
         ).map("".join)
         too_long = st.text(PRINTABLE_ASCII, min_size=f.size + 1, max_size=f.size + 8)
         return st.one_of(wrong_types, st.integers(), bad_text, too_long)
+    if f.kind == "bytes":
+        wrong_size = st.binary(max_size=f.size + 8).filter(lambda b: len(b) != f.size)
+        return st.one_of(st.none(), st.integers(), st.text(max_size=4), wrong_size)
     wire_lo, wire_hi = wire_range(f)
     ints = [*_ints_outside(f, wire_lo - (1 << 40), wire_hi + (1 << 40)), st.just(f"{f.lo}")]
     return st.one_of(wrong_types, *ints)
@@ -140,5 +145,7 @@ def invalid_wire_values(f: Field) -> st.SearchStrategy[Any] | None:
         )
         with_bad = st.tuples(printable, bad_byte).map(lambda pair: pair[0] + bytes([pair[1]]))
         return st.one_of(with_bad, inner_nul).map(lambda raw: raw[: f.size].ljust(f.size, b"\0"))
+    if f.kind == "bytes":
+        return None  # every byte string of the layout's size is valid
     parts = _ints_outside(f, *wire_range(f))
     return st.one_of(*parts) if parts else None

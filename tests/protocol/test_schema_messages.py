@@ -66,6 +66,7 @@ def test_round_trip(cls: type[Message], data: st.DataObject, prefix: bytes, suff
 def test_enum_fields_decode_to_members(cls: type[Message]) -> None:
     values = {f.name: (min(f.enum) if f.enum else f.lo) for f in cls.FIELDS}
     values.update({f.name: "" for f in cls.FIELDS if f.kind == "str"})
+    values.update({f.name: bytes(f.size) for f in cls.FIELDS if f.kind == "bytes"})
     plain = cls(**{k: int(v) if isinstance(v, IntEnum) else v for k, v in values.items()})
     for f, value in zip(cls.FIELDS, decode_message(plain.encode()), strict=True):
         if f.enum is not None:
@@ -156,6 +157,7 @@ def messages_example(cls: type[Message]) -> Message:
     values = {
         f.name: ("" if f.kind == "str" else min(f.enum) if f.enum else f.lo) for f in cls.FIELDS
     }
+    values.update({f.name: bytes(f.size) for f in cls.FIELDS if f.kind == "bytes"})
     return cls(**values)
 
 

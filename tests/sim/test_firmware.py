@@ -11,6 +11,7 @@ from micropen.protocol import limits as L
 from micropen.protocol.errors import LocalProtocolError
 from micropen.protocol.messages import (
     COMMANDS,
+    FW_CHUNK_BYTES,
     PROTOCOL_VERSION,
     Ack,
     CalBank,
@@ -27,6 +28,12 @@ from micropen.protocol.messages import (
     Event,
     EventCode,
     FaultCode,
+    FwBegin,
+    FwChunk,
+    FwFinish,
+    FwGetSlot,
+    FwSlotId,
+    FwTestBoot,
     GetCartridge,
     GetStatus,
     Hello,
@@ -120,6 +127,9 @@ def _valid_command(cls: type, cmd_id: int) -> object:
         SimGet: (SimParam.AMBIENT_DC,),
         SimMountCartridge: (0, "", 0, 0),
         OpenSession: (77,),
+        FwBegin: (1000, bytes(32), 1),
+        FwChunk: (0, 1, bytes(FW_CHUNK_BYTES)),
+        FwGetSlot: (FwSlotId.PRIMARY,),
     }
     return cls(cmd_id, *examples.get(cls, ()))
 
@@ -130,7 +140,8 @@ def test_every_command_gets_its_declared_reply_or_a_nak(cls: type) -> None:
     host.ready()
     reply = host.request(_valid_command(cls, host.next_id()))  # type: ignore[arg-type]
     assert isinstance(reply, cls.REPLY | Nak)
-    if cls not in (CalCommit,):  # commit needs a prior write; the rest are valid alone
+    # commit needs a prior write, chunks/finish/test-boot a begun upload; the rest stand alone
+    if cls not in (CalCommit, FwChunk, FwFinish, FwTestBoot):
         assert isinstance(reply, cls.REPLY), reply
 
 
