@@ -65,7 +65,13 @@ DEFAULT_WINDOW = 8
 RECONNECT_TIMEOUT_S = 30.0  # how long a lost link may take to come back mid-upload
 MAX_RESUMES = 20  # reconnects within one upload before giving up
 M = TypeVar("M", bound=Message)
-_LINK_TROUBLE = (ConnectionLost, OutcomeUnknown, PenTimeout, PenRebooted)
+
+
+class _UploadForgotten(HostError):
+    """The pen answered NO_UPLOAD: it rebooted and lost the upload (RAM); begin again."""
+
+
+_LINK_TROUBLE = (ConnectionLost, OutcomeUnknown, PenTimeout, PenRebooted, _UploadForgotten)
 
 
 class UpdateRefused(HostError):
@@ -113,6 +119,12 @@ async def _expect(pen: AsyncPen, build: Callable[[int], Message], kind: type[M])
     if not isinstance(reply, kind):
         raise HostError(f"expected {kind.__name__}, the pen sent {type(reply).__name__}")
     return reply
+
+
+def _refusal(error: PenRefused) -> HostError:
+    if error.code is ErrorCode.NO_UPLOAD:
+        return _UploadForgotten(str(error))
+    return UpdateRefused(_refusal_text(error))
 
 
 def _refusal_text(error: PenRefused) -> str:
@@ -204,7 +216,7 @@ class FirmwareUpdate:
             try:
                 reply = await _expect(self.pen, build, FwProgress)
             except PenRefused as exc:
-                raise UpdateRefused(_refusal_text(exc)) from None
+                raise _refusal(exc) from None
             if not reply.busy_ms or reply.phase is done:
                 return reply
             self.busy_waits += 1
@@ -248,7 +260,7 @@ class FirmwareUpdate:
                 self.pen, lambda i: FwChunk(i, offset, end - offset, piece), FwProgress
             )
         except PenRefused as exc:
-            raise UpdateRefused(_refusal_text(exc)) from None
+            raise _refusal(exc) from None
 
     # ------------------------------------------------------------------ test boot, confirm
     async def test_boot(self, timeout: float = 60.0) -> None:

@@ -64,6 +64,7 @@ import sys
 import termios
 import threading
 import tty
+from collections import deque
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, replace
 from types import FrameType, TracebackType
@@ -187,6 +188,10 @@ class StopSignal:
 
     def set(self) -> None:
         self._set = True
+        self.wake()
+
+    def wake(self) -> None:
+        """Wake the loop without stopping it."""
         with contextlib.suppress(BlockingIOError, OSError):  # full pipe, or already closed
             os.write(self._write_fd, b"\0")
 
@@ -543,6 +548,7 @@ class PenServer:
         self._stop = stop or StopSignal()
         self._stats = ServeStats()
         self._stepped_at = float("-inf")
+        self._calls: deque[Callable[[SimulatedPen, float], None]] = deque()
         self._selector = selectors.DefaultSelector()
         self._selector.register(self._stop.fileno(), selectors.EVENT_READ, self._on_stop)
         transport.register(self._selector, self._on_data, self._stats)
@@ -560,9 +566,17 @@ class PenServer:
     ) -> None:
         self.close()
 
+    def call_soon(self, action: Callable[[SimulatedPen, float], None]) -> None:
+        """Run ``action(pen, now)`` in the serving loop (thread-safe): how a bench lever — a
+        pulled cable, a power cut — reaches a pen that a loop in another thread serves."""
+        self._calls.append(action)
+        self._stop.wake()
+
     def run(self) -> None:
         """Serve until :meth:`stop` is called (from any thread or a signal handler)."""
         while not self._stop.is_set():
+            while self._calls:
+                self._calls.popleft()(self.pen, self.clock.now())
             self._pump()
             self.transport.tick()
             for key, events in self._selector.select(self._wait_s()):

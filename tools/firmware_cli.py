@@ -303,9 +303,10 @@ def upload(
 def _upload(
     pen: Pen, data: bytes, window: int, test_boot: bool, confirm: bool, *, show: bool
 ) -> dict[str, Any]:
+    screen = Console(stderr=True)
     progress = Progress(
         TextColumn("[bold]uploading"), BarColumn(), DownloadColumn(), TransferSpeedColumn(),
-        TimeRemainingColumn(), console=Console(stderr=True), disable=not show,
+        TimeRemainingColumn(), console=screen, disable=not (show and screen.is_terminal),
     )  # fmt: skip
     task = progress.add_task("upload", total=len(data))
     lock = threading.Lock()
@@ -315,14 +316,16 @@ def _upload(
             progress.update(task, completed=sent)
 
     update = FirmwareUpdate(pen.async_pen, data, window=window, progress=on_progress)
+    reconnects_before = pen.counters.get("reconnects", 0)
     started = time.monotonic()
     with progress:
         pen.run_coroutine(update.upload())
     elapsed = time.monotonic() - started
+    reconnects = pen.counters.get("reconnects", 0) - reconnects_before
     result: dict[str, Any] = {
         "version": update.image.version_text, "size_bytes": len(data),
         "upload_s": round(elapsed, 3), "kib_per_s": round(len(data) / 1024 / elapsed, 1),
-        "resumes": update.resumes, "busy_waits": update.busy_waits,
+        "resumes": update.resumes, "link_reconnects": reconnects, "busy_waits": update.busy_waits,
         "test_booted": False, "confirmed": False, "running": None, "security_counter": None,
     }  # fmt: skip
     if test_boot:
