@@ -18,6 +18,7 @@ from urllib.parse import urlsplit
 
 import serial
 
+from micropen.host.pairing import HostKeys
 from micropen.protocol.events import Connected, LinkLost, MessageReceived, PeerReset
 from micropen.protocol.link import Link, Role
 from micropen.protocol.messages import PROTOCOL_VERSION, Ack, Hello, Identity, OpenSession
@@ -55,12 +56,23 @@ def port_url(pen_url: str) -> str | None:
 class RawLink:
     """One host link epoch over a port. Use as a context manager."""
 
-    def __init__(self, url: str, *, baud: int = 1_000_000, timeout: float = DEFAULT_TIMEOUT_S):
+    def __init__(
+        self,
+        url: str,
+        *,
+        baud: int = 1_000_000,
+        timeout: float = DEFAULT_TIMEOUT_S,
+        keys: HostKeys | None = None,
+    ):
+        """``keys``: authenticate as this (paired) host; None: any party that opened the port."""
         target = port_url(url)
         if target is None:
             raise ValueError(f"{url!r} is not a serial or socket pen URL")
         self._port: Any = serial.serial_for_url(target, baudrate=baud, timeout=POLL_S)
-        self.link = Link(Role.HOST, rng=random.Random())
+        self.keys = keys
+        self.link = Link(
+            Role.HOST, rng=random.Random(), pairing=None if keys is None else keys.lookup
+        )
         self.timeout = timeout
         self.notifications: list[Message] = []
         self.replies: dict[int, Message] = {}
@@ -119,7 +131,7 @@ class RawLink:
     # -- the protocol
     def connect(self) -> None:
         """Open a new link epoch (SYN/SYNACK) — without the Hello handshake."""
-        self.link.connect(time.monotonic())
+        self.link.connect(time.monotonic(), None if self.keys is None else self.keys.host_id)
         self.wait_for(lambda: self.link.connected, "the pen's SYNACK")
 
     def next_cmd_id(self) -> int:

@@ -64,7 +64,8 @@ def capability_names(flags: int) -> list[str]:
 
 
 class SimProcess:
-    """``python3 -m micropen.sim.serve --pty`` in a child process: the real serial path."""
+    """``micropen sim serve --pty`` in a child process: the real serial path, the pen paired
+    with this user's host keystore (``$MICROPEN_HOME``) as a bench owner pairs a pen."""
 
     def __init__(self, seed: int, query: str = "", log_path: Path | None = None) -> None:
         self.seed, self.query, self.log_path = seed, query, log_path
@@ -74,7 +75,7 @@ class SimProcess:
 
     def start(self) -> str:
         """Start the simulator; returns its pty path."""
-        args = [sys.executable, "-m", "micropen.sim.serve", "--pty", "--json"]
+        args = [sys.executable, "-m", "micropen.tools.cli", "sim", "serve", "--pty", "--json"]
         args += ["--seed", str(self.seed)] + (["--query", self.query] if self.query else [])
         if self.log_path is not None:
             self.log_path.parent.mkdir(parents=True, exist_ok=True)

@@ -29,6 +29,7 @@ from micropen.hil_tests.rawlink import RawLink, port_url, unchecked
 from micropen.hil_tests.target import HilContext, mount, restore_calibration
 from micropen.host import Pen
 from micropen.host.errors import PenNotReady, PenRefused, SafetyLimitError
+from micropen.host.pairing import HostKeys
 from micropen.protocol import limits as L
 from micropen.protocol.messages import (
     Ack,
@@ -332,16 +333,19 @@ def test_hazard_7_corrupted_calibration_blocks_runs(pen: Pen, hil_context: HilCo
 
 
 # ------------------------------------------------------------------------------- hazard 8
-def _raw_link(hil_context: HilContext) -> RawLink:
+def _raw_link(hil_context: HilContext, *, paired: bool = False) -> RawLink:
+    """The pen's port opened by a bare link: this bench's paired host, or any other party."""
     if port_url(hil_context.url) is None:
         pytest.skip(f"{hil_context.url} is not a serial or socket port a second party can open")
     hil_context.release()
-    return RawLink(hil_context.url)
+    return RawLink(hil_context.url, keys=HostKeys() if paired else None)
 
 
 def test_hazard_8_unauthenticated_party_is_denied(pen: Pen, hil_context: HilContext) -> None:
-    """A remote party commands the pen: nothing but a stop is obeyed before the handshake on
-    the current link epoch (deny by default), and each denial is logged as a security event."""
+    """A party that opened the pen's port but is not paired with it: nothing but a stop is
+    obeyed before the handshake, and after it only reads (identity, status) and stops —
+    NOT_AUTHORIZED for the rest; the pen hands it no records, and the paired host later gets
+    a SECURITY_DENIED event per refusal (deny by default)."""
     denied = [
         lambda c: unchecked(SetDepth, c, 500, 0),
         lambda c: unchecked(SetRate, c, 90),
@@ -350,24 +354,29 @@ def test_hazard_8_unauthenticated_party_is_denied(pen: Pen, hil_context: HilCont
         lambda c: unchecked(SetTelemetry, c, 100),
         lambda c: unchecked(CalCommit, c, 0),
         lambda c: unchecked(SimSet, c, SimParam.AMBIENT_DC, 250),
-        lambda c: unchecked(GetStatus, c),
     ]
     before = pen.status()  # ready: retracted, default watchdog, no telemetry
     with _raw_link(hil_context) as link:
         link.connect()
-        for build in denied:
+        for build in [*denied, lambda c: unchecked(GetStatus, c)]:
             reply = link.request(build)
             assert isinstance(reply, Nak) and reply.error is E.NOT_CONNECTED, reply
+        link.hello()  # a handshake is not a pairing
+        for build in denied:
+            reply = link.request(build)
+            assert isinstance(reply, Nak) and reply.error is E.NOT_AUTHORIZED, reply
+        assert isinstance(link.request(lambda c: GetStatus(c)), Status)  # reading is allowed
         for stop in (Stop, EmergencyStop):  # stopping is safe whoever asks
             assert isinstance(link.request(lambda c, s=stop: unchecked(s, c), urgent=True), Ack)
-        # the pen's records go to a host session only: nothing reached the unauthenticated side
-        assert not [e for e in link.notifications if _is_denial(e)]
-        link.hello()  # Hello + OpenSession: now the pen hands over what it held
-        link.wait_for(
-            lambda: len([e for e in link.notifications if _is_denial(e)]) >= len(denied),
+        assert not [e for e in link.notifications if _is_denial(e)]  # records: paired only
+    with RawLink(hil_context.url, keys=HostKeys()) as paired:  # the bench's own host
+        paired.connect()
+        paired.hello()
+        paired.wait_for(
+            lambda: len([e for e in paired.notifications if _is_denial(e)]) >= 2 * len(denied),
             "a SECURITY_DENIED event per refused command",
         )
-        status = link.request(lambda c: GetStatus(c))
+        status = paired.request(lambda c: GetStatus(c))
         assert isinstance(status, Status)
         unchanged = ("depth_set_um", "rate_set_sps", "watchdog_ms", "telemetry_hz", "run_id")
         for name in unchanged:
@@ -388,7 +397,7 @@ def test_hazard_9_retransmitted_command_runs_once(
     run_id_before = runnable_pen.status().run_id
     runnable_pen.set_depth(0.5, area="forehead")
     runnable_pen.set_rate(90, area="forehead")
-    with _raw_link(hil_context) as link:
+    with _raw_link(hil_context, paired=True) as link:
         link.connect()
         link.hello()
         run = Run(link.next_cmd_id(), int(L.Area.FOREHEAD), RunMode.STROKES, 5, 0)

@@ -81,6 +81,7 @@ from .errors import (
     RateDrift,
     SchemaMismatch,
 )
+from .pairing import HostKeys
 from .pump import LinkDown, LinkPump, NotRecorded, recorded
 from .ratewatch import Drift, RateWatch
 from .requests import PendingRequests
@@ -127,8 +128,10 @@ class AsyncPen:
         reconnect: bool = True,
         recorder: Any = None,
         open_session: bool = True,
+        keys: HostKeys | None = None,
     ) -> None:
         self.transport = transport
+        self.keys = keys  # this host's pairings (None: never authenticate)
         self.url = url
         self.is_simulated = transport.is_simulated
         self.bench = transport.bench
@@ -163,6 +166,7 @@ class AsyncPen:
             on_tick=self._flush_samples,
             beating=ready,
             counters=self.counters,
+            keys=keys,
         )
         self._supervisor = Supervisor(self._pump, self, name=url, reconnect=reconnect, ready=ready)
 
@@ -186,6 +190,8 @@ class AsyncPen:
         acknowledged and kept nowhere, so opt out only where nothing real is treated.
         ``purpose`` names the session ("treatment", "calibration", "conformance", ...)."""
         transport_options = {k: options.pop(k) for k in ("usb_backend",) if k in options}
+        if "keys" not in options:
+            options["keys"] = HostKeys()
         if "recorder" not in options:
             options["recorder"] = _default_recorder(log, operator, purpose)
         transport = make_transport(url, **transport_options)
@@ -201,6 +207,7 @@ class AsyncPen:
 
     async def _start(self) -> None:
         await self.transport.open()
+        self._pair_locally()
         supervisor = self._supervisor.start()
         limit = HANDSHAKE_TIMEOUT + 1
         try:
@@ -221,6 +228,19 @@ class AsyncPen:
                 f"no handshake with {self.transport.description} within {limit:.0f} s; "
                 "is it a micropen?"
             )
+
+    def _pair_locally(self) -> None:
+        """A transport to a pen of this very process (the built-in simulator) pairs with this
+        host on the spot, for this process only."""
+        local = getattr(self.transport, "local_pairing", None)
+        if self.keys is not None and local is not None:
+            pen_id, key = local(self.keys.host_id)
+            self.keys.add_ephemeral(pen_id, key)
+
+    @property
+    def authenticated(self) -> bool:
+        """The current link epoch is authenticated (this host is paired with the pen)."""
+        return self._pump.link.peer_id is not None
 
     async def close(self) -> None:
         """Stop the pen if a run of ours is going, then stop the tasks and release the port.

@@ -81,6 +81,11 @@ class PenRefused(HostError):
         self.value = nak.value
         self.limit = nak.limit
         detail = f" (value {nak.value}, limit {nak.limit})" if nak.value or nak.limit else ""
+        if nak.error is ErrorCode.NOT_AUTHORIZED:
+            detail = (
+                ": this host is not paired with the pen; press the pen's pairing button, then "
+                "run micropen pair --pen URL"
+            )
         super().__init__(f"the pen refused {command}: {nak.error.name}{detail}")
 
 

@@ -23,6 +23,7 @@ from micropen.protocol.link import Link, Role
 from micropen.protocol.messages import Heartbeat
 from micropen.protocol.schema import Message
 
+from .pairing import HostKeys
 from .transports import Transport
 
 __all__ = ["LinkDown", "LinkPump", "NotRecorded"]
@@ -57,14 +58,21 @@ class LinkPump:
         on_tick: Callable[[], None],
         beating: asyncio.Event,
         counters: dict[str, int],
+        keys: HostKeys | None = None,
     ) -> None:
         self.transport = transport
+        self.keys = keys  # this host's pairings: every epoch offers authentication with them
         self._clock = clock
         self._on_message = on_message
         self._on_tick = on_tick  # may raise NotRecorded
         self._beating = beating  # heartbeats only once the session is ready
         self.counters = counters
-        self.link = Link(Role.HOST, liveness_timeout=LIVENESS_TIMEOUT, ack_delay=ACK_DELAY)
+        self.link = Link(
+            Role.HOST,
+            liveness_timeout=LIVENESS_TIMEOUT,
+            ack_delay=ACK_DELAY,
+            pairing=None if keys is None else keys.lookup,
+        )
         # a delayed ack (4 ms, well under the pen's 25 ms minimum RTO) rides on the next
         # command instead of costing a write of its own
         self.heartbeat_interval = 0.0
@@ -86,7 +94,8 @@ class LinkPump:
     # ------------------------------------------------------------------ sending
     def new_epoch(self) -> None:
         """Start a new link epoch (SYN); what the old one left unsent is the requests' job."""
-        self.link.connect(self.now())
+        keys = self.keys
+        self.link.connect(self.now(), keys.host_id if keys is not None and keys.offers else None)
         self.flush()
 
     def send(self, *messages: Message, urgent: bool = False) -> None:

@@ -144,6 +144,11 @@ def _refusal_text(error: PenRefused) -> str:
         )
     if code is ErrorCode.IMAGE_TOO_LARGE:
         return f"the image is {value} bytes; the pen's update slot holds {limit}"
+    if code is ErrorCode.IMAGE_ON_TRIAL:
+        return (
+            "the pen runs an image on trial: keep it with micropen firmware confirm, or "
+            "reboot the pen to go back to the previous one, then upload"
+        )
     if code in (ErrorCode.BAD_STATE, ErrorCode.FAULT_ACTIVE):
         return f"the pen refused ({code.name}): stop the run first, then update"
     return f"the pen refused ({code.name}, value {value}, limit {limit})"

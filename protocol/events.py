@@ -12,9 +12,12 @@ __all__ = ["BadMessage", "Connected", "LinkEvent", "LinkLost", "MessageReceived"
 
 @dataclass(frozen=True, slots=True)
 class Connected:
-    """The link is established in a new epoch (a fresh numbering of frames)."""
+    """The link is established in a new epoch (a fresh numbering of frames). ``peer`` is the
+    authenticated peer's id (host id at the pen, pen id at the host), None when the epoch is
+    not authenticated."""
 
     epoch: int
+    peer: int | None = None
 
 
 @dataclass(frozen=True, slots=True)

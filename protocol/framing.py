@@ -16,8 +16,9 @@ module treats it as the first four bytes of the message, and sizes allow for it.
   of up to 32 bits; ``tests/protocol/test_crc.py`` proves this exhaustively for maximum-size
   frames rather than trusting this comment. The receiver checks the CRC residue
   (``crc32(frame) == 0x2144DF1C``) without slicing.
-* Maximum sizes: message body 240 bytes, raw frame 255 bytes with a SACK bitmap (251 without),
-  on the wire 259 bytes (``MAX_WIRE_FRAME``). Larger pieces are discarded as garbage.
+* Maximum sizes: message body 240 bytes; raw frame 267 bytes with a SACK bitmap and the
+  12-byte authentication trailer of an authenticated epoch (``linkauth.py``), on the wire 271
+  bytes (``MAX_WIRE_FRAME``). Larger pieces are discarded as garbage.
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ from dataclasses import dataclass
 
 from cobs import cobs
 
+from .linkauth import TRAILER_BYTES
 from .schema import MAX_BODY
 
 __all__ = [
@@ -46,7 +48,7 @@ SACK = struct.Struct("<I")  # selective-acknowledgement bitmap, right after HEAD
 CRC = struct.Struct("<I")
 CRC_RESIDUE = 0x2144DF1C
 MIN_RAW_FRAME = HEADER.size + CRC.size
-MAX_RAW_FRAME = HEADER.size + SACK.size + 1 + MAX_BODY + CRC.size
+MAX_RAW_FRAME = HEADER.size + SACK.size + 1 + MAX_BODY + TRAILER_BYTES + CRC.size
 MAX_STUFFED = MAX_RAW_FRAME + MAX_RAW_FRAME // 254 + 1  # longest COBS piece between delimiters
 MAX_WIRE_FRAME = MAX_STUFFED + 2  # and its two delimiters
 
@@ -66,7 +68,7 @@ def encode_frame(flags: int, epoch: int, seq: int, ack: int, message: bytes = b"
 
 def _too_long(piece: bytes) -> bool:
     """A COBS piece of MAX_STUFFED bytes holds MAX_RAW_FRAME bytes, or one more (COBS adds one
-    byte per 254 and the 255-byte frame crosses that line): only decoding tells which."""
+    byte per 254 and the longest frame crosses that line): only decoding tells which."""
     if len(piece) > MAX_STUFFED:
         return True
     try:

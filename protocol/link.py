@@ -53,15 +53,25 @@ from the pen's reply cache instead of executing twice.
 
 from __future__ import annotations
 
+import hmac
 import itertools
 import random
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass
 from enum import Enum, IntFlag
 
 from .errors import LocalProtocolError, RemoteProtocolError
 from .events import BadMessage, Connected, LinkEvent, LinkLost, MessageReceived, PeerReset
 from .framing import HEADER, SACK, FrameDecoder, FramerStats, encode_frame
+from .linkauth import (
+    NONCE_BYTES,
+    AuthAnswer,
+    AuthOffer,
+    FrameAuth,
+    session_keys,
+    synack_tag,
+)
 from .schema import Message, decode_message
 
 __all__ = [
@@ -104,7 +114,12 @@ _CARRIES = _DATA | _DATAGRAM  # frames with a message (an ack on one is not a "b
 _HSIZE = HEADER.size
 _SACK_FRAME = HEADER.size + SACK.size + 4  # shortest frame that can hold a SACK bitmap
 _pack_sack = SACK.pack
+_pack_header = HEADER.pack
 _unpack_sack = SACK.unpack_from
+
+
+# (pen) host_id -> (pen_id, pairing key); (host) pen_id -> (pen_id, pairing key); None: unknown
+PairingLookup = Callable[[int], tuple[int, bytes] | None]
 
 
 class Role(Enum):
@@ -195,6 +210,9 @@ class LinkStats:
     datagrams_received: int = 0
     datagrams_dropped: int = 0
     datagrams_stale: int = 0
+    auth_failures: int = 0  # frames whose tag did not verify (or that had none) in an
+    auth_replays: int = 0  # authenticated epoch, and frames whose counter was not fresh
+    syns_refused: int = 0  # connection attempts the owner refused (admit_syn)
     srtt_s: float | None = None
     rttvar_s: float | None = None
     rto_s: float = 0.0
@@ -236,6 +254,8 @@ class Link:
         ack_delay: float = 0.0,
         sack: bool = True,
         rng: random.Random | None = None,
+        pairing: PairingLookup | None = None,
+        admit_syn: Callable[[int | None], bool] | None = None,
     ) -> None:
         if not 1 <= window <= 1024:
             raise LocalProtocolError(f"window {window} outside 1..1024")
@@ -282,6 +302,12 @@ class Link:
         self._last_rx = 0.0
         self._syn_at: float | None = None
         self._nonce: int | None = None  # names one handshake: SYN carries it, SYNACK echoes it
+        # authentication (linkauth.py): the pen looks pairings up by host id, the host by pen id
+        self._pairing = pairing
+        self._admit_syn = admit_syn
+        self._offer: AuthOffer | None = None  # the host's offer in this epoch's SYN
+        self._answer = b""  # the pen's SYNACK payload for this epoch
+        self.auth: FrameAuth | None = None  # set while this epoch is authenticated
 
     # ---------------------------------------------------------------- state table
     def _transition(self, event: _Input, *, local: bool) -> bool:
@@ -308,13 +334,17 @@ class Link:
         """Both ends read SACK bitmaps and datagrams on this epoch (said in SYN and SYNACK)."""
         return self._peer_sack
 
-    def connect(self, now: float) -> list[Message]:
-        """(Host) open a new epoch. Returns the messages the old epoch left undelivered."""
+    def connect(self, now: float, host_id: int | None = None) -> list[Message]:
+        """(Host) open a new epoch, offering authentication as ``host_id`` when given (the
+        link's ``pairing`` lookup then finds the key for the pen that answers). Returns the
+        messages the old epoch left undelivered."""
         self._transition(_Input.CONNECT, local=True)
         leftovers = self._drain_unsent()
         old = self.epoch
         self.epoch = self._rng.choice([e for e in range(1, 256) if e != old])
         self._nonce = self._rng.getrandbits(32)
+        self._offer = AuthOffer(host_id, self._nonce_bytes()) if host_id is not None else None
+        self.auth = None
         self._reset_sequence()
         self._decoder.reset()
         self._syn_at = now
@@ -517,7 +547,14 @@ class Link:
         nonce = self._nonce or 0
         if self.sack:
             flags |= _SACK  # in SYN/SYNACK: "I read SACK bitmaps and datagrams"
-        self._emit(flags, nonce & 0xFFFF, b"", ack=nonce >> 16)
+        if flags & _SYN:
+            payload = self._offer.encode() if self._offer is not None else b""
+        else:
+            payload = self._answer
+        frame = encode_frame(flags, self.epoch, nonce & 0xFFFF, nonce >> 16, payload)
+        self._out += frame
+        self._stats.frames_sent += 1
+        self._stats.bytes_sent += len(frame)
 
     def _emit(self, flags: int, seq: int, payload: bytes, ack: int | None = None) -> None:
         if ack is None:
@@ -526,6 +563,9 @@ class Link:
                 flags |= _SACK
                 payload = _pack_sack(self._sack_bitmap()) + payload
                 self._stats.sacks_sent += 1
+        auth = self.auth
+        if auth is not None:  # every frame of an authenticated epoch carries counter and tag
+            payload += auth.seal(_pack_header(flags, self.epoch, seq, ack) + payload)
         frame = encode_frame(flags, self.epoch, seq, ack, payload)
         self._out += frame
         self._stats.frames_sent += 1
@@ -609,13 +649,15 @@ class Link:
         flags, epoch, seq, ack = HEADER.unpack_from(raw)
         self._stats.frames_received += 1
         if flags & _SYN:
-            self._on_syn(flags, epoch, seq | ack << 16, now)
+            self._on_syn(flags, epoch, seq | ack << 16, now, raw[_HSIZE:-4])
             return
         if epoch != self.epoch or self.state is _LISTEN:
             self._on_foreign_epoch(flags, epoch, now)
             return
         if flags & _SYNACK:
             answers_our_syn = seq | ack << 16 == self._nonce
+            if answers_our_syn and self.state is _SYN_SENT and not self._accept_answer(raw):
+                return
             if answers_our_syn and self._transition(_Input.RECV_SYNACK, local=False):
                 self._peer_sack = self.sack and bool(flags & _SACK)
                 self._on_established(now)
@@ -630,6 +672,14 @@ class Link:
         if self.state is not _ESTABLISHED:
             self._stats.stale_epoch += 1
             return
+        auth = self.auth
+        if auth is not None:
+            opened = auth.open(raw)
+            if opened is None:
+                self._stats.auth_failures = auth.failures
+                self._stats.auth_replays = auth.replays
+                return
+            raw = opened
         self._last_rx = now
         if flags & _SACK:
             if len(raw) < _SACK_FRAME:
@@ -652,7 +702,7 @@ class Link:
             self._stats.datagrams_received += 1
             self._deliver(raw[start:-4])
 
-    def _on_syn(self, flags: int, epoch: int, nonce: int, now: float) -> None:
+    def _on_syn(self, flags: int, epoch: int, nonce: int, now: float, payload: bytes) -> None:
         if self.role is Role.HOST:
             self._stats.stale_epoch += 1
             return
@@ -660,17 +710,73 @@ class Link:
         # the same epoch; the nonce tells them apart)
         same = epoch == self.epoch and nonce == self._nonce
         if not (self.state is _ESTABLISHED and same):
+            offer = AuthOffer.decode(payload)
+            found = None
+            if offer is not None and self._pairing is not None:
+                found = self._pairing(offer.host_id)
+            if self._admit_syn is not None and not self._admit_syn(
+                offer.host_id if found is not None and offer is not None else None
+            ):
+                self._stats.syns_refused += 1
+                return
             requeue = [(e.payload, e.urgent) for e in self._unacked.values()]
             self._unacked.clear()
             self._backlog.extendleft(reversed(requeue))
             self._transition(_Input.RECV_SYN, local=False)
             self.epoch, self._nonce = epoch, nonce
             self._reset_sequence()
+            self._authenticate_epoch(offer, found)
             self._peer_sack = self.sack and bool(flags & _SACK)
             self._stats.connects += 1
-            self._events.append(Connected(epoch))
+            peer = self.auth.peer_id if self.auth is not None else None
+            self._events.append(Connected(epoch, peer))
         self._last_rx = now
         self._emit_handshake(_SYNACK)
+
+    def _authenticate_epoch(self, offer: AuthOffer | None, found: tuple[int, bytes] | None) -> None:
+        """(Pen) a paired host's offer: answer with our nonce and proof, derive the keys."""
+        if offer is None or found is None:
+            self.auth, self._answer = None, b""
+            return
+        pen_id, key = found
+        pen_nonce = self._nonce_bytes()
+        tag = synack_tag(key, self.epoch, offer, pen_id, pen_nonce)
+        to_pen, to_host = session_keys(key, self.epoch, offer, pen_id, pen_nonce)
+        self.auth = FrameAuth(to_host, to_pen, offer.host_id)
+        self._answer = AuthAnswer(pen_id, pen_nonce, tag).encode()
+
+    def _accept_answer(self, raw: bytes) -> bool:
+        """(Host) check a SYNACK's authentication answer; False: ignore this SYNACK."""
+        offer, payload = self._offer, raw[_HSIZE:-4]
+        self.auth = None
+        if offer is None or not payload:
+            return True  # not offered, or the pen does not know this host: unauthenticated
+        answer = AuthAnswer.decode(payload)
+        found = None if answer is None or self._pairing is None else self._pairing(answer.pen_id)
+        if answer is None or found is None:
+            # a pen we hold no key for: ask again without an offer (a new handshake nonce)
+            self._offer = None
+            self._nonce = self._rng.getrandbits(32)
+            self._emit_handshake(_SYN)
+            return False
+        _, key = found
+        expected = synack_tag(key, self.epoch, offer, answer.pen_id, answer.nonce)
+        if not hmac.compare_digest(expected, answer.tag):
+            self._stats.auth_failures += 1  # not the pen we paired with: ignore it
+            return False
+        to_pen, to_host = session_keys(key, self.epoch, offer, answer.pen_id, answer.nonce)
+        self.auth = FrameAuth(to_pen, to_host, answer.pen_id)
+        return True
+
+    def _nonce_bytes(self) -> bytes:
+        """A handshake nonce: unique per epoch (its job is freshness, not secrecy), from the
+        link's generator so that a seeded simulation repeats byte for byte."""
+        return self._rng.randbytes(NONCE_BYTES)
+
+    @property
+    def peer_id(self) -> int | None:
+        """The authenticated peer of this epoch (host id at the pen, pen id at the host)."""
+        return self.auth.peer_id if self.auth is not None else None
 
     def _on_foreign_epoch(self, flags: int, epoch: int, now: float) -> None:
         self._stats.stale_epoch += 1
@@ -687,7 +793,7 @@ class Link:
         self._last_rx = now
         self._retries = 0
         self._stats.connects += 1
-        self._events.append(Connected(self.epoch))
+        self._events.append(Connected(self.epoch, self.peer_id))
 
     def _on_ack(self, ack: int, now: float, sack: int, flags: int) -> None:
         unacked = self._unacked

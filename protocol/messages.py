@@ -88,6 +88,10 @@ class ErrorCode(IntEnum):
     IMAGE_NOT_VERIFIED = 33  # test-boot before FwFinish verified the image (value: FwPhase)
     CHUNK_OUT_OF_RANGE = 34  # value: offset + length, limit: the image size
     UPLOAD_INCOMPLETE = 35  # FwFinish before every byte arrived (value: next offset, limit: size)
+    PAIRING_CLOSED = 36  # PairRequest/PairConfirm while the pen is not in pairing mode
+    PAIRING_FAILED = 37  # PairConfirm that matches no request, or whose proof is wrong
+    PAIRINGS_FULL = 38  # value: pairings held, limit: the most a pen holds (revoke one)
+    IMAGE_ON_TRIAL = 39  # FwBegin while the running image is on trial: confirm it or reboot
 
 
 class EventCode(IntEnum):
@@ -108,10 +112,14 @@ class EventCode(IntEnum):
     SIM_PARAMETER_CHANGED = 15
     SECURITY_DENIED = 16
     RETRACTED = 17
-    IMAGE_REJECTED = 18  # value: the ImageFault, or -ErrorCode for a refused FwBegin
+    IMAGE_REJECTED = 18  # value: the ImageFault (protocol.image) the image failed
     FIRMWARE_TEST_BOOT = 19  # value: security counter of the image now on trial
     FIRMWARE_CONFIRMED = 20  # value: the pen's security counter from now on
     FIRMWARE_REVERTED = 21  # an image on trial was not confirmed; value: its counter
+    PAIRED = 22  # a host was paired (value: its host id)
+    UNPAIRED = 23  # a pairing was revoked (value: the host id)
+    UNPAIRED_CONNECT = 24  # an unpaired party opened a link while a paired host's was live
+    AUTH_FAILURES = 25  # frames failing authentication in the last second (value: how many)
 
 
 class RunMode(IntEnum):
@@ -168,6 +176,7 @@ class Capability(IntFlag):
     LINK_FAULT_INJECTION = 8
     DEVICE_FAULT_INJECTION = 16
     BENCH_INSTRUMENTS = 32
+    LINK_AUTHENTICATION = 64  # pairs with hosts; needles move only for a paired host
 
 
 class SimParam(IntEnum):
@@ -347,6 +356,24 @@ class SimParamValue(Message, msg_id=0x4A, kind=Kind.REPLY):
     cmd_id: int = field("u32", doc=_CMD)
     param: SimParam = field("u8", enum=SimParam)
     value: int = field("i32")
+
+
+class PairOffer(Message, msg_id=0x4D, kind=Kind.REPLY):
+    """The pen's half of a pairing: its id and X25519 public key. Its screen shows the code."""
+
+    cmd_id: int = field("u32", doc=_CMD)
+    pen_id: int = field("u32", doc="names this pen's pairings (random per unit)")
+    pen_public: bytes = field("bytes", size=32, doc="X25519 public key, for this pairing only")
+
+
+class Pairing(Message, msg_id=0x4E, kind=Kind.REPLY):
+    """One host the pen is paired with (keys never leave the pen)."""
+
+    cmd_id: int = field("u32", doc=_CMD)
+    position: int = field("u8", doc="0 for the first")
+    total: int = field("u8", doc="pairings held (0: none; the entry is then empty)")
+    host_id: int = field("u32")
+    host_name: str = field("str", size=16)
 
 
 class FwProgress(Message, msg_id=0x4B, kind=Kind.REPLY):
@@ -536,6 +563,36 @@ class FwConfirm(Message, msg_id=0x15, kind=Kind.COMMAND, reply=Ack):
 class FwGetSlot(Message, msg_id=0x16, kind=Kind.COMMAND, reply=FwSlot):
     cmd_id: int = field("u32", doc=_CMD)
     slot: FwSlotId = field("u8", enum=FwSlotId)
+
+
+class PairRequest(Message, msg_id=0x17, kind=Kind.COMMAND, reply=PairOffer):
+    """Ask a pen in pairing mode (a physical act on the pen) to pair with this host."""
+
+    cmd_id: int = field("u32", doc=_CMD)
+    host_id: int = field("u32", lo=1, doc="random per host installation")
+    host_public: bytes = field("bytes", size=32, doc="X25519 public key, for this pairing only")
+    host_name: str = field("str", size=16, doc="shown on the pen and in its pairing list")
+
+
+class PairConfirm(Message, msg_id=0x18, kind=Kind.COMMAND, reply=Ack):
+    """The technician saw the same code on both screens: store the pairing. ``proof`` shows
+    the host holds the key (linkauth.pair_proof). Ack.value is the pen id."""
+
+    cmd_id: int = field("u32", doc=_CMD)
+    host_id: int = field("u32", lo=1)
+    proof: bytes = field("bytes", size=16)
+
+
+class GetPairing(Message, msg_id=0x19, kind=Kind.COMMAND, reply=Pairing):
+    cmd_id: int = field("u32", doc=_CMD)
+    position: int = field("u8", doc="0 for the first")
+
+
+class Unpair(Message, msg_id=0x1A, kind=Kind.COMMAND, reply=Ack):
+    """Forget a host (Ack.value: pairings left). Its current link stays until it reconnects."""
+
+    cmd_id: int = field("u32", doc=_CMD)
+    host_id: int = field("u32", lo=1)
 
 
 # ---------------------------------------------------------------------------------------------

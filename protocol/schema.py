@@ -207,6 +207,8 @@ def _collect_fields(cls: type) -> Iterator[Field]:
         spec = cls.__dict__.get(name)
         if not isinstance(spec, Field):
             raise TypeError(f"{cls.__name__}.{name} needs a field(...) spec")
+        if hasattr(tuple, name):  # messages are tuples: count/index would shadow their methods
+            raise TypeError(f"{cls.__name__}.{name} shadows a tuple method; rename the field")
         object.__setattr__(spec, "name", name)
         yield spec
 

@@ -53,7 +53,12 @@ class _Host:
 
     def __init__(self, pen: SimulatedPen, clock: VirtualClock, seed: int) -> None:
         self.pen, self.clock = pen, clock
-        self.link = Link(Role.HOST, rng=random.Random(seed))
+        # the bench pairs its own host with the pen (a local act): links are authenticated
+        rng = random.Random(seed)
+        key = rng.randbytes(32)
+        self.host_id = 0x0BE7_0000 + seed % 0xFFFF + 1
+        pen_id = pen.add_pairing(self.host_id, key, "benchmark", clock.now())
+        self.link = Link(Role.HOST, rng=rng, pairing={pen_id: (pen_id, key)}.get)
         self.replies: dict[int, Message] = {}
         self.report: RunReport | None = None
         self.telemetry = 0
@@ -86,7 +91,7 @@ class _Host:
             self.replies[message[0]] = message
 
     def connect(self) -> None:
-        self.link.connect(self.clock.now())
+        self.link.connect(self.clock.now(), self.host_id)
         deadline = self.clock.now() + COMMAND_TIMEOUT_S
         while not self.link.connected:
             if self.clock.now() > deadline:

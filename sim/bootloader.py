@@ -29,6 +29,7 @@ from dataclasses import dataclass, field
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from micropen.protocol import image as img
+from micropen.protocol.errors import MicropenError
 from micropen.protocol.messages import EventCode, FwSlotId
 
 from .flash import (
@@ -54,7 +55,7 @@ _STEPS_PER_SECTOR = 3
 _U32 = 0xFFFF_FFFF
 
 
-class NoBootableImage(Exception):
+class NoBootableImage(MicropenError):
     """Neither slot holds an image this bootloader may start (never expected: tests check)."""
 
 
@@ -151,7 +152,7 @@ class Bootloader:
             if st.pending:
                 st.pending = False
                 self._begin_install()
-            elif st.trial:
+            elif st.trial and self.view(FwSlotId.UPDATE).valid:
                 self._begin_swap("revert")
                 self.notes.append((EventCode.FIRMWARE_REVERTED, self._primary_counter()))
             elif not self.view(FwSlotId.PRIMARY).valid:

@@ -20,6 +20,7 @@ from micropen.protocol import limits as L
 from micropen.protocol.messages import CalBank, CalData, CalWrite, ErrorCode, calibration_crc
 
 from .cartridge import CartridgeRecords, Refusal
+from .pairing import PairingStore
 
 __all__ = ["CAL_MODES", "CalRecord", "CalStore", "Nvm"]
 
@@ -167,3 +168,4 @@ class Nvm:
     cal: CalStore
     cartridges: CartridgeRecords = field(default_factory=CartridgeRecords)
     lifetime_strokes: int = 0
+    pairings: PairingStore = field(default_factory=lambda: PairingStore(0))

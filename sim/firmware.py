@@ -49,11 +49,16 @@ from micropen.protocol.messages import (
     FwGetSlot,
     FwTestBoot,
     GetCartridge,
+    GetPairing,
     GetStatus,
     Hello,
     Identity,
     Nak,
     OpenSession,
+    PairConfirm,
+    Pairing,
+    PairOffer,
+    PairRequest,
     PenState,
     Run,
     RunMode,
@@ -71,6 +76,7 @@ from micropen.protocol.messages import (
     Status,
     Stop,
     Telemetry,
+    Unpair,
 )
 from micropen.protocol.schema import REGISTRY, Kind, Message, schema_hash
 
@@ -79,6 +85,8 @@ from .bootloader import Bootloader
 from .calstore import CalRecord, Nvm
 from .cartridge import Bay, Cartridge, CartridgeSlot, Refusal, i32
 from .faults import PARAM_SPECS, LinkFaults, apply_param, read_param
+from .pairing import MAX_PAIRINGS as MAX_PAIRINGS_HELD
+from .pairing import HostPairing, PairingMode
 from .physics import Noise, Physics
 from .replycache import SessionCaches
 from .updater import UpdateAgent
@@ -180,7 +188,20 @@ ALLOWED_STATES: dict[type[Message], frozenset[PenState]] = {
     FwTestBoot: _AT_REST,
     FwConfirm: _AT_REST,
     FwGetSlot: _ANY,
+    # pairing: asking needs the button pressed (pairing mode); listing and revoking a paired host
+    PairRequest: _AT_REST,
+    PairConfirm: _AT_REST,
+    GetPairing: _ANY,
+    Unpair: _ANY,
 }
+# Deny by default, part two: on a link epoch not authenticated by a paired host only these are
+# obeyed (read identity and status, stop, ask to pair); the rest get NOT_AUTHORIZED.
+NO_PAIRING_NEEDED = frozenset(
+    {Hello, OpenSession, GetStatus, GetCartridge, CalRead, FwGetSlot, SimGet, Stop,
+     EmergencyStop, PairRequest, PairConfirm}
+)  # fmt: skip
+AUTH_HOLD_S = 2.0  # a paired host heard from this recently has a live link
+AUTH_BURST = 8  # frames failing authentication within a second that make a security event
 # Deny by default: before a Hello on the current link epoch only these are obeyed (stopping
 # is always safe, whoever asks).
 NO_HANDSHAKE_NEEDED = frozenset({Hello, Stop, EmergencyStop})
@@ -213,13 +234,14 @@ def allowed_states_markdown() -> str:
     """The command/state table of docs/simulator.md, drawn from :data:`ALLOWED_STATES`."""
     states = [s for s in PenState if s is not PenState.BOOT]
     rows = [
-        "| command | " + " | ".join(s.name for s in states) + " | before Hello |",
-        "|---|" + "---|" * (len(states) + 1),
+        "| command | " + " | ".join(s.name for s in states) + " | before Hello | unpaired |",
+        "|---|" + "---|" * (len(states) + 2),
     ]
     for cls, allowed in ALLOWED_STATES.items():
         cells = ["yes" if s in allowed else "—" for s in states]
         early = "yes" if cls in NO_HANDSHAKE_NEEDED else "NOT_CONNECTED"
-        rows.append(f"| `{cls.__name__}` | " + " | ".join(cells) + f" | {early} |")
+        unpaired = "yes" if cls in NO_PAIRING_NEEDED else "NOT_AUTHORIZED"
+        rows.append(f"| `{cls.__name__}` | " + " | ".join(cells) + f" | {early} | {unpaired} |")
     return "\n".join(rows)
 
 
@@ -271,14 +293,26 @@ class Firmware:
         rng: random.Random,
         now: float,
         boot: Bootloader,
+        pairing_mode: PairingMode,
         boot_reason: BootReason = BootReason.POWER_ON,
     ) -> None:
         self.unit, self.physics, self.nvm, self.bay = unit, physics, nvm, bay
         self.update = UpdateAgent(boot)
+        self.pairing_mode = pairing_mode
         self.link_faults, self.noise = link_faults, noise
         self.boot_t = now
         self.boot_id = rng.getrandbits(32)
-        self.link = Link(Role.PEN, max_retries=LINK_MAX_RETRIES, rng=random.Random(rng.random()))
+        self.link = Link(
+            Role.PEN,
+            max_retries=LINK_MAX_RETRIES,
+            rng=random.Random(rng.random()),
+            pairing=nvm.pairings.lookup,
+            admit_syn=self._admit_syn,
+        )
+        self._now = now
+        self._last_auth_rx = -_INF
+        self._auth_rejected = 0  # frames and connects refused so far (all epochs)
+        self._burst_start, self._burst_count = -_INF, 0
         self.state = PenState.BOOT
         self.fault = FaultCode.NONE
         self.depth_set_um = 0
@@ -744,13 +778,19 @@ class Firmware:
     def feed(self, data: bytes, t: float) -> None:
         """Bytes from the host at time ``t`` (the caller advanced to ``t`` first)."""
         link = self.link
+        self._now = t
         self._sampled_at = -_INF  # a command may change what the sensors see at this instant
         link.receive_data(data, t)
         stats = link.statistics()
-        valid = stats.frames_received - stats.stale_epoch
-        if valid != self._valid_frames:
+        rejected = stats.auth_failures + stats.auth_replays + stats.syns_refused
+        valid = stats.frames_received - stats.stale_epoch - rejected
+        if valid != self._valid_frames:  # frames that fail authentication feed nothing
             self._valid_frames = valid
             self._host_alive(t)
+            if link.peer_id is not None:
+                self._last_auth_rx = t
+        if rejected != self._auth_rejected:
+            self._count_rejections(rejected, t)
         for event in link.events():
             if isinstance(event, MessageReceived):
                 self._on_message(event.message, t)
@@ -759,6 +799,26 @@ class Firmware:
             elif isinstance(event, Connected):  # a new epoch: handshake and session anew
                 self._handshake_epoch = self._session_epoch = None
                 self._take_back_unacknowledged()
+
+    def _admit_syn(self, host_id: int | None) -> bool:
+        """A new link epoch. An unpaired party is let in — stopping the pen must work for
+        anyone, even a host whose keystore is unreadable — but may only read and stop; when it
+        displaces a paired host's live link, that host hears of it (a held event)."""
+        live = self.link.peer_id is not None and self._now - self._last_auth_rx < AUTH_HOLD_S
+        if host_id is None and live:
+            self._notify(Event(0, EventCode.UNPAIRED_CONNECT, 0, self._run_id()), self._now)
+        return True
+
+    def _count_rejections(self, rejected: int, t: float) -> None:
+        """A burst of frames failing authentication is a security event (once a second)."""
+        new, self._auth_rejected = rejected - self._auth_rejected, rejected
+        if t - self._burst_start >= 1.0:
+            self._burst_start, self._burst_count = t, 0
+        before = self._burst_count
+        self._burst_count += new
+        if before < AUTH_BURST <= self._burst_count:
+            event = Event(0, EventCode.AUTH_FAILURES, self._burst_count, self._run_id())
+            self._notify(event, t)
 
     def _host_alive(self, t: float) -> None:
         self._last_rx = t
@@ -845,9 +905,12 @@ class Firmware:
             self._emit(message, t, urgent)
 
     def _open_session(self) -> int | None:
-        """The host session named on this link epoch after its Hello (None: no cache)."""
+        """The host session named on this link epoch after its Hello (None: no cache). Only
+        a paired host's session gets records and a reply cache."""
         epoch = self.link.epoch
         if self._handshake_epoch != epoch or self._session_epoch != epoch:
+            return None
+        if self.link.peer_id is None:
             return None
         return self._session
 
@@ -859,6 +922,9 @@ class Firmware:
         if cls not in NO_HANDSHAKE_NEEDED and self._handshake_epoch != self.link.epoch:
             self._notify(Event(0, EventCode.SECURITY_DENIED, m.ID, 0), t)
             return Nak(m[0], ErrorCode.NOT_CONNECTED, m.ID, 0), False
+        if cls not in NO_PAIRING_NEEDED and self.link.peer_id is None:
+            self._notify(Event(0, EventCode.SECURITY_DENIED, m.ID, self._run_id()), t)
+            return Nak(m[0], ErrorCode.NOT_AUTHORIZED, m.ID, 0), False
         if self.state not in ALLOWED_STATES[cls]:
             if self.state is PenState.FAULT:
                 return Nak(m[0], ErrorCode.FAULT_ACTIVE, int(self.fault), 0), True
@@ -887,8 +953,10 @@ class Firmware:
         )  # fmt: skip
 
     def _on_open_session(self, m: OpenSession, t: float) -> Message:
-        resumed = self.replies.open(m.session)
         self._session, self._session_epoch = m.session, self.link.epoch
+        if self.link.peer_id is None:  # not a paired host: no records, no reply cache
+            return Ack(m.cmd_id, 0)
+        resumed = self.replies.open(m.session)
         self._release_held()
         return Ack(m.cmd_id, int(resumed))
 
@@ -1112,6 +1180,49 @@ class Firmware:
         return None
 
     # ------------------------------------------------------------------ simulator commands
+    # ------------------------------------------------------------------ pairing
+    def _on_pair_request(self, m: PairRequest, t: float) -> Message:
+        mode = self.pairing_mode
+        if not mode.is_open(t):
+            self._notify(Event(0, EventCode.SECURITY_DENIED, m.ID, 0), t)
+            return Nak(m.cmd_id, ErrorCode.PAIRING_CLOSED, 0, 0)
+        pen_public = mode.request(m.host_id, m.host_public, m.host_name)
+        return PairOffer(m.cmd_id, self.nvm.pairings.pen_id, pen_public)
+
+    def _on_pair_confirm(self, m: PairConfirm, t: float) -> Message:
+        mode = self.pairing_mode
+        if not mode.is_open(t):
+            return Nak(m.cmd_id, ErrorCode.PAIRING_CLOSED, 0, 0)
+        store = self.nvm.pairings
+        pending = mode.pending
+        full = len(store.hosts) >= MAX_PAIRINGS_HELD
+        if full and pending is not None and pending.host_id not in store.hosts:
+            return Nak(m.cmd_id, ErrorCode.PAIRINGS_FULL, len(store.hosts), MAX_PAIRINGS_HELD)
+        paired = mode.confirm(m.host_id, m.proof)
+        if paired is None:
+            self._notify(Event(0, EventCode.SECURITY_DENIED, m.ID, 0), t)
+            return Nak(m.cmd_id, ErrorCode.PAIRING_FAILED, 0, 0)
+        store.add(paired)
+        self._notify(Event(0, EventCode.PAIRED, i32(m.host_id), 0), t)
+        return Ack(m.cmd_id, store.pen_id)
+
+    def _on_get_pairing(self, m: GetPairing, t: float) -> Message:
+        listing = self.nvm.pairings.listing()
+        if m.position >= len(listing):
+            return Pairing(m.cmd_id, m.position, len(listing), 0, "")
+        found = listing[m.position]
+        return Pairing(m.cmd_id, m.position, len(listing), found.host_id, found.name)
+
+    def _on_unpair(self, m: Unpair, t: float) -> Message:
+        store = self.nvm.pairings
+        if store.remove(m.host_id):
+            self._notify(Event(0, EventCode.UNPAIRED, i32(m.host_id), 0), t)
+        return Ack(m.cmd_id, len(store.hosts))
+
+    def add_pairing(self, pairing: HostPairing) -> bool:
+        """The bench's (or factory's) own pairing of a host: a local act, not over the link."""
+        return self.nvm.pairings.add(pairing)
+
     # ------------------------------------------------------------------ firmware update
     def _on_fw_begin(self, m: FwBegin, t: float) -> Message:
         return self._update_reply(self.update.begin(m, t), t)
@@ -1223,5 +1334,9 @@ _HANDLERS: dict[type[Message], _Handler] = {
     FwTestBoot: Firmware._on_fw_test_boot,
     FwConfirm: Firmware._on_fw_confirm,
     FwGetSlot: Firmware._on_fw_get_slot,
+    PairRequest: Firmware._on_pair_request,
+    PairConfirm: Firmware._on_pair_confirm,
+    GetPairing: Firmware._on_get_pairing,
+    Unpair: Firmware._on_unpair,
 }
 assert set(_HANDLERS) == set(ALLOWED_STATES), "every command needs a handler and a state rule"

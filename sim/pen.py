@@ -44,6 +44,7 @@ from .devkey import dev_public_key, factory_image
 from .faults import LinkFaults
 from .firmware import BootReason, Firmware, RunRecord, UnitInfo
 from .flash import FLASH_BYTES, SECTOR, Flash
+from .pairing import MAX_PAIRINGS, HostPairing, PairingMode, PairingStore
 from .physics import Noise, Physics, UnitErrors
 from .statefile import MountedCartridge, NvmImage, StateFile, UnitBinding
 
@@ -52,6 +53,13 @@ __all__ = ["SimConfig", "SimulatedPen"]
 _U32 = 0xFFFF_FFFF
 _BOOT_SEED_MAX = (1 << 64) - 1
 CARTRIDGE_AGE_DAYS = 30  # the boot cartridge was made a month before "today"
+
+
+def _pen_id(rng: random.Random) -> int:
+    """A factory-fresh unit's pairing id, drawn once (from the OS's randomness unless a test
+    asked for repeatable boots) and kept in its NVM (a state file keeps it): two simulators of
+    one seed without a state file are two units to a host."""
+    return rng.getrandbits(32) or 1
 
 
 def _rtc_today() -> int:
@@ -157,7 +165,11 @@ class SimulatedPen:
         )
         errors = UnitErrors.from_seed(seed) if config.manufacturing_errors else UnitErrors()
         self.physics = Physics(errors, now)
-        self.nvm = Nvm(CalStore(config.calibration, config.today_day))
+        self.nvm = Nvm(
+            CalStore(config.calibration, config.today_day),
+            pairings=PairingStore(_pen_id(self._boot_rng)),
+        )
+        self.display: list[str] = []  # the pen's screen (pairing codes), oldest first
         self._state: StateFile | None = None
         self._saved: tuple[Any, ...] | None = None
         image: NvmImage | None = None
@@ -196,6 +208,7 @@ class SimulatedPen:
             | Capability.SIMULATOR
             | Capability.DEVICE_FAULT_INJECTION
             | Capability.BENCH_INSTRUMENTS
+            | Capability.LINK_AUTHENTICATION
             | (Capability.LINK_FAULT_INJECTION if config.link_faults else 0)
         )
         self._capabilities = int(capabilities)
@@ -264,6 +277,8 @@ class SimulatedPen:
         records.retired_ids = set(image.retired_ids)
         records.locked_id = image.locked_id
         self.nvm.lifetime_strokes = image.lifetime_strokes
+        if image.pen_id:
+            self.nvm.pairings = PairingStore(image.pen_id, {p.host_id: p for p in image.pairings})
         m = image.mounted
         if m is None:
             return None
@@ -302,6 +317,7 @@ class SimulatedPen:
             ),
             run is not None and run.end_t is None,
             self.boot_state.as_tuple(),
+            nvm.pairings.fingerprint(),
         )
 
     def _nvm_image(self, *, powered_off: bool = False) -> NvmImage:
@@ -328,6 +344,8 @@ class SimulatedPen:
             ),
             run_in_progress=not powered_off and run is not None and run.end_t is None,
             boot=BootState(*self.boot_state.as_tuple()),
+            pen_id=nvm.pairings.pen_id,
+            pairings=nvm.pairings.listing(),
         )
 
     def _sync_nvm(self) -> None:
@@ -353,6 +371,7 @@ class SimulatedPen:
             rng=self._boot_rng,
             now=now,
             boot=self.bootloader,
+            pairing_mode=PairingMode(self.display),
             boot_reason=reason,
         )
 
@@ -432,6 +451,29 @@ class SimulatedPen:
             candidates += [self.link_faults.next_inbound(), self.link_faults.next_outbound()]
         known = [c for c in candidates if c is not None]
         return max(min(known), self._t) if known else None
+
+    # ================================================================== pairing (physical acts)
+    def press_pairing_button(self, now: float) -> None:
+        """The pen's pairing button: one host may pair in the next minute."""
+        self.advance(now)
+        if self._swap_at is None:
+            self.firmware.pairing_mode.open(self._t)
+
+    def add_pairing(self, host_id: int, key: bytes, name: str, now: float) -> int:
+        """Pair a host without the exchange (the bench owns this simulated unit: it is the
+        local, physical act). Returns the pen id the host files the key under."""
+        self.advance(now)
+        if not self.nvm.pairings.add(HostPairing(host_id, key, name)):
+            raise LocalProtocolError(
+                f"the pen holds {MAX_PAIRINGS} pairings; revoke one (micropen pair revoke)"
+            )
+        self._sync_nvm()
+        return self.nvm.pairings.pen_id
+
+    def take_display(self) -> list[str]:
+        """What the pen's screen showed since the last call."""
+        shown, self.display[:] = list(self.display), []
+        return shown
 
     # ================================================================== the CLI's levers
     def set_param(self, param: SimParam, value: int, now: float) -> None:

@@ -549,6 +549,8 @@ class PenServer:
         self._stats = ServeStats()
         self._stepped_at = float("-inf")
         self._calls: deque[Callable[[SimulatedPen, float], None]] = deque()
+        # the pen's screen (pairing codes): to stderr unless the owner shows it elsewhere
+        self.display: Callable[[str], None] = _print_display
         self._selector = selectors.DefaultSelector()
         self._selector.register(self._stop.fileno(), selectors.EVENT_READ, self._on_stop)
         transport.register(self._selector, self._on_data, self._stats)
@@ -624,6 +626,9 @@ class PenServer:
         out = self.pen.data_to_send(now)
         if out:
             self.transport.write(out)
+        if self.pen.display:
+            for line in self.pen.take_display():
+                self.display(line)
         self._stepped_at = now
 
     def _wait_s(self) -> float:
@@ -728,6 +733,15 @@ def announce(info: Mapping[str, str | int], *, as_json: bool) -> str:
     return " ".join([str(head), *rest])
 
 
+def _print_display(line: str) -> None:
+    print(f"pen display: {line}", file=sys.stderr, flush=True)
+
+
+def press_pairing_button(server: PenServer) -> None:
+    """The pen's pairing button (thread- and signal-safe): one host may pair within a minute."""
+    server.call_soon(lambda pen, now: pen.press_pairing_button(now))
+
+
 def run_until_signalled(server: PenServer, ready: Callable[[], None] | None = None) -> None:
     """Run ``server``; SIGTERM and SIGINT stop it cleanly (main thread only). ``ready`` (the
     announcement a parent process waits for) is called once the handlers are in place, so a
@@ -737,10 +751,14 @@ def run_until_signalled(server: PenServer, ready: Callable[[], None] | None = No
             ready()
         server.run()
         return
-    with _stop_on_signals(server, (signal.SIGTERM, signal.SIGINT)):
-        if ready is not None:
-            ready()
-        server.run()
+    previous = signal.signal(signal.SIGUSR1, lambda signum, frame: press_pairing_button(server))
+    try:
+        with _stop_on_signals(server, (signal.SIGTERM, signal.SIGINT)):
+            if ready is not None:
+                ready()
+            server.run()
+    finally:
+        signal.signal(signal.SIGUSR1, previous)
 
 
 @contextlib.contextmanager

@@ -45,6 +45,7 @@ from micropen.protocol.errors import LocalProtocolError
 from .bootloader import BootState
 from .calstore import CalRecord
 from .cartridge import Cartridge
+from .pairing import HostPairing
 
 __all__ = [
     "FORMAT",
@@ -132,6 +133,8 @@ class NvmImage:
     # its shutdown write (the process was killed). The cartridge's usage is then unknown.
     run_in_progress: bool = False
     boot: BootState = field(default_factory=BootState)  # the bootloader's record
+    pen_id: int = 0  # 0: none recorded (files from before pairing): the unit's own is used
+    pairings: list[HostPairing] = field(default_factory=list)
 
     def to_json(self) -> dict[str, Any]:
         m = self.mounted
@@ -158,6 +161,13 @@ class NvmImage:
                 "run_ms_used": m.run_ms_used,
             },
             "run_in_progress": self.run_in_progress,
+            "pairing": {
+                "pen_id": self.pen_id,
+                "hosts": [
+                    {"host_id": p.host_id, "key": p.key.hex(), "name": p.name}
+                    for p in self.pairings
+                ],
+            },
             "boot": {
                 "security_counter": self.boot.security_counter,
                 "trial": self.boot.trial,
@@ -392,7 +402,7 @@ class StateFile:
         data = (json.dumps(document, sort_keys=True, indent=1, allow_nan=False) + "\n").encode()
         tmp = self.path.with_name(f".{self.path.name}.{os.getpid()}.tmp")
         try:
-            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o644)
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
             try:
                 view = memoryview(data)
                 while view:
@@ -460,6 +470,19 @@ def _record(value: Any, name: str) -> CalRecord | None:
     )
 
 
+def _pairings(found: Any) -> tuple[int, list[HostPairing]]:
+    if not isinstance(found, dict) or not isinstance(found["hosts"], list):
+        raise ValueError("pairing is not an object with a host list")
+    hosts = []
+    for entry in found["hosts"]:
+        key = bytes.fromhex(entry["key"]) if isinstance(entry["key"], str) else b""
+        name = entry["name"]
+        if len(key) != 32 or not isinstance(name, str) or len(name) > 16:
+            raise ValueError("pairing.hosts has an entry that is not a pairing")
+        hosts.append(HostPairing(_int(entry["host_id"], "pairing.host_id", 1), key, name))
+    return _int(found["pen_id"], "pairing.pen_id", 1), hosts
+
+
 def _boot_state(boot: Any) -> BootState:
     if not isinstance(boot, dict):
         raise ValueError("boot is not an object")
@@ -499,6 +522,8 @@ def _parse_nvm(nvm: Any) -> NvmImage:
         raise ValueError("run_in_progress is not true/false")
     if "boot" in nvm:  # files written before the bootloader existed have none
         image.boot = _boot_state(nvm["boot"])
+    if "pairing" in nvm:  # nor pairings, before link authentication
+        image.pen_id, image.pairings = _pairings(nvm["pairing"])
     if mounted is not None:
         run_ms = mounted["run_ms_used"]
         if isinstance(run_ms, bool) or not isinstance(run_ms, int | float) or not run_ms >= 0:

@@ -83,8 +83,10 @@ class UpdateAgent:
             return self._progress(cmd_id, t, self._busy_ms(t))
         return None
 
-    def _refuse(self, cmd_id: int, error: ErrorCode, value: int, limit: int) -> Nak:
-        self.events.append((EventCode.IMAGE_REJECTED, -int(error)))
+    def _refuse(
+        self, cmd_id: int, error: ErrorCode, fault: img.ImageFault, value: int, limit: int
+    ) -> Nak:
+        self.events.append((EventCode.IMAGE_REJECTED, int(fault)))
         return Nak(cmd_id, error, value, limit)
 
     # ------------------------------------------------------------------ commands
@@ -93,10 +95,17 @@ class UpdateAgent:
         if busy is not None:
             return busy
         floor = self.boot.state.security_counter
+        if self.boot.state.trial:  # the update slot holds the image a revert needs: keep it
+            return Nak(m.cmd_id, ErrorCode.IMAGE_ON_TRIAL, 0, 0)
         if m.size > SLOT_BYTES:
-            return self._refuse(m.cmd_id, ErrorCode.IMAGE_TOO_LARGE, m.size, SLOT_BYTES)
+            return self._refuse(
+                m.cmd_id, ErrorCode.IMAGE_TOO_LARGE, img.ImageFault.TOO_LARGE, m.size, SLOT_BYTES
+            )
         if m.security_counter < floor:
-            return self._refuse(m.cmd_id, ErrorCode.IMAGE_DOWNGRADE, m.security_counter, floor)
+            return self._refuse(
+                m.cmd_id, ErrorCode.IMAGE_DOWNGRADE, img.ImageFault.DOWNGRADE,
+                m.security_counter, floor,
+            )  # fmt: skip
         phase = self.current_phase(t)
         same = m.size == self.size and m.digest == self.digest
         if same and phase in (FwPhase.RECEIVING, FwPhase.VERIFIED):

@@ -45,7 +45,7 @@ import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
-from typing import Final, Protocol, TypeVar
+from typing import Any, Final, Protocol, TypeVar
 
 import usb.backend
 import usb.core
@@ -431,6 +431,7 @@ class SimUsbBackend(usb.backend.IBackend):  # type: ignore[misc]
     """
 
     def __init__(self, devices: Iterable[tuple[SimUsbDeviceInfo, PipeFactory]] = ()) -> None:
+        self.units: list[Any] = []  # SimUsbPen objects, when make_sim_usb_backend made it
         super().__init__()
         self._lock = threading.RLock()
         self._devices: list[_SimDevice] = []

@@ -145,4 +145,6 @@ def make_sim_usb_backend(
     closes the open pipes and joins their threads.
     """
     units = [SimUsbPen(config, address=i + 1, clock=clock) for i, config in enumerate(configs)]
-    return SimUsbBackend(unit.device() for unit in units)
+    backend = SimUsbBackend(unit.device() for unit in units)
+    backend.units = units  # the bench's hands on each unit (its pairing button, ...)
+    return backend

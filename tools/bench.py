@@ -12,6 +12,8 @@ from rich.table import Table
 from micropen.protocol.errors import MicropenError
 from micropen.protocol.limits import TELEMETRY_MAX_HZ
 
+from . import bench_update
+
 app = typer.Typer(help="Benchmarks: print figures (and JSON with --json).", no_args_is_help=True)
 
 
@@ -144,3 +146,6 @@ def fleet(
     from .bench_fleet import measure_fleet
 
     report("fleet through mosquitto", measure_fleet(bridges, seconds, hz), as_json)
+
+
+bench_update.register(app)  # micropen bench update: firmware-upload throughput

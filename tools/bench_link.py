@@ -1,8 +1,8 @@
 """``micropen bench link``: command round trip, throughput and e-stop latency over a real pty.
 
 The host runs in this process; the simulated pen runs in another process behind a
-pseudo-terminal (``python -m micropen.sim.serve --pty``), so every byte crosses the same serial
-code path as a bench pen. The floor is measured in the same run: a child process echoing raw
+pseudo-terminal (``micropen sim serve --pty``, paired with this host), so every byte crosses
+the same serial code path as a bench pen. The floor is measured in the same run: a child process echoing raw
 bytes on the same kind of pty, read and written by pyserial — no protocol at all.
 
 Over a faulty line (:func:`measure_faulty_link`, ``--loss``/``--corrupt``/``--duplicate``,
@@ -150,7 +150,7 @@ async def _host_side(path: str, rounds: int, commands: int, estops: int) -> dict
 def measure_link(rounds: int = 2000, commands: int = 5000, estops: int = 200) -> dict[str, Any]:
     """Figures for docs/performance.md (µs): p50/p99 round trip, floor, throughput, e-stop."""
     floor = raw_echo_floor(rounds)
-    serve = [sys.executable, "-m", "micropen.sim.serve", "--pty"]
+    serve = [sys.executable, "-m", "micropen.tools.cli", "sim", "serve", "--pty"]
     env_seed = os.environ.get("MICROPEN_BENCH_SEED", "1")
     with _child([*serve, "--seed", env_seed]) as (_, path):
         host = asyncio.run(_host_side(path.split()[0], rounds, commands, estops))
@@ -254,7 +254,16 @@ def measure_faulty_link(
     ``loss``: probability a frame is dropped, ``duplicate``: that it arrives twice (both per
     frame and per direction); ``corrupt``: probability each byte has a bit flipped. Stops after
     ``commands`` commands or ``max_seconds``, whichever comes first."""
-    serve = [sys.executable, "-m", "micropen.sim.serve", "--pty", "--seed", str(seed)]
+    serve = [
+        sys.executable,
+        "-m",
+        "micropen.tools.cli",
+        "sim",
+        "serve",
+        "--pty",
+        "--seed",
+        str(seed),
+    ]
     with _child(serve) as (_, pen_line):
         proxy = [
             sys.executable, "-m", "micropen.tools.proxy",

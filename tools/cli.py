@@ -22,6 +22,7 @@ from . import (
     fleet_cli,
     hil_cli,
     log_cli,
+    pair_cli,
     pen_cli,
     proxy,
     sim_cli,
@@ -48,6 +49,7 @@ app.add_typer(cal_cli.cal_app, name="cal")
 app.add_typer(fleet_cli.app, name="fleet", help="Fleet telemetry and remote stop over MQTT.")
 app.add_typer(sim_cli.app, name="sim", help="Serve the simulated pen (pty, TCP).")
 app.add_typer(firmware_cli.app, name="firmware")
+app.add_typer(pair_cli.app, name="pair")
 hil_cli.register(app)
 proxy.register(app)
 app.add_typer(bench.app, name="bench")

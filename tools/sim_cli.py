@@ -16,15 +16,24 @@ written before the process exits.
 from __future__ import annotations
 
 import json
+import secrets
 from typing import Annotated, NoReturn
 
 import typer
 
+from micropen.host.pairing import HostKeys
 from micropen.protocol.errors import MicropenError
 from micropen.protocol.messages import SimParam
 from micropen.sim.faults import PARAM_SPECS
 from micropen.sim.pen import SimConfig
-from micropen.sim.serve import announce, make_config, open_server, run_until_signalled
+from micropen.sim.serve import (
+    PenServer,
+    announce,
+    make_config,
+    open_server,
+    press_pairing_button,
+    run_until_signalled,
+)
 
 app = typer.Typer(
     help="The firmware simulator: serve a simulated pen over a pty or TCP.",
@@ -100,9 +109,28 @@ def serve(
             "serving).",
         ),
     ] = None,
+    unpaired: Annotated[
+        bool,
+        typer.Option(
+            "--unpaired",
+            help="Do not pair the pen with this user's host keystore (pair it with `micropen "
+            "pair`; until then it moves no needles).",
+        ),
+    ] = False,
+    pairing_button: Annotated[
+        bool,
+        typer.Option(
+            "--pairing-button",
+            help="Press the pen's pairing button at start (later: kill -USR1 PID).",
+        ),
+    ] = False,
     as_json: Annotated[bool, typer.Option("--json", help="Announce as one JSON line.")] = False,
 ) -> None:
-    """Serve a simulated pen until SIGTERM or Ctrl-C; first print where to find it."""
+    """Serve a simulated pen until SIGTERM or Ctrl-C; first print where to find it.
+
+    The pen is yours, on this machine: unless --unpaired it is paired with this user's host
+    keystore at start, so `micropen run --pen ...` works at once. Its screen (pairing codes)
+    is printed on stderr; SIGUSR1 presses its pairing button."""
     if pty == (tcp is not None):
         _fail("give exactly one of --pty or --tcp PORT")
     params = parse_settings(settings or [])
@@ -121,11 +149,25 @@ def serve(
         _fail(str(exc))
     try:
         with server:
+            if not unpaired:
+                _pair_with_this_host(server)
+            if pairing_button:
+                press_pairing_button(server)
             line = announce(server.describe(), as_json=as_json)
             run_until_signalled(server, lambda: typer.echo(line))
     except MicropenError as exc:  # e.g. the state file could not be written: stop, loudly
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(1) from None
+
+
+def _pair_with_this_host(server: PenServer) -> None:
+    """The bench owns this simulated unit: pair it with this user's keystore (a local act)."""
+    keys = HostKeys()
+    key = secrets.token_bytes(32)
+    ident = server.pen.identity
+    host_id = keys.settle_host_id()
+    pen_id = server.pen.add_pairing(host_id, key, "this bench", server.clock.now())
+    keys.add(pen_id, key, ident.serial, ident.model)
 
 
 @app.command()

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import secrets
 import threading
 from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, Any
@@ -108,6 +109,14 @@ class SimTransport:
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(wait):
                     await self._wake.wait()
+
+    def local_pairing(self, host_id: int) -> tuple[int, bytes]:
+        """Pair ``host_id`` with this process's own simulated pen: the pen is on this desk, in
+        this process (a local, physical act). Returns (pen id, key); nothing is written."""
+        key = secrets.token_bytes(32)
+        with self._lock, _state_errors():
+            pen_id = self.pen.add_pairing(host_id, key, "this process", self.now())
+        return pen_id, key
 
     def write(self, data: bytes) -> None:
         with self._lock, _state_errors():

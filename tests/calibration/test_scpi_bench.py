@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -30,25 +31,29 @@ from micropen.host.calibration import (
 from micropen.host.calibration.instruments import SerialChannel, TcpChannel
 from micropen.host.connection import AsyncPen
 from micropen.host.errors import InvalidInput
+from micropen.host.pairing import HostKeys
 
 SERVER_START_S = 10.0
 
 
 @pytest.fixture(scope="module")
-def served() -> Iterator[dict[str, Any]]:
-    """``micropen.sim.serve --tcp 0 --bench-tcp 0`` in a child process, stopped afterwards."""
+def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
+    """``micropen sim serve --tcp 0 --bench-tcp 0`` in a child process, stopped afterwards;
+    paired with a keystore of the module's own (``keys``: the tests outlive one MICROPEN_HOME)."""
     day = (SIM_TODAY - SIM_TODAY.replace(year=1970, month=1, day=1)).days
+    home = tmp_path_factory.mktemp("bench-home")
     proc = subprocess.Popen(
-        [sys.executable, "-m", "micropen.sim.serve", "--tcp", "0", "--bench-tcp", "0", "--json",
-         "--query", f"seed=5&today_day={day}"],
+        [sys.executable, "-m", "micropen.tools.cli", "sim", "serve", "--tcp", "0",
+         "--bench-tcp", "0", "--json", "--query", f"seed=5&today_day={day}"],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
+        env={**os.environ, "MICROPEN_HOME": str(home)},
     )  # fmt: skip
     try:
         assert proc.stdout is not None
         line = _read_line_within(proc, SERVER_START_S)
-        yield json.loads(line)
+        yield {**json.loads(line), "keys": home / "pairings.json"}
     finally:
         proc.terminate()
         try:
@@ -89,7 +94,8 @@ async def test_scpi_identity_per_instrument(served: dict[str, Any]) -> None:
 async def test_calibration_over_tcp_with_the_scpi_bench(
     served: dict[str, Any], store: RecordStore
 ) -> None:
-    pen = await AsyncPen.open(f"socket://127.0.0.1:{served['tcp']}")
+    keys = HostKeys(served["keys"])
+    pen = await AsyncPen.open(f"socket://127.0.0.1:{served['tcp']}", keys=keys)
     try:
         assert pen.bench is None  # nothing in-process: the bench is another instrument
         url = f"scpi+tcp://127.0.0.1:{served['bench_tcp']}"

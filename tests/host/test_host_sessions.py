@@ -130,7 +130,12 @@ async def test_a_full_disk_stops_the_pen_and_nothing_unrecorded_is_acknowledged(
         await pen.close()
     # what the log could not take is still on the pen, for a host whose log can take it
     good = tmp_path / "good.sqlite"
-    again = AsyncPen(sim_of(pen), url="sim://?seed=3", recorder=SessionRecorder(TreatmentLog(good)))
+    again = AsyncPen(
+        sim_of(pen),
+        keys=pen.keys,
+        url="sim://?seed=3",
+        recorder=SessionRecorder(TreatmentLog(good)),
+    )
     await again._start()
     await again.status()
     await again.close()

@@ -33,7 +33,7 @@ CLI = [sys.executable, "-m", "micropen.tools.cli"]
 def served_pen() -> Iterator[str]:
     """One simulated pen in a process of its own, on TCP: it outlives every host."""
     proc = subprocess.Popen(
-        [sys.executable, "-m", "micropen.sim.serve", "--tcp", "0", "--seed", "21"],
+        [*CLI, "sim", "serve", "--tcp", "0", "--seed", "21"],
         stdout=subprocess.PIPE,
         text=True,
     )

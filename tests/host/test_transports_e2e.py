@@ -15,6 +15,7 @@ from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import pytest
+from _bench_pairing import paired_usb_backend
 from _waits import until
 
 from micropen.host import AsyncPen, ConnectionNotice
@@ -26,7 +27,7 @@ pytestmark = pytest.mark.looptime(False)  # real transports: their bytes take re
 @contextlib.contextmanager
 def sim_process(*args: str) -> Iterator[tuple[subprocess.Popen[str], str]]:
     proc = subprocess.Popen(
-        [sys.executable, "-m", "micropen.sim.serve", *args],
+        [sys.executable, "-m", "micropen.tools.cli", "sim", "serve", *args],
         stdout=subprocess.PIPE,
         text=True,
     )
@@ -98,9 +99,8 @@ class TestUsb(BackToBack):
     @pytest.fixture
     async def pen(self) -> AsyncIterator[AsyncPen]:
         from micropen.sim.pen import SimConfig
-        from micropen.sim.usb_device import make_sim_usb_backend
 
-        backend = make_sim_usb_backend([SimConfig(seed=13)])
+        backend = paired_usb_backend([SimConfig(seed=13)])
         try:
             p = await AsyncPen.open("usb://1209:0001?serial=SIM-000013", usb_backend=backend)
             yield p

@@ -110,7 +110,8 @@ def test_residue_check_is_equivalent_to_comparing_the_crc() -> None:
 
 def test_every_single_bit_error_is_detected() -> None:
     syn = syndromes_lsb_first()
-    assert len(syn) == N_BITS == 2040  # 255 bytes: the largest message with a SACK bitmap
+    # 267 bytes: the largest message with a SACK bitmap and an authentication trailer
+    assert len(syn) == N_BITS == 2136
     assert all(syn), "some single-bit error has syndrome 0"
 
 

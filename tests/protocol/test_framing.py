@@ -69,9 +69,10 @@ def test_frame_layout(frame: Frame) -> None:
 
 
 def test_maximum_sizes() -> None:
-    sack_and_message = b"\xff" * (SACK.size + MAX_MESSAGE)  # the largest message with a SACK
+    # the largest message with a SACK bitmap and an authentication trailer (12 bytes)
+    sack_and_message = b"\xff" * (SACK.size + MAX_MESSAGE + 12)
     worst = make_frame(0xFF, 0xFF, 0xFFFF, 0xFFFF, sack_and_message)  # no zero to stuff
-    assert len(worst.raw) == MAX_RAW_FRAME == HEADER.size + SACK.size + MAX_MESSAGE + 4
+    assert len(worst.raw) == MAX_RAW_FRAME == HEADER.size + SACK.size + MAX_MESSAGE + 12 + 4
     assert len(worst.wire) == MAX_WIRE_FRAME
     assert FrameDecoder().feed(worst.wire) == [worst.raw]
 
@@ -202,9 +203,9 @@ def test_frames_longer_than_max_raw_frame_are_discarded(extra: int) -> None:
 
 
 def test_the_largest_message_fits_with_a_sack_bitmap() -> None:
-    """A SACK bitmap (4 bytes after the header) may ride on any frame, the largest message's
-    included: MAX_RAW_FRAME allows for it."""
-    frame = make_frame(0x43, 1, 1, 1, SACK.pack(0xFFFF_FFFF) + b"\x01" * MAX_MESSAGE)
+    """A SACK bitmap (4 bytes after the header) and an authentication trailer (12 bytes before
+    the CRC) may ride on any frame, the largest message's included: MAX_RAW_FRAME allows it."""
+    frame = make_frame(0x43, 1, 1, 1, SACK.pack(0xFFFF_FFFF) + b"\x01" * (MAX_MESSAGE + 12))
     assert len(frame.raw) == MAX_RAW_FRAME and len(frame.wire) <= MAX_WIRE_FRAME
     assert FrameDecoder().feed(frame.wire) == [frame.raw]
 

@@ -37,7 +37,10 @@ class VirtualHost:
     def __init__(self, seed: int) -> None:
         self.now = 0.0
         self.pen = SimulatedPen(SimConfig(seed=seed, boot_seed=seed), now=0.0)
-        self.link = Link(Role.HOST, ack_delay=0.004, rng=random.Random(seed))
+        key = random.Random(seed).randbytes(32)  # paired by the bench: an authenticated link
+        pen_id = self.pen.add_pairing(0x7E57, key, "test host", 0.0)
+        lookup = {pen_id: (pen_id, key)}.get
+        self.link = Link(Role.HOST, ack_delay=0.004, rng=random.Random(seed), pairing=lookup)
         self.replies: dict[int, tuple[float, Message]] = {}
         self.telemetry: list[int] = []
         self.pen_frames: list[bytes] = []  # what the pen wrote, when recording
@@ -73,7 +76,7 @@ class VirtualHost:
         raise AssertionError(f"no reply to {build.__name__}")
 
     def start(self, telemetry_hz: int) -> None:
-        self.link.connect(self.now)
+        self.link.connect(self.now, 0x7E57)
         while not self.link.connected:
             self.step()
         self.request(Hello, PROTOCOL_VERSION, schema_hash())

@@ -16,7 +16,9 @@ from contextlib import contextmanager
 from typing import IO, Any
 
 import serial
+from _bench_pairing import pair_with_this_host
 
+from micropen.host.pairing import HostKeys
 from micropen.protocol.events import Connected, MessageReceived
 from micropen.protocol.link import Link, Role
 from micropen.protocol.messages import PROTOCOL_VERSION, Ack, Hello, Identity, OpenSession
@@ -31,9 +33,11 @@ EXCHANGE_TIMEOUT_S = 5.0
 class PenHost:
     """Talks to a pen over an open pyserial port (``serial.Serial`` or ``serial_for_url``)."""
 
-    def __init__(self, port: Any) -> None:
+    def __init__(self, port: Any, keys: HostKeys | None = None) -> None:
+        """Authenticates with ``keys`` (default: this user's keystore) when it holds the pen."""
         self.port = port
-        self.link = Link(Role.HOST)
+        self.keys = HostKeys() if keys is None else keys
+        self.link = Link(Role.HOST, pairing=self.keys.lookup)
         self.inbox: list[Message] = []
         self._cmd_id = 0
 
@@ -59,7 +63,8 @@ class PenHost:
             self.pump()
 
     def connect(self) -> None:
-        self.link.connect(time.monotonic())
+        offer = self.keys.host_id if self.keys.offers else None
+        self.link.connect(time.monotonic(), offer)
         self.wait_for(lambda: self.link.connected, "the pen's SYNACK")
 
     def request(self, make: Callable[[int], Message]) -> Message:
@@ -117,10 +122,15 @@ def stop_child(proc: subprocess.Popen[str], timeout_s: float = 5.0) -> int:
 
 
 @contextmanager
-def served_in_thread(config: SimConfig, transport: PenTransport) -> Iterator[PenServer]:
-    """A pen served by a loop in a thread on the real clock; stopped and joined on the way out."""
+def served_in_thread(
+    config: SimConfig, transport: PenTransport, *, paired: bool = True
+) -> Iterator[PenServer]:
+    """A pen served by a loop in a thread on the real clock, paired with this test's host
+    keystore unless ``paired=False``; stopped and joined on the way out."""
     clock = RealClock()
     pen = SimulatedPen(config, now=clock.now())
+    if paired:
+        pair_with_this_host(pen, clock.now())
     with PenServer(pen, transport, clock=clock) as server:
         thread = threading.Thread(target=server.run, name="pen-server")
         thread.start()

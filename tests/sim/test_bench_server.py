@@ -13,6 +13,7 @@ from collections.abc import Iterator
 
 import pytest
 import serial
+from _bench_pairing import pair_with_this_host
 from _pen_host import PenHost, read_line, stop_child
 
 from micropen.protocol import limits as L
@@ -74,6 +75,7 @@ def test_errors_are_answered_and_queued(scpi: ScpiBench) -> None:
 def bench_server() -> Iterator[tuple[PenServer, BenchTcpService]]:
     clock = RealClock()
     pen = SimulatedPen(SimConfig(seed=SEED), now=clock.now())
+    pair_with_this_host(pen, clock.now())
     bench = BenchTcpService(pen.bench, clock)
     with PenServer(pen, TcpTransport(), clock=clock, services=[bench]) as server:
         thread = threading.Thread(target=server.run, name="bench-server")
@@ -172,7 +174,7 @@ def test_clients_share_the_instrument_and_survive_each_other(
 def test_module_serves_the_bench_next_to_the_pen() -> None:
     argv = ["--tcp", "0", "--bench-tcp", "0", "--json", "--query", f"seed={SEED}"]
     proc = subprocess.Popen(
-        [sys.executable, "-m", "micropen.sim.serve", *argv],
+        [sys.executable, "-m", "micropen.tools.cli", "sim", "serve", *argv],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,

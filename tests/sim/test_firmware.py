@@ -35,11 +35,14 @@ from micropen.protocol.messages import (
     FwSlotId,
     FwTestBoot,
     GetCartridge,
+    GetPairing,
     GetStatus,
     Hello,
     Identity,
     Nak,
     OpenSession,
+    PairConfirm,
+    PairRequest,
     PenState,
     Run,
     RunMode,
@@ -55,6 +58,7 @@ from micropen.protocol.messages import (
     SimSet,
     Status,
     Stop,
+    Unpair,
     calibration_crc,
 )
 from micropen.protocol.schema import Kind, schema_hash
@@ -130,6 +134,10 @@ def _valid_command(cls: type, cmd_id: int) -> object:
         FwBegin: (1000, bytes(32), 1),
         FwChunk: (0, 1, bytes(FW_CHUNK_BYTES)),
         FwGetSlot: (FwSlotId.PRIMARY,),
+        PairRequest: (7, bytes(32), "test"),
+        PairConfirm: (7, bytes(16)),
+        GetPairing: (0,),
+        Unpair: (7,),
     }
     return cls(cmd_id, *examples.get(cls, ()))
 
@@ -141,7 +149,8 @@ def test_every_command_gets_its_declared_reply_or_a_nak(cls: type) -> None:
     reply = host.request(_valid_command(cls, host.next_id()))  # type: ignore[arg-type]
     assert isinstance(reply, cls.REPLY | Nak)
     # commit needs a prior write, chunks/finish/test-boot a begun upload; the rest stand alone
-    if cls not in (CalCommit, FwChunk, FwFinish, FwTestBoot):
+    # pairing needs the pen's button pressed first
+    if cls not in (CalCommit, FwChunk, FwFinish, FwTestBoot, PairRequest, PairConfirm):
         assert isinstance(reply, cls.REPLY), reply
 
 

@@ -6,6 +6,7 @@ at the bottom check the harness itself.
 
 from __future__ import annotations
 
+import hashlib
 import random
 from collections.abc import Callable
 from typing import Any, TypeVar
@@ -67,11 +68,21 @@ class Host:
         clock: VirtualClock | None = None,
         session: int | None = 0x5E55_1000,
         link_seed: int = 7,
+        paired: bool = True,
         **config: Any,
     ) -> None:
         self.clock = clock if clock is not None else VirtualClock()
         self.pen = pen if pen is not None else SimulatedPen(SimConfig(**config), now=0.0)
-        self.link = Link(Role.HOST, rng=random.Random(link_seed))
+        # paired: the bench pairs this host with the pen (a local act) and authenticates every
+        # link epoch; unpaired, it is any process that opened the port
+        self.host_id: int | None = None
+        lookup = None
+        if paired:
+            self.host_id = 0x7E57_0000 + link_seed
+            key = hashlib.sha256(f"harness-{link_seed}".encode()).digest()
+            pen_id = self.pen.add_pairing(self.host_id, key, "test host", self.clock.now())
+            lookup = {pen_id: (pen_id, key)}.get
+        self.link = Link(Role.HOST, rng=random.Random(link_seed), pairing=lookup)
         self.session = session  # named after each Hello (None: no session, no reply cache)
         self.resumed: bool | None = None
         self.inbox: list[Message] = []
@@ -128,7 +139,7 @@ class Host:
         return self._cmd_id
 
     def connect(self) -> None:
-        self.link.connect(self.clock.now())
+        self.link.connect(self.clock.now(), self.host_id)
         self.wait_for(lambda: self.link.connected, 1.0)
 
     def send(self, message: Message | Raw, *, urgent: bool = False) -> None:

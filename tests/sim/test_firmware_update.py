@@ -107,12 +107,29 @@ def test_a_downgrade_is_refused_before_any_erase_and_after_upload() -> None:
     refused = begin(host, old)
     assert isinstance(refused, Nak)
     assert (refused.error, refused.value, refused.limit) == (ErrorCode.IMAGE_DOWNGRADE, 0, 1)
-    assert host.events(EventCode.IMAGE_REJECTED)[-1].value == -int(ErrorCode.IMAGE_DOWNGRADE)
+    assert host.events(EventCode.IMAGE_REJECTED)[-1].value == int(ImageFault.DOWNGRADE)
     # lying in FwBegin does not help: the signed header's counter is what the pen checks
     begin(host, old, counter=5)
     send_chunks(host, old, 0)
     reply = finish(host)
     assert isinstance(reply, Nak) and reply.value == int(ImageFault.DOWNGRADE)
+
+
+def test_no_upload_while_an_image_is_on_trial_so_the_fallback_survives() -> None:
+    """Found by review: an upload during a trial erased the update slot, which holds the
+    confirmed image a revert needs; a reboot then had nothing valid to go back to."""
+    host = _host()
+    upload(host, make_image((1, 1, 0), counter=2))
+    reboot_into_update(host)
+    refused = begin(host, make_image((1, 2, 0), counter=3))
+    assert isinstance(refused, Nak) and refused.error is ErrorCode.IMAGE_ON_TRIAL
+    assert slot(host, FwSlotId.UPDATE).valid  # the fallback is untouched
+    host.pen.power_cycle(host.now)
+    host.run_for(3 * 7 * STEP_S + 0.2)
+    host.connect()
+    host.hello()
+    assert _running(host) == (1, 0, 0)  # reverted to the confirmed image
+    assert isinstance(upload(host, make_image((1, 2, 0), counter=3)), FwProgress)
 
 
 def test_the_counter_only_rises_after_confirm() -> None:

@@ -387,6 +387,7 @@ def test_release_and_reclaim_tell_whether_another_holder_changed_the_unit(state:
 def test_a_usb_served_unit_keeps_its_state_and_is_powered_once(state: str) -> None:
     import usb.core
     import usb.util
+    from _bench_pairing import pair_with_this_host
     from _pen_host import PenHost
     from test_usb_device import UsbPort
 
@@ -395,6 +396,7 @@ def test_a_usb_served_unit_keeps_its_state_and_is_powered_once(state: str) -> No
 
     config = SimConfig(seed=44, state=state)
     unit = SimUsbPen(config)
+    pair_with_this_host(unit.pen, unit.clock.now())
     with pytest.raises(StateFileBusy):
         SimUsbPen(config, address=2)
     backend = SimUsbBackend([unit.device()])

@@ -18,6 +18,7 @@ from typing import Any
 import pytest
 from _pen_host import PenHost, open_port, read_line, stop_child
 
+from micropen.host.pairing import HostKeys
 from micropen.protocol import limits as L
 from micropen.protocol.messages import (
     Ack,
@@ -62,7 +63,7 @@ def _serve(*args: str, home: Path) -> Iterator[tuple[subprocess.Popen[str], dict
         assert proc.stdout is not None
         line = read_line(proc.stdout)
         assert line, proc.stderr.read() if proc.stderr else "no announcement"
-        yield proc, json.loads(line)
+        yield proc, {**json.loads(line), "home": str(home)}
     finally:
         if proc.poll() is None:
             status = stop_child(proc)
@@ -73,7 +74,7 @@ def _serve(*args: str, home: Path) -> Iterator[tuple[subprocess.Popen[str], dict
 def _host(info: dict[str, Any]) -> Iterator[PenHost]:
     port = open_port(info)
     try:
-        host = PenHost(port)
+        host = PenHost(port, HostKeys(Path(info["home"]) / "pairings.json"))  # the server's
         host.connect()
         host.hello()
         yield host

@@ -32,6 +32,9 @@ class UpdateMachine(RuleBasedStateMachine):
         self._reconnect()
 
     def _reconnect(self) -> None:
+        pen = self.host.pen
+        if pen.state is not PenState.BOOTLOADER and pen.firmware.update.reset_at is not None:
+            self.host.run_for(0.15)  # a test boot's reset is due: let it happen first
         if self.host.pen.state is PenState.BOOTLOADER:
             self.host.run_for(SWAP_MAX_S)
         assert self.host.pen.state is not PenState.BOOTLOADER, "a swap never ended"

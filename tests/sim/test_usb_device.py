@@ -10,6 +10,7 @@ from typing import Any
 import pytest
 import usb.core
 import usb.util
+from _bench_pairing import pair_with_this_host
 from _pen_host import PenHost, handshake
 
 from micropen.protocol import limits as L
@@ -103,7 +104,9 @@ def test_unplug_stops_the_pipe_and_fails_transfers(backend: SimUsbBackend) -> No
 # ---------------------------------------------------------------- the pipe on its own
 @pytest.fixture
 def pipe() -> Iterator[SimPenPipe]:
-    pipe = SimUsbPen(SimConfig(seed=23)).open_pipe()
+    unit = SimUsbPen(SimConfig(seed=23))
+    pair_with_this_host(unit.pen, unit.clock.now())
+    pipe = unit.open_pipe()
     try:
         yield pipe
     finally:

@@ -15,7 +15,8 @@ from pathlib import Path
 import pytest
 
 from micropen.host.treatment_log import TreatmentLog
-from micropen.protocol.messages import ErrorCode, FwSlotId, SimParam
+from micropen.protocol.image import ImageFault
+from micropen.protocol.messages import FwSlotId, SimParam
 from micropen.sim.pen import SimConfig, SimulatedPen
 from micropen.sim.serve import PtyTransport
 
@@ -97,5 +98,5 @@ def test_sign_upload_with_a_cable_pull_test_boot_confirm_then_refusals(tmp_path:
     with TreatmentLog(TreatmentLog.default_path(), readonly=True) as log:
         rows = log._read("SELECT code, value FROM events")
     codes = [(row["code"], row["value"]) for row in rows]
-    assert ("IMAGE_REJECTED", -int(ErrorCode.IMAGE_DOWNGRADE)) in codes, codes
+    assert ("IMAGE_REJECTED", int(ImageFault.DOWNGRADE)) in codes, codes
     assert ("FIRMWARE_TEST_BOOT", 2) in codes and ("FIRMWARE_CONFIRMED", 2) in codes

@@ -36,7 +36,7 @@ STOP_BOUND_S = 5.0  # the process is gone, the pen stopped, within this
 def served_pen(request: pytest.FixtureRequest) -> Iterator[str]:
     args = ["--tcp", "0"] if request.param == "tcp" else ["--pty"]
     proc = subprocess.Popen(
-        [sys.executable, "-m", "micropen.sim.serve", *args, "--seed", "31"],
+        [sys.executable, "-m", "micropen.tools.cli", "sim", "serve", *args, "--seed", "31"],
         stdout=subprocess.PIPE,
         text=True,
     )

@@ -1,0 +1,292 @@
+"""This host's pairings with pens: the keystore, and the pairing exchange itself.
+
+Why here: every front end (CLI, scripts, the station) connects through ``AsyncPen``, which
+offers authentication with this host's id and finds the key for whichever pen answers; the
+keystore is this user's, in the per-user data folder (``$MICROPEN_HOME`` overrides).
+
+The keystore is one JSON file, ``pairings.json``, mode 0600 in a folder only its owner can
+enter; one that group or others can read is refused with the ``chmod`` that fixes it (as ssh
+does). It holds this host's id and, per pen, the pairing key with the pen's serial and model.
+Writes are atomic (a temporary file, then a rename) under an exclusive lock. Keys never appear
+in messages, logs or JSON output.
+
+Pairings made with the built-in simulator (``sim://``) are *ephemeral*: the simulated pen is
+this process's own, so the host pairs with it locally each time and writes nothing.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import json
+import os
+import secrets
+import socket
+import stat
+import sys
+from collections.abc import Awaitable, Callable, Iterator
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, TypeVar
+
+from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
+
+from micropen.protocol import linkauth
+from micropen.protocol.messages import Ack, GetPairing, PairConfirm, Pairing, PairOffer, PairRequest
+from micropen.protocol.schema import Message
+
+from .errors import HostError, InvalidInput
+
+if TYPE_CHECKING:
+    from .connection import AsyncPen
+
+__all__ = [
+    "FILE_NAME",
+    "HostKeys",
+    "KeystoreError",
+    "PairedPen",
+    "PairingRefused",
+    "data_folder",
+    "pair",
+    "pen_pairings",
+]
+
+M = TypeVar("M", bound=Message)
+FILE_NAME = "pairings.json"
+MAX_FILE = 256 * 1024
+_U32 = 0xFFFF_FFFF
+
+
+class KeystoreError(HostError):
+    """The keystore cannot be used; the message names the file and the fix."""
+
+
+class PairingRefused(HostError):
+    """The pairing did not happen (codes differed, the pen was not in pairing mode, ...)."""
+
+
+def data_folder(env: dict[str, str] | None = None) -> Path:
+    """$MICROPEN_HOME, else the platform's per-user data folder + micropen (not created)."""
+    env = dict(os.environ) if env is None else env
+    if env.get("MICROPEN_HOME"):
+        return Path(env["MICROPEN_HOME"]).expanduser()
+    if sys.platform == "darwin":
+        return Path.home() / "Library" / "Application Support" / "micropen"
+    xdg = env.get("XDG_DATA_HOME")
+    base = Path(xdg) if xdg and Path(xdg).is_absolute() else Path.home() / ".local" / "share"
+    return base / "micropen"
+
+
+@dataclass(frozen=True, slots=True)
+class PairedPen:
+    """One pen this host is paired with (what may be shown: no key)."""
+
+    pen_id: int
+    serial: str
+    model: str
+    paired_at: str
+    ephemeral: bool = False
+
+
+class HostKeys:
+    """This host's id and pairing keys (see the module docstring)."""
+
+    def __init__(self, path: Path | None = None, *, create: bool = True) -> None:
+        self.path = path if path is not None else data_folder() / FILE_NAME
+        self._create = create
+        self.host_id = 0
+        self._keys: dict[int, bytes] = {}
+        self._pens: dict[int, PairedPen] = {}
+        self._ephemeral: dict[int, bytes] = {}
+        self._load()
+        if not self.host_id:
+            self.host_id = secrets.randbelow(_U32) + 1  # saved with the first pairing
+
+    # ------------------------------------------------------------------ reading
+    def lookup(self, pen_id: int) -> tuple[int, bytes] | None:
+        """For the link: the key for ``pen_id`` (None: not paired)."""
+        key = self._ephemeral.get(pen_id) or self._keys.get(pen_id)
+        return None if key is None else (pen_id, key)
+
+    @property
+    def offers(self) -> bool:
+        """Whether to offer authentication at all (this host holds some pairing)."""
+        return bool(self._keys or self._ephemeral)
+
+    def pens(self) -> list[PairedPen]:
+        return sorted(self._pens.values(), key=lambda p: (p.serial, p.pen_id))
+
+    def find(self, which: str) -> PairedPen | None:
+        """A pen by serial (case-insensitive) or pen id (8 hex digits)."""
+        for pen in self._pens.values():
+            if pen.serial.lower() == which.lower() or f"{pen.pen_id:08x}" == which.lower():
+                return pen
+        return None
+
+    # ------------------------------------------------------------------ changing
+    def add(self, pen_id: int, key: bytes, serial: str, model: str) -> PairedPen:
+        """Keep a pairing (replacing one with the same pen) and save."""
+        with self._locked():
+            self._load()
+            self._keys[pen_id] = key
+            when = datetime.now(UTC).isoformat(timespec="seconds")
+            self._pens[pen_id] = PairedPen(pen_id, serial, model, when)
+            self._save()
+        return self._pens[pen_id]
+
+    def settle_host_id(self) -> int:
+        """This host's id as the keystore file keeps it (written now if the file is new), so
+        that a pairing made under it is never filed under another (two processes creating the
+        keystore at once agree on the first one's)."""
+        with self._locked():
+            self._load()
+            if not self.path.exists():
+                self._save()
+        return self.host_id
+
+    def add_ephemeral(self, pen_id: int, key: bytes) -> None:
+        """A pairing for this process only (the in-process simulator)."""
+        self._ephemeral[pen_id] = key
+
+    def remove(self, pen_id: int) -> bool:
+        with self._locked():
+            self._load()
+            found = self._keys.pop(pen_id, None) is not None
+            self._pens.pop(pen_id, None)
+            if found:
+                self._save()
+        return found
+
+    # ------------------------------------------------------------------ the file
+    def _load(self) -> None:
+        try:
+            info = self.path.stat()
+        except FileNotFoundError:
+            return
+        except OSError as exc:
+            raise KeystoreError(f"cannot read the pairing keystore {self.path}: {exc}") from None
+        if info.st_mode & (stat.S_IRWXG | stat.S_IRWXO):
+            raise KeystoreError(
+                f"the pairing keystore {self.path} can be read by others (mode "
+                f"{stat.S_IMODE(info.st_mode):o}); run: chmod 600 {self.path}"
+            )
+        if info.st_size > MAX_FILE:
+            raise KeystoreError(f"{self.path} is {info.st_size} bytes: not a pairing keystore")
+        try:
+            document = json.loads(self.path.read_text(encoding="utf-8"))
+            self._parse(document)
+        except (OSError, ValueError, KeyError, TypeError) as exc:
+            raise KeystoreError(
+                f"the pairing keystore {self.path} is damaged ({exc}); move it aside and pair "
+                "the pens again (micropen pair --pen URL)"
+            ) from None
+
+    def _parse(self, document: dict[str, Any]) -> None:
+        if document.get("format") != "micropen-pairings" or document.get("version") != 1:
+            raise ValueError("not a micropen-pairings version 1 file")
+        host_id = document["host_id"]
+        if not isinstance(host_id, int) or not 1 <= host_id <= _U32:
+            raise ValueError(f"host_id {host_id!r}")
+        keys, pens = {}, {}
+        for entry in document["pens"]:
+            pen_id, key = int(entry["pen_id"]), bytes.fromhex(entry["key"])
+            if len(key) != linkauth.KEY_BYTES or not 1 <= pen_id <= _U32:
+                raise ValueError("a pairing entry is malformed")
+            keys[pen_id] = key
+            pens[pen_id] = PairedPen(
+                pen_id, str(entry["serial"]), str(entry["model"]), str(entry["paired_at"])
+            )
+        self.host_id, self._keys, self._pens = host_id, keys, pens
+
+    def _save(self) -> None:
+        document = {
+            "format": "micropen-pairings",
+            "version": 1,
+            "host_id": self.host_id,
+            "pens": [
+                {"pen_id": p.pen_id, "serial": p.serial, "model": p.model,
+                 "paired_at": p.paired_at, "key": self._keys[p.pen_id].hex()}
+                for p in self.pens()
+            ],
+        }  # fmt: skip
+        tmp = self.path.with_name(f".{self.path.name}.{os.getpid()}.tmp")
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o600)
+        try:
+            os.write(fd, json.dumps(document, indent=1).encode("utf-8"))
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        os.replace(tmp, self.path)
+
+    @contextlib.contextmanager
+    def _locked(self) -> Iterator[None]:
+        folder = self.path.parent
+        try:
+            folder.mkdir(mode=0o700, parents=True, exist_ok=True)
+            fd = os.open(folder / f".{self.path.name}.lock", os.O_RDWR | os.O_CREAT, 0o600)
+        except OSError as exc:
+            raise KeystoreError(
+                f"cannot write the pairing keystore in {folder}: {exc.strerror or exc}; "
+                "use a writable folder (MICROPEN_HOME)"
+            ) from None
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            yield
+        finally:
+            os.close(fd)
+
+
+# ---------------------------------------------------------------------- the exchange
+Confirm = Callable[[str], Awaitable[bool]]
+
+
+async def pair(pen: AsyncPen, keys: HostKeys, confirm: Confirm, name: str = "") -> PairedPen:
+    """Pair this host with ``pen`` (in pairing mode: its button was pressed).
+
+    ``confirm(code)`` shows the six-digit code and returns True when the technician saw the
+    same code on the pen. Only then is the pairing stored, on both sides."""
+    identity = pen.identity
+    if identity is None:
+        raise HostError("not connected to a pen yet")
+    host_id = keys.settle_host_id()
+    own = X25519PrivateKey.generate()
+    host_public = linkauth.public_bytes(own)
+    label = (name or socket.gethostname())[:16].encode("ascii", "replace").decode()
+    offer = await _expect(pen, lambda i: PairRequest(i, host_id, host_public, label), PairOffer)
+    key = linkauth.pairing_secret(own, offer.pen_public, host_public, offer.pen_public)
+    code = linkauth.confirmation_code(key, host_public, offer.pen_public)
+    if not await confirm(code):
+        raise PairingRefused(
+            "the codes did not match, so nothing was paired: someone may be between this "
+            "host and the pen; check the cable, press the pen's pairing button and try again"
+        )
+    proof = linkauth.pair_proof(key, host_id)
+    await _expect(pen, lambda i: PairConfirm(i, host_id, proof), Ack)
+    return keys.add(offer.pen_id, key, identity.serial, identity.model)
+
+
+async def pen_pairings(pen: AsyncPen) -> list[Pairing]:
+    """The hosts the pen is paired with (needs an authenticated link)."""
+    first = await _expect(pen, lambda i: GetPairing(i, 0), Pairing)
+    found = [first] if first.total else []
+    for index in range(1, first.total):
+        found.append(await _expect(pen, _pairing_query(index), Pairing))
+    return found
+
+
+def _pairing_query(index: int) -> Callable[[int], Message]:
+    return lambda cmd_id: GetPairing(cmd_id, index)
+
+
+async def _expect(pen: AsyncPen, build: Callable[[int], Message], kind: type[M]) -> M:
+    reply = await pen.request(build)
+    if not isinstance(reply, kind):
+        raise HostError(f"expected {kind.__name__}, the pen sent {type(reply).__name__}")
+    return reply
+
+
+def check_name(name: str) -> str:
+    if len(name) > 16 or not (name.isascii() and name.isprintable()):
+        raise InvalidInput(f"--name {name!r}: 1–16 printable ASCII characters")
+    return name
