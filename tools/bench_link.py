@@ -2,8 +2,9 @@
 
 The host runs in this process; the simulated pen runs in another process behind a
 pseudo-terminal (``micropen sim serve --pty``, paired with this host), so every byte crosses
-the same serial code path as a bench pen. The floor is measured in the same run: a child process echoing raw
-bytes on the same kind of pty, read and written by pyserial — no protocol at all.
+the same serial code path as a bench pen. The floor is measured in the same run: a child
+process echoing raw bytes on the same kind of pty, read and written by pyserial — no protocol
+at all.
 
 Over a faulty line (:func:`measure_faulty_link`, ``--loss``/``--corrupt``/``--duplicate``,
 ``--sweep``), a third process sits between host and pen: the fault-injecting link proxy
