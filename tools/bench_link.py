@@ -135,9 +135,24 @@ async def _estops(pen: AsyncPen, rounds: int) -> list[float]:
     return times
 
 
+async def _unauthenticated_side(path: str, rounds: int, commands: int) -> dict[str, Any]:
+    """The same reads over an unauthenticated link (a host that offers no pairing): what the
+    tag and counter on every frame cost, measured against the same pen in the same run."""
+    pen = await AsyncPen.open(path, keys=None, log=False, purpose="benchmark")
+    try:
+        assert not pen.authenticated
+        await _round_trips(pen, 50)
+        rtts = await _round_trips(pen, rounds)
+        rate = await _throughput(pen, commands, window=16)
+    finally:
+        await pen.close()
+    return {"rtts": rtts, "commands_per_s": rate}
+
+
 async def _host_side(path: str, rounds: int, commands: int, estops: int) -> dict[str, Any]:
     pen = await AsyncPen.open(path)
     try:
+        assert pen.authenticated, "the served pen should be paired with this host"
         await _round_trips(pen, 50)  # warm up
         rtts = await _round_trips(pen, rounds)
         rate = await _throughput(pen, commands, window=16)
@@ -154,11 +169,18 @@ def measure_link(rounds: int = 2000, commands: int = 5000, estops: int = 200) ->
     serve = [sys.executable, "-m", "micropen.tools.cli", "sim", "serve", "--pty"]
     env_seed = os.environ.get("MICROPEN_BENCH_SEED", "1")
     with _child([*serve, "--seed", env_seed]) as (_, path):
+        plain = asyncio.run(_unauthenticated_side(path.split()[0], rounds, commands))
         host = asyncio.run(_host_side(path.split()[0], rounds, commands, estops))
     us = 1e6
     rtt_p99 = _percentile(host["rtts"], 0.99)
     floor_p99 = _percentile(floor, 0.99)
+    plain_p99 = _percentile(plain["rtts"], 0.99)
     return {
+        "authenticated": True,
+        "unauth_rtt_p50_us": round(statistics.median(plain["rtts"]) * us, 1),
+        "unauth_rtt_p99_us": round(plain_p99 * us, 1),
+        "unauth_commands_per_s": round(plain["commands_per_s"], 1),
+        "auth_p99_over_unauth": round(rtt_p99 / plain_p99, 2),
         "rtt_p50_us": round(statistics.median(host["rtts"]) * us, 1),
         "rtt_p99_us": round(rtt_p99 * us, 1),
         "floor_rtt_p50_us": round(statistics.median(floor) * us, 1),

@@ -1,0 +1,172 @@
+"""Frame authentication at the link level: keys per epoch, a tag and a counter on every frame,
+replays and forgeries dropped and counted, and the handshake that decides all of it."""
+
+from __future__ import annotations
+
+import random
+import zlib
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from micropen.protocol import linkauth
+from micropen.protocol.events import Connected, MessageReceived
+from micropen.protocol.framing import FrameDecoder
+from micropen.protocol.link import Link, Role
+from micropen.protocol.messages import GetStatus
+
+KEY = bytes(range(32))
+HOST_ID, PEN_ID = 0x1111, 0x2222
+
+
+def _pair(host_key: bytes | None = KEY, pen_knows_host: bool = True) -> tuple[Link, Link]:
+    pen_lookup = {HOST_ID: (PEN_ID, KEY)}.get if pen_knows_host else (lambda host_id: None)
+    host_lookup = {} if host_key is None else {PEN_ID: (PEN_ID, host_key)}
+    host = Link(Role.HOST, rng=random.Random(1), pairing=host_lookup.get)
+    pen = Link(Role.PEN, rng=random.Random(2), pairing=pen_lookup)
+    return host, pen
+
+
+def _shuttle(host: Link, pen: Link, now: float = 0.0, rounds: int = 6) -> list[bytes]:
+    """Move bytes both ways; returns what the host wrote (for replays)."""
+    written = []
+    for _ in range(rounds):
+        out = host.data_to_send(now)
+        written.append(out)
+        pen.receive_data(out, now)
+        host.receive_data(pen.data_to_send(now), now)
+    return written
+
+
+def test_a_paired_host_gets_an_authenticated_epoch_and_messages_flow() -> None:
+    host, pen = _pair()
+    host.connect(0.0, HOST_ID)
+    _shuttle(host, pen)
+    assert host.connected and host.peer_id == PEN_ID and pen.peer_id == HOST_ID
+    assert [e for e in pen.events() if isinstance(e, Connected)] == [Connected(pen.epoch, HOST_ID)]
+    host.send(GetStatus(5), 0.0)
+    _shuttle(host, pen)
+    assert [e.message for e in pen.events() if isinstance(e, MessageReceived)] == [GetStatus(5)]
+
+
+def test_an_unknown_host_gets_an_unauthenticated_epoch() -> None:
+    host, pen = _pair(pen_knows_host=False)
+    host.connect(0.0, HOST_ID)
+    _shuttle(host, pen)
+    assert host.connected and host.peer_id is None and pen.peer_id is None
+
+
+def test_a_host_without_the_pens_key_asks_again_without_an_offer() -> None:
+    host, pen = _pair(host_key=None)  # the pen knows the host; the host lost its key
+    host.connect(0.0, HOST_ID)
+    _shuttle(host, pen)
+    assert host.connected and host.peer_id is None and pen.peer_id is None
+
+
+def test_a_pen_with_another_key_is_not_accepted() -> None:
+    host, pen = _pair(host_key=bytes(32))  # someone else answering as the pen
+    host.connect(0.0, HOST_ID)
+    _shuttle(host, pen)
+    assert not host.connected
+    assert host.statistics().auth_failures >= 1
+
+
+def _reframe(raw_frame: bytes, change: int) -> bytes:
+    """A frame with one byte of its message changed and a *valid* CRC (an attacker, not
+    noise): only the tag can tell."""
+    from cobs import cobs
+
+    raw = bytearray(cobs.decode(raw_frame.strip(b"\0")))
+    raw[change] ^= 0x01
+    body = bytes(raw[:-4])
+    return b"\0" + cobs.encode(body + zlib.crc32(body).to_bytes(4, "little")) + b"\0"
+
+
+def test_a_forged_frame_with_a_valid_crc_is_dropped_and_counted() -> None:
+    host, pen = _pair()
+    host.connect(0.0, HOST_ID)
+    _shuttle(host, pen)
+    pen.events()
+    host.send(GetStatus(9), 0.0)
+    frame = host.data_to_send(0.0)
+    pen.receive_data(_reframe(frame, 8), 0.0)  # the message's first byte, CRC fixed up
+    assert not [e for e in pen.events() if isinstance(e, MessageReceived)]
+    assert pen.statistics().auth_failures == 1
+
+
+def test_a_replayed_frame_is_dropped_and_counted() -> None:
+    host, pen = _pair()
+    host.connect(0.0, HOST_ID)
+    _shuttle(host, pen)
+    pen.events()
+    host.send(GetStatus(9), 0.0)
+    frame = host.data_to_send(0.0)
+    pen.receive_data(frame, 0.0)
+    pen.receive_data(frame, 0.0)  # the very bytes again
+    delivered = [e for e in pen.events() if isinstance(e, MessageReceived)]
+    assert len(delivered) == 1 and pen.statistics().auth_replays == 1
+
+
+def test_frames_of_an_earlier_epoch_do_not_authenticate_in_a_new_one() -> None:
+    host, pen = _pair()
+    host.connect(0.0, HOST_ID)
+    _shuttle(host, pen)
+    host.send(GetStatus(1), 0.0)
+    old = host.data_to_send(0.0)
+    pen.receive_data(old, 0.0)
+    host.connect(1.0, HOST_ID)
+    _shuttle(host, pen, 1.0)
+    pen.events()
+    # the old frame names the old epoch: stale, never delivered
+    pen.receive_data(old, 1.0)
+    assert not [e for e in pen.events() if isinstance(e, MessageReceived)]
+
+
+def test_an_unauthenticated_frame_in_an_authenticated_epoch_is_dropped() -> None:
+    host, pen = _pair()
+    host.connect(0.0, HOST_ID)
+    _shuttle(host, pen)
+    pen.events()
+    intruder = Link(Role.HOST, rng=random.Random(3))
+    intruder.epoch = pen.epoch  # it can read the epoch off the wire
+    intruder.state = host.state
+    intruder.send(GetStatus(66), 0.0)
+    pen.receive_data(intruder.data_to_send(0.0), 0.0)
+    assert not [e for e in pen.events() if isinstance(e, MessageReceived)]
+    assert pen.statistics().auth_failures == 1
+
+
+def test_an_unpaired_syn_can_be_refused_by_the_owner() -> None:
+    seen: list[int | None] = []
+    pen = Link(Role.PEN, pairing=lambda h: None, admit_syn=lambda h: seen.append(h) or False)
+    host = Link(Role.HOST)
+    host.connect(0.0)
+    pen.receive_data(host.data_to_send(0.0), 0.0)
+    assert seen == [None] and not pen.connected and pen.statistics().syns_refused == 1
+
+
+@settings(max_examples=200, deadline=None)
+@given(order=st.permutations(list(range(1, 40))), repeats=st.lists(st.integers(1, 39)))
+def test_the_replay_window_accepts_each_counter_once(order: list[int], repeats: list[int]) -> None:
+    """Frames arriving in any order within the window are each accepted exactly once."""
+    sender = linkauth.FrameAuth(KEY, KEY, 1)
+    sealed = {}
+    for _ in range(39):
+        body = b"\x01\x02\x03\x04\x05\x06payload"
+        trailer = sender.seal(body)
+        counter = int.from_bytes(trailer[:4], "little")
+        sealed[counter] = body + trailer + b"\0\0\0\0"
+    receiver = linkauth.FrameAuth(KEY, KEY, 1)
+    accepted = [c for c in order + repeats if receiver.open(sealed[c]) is not None]
+    assert sorted(accepted) == list(range(1, 40))
+
+
+def test_decoder_accepts_the_longest_authenticated_frame() -> None:
+    host, pen = _pair()
+    host.connect(0.0, HOST_ID)
+    _shuttle(host, pen)
+    from micropen.protocol.messages import FW_CHUNK_BYTES, FwChunk
+
+    host.send(FwChunk(1, 0, FW_CHUNK_BYTES, b"\xff" * FW_CHUNK_BYTES), 0.0)
+    wire = host.data_to_send(0.0)
+    assert FrameDecoder().feed(wire), "the largest message with its trailer was discarded"
