@@ -23,8 +23,10 @@ from enum import Enum, IntEnum, IntFlag
 from pathlib import Path
 
 from . import framing, limits, link, messages
+from .docgen_security import auth_section, update_section
 from .framing import HEADER, MAX_RAW_FRAME, MAX_WIRE_FRAME, SACK, encode_frame
 from .link import TRANSITIONS, Flag, Link, LinkState, Role
+from .linkauth import TRAILER_BYTES
 from .schema import MAX_BODY, REGISTRY, Field, Kind, Message, schema_hash
 
 __all__ = ["main", "render"]
@@ -240,6 +242,15 @@ def _frame_section() -> list[str]:
             "id u8 + body",
             f"1–{1 + MAX_BODY}",
             "absent in control",
+        )
+    )
+    rows.append(
+        (
+            f"end − {4 + TRAILER_BYTES}",
+            "auth",
+            "u32 + 8 bytes",
+            f"0 or {TRAILER_BYTES}",
+            "counter and tag, in an authenticated epoch only (see Link authentication)",
         )
     )
     rows.append(("end − 4", "crc", "u32", 4, "CRC-32 of everything before it"))
@@ -511,6 +522,8 @@ def render() -> str:
     """The whole of docs/protocol.md."""
     lines = [*_intro(), *_frame_section(), *_link_section(), *_state_section()]
     lines += _session_section()
+    lines += auth_section()
+    lines += update_section()
     lines += _summary_section()
     for cls in _messages():
         lines += _message_section(cls)
