@@ -86,6 +86,7 @@ from .pump import LinkDown, LinkPump, NotRecorded, recorded
 from .ratewatch import Drift, RateWatch
 from .requests import PendingRequests
 from .runs import RunBook
+from .security_events import ALARMING, describe
 from .supervisor import Supervisor
 from .tasks import TaskScope, shielded
 from .transports import Transport, make_transport
@@ -397,6 +398,9 @@ class AsyncPen:
             self.runs.reported(message)
         elif isinstance(message, Event) and message.code is EventCode.RETRACTED:
             self.runs.retracted(message.value)
+        elif isinstance(message, Event) and message.code in ALARMING:
+            # another party touched this pen: the operator hears of it now, not in a report
+            log.warning("security: %s (%s)", describe(message), self.transport.description)
         self._notify(message)
 
     def _notify(self, item: Any) -> None:

@@ -20,6 +20,7 @@ from micropen.protocol import limits as L
 from micropen.protocol.messages import Event, FaultReport, RunMode, RunReport, Telemetry
 
 from .connection import ConnectionNotice
+from .security_events import describe
 from .treatment_log import SampleRow, TreatmentLog
 
 if TYPE_CHECKING:
@@ -94,7 +95,10 @@ class SessionRecorder:
         elif isinstance(message, FaultReport):
             self._event("fault", message.fault.name, message.value, message.run_id, message.t_ms)
         elif isinstance(message, Event):
-            self._event("event", message.code.name, message.value, message.run_id, message.t_ms)
+            detail = describe(message)
+            self._event(
+                "event", message.code.name, message.value, message.run_id, message.t_ms, detail
+            )
         elif isinstance(message, ConnectionNotice):
             self._event("link", message.kind, 0, 0, None, message.detail)
 

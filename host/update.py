@@ -173,6 +173,8 @@ class FirmwareUpdate:
         self._progress = progress or (lambda sent, total: None)
         self.resumes = 0  # reconnects the upload survived
         self.busy_waits = 0  # times the pen said "busy" and the host waited
+        self.started_at: int | None = None  # the offset the pen first wanted (> 0: resumed)
+        self.sent_bytes = 0  # image bytes this host sent (re-sends included)
 
     # ------------------------------------------------------------------ the whole job
     async def upload(self) -> None:
@@ -204,6 +206,8 @@ class FirmwareUpdate:
 
     async def _upload_once(self) -> None:
         progress = await self._until_idle(self._begin)
+        if self.started_at is None:
+            self.started_at = progress.next_offset
         self._progress(progress.next_offset, len(self.data))
         if progress.phase is not FwPhase.VERIFIED:
             await self._send_chunks(progress.next_offset)
@@ -260,6 +264,7 @@ class FirmwareUpdate:
 
     async def _chunk(self, offset: int, end: int) -> Message:
         piece = self.data[offset:end].ljust(FW_CHUNK_BYTES, b"\xff")
+        self.sent_bytes += end - offset
         try:
             return await _expect(
                 self.pen, lambda i: FwChunk(i, offset, end - offset, piece), FwProgress

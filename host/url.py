@@ -43,7 +43,11 @@ def parse_pen_url(text: str) -> PenURL:
         return PenURL("auto", "", {}, "auto")
     if text.startswith("/") or text.startswith("COM"):
         return PenURL("serial", text, {}, text)
-    parts = urlsplit(text)
+    try:
+        parts = urlsplit(text)
+        parts.port  # noqa: B018 - a bad port raises here, not later in a transport
+    except ValueError as exc:  # e.g. "socket://[::1" or a port that is not a number
+        raise PenURLError(f"pen URL {text!r}: {exc}; e.g. socket://127.0.0.1:5000") from None
     scheme = parts.scheme.lower()
     if scheme not in SCHEMES:
         raise PenURLError(

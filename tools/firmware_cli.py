@@ -37,7 +37,15 @@ from micropen.protocol import image
 from micropen.protocol.messages import FwPhase, Identity
 from micropen.sim.devkey import dev_private_key
 
-from .common import JsonOption, PenOption, connected, emit_json, errors_to_exit, fail
+from .common import (
+    JsonOption,
+    PenOption,
+    connected,
+    emit_json,
+    err_console,
+    errors_to_exit,
+    fail,
+)
 
 app = typer.Typer(
     help="Signed firmware images: make a signing key, sign, verify, inspect; update a pen.",
@@ -285,17 +293,22 @@ def upload(
     if as_json:
         emit_json(result)
         return
-    console.print(
-        f"uploaded {result['size_bytes']:,} bytes in {result['upload_s']:.1f} s "
-        f"({result['kib_per_s']:,.0f} KiB/s); the pen verified version {result['version']}"
-    )
+    if result["sent_bytes"]:
+        resumed = f", resumed at byte {result['resumed_from']:,}" if result["resumed_from"] else ""
+        console.print(
+            f"uploaded {result['sent_bytes']:,} of {result['size_bytes']:,} bytes in "
+            f"{result['upload_s']:.1f} s ({result['kib_per_s']:,.0f} KiB/s{resumed}); "
+            f"the pen verified version {result['version']}"
+        )
+    else:
+        console.print(f"the pen already held version {result['version']}, verified")
     if result["test_booted"]:
         console.print(f"the pen now runs {result['running']} on trial")
     if result["confirmed"]:
         console.print(f"confirmed: security counter now {result['security_counter']}")
     elif result["test_booted"]:
         console.print(
-            "check it, then keep it with: micropen firmware confirm --pen ... "
+            f"check it, then keep it with: micropen firmware confirm --pen {pen_url} "
             "(a reboot before that returns to the previous image)"
         )
 
@@ -322,9 +335,11 @@ def _upload(
         pen.run_coroutine(update.upload())
     elapsed = time.monotonic() - started
     reconnects = pen.counters.get("reconnects", 0) - reconnects_before
+    sent = update.sent_bytes
     result: dict[str, Any] = {
-        "version": update.image.version_text, "size_bytes": len(data),
-        "upload_s": round(elapsed, 3), "kib_per_s": round(len(data) / 1024 / elapsed, 1),
+        "version": update.image.version_text, "size_bytes": len(data), "sent_bytes": sent,
+        "resumed_from": update.started_at or 0, "upload_s": round(elapsed, 3),
+        "kib_per_s": round(sent / 1024 / elapsed, 1) if sent else None,
         "resumes": update.resumes, "link_reconnects": reconnects, "busy_waits": update.busy_waits,
         "test_booted": False, "confirmed": False, "running": None, "security_counter": None,
     }  # fmt: skip
@@ -335,8 +350,10 @@ def _upload(
         result["test_booted"] = True
         result["running"] = _identity_version(identity)
     if confirm:
-        result["security_counter"] = pen.run_coroutine(update.confirm())
+        pen.run_coroutine(update.confirm())
         result["confirmed"] = True
+    _, primary = pen.run_coroutine(read_slots(pen.async_pen))
+    result["security_counter"] = primary.counter_floor  # the pen's, confirmed or not
     return result
 
 
@@ -355,6 +372,12 @@ def confirm_command(pen_url: PenOption = "auto", as_json: JsonOption = False) ->
     if as_json:
         emit_json(result)
         return
+    if not was_trial:
+        err_console.print(
+            f"[yellow]warning:[/] nothing was on trial: the pen runs {slots[0].version}, "
+            "confirmed already (if you had just updated it, a reboot reverted the update)",
+            highlight=False,
+        )
     what = "confirmed" if was_trial else "was already confirmed:"
     console.print(f"{slots[0].version} {what} security counter {counter}")
 
@@ -362,7 +385,7 @@ def confirm_command(pen_url: PenOption = "auto", as_json: JsonOption = False) ->
 @app.command()
 def status(pen_url: PenOption = "auto", as_json: JsonOption = False) -> None:
     """Both flash slots: versions, security counters, which runs, confirmed or on trial."""
-    with connected(pen_url, quiet=as_json) as pen:
+    with connected(pen_url, quiet=as_json, purpose="firmware update") as pen:
         slots, primary = pen.run_coroutine(read_slots(pen.async_pen))
     result = {
         "slots": [asdict(slot) for slot in slots],

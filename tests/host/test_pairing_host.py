@@ -86,3 +86,47 @@ async def test_pairing_with_the_pen_in_pairing_mode(tmp_path: Path) -> None:
         await pen.close()
     document = json.loads(keys.path.read_text(encoding="utf-8"))
     assert document["pens"][0]["serial"] == "SIM-000004"
+
+
+async def test_the_operator_hears_at_once_when_another_party_touched_its_pen(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """One write from an unpaired party (SYN, Hello, SetDepth 2.0 mm with the override bit)
+    while the operator's host is connected: refused by the pen; the operator's host reconnects,
+    warns, and its treatment log says in words what happened."""
+    from micropen.host.treatment_log import TreatmentLog
+    from micropen.protocol.framing import encode_frame
+    from micropen.protocol.link import Flag
+    from micropen.protocol.messages import PROTOCOL_VERSION, Hello, SetDepth
+    from micropen.protocol.schema import schema_hash
+
+    log_path = tmp_path / "treatment.sqlite"
+    pen = await AsyncPen.open("sim://?seed=5", log=log_path)
+    try:
+        await pen.set_depth(1.0, area="cheeks")
+        sim = sim_of(pen)
+        hello = Hello(1, PROTOCOL_VERSION, schema_hash()).encode()
+        deeper = SetDepth(2, 2000, 1).encode()
+        one_write = (
+            encode_frame(Flag.SYN, 77, 0x1234, 0x5678)
+            + encode_frame(Flag.DATA | Flag.ACK, 77, 0, 0, hello)
+            + encode_frame(Flag.DATA | Flag.ACK, 77, 1, 0, deeper)
+        )
+        with caplog.at_level("WARNING", logger="micropen.host"):
+            with sim._lock:
+                sim.pen.receive_data(one_write, sim.now())
+            from _waits import until
+
+            await until(
+                lambda: "refused SetDepth" in caplog.text, within=5, what="the operator warned"
+            )
+        assert "an unpaired party opened the pen's link" in caplog.text
+        status = await pen.status()
+        assert status.depth_set_um == 1000 and status.soft_cap_override == 0
+    finally:
+        await pen.close()
+    with TreatmentLog(log_path, readonly=True) as log:
+        rows = log._read("SELECT code, detail FROM events WHERE kind = 'event'")
+    details = {row["code"]: row["detail"] for row in rows}
+    assert "refused SetDepth" in details["SECURITY_DENIED"]
+    assert "unpaired party" in details["UNPAIRED_CONNECT"]

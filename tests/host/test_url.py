@@ -83,3 +83,10 @@ def test_bad_sim_state_options_are_bad_input(query: str, words: list[str]) -> No
         make_transport(f"sim://?{query}")
     for word in words:
         assert word in str(info.value)
+
+
+@pytest.mark.parametrize("text", ["socket://[::1", "rfc2217://[zz", "socket://host:notaport"])
+def test_malformed_network_urls_are_one_line_errors(text: str) -> None:
+    """Found by review: these raised ValueError from urllib (a traceback on the CLI)."""
+    with pytest.raises(PenURLError, match="pen URL .*e.g. socket://127.0.0.1:5000"):
+        parse_pen_url(text)
