@@ -86,7 +86,7 @@ class PairedPen:
     serial: str
     model: str
     paired_at: str
-    ephemeral: bool = False
+    holder_pid: int = 0  # a simulator without non-volatile state: gone when its process is
 
 
 class HostKeys:
@@ -125,13 +125,17 @@ class HostKeys:
         return None
 
     # ------------------------------------------------------------------ changing
-    def add(self, pen_id: int, key: bytes, serial: str, model: str) -> PairedPen:
-        """Keep a pairing (replacing one with the same pen) and save."""
+    def add(
+        self, pen_id: int, key: bytes, serial: str, model: str, *, holder_pid: int = 0
+    ) -> PairedPen:
+        """Keep a pairing (replacing one with the same pen) and save. ``holder_pid``: the
+        process simulating a pen that forgets everything when it exits; the pairing is
+        dropped once that process is gone, so served simulators do not pile up here."""
         with self._locked():
             self._load()
             self._keys[pen_id] = key
             when = datetime.now(UTC).isoformat(timespec="seconds")
-            self._pens[pen_id] = PairedPen(pen_id, serial, model, when)
+            self._pens[pen_id] = PairedPen(pen_id, serial, model, when, holder_pid)
             self._save()
         return self._pens[pen_id]
 
@@ -191,11 +195,14 @@ class HostKeys:
         keys, pens = {}, {}
         for entry in document["pens"]:
             pen_id, key = int(entry["pen_id"]), bytes.fromhex(entry["key"])
+            holder = int(entry.get("holder_pid", 0))
             if len(key) != linkauth.KEY_BYTES or not 1 <= pen_id <= _U32:
                 raise ValueError("a pairing entry is malformed")
+            if holder and not _alive(holder):
+                continue  # that simulated pen is gone, and its pairing with it
             keys[pen_id] = key
             pens[pen_id] = PairedPen(
-                pen_id, str(entry["serial"]), str(entry["model"]), str(entry["paired_at"])
+                pen_id, str(entry["serial"]), str(entry["model"]), str(entry["paired_at"]), holder
             )
         self.host_id, self._keys, self._pens = host_id, keys, pens
 
@@ -206,7 +213,8 @@ class HostKeys:
             "host_id": self.host_id,
             "pens": [
                 {"pen_id": p.pen_id, "serial": p.serial, "model": p.model,
-                 "paired_at": p.paired_at, "key": self._keys[p.pen_id].hex()}
+                 "paired_at": p.paired_at, "holder_pid": p.holder_pid,
+                 "key": self._keys[p.pen_id].hex()}
                 for p in self.pens()
             ],
         }  # fmt: skip
@@ -235,6 +243,16 @@ class HostKeys:
             yield
         finally:
             os.close(fd)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True  # someone else's process: alive
+    return True
 
 
 # ---------------------------------------------------------------------- the exchange

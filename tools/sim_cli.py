@@ -16,6 +16,7 @@ written before the process exits.
 from __future__ import annotations
 
 import json
+import os
 import secrets
 from typing import Annotated, NoReturn
 
@@ -167,7 +168,8 @@ def _pair_with_this_host(server: PenServer) -> None:
     ident = server.pen.identity
     host_id = keys.settle_host_id()
     pen_id = server.pen.add_pairing(host_id, key, "this bench", server.clock.now())
-    keys.add(pen_id, key, ident.serial, ident.model)
+    forgets = server.pen.state_file is None  # without --state the unit dies with us
+    keys.add(pen_id, key, ident.serial, ident.model, holder_pid=os.getpid() if forgets else 0)
 
 
 @app.command()

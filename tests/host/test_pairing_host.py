@@ -130,3 +130,16 @@ async def test_the_operator_hears_at_once_when_another_party_touched_its_pen(
     details = {row["code"]: row["detail"] for row in rows}
     assert "refused SetDepth" in details["SECURITY_DENIED"]
     assert "unpaired party" in details["UNPAIRED_CONNECT"]
+
+
+def test_pairings_of_simulators_that_are_gone_do_not_pile_up(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    gone = subprocess.Popen([sys.executable, "-c", "pass"])
+    gone.wait()
+    keys = HostKeys(tmp_path / "pairings.json")
+    keys.add(1, bytes(32), "SIM-000001", "MP-12 SIM", holder_pid=gone.pid)
+    keys.add(2, bytes(32), "SIM-000002", "MP-12 SIM", holder_pid=os.getpid())
+    keys.add(3, bytes(32), "MP12-00417", "MP-12")
+    assert [p.serial for p in HostKeys(keys.path).pens()] == ["MP12-00417", "SIM-000002"]
