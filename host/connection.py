@@ -238,6 +238,21 @@ class AsyncPen:
             pen_id, key = local(self.keys.host_id)
             self.keys.add_ephemeral(pen_id, key)
 
+    def _warn_if_unauthenticated(self, identity: Identity) -> None:
+        """A pen this host is paired with answered without authentication: it forgot this
+        host (revoked, reset) — or something between them stripped the answer and is
+        pretending. Either way its answers are not to be trusted as that pen's."""
+        keys = self.keys
+        if keys is None or self.authenticated or keys.find(identity.serial) is None:
+            return
+        log.warning(
+            "security: %s answered as %s, which this host is paired with, but without "
+            "authentication: the pen forgot this host, or something between them is "
+            "pretending; pair again (micropen pair --pen URL) before trusting it",
+            self.transport.description,
+            identity.serial,
+        )
+
     @property
     def authenticated(self) -> bool:
         """The current link epoch is authenticated (this host is paired with the pen)."""
@@ -274,6 +289,7 @@ class AsyncPen:
         self.is_simulated = self.transport.is_simulated or bool(
             reply.capabilities & Capability.SIMULATOR
         )
+        self._warn_if_unauthenticated(reply)
         rebooted = previous is not None and previous.boot_id != reply.boot_id
         rebooted_notice = ConnectionNotice("rebooted", f"boot {reply.boot_id:08x}")
         if self.recorder is not None:  # ready to record before the pen hands anything over

@@ -33,10 +33,18 @@ from typing import TYPE_CHECKING, Any, TypeVar
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 
 from micropen.protocol import linkauth
-from micropen.protocol.messages import Ack, GetPairing, PairConfirm, Pairing, PairOffer, PairRequest
+from micropen.protocol.messages import (
+    Ack,
+    ErrorCode,
+    GetPairing,
+    PairConfirm,
+    Pairing,
+    PairOffer,
+    PairRequest,
+)
 from micropen.protocol.schema import Message
 
-from .errors import HostError, InvalidInput
+from .errors import HostError, InvalidInput, PenRefused
 
 if TYPE_CHECKING:
     from .connection import AsyncPen
@@ -45,7 +53,9 @@ __all__ = [
     "FILE_NAME",
     "HostKeys",
     "KeystoreError",
+    "NotAcceptedYet",
     "PairedPen",
+    "PairingAttempt",
     "PairingRefused",
     "data_folder",
     "pair",
@@ -256,32 +266,92 @@ def _alive(pid: int) -> bool:
 
 
 # ---------------------------------------------------------------------- the exchange
+class PairingAttempt:
+    """Pairing this host with a pen in pairing mode, in two steps so that the question to the
+    technician is asked by the caller (a terminal prompt, a browser), not inside the loop.
+
+    :meth:`start` sends the request and returns the six-digit code; the technician compares
+    it with the pen's screen and, when they match, presses the pen's button to accept;
+    :meth:`finish` then stores the pairing on both sides (:class:`NotAcceptedYet` while the
+    pen has not accepted: ask again)."""
+
+    def __init__(self, pen: AsyncPen, keys: HostKeys, name: str = "") -> None:
+        self.pen, self.keys = pen, keys
+        self.name = (name or socket.gethostname())[:16].encode("ascii", "replace").decode()
+        self._own = X25519PrivateKey.generate()
+        self._key = b""
+        self._pen_id = 0
+        self.code = ""
+
+    async def start(self) -> str:
+        if self.pen.identity is None:
+            raise HostError("not connected to a pen yet")
+        host_id = self.keys.settle_host_id()
+        public = linkauth.public_bytes(self._own)
+        try:
+            offer = await _expect(
+                self.pen, lambda i: PairRequest(i, host_id, public, self.name), PairOffer
+            )
+        except PenRefused as exc:
+            raise PairingRefused(_request_refused(exc)) from None
+        self._key = linkauth.pairing_secret(self._own, offer.pen_public, public, offer.pen_public)
+        self._pen_id = offer.pen_id
+        self.code = linkauth.confirmation_code(self._key, public, offer.pen_public)
+        return self.code
+
+    async def finish(self) -> PairedPen:
+        host_id = self.keys.host_id
+        proof = linkauth.pair_proof(self._key, host_id)
+        try:
+            await _expect(self.pen, lambda i: PairConfirm(i, host_id, proof), Ack)
+        except PenRefused as exc:
+            if exc.code is ErrorCode.PAIRING_NOT_ACCEPTED:
+                raise NotAcceptedYet(
+                    "the pen has not accepted yet: press its pairing button"
+                ) from None
+            raise PairingRefused(
+                f"the pen refused the pairing ({exc.code.name}): press its pairing button and "
+                "start again"
+            ) from None
+        identity = self.pen.identity
+        assert identity is not None
+        return self.keys.add(self._pen_id, self._key, identity.serial, identity.model)
+
+
+class NotAcceptedYet(HostError):
+    """PairConfirm came before the technician pressed the pen's button to accept the code."""
+
+
+def _request_refused(exc: PenRefused) -> str:
+    if exc.code is ErrorCode.PAIRING_CLOSED:
+        return "the pen is not in pairing mode: press its pairing button, then run this again"
+    if exc.code is ErrorCode.PAIRING_BUSY and exc.value:
+        return (
+            "another host asked the pen to pair in this window: if that was not you, someone "
+            "else is on the line; press the pen's button to close it and start again"
+        )
+    if exc.code is ErrorCode.PAIRING_BUSY:
+        return (
+            "the pen is paired with this host already; to pair again, revoke it first "
+            "(micropen pair revoke SERIAL --pen URL)"
+        )
+    return f"the pen refused to pair ({exc.code.name})"
+
+
 Confirm = Callable[[str], Awaitable[bool]]
 
 
 async def pair(pen: AsyncPen, keys: HostKeys, confirm: Confirm, name: str = "") -> PairedPen:
-    """Pair this host with ``pen`` (in pairing mode: its button was pressed).
-
-    ``confirm(code)`` shows the six-digit code and returns True when the technician saw the
-    same code on the pen. Only then is the pairing stored, on both sides."""
-    identity = pen.identity
-    if identity is None:
-        raise HostError("not connected to a pen yet")
-    host_id = keys.settle_host_id()
-    own = X25519PrivateKey.generate()
-    host_public = linkauth.public_bytes(own)
-    label = (name or socket.gethostname())[:16].encode("ascii", "replace").decode()
-    offer = await _expect(pen, lambda i: PairRequest(i, host_id, host_public, label), PairOffer)
-    key = linkauth.pairing_secret(own, offer.pen_public, host_public, offer.pen_public)
-    code = linkauth.confirmation_code(key, host_public, offer.pen_public)
+    """Both steps at once, for scripts and tests: ``confirm(code)`` returns True when the
+    technician saw the same code on the pen and pressed its button to accept."""
+    attempt = PairingAttempt(pen, keys, name)
+    code = await attempt.start()
     if not await confirm(code):
         raise PairingRefused(
             "the codes did not match, so nothing was paired: someone may be between this "
             "host and the pen; check the cable, press the pen's pairing button and try again"
         )
-    proof = linkauth.pair_proof(key, host_id)
-    await _expect(pen, lambda i: PairConfirm(i, host_id, proof), Ack)
-    return keys.add(offer.pen_id, key, identity.serial, identity.model)
+    return await attempt.finish()
 
 
 async def pen_pairings(pen: AsyncPen) -> list[Pairing]:

@@ -18,6 +18,7 @@ SECURITY_CODES = frozenset(
         EventCode.IMAGE_REJECTED,
         EventCode.UNPAIRED_CONNECT,
         EventCode.AUTH_FAILURES,
+        EventCode.UNPROVEN_CONNECT,
         EventCode.PAIRED,
         EventCode.UNPAIRED,
         EventCode.FIRMWARE_TEST_BOOT,
@@ -27,7 +28,12 @@ SECURITY_CODES = frozenset(
 )
 # events that mean someone else tried something: the operator is warned at once
 ALARMING = frozenset(
-    {EventCode.SECURITY_DENIED, EventCode.UNPAIRED_CONNECT, EventCode.AUTH_FAILURES}
+    {
+        EventCode.SECURITY_DENIED,
+        EventCode.UNPAIRED_CONNECT,
+        EventCode.UNPROVEN_CONNECT,
+        EventCode.AUTH_FAILURES,
+    }
 )
 
 
@@ -37,12 +43,20 @@ def describe(event: Event) -> str:
     if code is EventCode.SECURITY_DENIED:
         cls = REGISTRY.get(value)
         name = cls.__name__ if cls is not None else f"message 0x{value:02X}"
-        return f"the pen refused {name} from a party that was not allowed to send it"
+        return (
+            f"the pen refused {name}: sent by a party not allowed to (not paired), or a "
+            "pairing request outside the pen's pairing window"
+        )
     if code is EventCode.IMAGE_REJECTED:
         fault = ImageFault(value).name if value in set(ImageFault) else str(value)
         return f"the pen refused a firmware image: {fault}"
     if code is EventCode.UNPAIRED_CONNECT:
         return "an unpaired party opened the pen's link while this host was connected"
+    if code is EventCode.UNPROVEN_CONNECT:
+        return (
+            f"a connection claimed paired host {value & 0xFFFF_FFFF:08x} but never proved it "
+            "(a forged or replayed connection request)"
+        )
     if code is EventCode.AUTH_FAILURES:
         return f"{value} frames failed authentication within a second (forged or replayed)"
     if code in (EventCode.PAIRED, EventCode.UNPAIRED):

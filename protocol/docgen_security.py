@@ -46,8 +46,18 @@ def auth_section() -> list[str]:
         "message). The receiver checks the CRC first (line noise), then the tag (people): a "
         "frame whose tag fails is dropped and counted (`auth_failures`); one whose counter was "
         f"seen, or is {linkauth.REPLAY_WINDOW} or more below the highest seen, is dropped and "
-        "counted (`auth_replays`). Dropped frames are not acknowledged, deliver nothing and do "
-        "not feed the pen's watchdog. The pen reports "
+        "counted (`auth_replays`). Dropped frames are not acknowledged and deliver nothing. "
+        "Only authenticated frames feed the pen's watchdog — not a SYN, not a SYN claiming a "
+        "paired host's id, not an unauthenticated link's heartbeats — so nobody but the paired "
+        "host keeps a run going; telemetry goes to a paired host only. A paired host that "
+        f"reconnects appends {linkauth.RESUME.size} bytes to its SYN's offer: an attempt number "
+        "u32 (1, 2, … for each transmission of that SYN) and 8 bytes of HMAC-SHA256(the ending "
+        'epoch\'s host → pen key, `"micropen resume"` ‖ new epoch u8 ‖ SYN nonce u32 ‖ '
+        "attempt u32); each valid, fresh one counts as an authenticated frame, so a host whose "
+        "replies are lost keeps its run going while it reconnects, and a copy replayed later "
+        "proves nothing. The pen reports "
+        f"`Event {EventCode.UNPROVEN_CONNECT.name}` (value = the id) when a link that claimed a "
+        "paired host ended without one authenticated frame, "
         f"`Event {EventCode.AUTH_FAILURES.name}` (value = how many) when 8 or more arrive "
         f"within a second, and `Event {EventCode.UNPAIRED_CONNECT.name}` when an unpaired "
         "party opens a link while a paired host's link is live (heard within 2 s). RST cannot "
@@ -66,10 +76,14 @@ def auth_section() -> list[str]:
         '`"micropen pairing v1"` ‖ host public ‖ pen public), 32 bytes.',
         '3. Both show a six-digit code: SHA-256(`"micropen code"` ‖ pairing key ‖ host public '
         "‖ pen public), first 4 bytes as a little-endian integer, modulo 1,000,000, zero-padded. "
-        "The technician confirms on the host only when the codes are the same (anyone in "
-        "between would have made them differ).",
+        "Only when the codes are the same (anyone in between would have made them differ) does "
+        "the technician press the pen's button again — the pen accepts the request its screen "
+        "shows — and answer yes on the host. One request per window: a second one is "
+        f"`{ErrorCode.PAIRING_BUSY.name}` (value 1), so no one slips in; a host id the pen is "
+        "paired with already is never re-keyed by a request (value 0: revoke it first).",
         "4. The host sends `PairConfirm` (`host_id`, proof = HMAC-SHA256(pairing key, "
-        '`"micropen pair confirm"` ‖ host_id u32), first 16 bytes); the pen stores the '
+        '`"micropen pair confirm"` ‖ host_id u32), first 16 bytes); before the pen accepted '
+        f"it is `{ErrorCode.PAIRING_NOT_ACCEPTED.name}` (ask again); then the pen stores the "
         f"pairing (at most 8; `{ErrorCode.PAIRINGS_FULL.name}` beyond), closes pairing mode and "
         f"reports `Event {EventCode.PAIRED.name}`. Refusals: "
         f"`{ErrorCode.PAIRING_CLOSED.name}` (button not pressed, or the minute is over), "

@@ -66,9 +66,12 @@ from .events import BadMessage, Connected, LinkEvent, LinkLost, MessageReceived,
 from .framing import HEADER, SACK, FrameDecoder, FramerStats, encode_frame
 from .linkauth import (
     NONCE_BYTES,
+    OFFER,
+    RESUME,
     AuthAnswer,
     AuthOffer,
     FrameAuth,
+    resume_tag,
     session_keys,
     synack_tag,
 )
@@ -213,6 +216,7 @@ class LinkStats:
     auth_failures: int = 0  # frames whose tag did not verify (or that had none) in an
     auth_replays: int = 0  # authenticated epoch, and frames whose counter was not fresh
     syns_refused: int = 0  # connection attempts the owner refused (admit_syn)
+    frames_authenticated: int = 0  # frames whose tag verified (proof a paired peer is there)
     srtt_s: float | None = None
     rttvar_s: float | None = None
     rto_s: float = 0.0
@@ -308,6 +312,10 @@ class Link:
         self._offer: AuthOffer | None = None  # the host's offer in this epoch's SYN
         self._answer = b""  # the pen's SYNACK payload for this epoch
         self.auth: FrameAuth | None = None  # set while this epoch is authenticated
+        self._resume_key: bytes | None = None  # (host) the ending epoch's key, for SYN proofs
+        self._syn_attempt = 0
+        self._previous_receive: bytes | None = None  # (pen) for proofs in SYN retransmissions
+        self._resume_seen = -1
 
     # ---------------------------------------------------------------- state table
     def _transition(self, event: _Input, *, local: bool) -> bool:
@@ -344,6 +352,9 @@ class Link:
         self.epoch = self._rng.choice([e for e in range(1, 256) if e != old])
         self._nonce = self._rng.getrandbits(32)
         self._offer = AuthOffer(host_id, self._nonce_bytes()) if host_id is not None else None
+        previous = self.auth
+        self._resume_key = previous.send_key if previous is not None and self._offer else None
+        self._syn_attempt = 0
         self.auth = None
         self._reset_sequence()
         self._decoder.reset()
@@ -549,6 +560,10 @@ class Link:
             flags |= _SACK  # in SYN/SYNACK: "I read SACK bitmaps and datagrams"
         if flags & _SYN:
             payload = self._offer.encode() if self._offer is not None else b""
+            if self._resume_key is not None:
+                self._syn_attempt += 1
+                tag = resume_tag(self._resume_key, self.epoch, nonce, self._syn_attempt)
+                payload += RESUME.pack(self._syn_attempt, tag)
         else:
             payload = self._answer
         frame = encode_frame(flags, self.epoch, nonce & 0xFFFF, nonce >> 16, payload)
@@ -660,6 +675,7 @@ class Link:
                 return
             if answers_our_syn and self._transition(_Input.RECV_SYNACK, local=False):
                 self._peer_sack = self.sack and bool(flags & _SACK)
+                self._resume_key = None
                 self._on_established(now)
             self._last_rx = now
             return
@@ -680,6 +696,7 @@ class Link:
                 self._stats.auth_replays = auth.replays
                 return
             raw = opened
+            self._stats.frames_authenticated += 1
         self._last_rx = now
         if flags & _SACK:
             if len(raw) < _SACK_FRAME:
@@ -709,8 +726,11 @@ class Link:
         # a repeat of the SYN that opened this link, or a new link (a restarted host may draw
         # the same epoch; the nonce tells them apart)
         same = epoch == self.epoch and nonce == self._nonce
+        self._check_resume(payload, epoch, nonce, same)
         if not (self.state is _ESTABLISHED and same):
-            offer = AuthOffer.decode(payload)
+            offer = AuthOffer.decode(
+                payload[: OFFER.size] if len(payload) > OFFER.size else payload
+            )
             found = None
             if offer is not None and self._pairing is not None:
                 found = self._pairing(offer.host_id)
@@ -732,6 +752,29 @@ class Link:
             self._events.append(Connected(epoch, peer))
         self._last_rx = now
         self._emit_handshake(_SYNACK)
+
+    def _check_resume(self, payload: bytes, epoch: int, nonce: int, same: bool) -> None:
+        """(Pen) a SYN from the paired host of the epoch now ending (or a retransmission of
+        it) proves that host is still there: counted as an authenticated frame. A copy replayed
+        later carries an attempt already seen, or is checked against keys that are gone."""
+        if len(payload) != OFFER.size + RESUME.size:
+            return
+        key = (
+            self._previous_receive
+            if same
+            else (None if self.auth is None else self.auth.receive_key)
+        )
+        if key is None:
+            return
+        attempt, tag = RESUME.unpack_from(payload, OFFER.size)
+        if not hmac.compare_digest(tag, resume_tag(key, epoch, nonce, attempt)):
+            return
+        if same and attempt <= self._resume_seen:
+            return
+        self._resume_seen = attempt
+        if not same:
+            self._previous_receive = key
+        self._stats.frames_authenticated += 1
 
     def _authenticate_epoch(self, offer: AuthOffer | None, found: tuple[int, bytes] | None) -> None:
         """(Pen) a paired host's offer: answer with our nonce and proof, derive the keys."""

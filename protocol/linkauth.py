@@ -50,6 +50,7 @@ __all__ = [
     "pair_proof",
     "pairing_secret",
     "public_bytes",
+    "resume_tag",
     "session_keys",
     "synack_tag",
 ]
@@ -61,6 +62,7 @@ COUNTER = struct.Struct("<I")
 TRAILER_BYTES = COUNTER.size + TAG_BYTES
 REPLAY_WINDOW = 64
 OFFER = struct.Struct(f"<I{NONCE_BYTES}s")  # SYN payload: host_id, host nonce
+RESUME = struct.Struct(f"<I{TAG_BYTES}s")  # after the offer, from a host that was just on
 ANSWER = struct.Struct(f"<I{NONCE_BYTES}s16s")  # SYNACK payload: pen_id, pen nonce, tag
 _U32 = 0xFFFF_FFFF
 
@@ -88,6 +90,14 @@ def confirmation_code(pairing_key: bytes, host_pub: bytes, pen_pub: bytes) -> st
     """Six digits both ends show; equal codes mean both hold the same key (no one in between)."""
     digest = hashlib.sha256(b"micropen code" + pairing_key + host_pub + pen_pub).digest()
     return f"{int.from_bytes(digest[:4], 'little') % 1_000_000:06d}"
+
+
+def resume_tag(previous_key: bytes, epoch: int, nonce: int, attempt: int) -> bytes:
+    """A reconnecting host's proof, in its SYN, that it held the epoch now ending (keyed with
+    that epoch's host → pen key; ``attempt`` counts the SYN's transmissions, so a copy replayed
+    later proves nothing). It lets the pen count the handshake as its paired host alive."""
+    data = b"micropen resume" + struct.pack("<BII", epoch, nonce, attempt)
+    return hmac.digest(previous_key, data, "sha256")[:TAG_BYTES]
 
 
 def pair_proof(pairing_key: bytes, host_id: int) -> bytes:

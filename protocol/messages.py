@@ -92,6 +92,8 @@ class ErrorCode(IntEnum):
     PAIRING_FAILED = 37  # PairConfirm that matches no request, or whose proof is wrong
     PAIRINGS_FULL = 38  # value: pairings held, limit: the most a pen holds (revoke one)
     IMAGE_ON_TRIAL = 39  # FwBegin while the running image is on trial: confirm it or reboot
+    PAIRING_BUSY = 40  # value 1: another request is pending; 0: this host id is paired already
+    PAIRING_NOT_ACCEPTED = 41  # PairConfirm before the pen's button accepted the code
 
 
 class EventCode(IntEnum):
@@ -120,6 +122,7 @@ class EventCode(IntEnum):
     UNPAIRED = 23  # a pairing was revoked (value: the host id)
     UNPAIRED_CONNECT = 24  # an unpaired party opened a link while a paired host's was live
     AUTH_FAILURES = 25  # frames failing authentication in the last second (value: how many)
+    UNPROVEN_CONNECT = 26  # a link claimed a paired host's id and never proved it (value: id)
 
 
 class RunMode(IntEnum):

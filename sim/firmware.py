@@ -313,6 +313,8 @@ class Firmware:
         self._last_auth_rx = -_INF
         self._auth_rejected = 0  # frames and connects refused so far (all epochs)
         self._burst_start, self._burst_count = -_INF, 0
+        self._proven_at_connect = 0  # authenticated frames when this epoch began
+        self._unproven_reported = -_INF
         self.state = PenState.BOOT
         self.fault = FaultCode.NONE
         self.depth_set_um = 0
@@ -741,7 +743,8 @@ class Firmware:
                 cart_strokes & _U32,
             ),
         )
-        if not link.send(sample, t, reliable=False):  # a datagram: never ahead of a reply
+        # live treatment data is for a paired host only; a datagram never goes ahead of a reply
+        if link.peer_id is None or not link.send(sample, t, reliable=False):
             self.telemetry_skipped += 1
 
     def _align_telemetry(self, t: float) -> None:
@@ -783,12 +786,14 @@ class Firmware:
         link.receive_data(data, t)
         stats = link.statistics()
         rejected = stats.auth_failures + stats.auth_replays + stats.syns_refused
-        valid = stats.frames_received - stats.stale_epoch - rejected
-        if valid != self._valid_frames:  # frames that fail authentication feed nothing
-            self._valid_frames = valid
+        # Only frames whose tag verified prove a paired host is there: they alone feed the
+        # watchdog (a run is a paired host's), so nobody else — a bare SYN, a SYN claiming a
+        # paired host's id, an unpaired link's heartbeats — keeps needles going once it is gone.
+        proven = stats.frames_authenticated
+        if proven != self._valid_frames:
+            self._valid_frames = proven
             self._host_alive(t)
-            if link.peer_id is not None:
-                self._last_auth_rx = t
+            self._last_auth_rx = t
         if rejected != self._auth_rejected:
             self._count_rejections(rejected, t)
         for event in link.events():
@@ -798,15 +803,24 @@ class Firmware:
                 self._on_bad_message(event.payload, t)
             elif isinstance(event, Connected):  # a new epoch: handshake and session anew
                 self._handshake_epoch = self._session_epoch = None
+                self._proven_at_connect = link.statistics().frames_authenticated
                 self._take_back_unacknowledged()
 
     def _admit_syn(self, host_id: int | None) -> bool:
         """A new link epoch. An unpaired party is let in — stopping the pen must work for
         anyone, even a host whose keystore is unreadable — but may only read and stop; when it
         displaces a paired host's live link, that host hears of it (a held event)."""
-        live = self.link.peer_id is not None and self._now - self._last_auth_rx < AUTH_HOLD_S
+        link = self.link
+        live = link.peer_id is not None and self._now - self._last_auth_rx < AUTH_HOLD_S
         if host_id is None and live:
             self._notify(Event(0, EventCode.UNPAIRED_CONNECT, 0, self._run_id()), self._now)
+        claimed = link.peer_id
+        proven = link.statistics().frames_authenticated > self._proven_at_connect
+        if claimed is not None and not proven and self._now - self._unproven_reported >= 1.0:
+            # the epoch now ending claimed a paired host and never showed its key
+            self._unproven_reported = self._now
+            event = Event(0, EventCode.UNPROVEN_CONNECT, i32(claimed), self._run_id())
+            self._notify(event, self._now)
         return True
 
     def _count_rejections(self, rejected: int, t: float) -> None:
@@ -1186,6 +1200,12 @@ class Firmware:
         if not mode.is_open(t):
             self._notify(Event(0, EventCode.SECURITY_DENIED, m.ID, 0), t)
             return Nak(m.cmd_id, ErrorCode.PAIRING_CLOSED, 0, 0)
+        if mode.pending is not None or m.host_id in self.nvm.pairings.hosts:
+            # one request per press of the button (a second party cannot slip in), and a
+            # paired host id is never re-keyed by whoever claims it (revoke it first)
+            self._notify(Event(0, EventCode.SECURITY_DENIED, m.ID, 0), t)
+            busy = mode.pending is not None
+            return Nak(m.cmd_id, ErrorCode.PAIRING_BUSY, int(busy), 0)
         pen_public = mode.request(m.host_id, m.host_public, m.host_name)
         return PairOffer(m.cmd_id, self.nvm.pairings.pen_id, pen_public)
 
@@ -1198,6 +1218,8 @@ class Firmware:
         full = len(store.hosts) >= MAX_PAIRINGS_HELD
         if full and pending is not None and pending.host_id not in store.hosts:
             return Nak(m.cmd_id, ErrorCode.PAIRINGS_FULL, len(store.hosts), MAX_PAIRINGS_HELD)
+        if pending is not None and pending.host_id == m.host_id and not pending.accepted:
+            return Nak(m.cmd_id, ErrorCode.PAIRING_NOT_ACCEPTED, 0, 0)
         paired = mode.confirm(m.host_id, m.proof)
         if paired is None:
             self._notify(Event(0, EventCode.SECURITY_DENIED, m.ID, 0), t)

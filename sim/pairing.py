@@ -1,10 +1,12 @@
 """The pen's pairings: which hosts may move its needles, and the pairing mode that adds one.
 
 Why the pen keeps them (deny by default): a host the pen has not been paired with may read
-identity and status, stop the pen, and ask to pair — nothing else. Pairing needs a physical
-act on the pen (its button, here :meth:`PairingMode.open`): a window of
-:data:`PAIRING_WINDOW_S` in which one host may pair, the six-digit code on the pen's screen
-compared by the technician with the host's. Keys are kept in non-volatile memory, at most
+identity and status, stop the pen, and ask to pair — nothing else. Pairing needs physical
+acts on the pen: its button opens a window of :data:`PAIRING_WINDOW_S` in which one host may
+ask (a second request is refused, so no one slips in); the pen shows a six-digit code; the
+technician compares it with the host's and presses the button again to accept — only then
+does the host's confirmation store the pairing. A paired host id is never re-keyed by a new
+request (whoever claims it): it is revoked first. Keys are kept in non-volatile memory, at most
 :data:`MAX_PAIRINGS`, and never leave the pen.
 """
 
@@ -74,6 +76,7 @@ class _Pending:
     name: str
     key: bytes
     code: str
+    accepted: bool = False  # the technician pressed the button again: the codes matched
 
 
 class PairingMode:
@@ -83,6 +86,16 @@ class PairingMode:
         self.until = float("-inf")
         self.pending: _Pending | None = None
         self.display = [] if display is None else display  # the screen's lines, oldest first
+
+    def press(self, t: float) -> None:
+        """The button: opens pairing mode, or — while a request shows its code — accepts it
+        (the technician saw the same code on the host)."""
+        pending = self.pending
+        if self.is_open(t) and pending is not None and not pending.accepted:
+            pending.accepted = True
+            self.display.append(f"accepted {pending.name or 'host'} {pending.host_id:08x}")
+            return
+        self.open(t)
 
     def open(self, t: float) -> None:
         self.until = t + PAIRING_WINDOW_S
@@ -99,12 +112,14 @@ class PairingMode:
         key = linkauth.pairing_secret(own, host_public, host_public, pen_public)
         code = linkauth.confirmation_code(key, host_public, pen_public)
         self.pending = _Pending(host_id, name, key, code)
-        self.display.append(f"pair with {name or 'host'} {host_id:08x}? code {code}")
+        self.display.append(
+            f"pair with {name or 'host'} {host_id:08x}? code {code} (press to accept)"
+        )
         return pen_public
 
     def confirm(self, host_id: int, proof: bytes) -> HostPairing | None:
         pending = self.pending
-        if pending is None or pending.host_id != host_id:
+        if pending is None or pending.host_id != host_id or not pending.accepted:
             return None
         if not hmac.compare_digest(linkauth.pair_proof(pending.key, host_id), proof):
             return None

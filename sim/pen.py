@@ -454,10 +454,11 @@ class SimulatedPen:
 
     # ================================================================== pairing (physical acts)
     def press_pairing_button(self, now: float) -> None:
-        """The pen's pairing button: one host may pair in the next minute."""
+        """The pen's pairing button: opens pairing mode (one host may ask within a minute), or
+        accepts the request whose code the screen shows."""
         self.advance(now)
         if self._swap_at is None:
-            self.firmware.pairing_mode.open(self._t)
+            self.firmware.pairing_mode.press(self._t)
 
     def add_pairing(self, host_id: int, key: bytes, name: str, now: float) -> int:
         """Pair a host without the exchange (the bench owns this simulated unit: it is the

@@ -14,6 +14,7 @@ from rich.console import Console
 from micropen.host import Pen, open_pen
 from micropen.host.calibration.due import DueState, check_due
 from micropen.host.errors import InvalidInput
+from micropen.host.pairing import KeystoreError
 from micropen.host.treatment_log import TreatmentLogError
 from micropen.protocol.errors import LocalProtocolError, MicropenError
 
@@ -58,6 +59,15 @@ def connected(
     with errors_to_exit():
         try:
             pen = open_pen(url, **options)
+        except KeystoreError as exc:
+            if not stop_only:
+                raise
+            err_console.print(
+                f"[bold yellow]warning:[/] {exc}\nstopping the pen anyway, unpaired: stopping "
+                "needs no pairing",
+                highlight=False,
+            )
+            pen = open_pen(url, keys=None, **options)
         except TreatmentLogError as exc:
             if not stop_only:
                 raise

@@ -7,8 +7,6 @@ answer yes only when the pen's screen shows the same six digits as this command.
 
 from __future__ import annotations
 
-import asyncio
-import sys
 from typing import Annotated, Any
 
 import typer
@@ -16,11 +14,18 @@ from rich.console import Console
 from rich.table import Table
 
 from micropen.host.errors import InvalidInput
-from micropen.host.pairing import HostKeys, PairedPen, check_name, pair, pen_pairings
+from micropen.host.pairing import (
+    HostKeys,
+    NotAcceptedYet,
+    PairedPen,
+    PairingAttempt,
+    check_name,
+    pen_pairings,
+)
 from micropen.host.pen import Pen
 from micropen.protocol.messages import Unpair
 
-from .common import JsonOption, PenOption, connected, emit_json, errors_to_exit
+from .common import JsonOption, PenOption, connected, emit_json, err_console, errors_to_exit, fail
 
 app = typer.Typer(
     help="Pair this host with a pen; list and revoke pairings (here and on the pen).",
@@ -47,7 +52,9 @@ def pair_command(
         check_name(name)
     with connected(pen_url, quiet=as_json, purpose="pairing") as pen:
         keys = pen.async_pen.keys or HostKeys()
-        paired = pen.run_coroutine(pair(pen.async_pen, keys, _ask, name))
+        attempt = PairingAttempt(pen.async_pen, keys, name)
+        code = pen.run_coroutine(attempt.start())
+        paired = _confirm_in_terminal(pen, attempt, code)
     with connected(pen_url, quiet=True, purpose="pairing") as again:
         authenticated = again.async_pen.authenticated
     result = {**_pen_json(paired), "authenticated": authenticated}
@@ -58,14 +65,24 @@ def pair_command(
     console.print("the link is authenticated" if authenticated else "[red]NOT authenticated[/]")
 
 
-async def _ask(shown: str) -> bool:
-    """Show the code and ask (on stderr, so that --json keeps stdout one document)."""
-    err = Console(stderr=True, highlight=False)
-    err.print(f"pairing code [bold]{shown[:3]} {shown[3:]}[/] — compare it with the pen's screen")
-    sys.stderr.flush()
-    return await asyncio.to_thread(
-        typer.confirm, "Does the pen's screen show the same code?", err=True
+def _confirm_in_terminal(pen: Pen, attempt: PairingAttempt, code: str) -> PairedPen:
+    """Ask in this (main) thread, so that end of input and Ctrl-C end the command at once;
+    the prompt goes to stderr so that --json keeps stdout one document."""
+    err_console.print(
+        f"pairing code [bold]{code[:3]} {code[3:]}[/]: if the pen's screen shows the same "
+        "code, press the pen's pairing button to accept it, then answer y here",
+        highlight=False,
     )
+    while True:
+        if not typer.confirm("Same code on the pen, and accepted there?", err=True):
+            fail(
+                "nothing was paired (the codes differed, or you said no): someone may be "
+                "between this host and the pen; press its pairing button and start again"
+            )
+        try:
+            return pen.run_coroutine(attempt.finish())
+        except NotAcceptedYet:
+            err_console.print("the pen has not accepted yet: press its pairing button first")
 
 
 @app.command("list")

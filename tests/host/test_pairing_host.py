@@ -3,6 +3,7 @@ exchange with a pen in pairing mode, and what a host without a pairing may do.""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import stat
@@ -75,9 +76,14 @@ async def test_pairing_with_the_pen_in_pairing_mode(tmp_path: Path) -> None:
         with pytest.raises(PairingRefused, match="codes did not match"):
             await pair(pen, keys, refuse)
         assert not keys.pens()
+        await asyncio.sleep(61)  # the refused request holds the window until it closes
+        with sim._lock:
+            sim.pen.press_pairing_button(sim.now())  # a new window for a new request
 
         async def accept(code: str) -> bool:
             assert f"code {code}" in sim.pen.display[-1]  # what the pen's screen shows
+            with sim._lock:
+                sim.pen.press_pairing_button(sim.now())  # the technician accepts on the pen
             return True
 
         paired = await pair(pen, keys, accept, name="bench 3")
@@ -143,3 +149,32 @@ def test_pairings_of_simulators_that_are_gone_do_not_pile_up(tmp_path: Path) -> 
     keys.add(2, bytes(32), "SIM-000002", "MP-12 SIM", holder_pid=os.getpid())
     keys.add(3, bytes(32), "MP12-00417", "MP-12")
     assert [p.serial for p in HostKeys(keys.path).pens()] == ["MP12-00417", "SIM-000002"]
+
+
+async def test_a_pen_this_host_is_paired_with_answering_unauthenticated_is_flagged(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Found by review: a host paired with SIM-000006 took an unauthenticated answer from
+    something calling itself SIM-000006 (a stripped SYNACK, a fake pen) without a word."""
+    keys = HostKeys(tmp_path / "pairings.json")
+    keys.add(0x1234, bytes(32), "SIM-000006", "MP-12 SIM")  # paired with a pen of that serial
+    with caplog.at_level("WARNING", logger="micropen.host"):
+        pen = await AsyncPen.open("sim://?seed=6", log=None, keys=keys)
+        try:
+            pen.transport.local_pairing = None  # type: ignore[attr-defined]
+        finally:
+            await pen.close()
+    # the in-process pen paired itself (a local act): authenticated, nothing to flag
+    assert "without authentication" not in caplog.text
+    caplog.clear()
+    bare = HostKeys(tmp_path / "pairings.json")
+    with caplog.at_level("WARNING", logger="micropen.host"):
+        from micropen.host.connection import AsyncPen as Core
+        from micropen.host.transports import make_transport
+
+        transport = make_transport("sim://?seed=6")
+        transport.local_pairing = None  # type: ignore[attr-defined]  # as a served pen: not ours
+        pen = Core(transport, url="sim://?seed=6", keys=bare)
+        await pen._start()
+        await pen.close()
+    assert "answered as SIM-000006" in caplog.text and "without authentication" in caplog.text

@@ -170,3 +170,23 @@ def test_decoder_accepts_the_longest_authenticated_frame() -> None:
     host.send(FwChunk(1, 0, FW_CHUNK_BYTES, b"\xff" * FW_CHUNK_BYTES), 0.0)
     wire = host.data_to_send(0.0)
     assert FrameDecoder().feed(wire), "the largest message with its trailer was discarded"
+
+
+def test_a_reconnecting_hosts_syn_proves_it_is_alive_and_a_replayed_copy_does_not() -> None:
+    """The pen's watchdog is fed only by authenticated frames; a paired host whose replies are
+    lost keeps it fed with its SYN retransmissions, which carry a proof keyed with the epoch
+    that is ending. The same bytes replayed later prove nothing."""
+    host, pen = _pair()
+    host.connect(0.0, HOST_ID)
+    _shuttle(host, pen)
+    proven = pen.statistics().frames_authenticated
+    host.connect(1.0, HOST_ID)  # reconnect; the pen's SYNACKs are lost (nothing shuttled back)
+    first = host.data_to_send(1.0)
+    pen.receive_data(first, 1.0)
+    assert pen.statistics().frames_authenticated == proven + 1
+    retransmit = host.data_to_send(1.5)  # the host's SYN again (a new attempt number)
+    pen.receive_data(retransmit, 1.5)
+    assert pen.statistics().frames_authenticated == proven + 2
+    pen.receive_data(first, 2.0)  # the first SYN replayed: seen
+    pen.receive_data(retransmit, 2.0)
+    assert pen.statistics().frames_authenticated == proven + 2

@@ -120,17 +120,22 @@ def test_calibration_cannot_be_rewritten_or_locked_by_an_unpaired_party() -> Non
     assert operator.pen.nvm.cal.counter_floor < 0xFFFF_FFFF
 
 
-def _pair(host: Host, confirm_with: bytes | None = None) -> Message:
+def _pair(
+    host: Host, confirm_with: bytes | None = None, *, accept: bool = True, host_id: int = 0x4242
+) -> Message:
+    """Request, compare the codes, press the pen's button to accept, confirm."""
     own = X25519PrivateKey.generate()
     public = linkauth.public_bytes(own)
-    offer = host.cmd(PairRequest, 0x4242, public, "bench pc")
+    offer = host.cmd(PairRequest, host_id, public, "bench pc")
     if not isinstance(offer, PairOffer):
         return offer
     key = linkauth.pairing_secret(own, offer.pen_public, public, offer.pen_public)
     code = linkauth.confirmation_code(key, public, offer.pen_public)
     assert f"code {code}" in host.pen.display[-1]  # the pen's screen shows the same code
-    proof = linkauth.pair_proof(key, 0x4242) if confirm_with is None else confirm_with
-    return host.cmd(PairConfirm, 0x4242, proof)
+    if accept:
+        host.pen.press_pairing_button(host.now)  # the technician accepts on the pen
+    proof = linkauth.pair_proof(key, host_id) if confirm_with is None else confirm_with
+    return host.cmd(PairConfirm, host_id, proof)
 
 
 def test_pairing_needs_the_button_and_a_matching_proof() -> None:
@@ -142,6 +147,7 @@ def test_pairing_needs_the_button_and_a_matching_proof() -> None:
     host.pen.press_pairing_button(host.now)
     wrong = _pair(host, confirm_with=bytes(16))
     assert isinstance(wrong, Nak) and wrong.error is ErrorCode.PAIRING_FAILED
+    host.pen.press_pairing_button(host.now)  # a new window: the old request is gone
     done = _pair(host)
     assert isinstance(done, Ack) and done.value == host.pen.nvm.pairings.pen_id
     assert 0x4242 in host.pen.nvm.pairings.hosts
@@ -207,3 +213,80 @@ def test_forged_frames_do_not_feed_the_watchdog() -> None:
         host.pen.receive_data(frame, host.now)
         host.run_for(0.01)
     assert host.pen.state in (PenState.FAULT, PenState.IDLE)  # the watchdog stopped it
+
+
+def test_the_pen_must_accept_and_a_second_party_cannot_slip_into_the_window() -> None:
+    """Found by review: a rogue host's request replaced the operator's pending one and its
+    confirmation was stored with no check on the pen. Now the first request holds the window,
+    and only the pen's own button accepts it."""
+    operator = Host(seed=12, paired=False)
+    operator.connect()
+    operator.hello()
+    operator.pen.press_pairing_button(operator.now)
+    not_yet = _pair(operator, accept=False)
+    assert isinstance(not_yet, Nak) and not_yet.error is ErrorCode.PAIRING_NOT_ACCEPTED
+    rogue = Host(pen=operator.pen, clock=operator.clock, paired=False, link_seed=66)
+    rogue.connect()
+    rogue.hello()
+    busy = _pair(rogue, host_id=0x7A69)
+    assert isinstance(busy, Nak) and (busy.error, busy.value) == (ErrorCode.PAIRING_BUSY, 1)
+    assert 0x7A69 not in operator.pen.nvm.pairings.hosts
+
+
+def test_a_paired_host_id_is_never_re_keyed_by_whoever_claims_it() -> None:
+    host = Host(seed=13)  # paired by the bench
+    intruder = Host(pen=host.pen, clock=host.clock, paired=False, link_seed=67)
+    intruder.connect()
+    intruder.hello()
+    host.pen.press_pairing_button(host.now)
+    assert host.host_id is not None
+    claimed = _pair(intruder, host_id=host.host_id)
+    assert isinstance(claimed, Nak) and (claimed.error, claimed.value) == (
+        ErrorCode.PAIRING_BUSY,
+        0,
+    )
+    key_before = host.pen.nvm.pairings.hosts[host.host_id].key
+    assert host.pen.nvm.pairings.hosts[host.host_id].key == key_before
+
+
+def test_only_proven_frames_feed_the_watchdog_once_the_paired_host_is_gone() -> None:
+    """Found by review: after the operator's host died mid-run, bare SYNs (or SYNs claiming
+    the operator's id) every 0.25 s kept the needles running for 10 s. The watchdog (500 ms)
+    must fire as if nobody were there."""
+    host = Host(seed=14)
+    host.connect()
+    host.ready(depth_um=500, rate_sps=90)
+    host.start(FOREHEAD, RunMode.DURATION, duration_ms=20_000)
+    host.run_for(0.3)
+    host.silent = True  # the operator's host was killed
+    assert host.host_id is not None
+    offer = linkauth.AuthOffer(host.host_id, bytes(16)).encode()
+    for i in range(12):
+        nonce = 1000 + i
+        claim = offer if i % 2 else b""
+        syn = encode_frame(Flag.SYN | Flag.SACK, 100 + i, nonce & 0xFFFF, nonce >> 16, claim)
+        host.pen.receive_data(syn, host.now)
+        host.run_for(0.25)
+    run = host.pen.run
+    assert run is not None and run.end_t is not None, "the run was never stopped"
+    assert run.end_t - run.start_t <= 0.3 + 0.5 + 0.06  # the watchdog (500 ms) stopped it
+    host.silent = False  # the operator's host is back: it hears of the claims
+    host.connect()
+    host.hello()
+    host.run_for(0.2)
+    claims = host.events(EventCode.UNPROVEN_CONNECT)
+    assert claims and claims[0].value & 0xFFFF_FFFF == host.host_id
+
+
+def test_an_unpaired_reader_gets_no_live_treatment_data() -> None:
+    host = Host(seed=15)
+    host.connect()
+    host.ready(depth_um=500, rate_sps=90)
+    from micropen.protocol.messages import SetTelemetry
+
+    host.ack(SetTelemetry, 100)
+    reader = Host(pen=host.pen, clock=host.clock, paired=False, link_seed=68)
+    reader.connect()
+    reader.hello()
+    reader.run_for(0.5)
+    assert not reader.telemetry()

@@ -52,7 +52,9 @@ def _pen_code(screen: Path) -> str:
     raise AssertionError("the pen's screen showed no code")
 
 
-def _pair(url: str, screen: Path) -> subprocess.CompletedProcess[str]:
+def _pair(
+    url: str, screen: Path, server: subprocess.Popen[str]
+) -> subprocess.CompletedProcess[str]:
     """Run micropen pair; compare its code with the pen's screen as a technician would."""
     proc = subprocess.Popen(
         [*CLI, "pair", "--pen", url, "--name", "bench 1", "--json"],
@@ -64,7 +66,11 @@ def _pair(url: str, screen: Path) -> subprocess.CompletedProcess[str]:
         line = proc.stderr.readline()
         assert line, "micropen pair showed no code"
     host_code = "".join(re.search(r"(\d{3}) (\d{3})", line).groups())  # type: ignore[union-attr]
-    answer = "y\n" if host_code == _pen_code(screen) else "n\n"
+    same = host_code == _pen_code(screen)
+    if same:
+        server.send_signal(signal.SIGUSR1)  # the technician accepts on the pen
+        time.sleep(0.2)
+    answer = "y\n" if same else "n\n"
     out, err = proc.communicate(answer, timeout=60)
     return subprocess.CompletedProcess(proc.args, proc.returncode, out, err)
 
@@ -75,11 +81,11 @@ def test_pair_run_list_revoke(unpaired_pen: tuple[str, subprocess.Popen[str], Pa
     assert refused.returncode == 1 and "micropen pair --pen" in refused.stderr
 
     closed = _cli("pair", "--pen", url, "--json")  # the button was not pressed
-    assert closed.returncode == 1 and "PAIRING_CLOSED" in closed.stderr
+    assert closed.returncode == 1 and "not in pairing mode" in closed.stderr
 
     server.send_signal(signal.SIGUSR1)  # the pen's pairing button
     time.sleep(0.2)
-    done = _pair(url, screen)
+    done = _pair(url, screen, server)
     assert done.returncode == 0, done.stderr
     result = json.loads(done.stdout)
     assert result["serial"] == "SIM-000071" and result["authenticated"] is True
@@ -102,3 +108,10 @@ def test_pair_run_list_revoke(unpaired_pen: tuple[str, subprocess.Popen[str], Pa
     assert json.loads(revoked.stdout)["pairings_left_on_pen"] == 0
     again = _cli(*RUN, "--pen", url)
     assert again.returncode == 1 and "not paired" in again.stderr
+
+    # found by review: stop and estop must work even when the keystore cannot be used
+    Path(document["path"]).chmod(0o644)
+    for command in ("stop", "estop"):
+        stopped = _cli(command, "--pen", url)
+        assert stopped.returncode == 0, stopped.stderr
+        assert "chmod 600" in stopped.stderr and "stopping the pen anyway" in stopped.stderr
