@@ -18,6 +18,7 @@ is loaded at power-on, written at every change, and locked while the pen is powe
 
 from __future__ import annotations
 
+import math
 import os
 import random
 from dataclasses import dataclass, field, fields
@@ -37,7 +38,7 @@ from micropen.protocol.messages import (
 )
 
 from .bench import Bench
-from .bootloader import STEP_S, Bootloader, BootState
+from .bootloader import STEP_S, Bootloader, BootState, NoBootableImage
 from .calstore import CAL_MODES, CalStore, Nvm
 from .cartridge import Bay, Cartridge
 from .devkey import dev_public_key, factory_image
@@ -438,9 +439,17 @@ class SimulatedPen:
             self._swap_at = at + STEP_S
         else:
             self._swap_at = None
-            self.firmware = self._boot(at, self._swap_reason)
+            self._start_firmware(at, self._swap_reason)
         if self._state is not None:
             self._sync_nvm()  # the step is recorded before the next one starts
+
+    def _start_firmware(self, t: float, reason: BootReason) -> None:
+        """Boot the verified primary image; with none, the pen stays in its bootloader for
+        good (silent: it never runs an image that does not verify)."""
+        try:
+            self.firmware = self._boot(t, reason)
+        except NoBootableImage:
+            self._swap_at = math.inf
 
     def next_deadline(self) -> float | None:
         """When advance()/data_to_send() must next be called if no bytes arrive."""
@@ -563,7 +572,7 @@ class SimulatedPen:
             self._swap_at = t + STEP_S  # the old firmware stays down until the swap is done
         else:
             self._swap_at = None
-            self.firmware = self._boot(t, reason)
+            self._start_firmware(t, reason)
 
     # ================================================================== inspection (tests)
     @property

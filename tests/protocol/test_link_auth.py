@@ -190,3 +190,50 @@ def test_a_reconnecting_hosts_syn_proves_it_is_alive_and_a_replayed_copy_does_no
     pen.receive_data(first, 2.0)  # the first SYN replayed: seen
     pen.receive_data(retransmit, 2.0)
     assert pen.statistics().frames_authenticated == proven + 2
+
+
+def test_wire_layout_and_key_sizes_are_what_the_document_says() -> None:
+    """Both ends changing a size together would pass every round trip: pin the layout."""
+    assert linkauth.OFFER.size == 20 and linkauth.ANSWER.size == 36
+    assert linkauth.TRAILER_BYTES == 12 and linkauth.RESUME.size == 12
+    offer = linkauth.AuthOffer(7, bytes(16))
+    to_pen, to_host = linkauth.session_keys(KEY, 5, offer, 9, bytes(range(16)))
+    assert len(to_pen) == len(to_host) == 32 and to_pen != to_host
+    again = linkauth.session_keys(KEY, 6, offer, 9, bytes(range(16)))  # another epoch
+    assert again[0] != to_pen and again[1] != to_host
+
+
+def test_the_confirmation_code_is_six_digits_from_the_documented_formula() -> None:
+    import hashlib
+    import re
+
+    host_pub, pen_pub = bytes([1]) * 32, bytes([2]) * 32
+    digest = hashlib.sha256(b"micropen code" + KEY + host_pub + pen_pub).digest()
+    expected = f"{int.from_bytes(digest[:4], 'little') % 1_000_000:06d}"
+    code = linkauth.confirmation_code(KEY, host_pub, pen_pub)
+    assert code == expected and re.fullmatch(r"\d{6}", code)
+    codes = {linkauth.confirmation_code(bytes([i]) * 32, host_pub, pen_pub) for i in range(200)}
+    assert len(codes) > 190  # spread over the million, not a handful
+
+
+def test_replays_older_than_the_window_are_refused_and_counted() -> None:
+    sender = linkauth.FrameAuth(KEY, KEY, 1)
+    frames = []
+    for _ in range(200):
+        body = b"\x01\x02\x03\x04\x05\x06payload"
+        frames.append(body + sender.seal(body) + b"\0\0\0\0")
+    receiver = linkauth.FrameAuth(KEY, KEY, 1)
+    for frame in frames:
+        assert receiver.open(frame) is not None
+    for back in (64, 65, 100, 199):
+        assert receiver.open(frames[199 - back]) is None  # counter highest - back
+    assert receiver.replays == 4
+    late = linkauth.FrameAuth(KEY, KEY, 1)
+    for frame in frames[:100]:
+        late.open(frame)
+    assert late.open(frames[36]) is None  # 63 behind and seen: refused
+    fresh = linkauth.FrameAuth(KEY, KEY, 1)
+    for i, frame in enumerate(frames[:100]):
+        if i != 36:
+            fresh.open(frame)
+    assert fresh.open(frames[36]) is not None  # 63 behind, never seen: accepted

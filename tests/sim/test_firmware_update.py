@@ -298,3 +298,83 @@ def test_image_module_and_bootloader_agree_on_the_factory_image() -> None:
     found = image.parse(pen.bootloader.slot_bytes(FwSlotId.PRIMARY) or b"")
     assert found.version == (2, 4, 6) and found.security_counter == 1
     assert pen.bootloader.view(FwSlotId.PRIMARY).valid
+
+
+# ------------------------------------------------------------------ the bootloader's own checks
+def _boot_after_cut(host: Host) -> None:
+    host.pen.power_cycle(host.now)
+    host.run_for(3 * 16 * STEP_S + 0.3)
+    host.connect()
+    host.hello()
+
+
+def test_the_bootloader_verifies_before_it_swaps_even_after_the_firmware_verified() -> None:
+    """Found by the mutation run: FwFinish's check hid the bootloader's own. An update slot
+    changed after verification (flash damage, a hostile writer) is never installed."""
+    from micropen.sim.flash import slot_base
+
+    host = _host()
+    upload(host, make_image((1, 1, 0), counter=2))
+    host.cmd(FwTestBoot)
+    host.pen.flash.program(slot_base(FwSlotId.UPDATE) + 600, b"\x00" * 16)  # damaged
+    host.run_for(0.5)
+    host.connect()
+    host.hello()
+    assert _running(host) == (1, 0, 0)
+    assert host.events(EventCode.IMAGE_REJECTED)[-1].value == int(ImageFault.HASH_MISMATCH)
+
+
+def test_a_damaged_primary_with_no_allowed_fallback_is_never_run() -> None:
+    from micropen.sim.flash import slot_base
+
+    host = _host()
+    upload(host, make_image((1, 1, 0), counter=2))
+    reboot_into_update(host)
+    host.ack(FwConfirm)  # primary 1.1.0 (counter 2), update slot 1.0.0 (counter 1)
+    host.pen.flash.program(slot_base(FwSlotId.PRIMARY) + 600, b"\x00" * 16)
+    host.pen.power_cycle(host.now)
+    host.run_for(1.0)
+    # the update slot's 1.0.0 is below the pen's counter and the primary does not verify:
+    # the pen stays in its bootloader, silent, rather than run either
+    assert host.pen.state is PenState.BOOTLOADER and host.pen.next_deadline() == float("inf")
+
+
+def test_recovery_uses_an_update_image_the_counter_allows() -> None:
+    from micropen.sim.flash import slot_base
+
+    host = _host()
+    upload(host, make_image((1, 1, 0), counter=1))  # same counter as the factory image
+    reboot_into_update(host)
+    host.ack(FwConfirm)
+    host.pen.flash.program(slot_base(FwSlotId.PRIMARY) + 600, b"\x00" * 16)
+    _boot_after_cut(host)
+    assert _running(host) == (1, 0, 0)  # recovered from the update slot, and it is valid
+    assert host.pen.bootloader.view(FwSlotId.PRIMARY).valid
+    assert slot(host, FwSlotId.PRIMARY).confirmed == 1
+
+
+def test_a_confirmed_image_survives_reboots_without_a_swap() -> None:
+    host = _host()
+    upload(host, make_image((1, 1, 0), counter=2))
+    reboot_into_update(host)
+    host.ack(FwConfirm)
+    host.pen.power_cycle(host.now)
+    assert host.pen.state is not PenState.BOOTLOADER  # no swap at all
+    host.run_for(0.2)
+    assert _running(host) == (1, 1, 0)
+
+
+def test_an_announced_digest_binds_the_upload() -> None:
+    """FwBegin announces A's digest; a validly signed image B is sent instead: refused."""
+    import hashlib
+
+    from micropen.protocol.messages import FwBegin
+
+    host = _host()
+    a, b = make_image((1, 1, 0), counter=2), make_image((1, 2, 0), counter=2)
+    assert len(a) == len(b)
+    first = host.cmd(FwBegin, len(a), hashlib.sha256(a).digest(), 2)
+    host.run_for(first.busy_ms / 1000)  # type: ignore[union-attr]
+    send_chunks(host, b, 0)
+    reply = finish(host)
+    assert isinstance(reply, Nak) and reply.value == int(ImageFault.HASH_MISMATCH)

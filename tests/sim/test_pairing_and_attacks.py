@@ -290,3 +290,29 @@ def test_an_unpaired_reader_gets_no_live_treatment_data() -> None:
     reader.hello()
     reader.run_for(0.5)
     assert not reader.telemetry()
+
+
+def test_a_pen_holds_eight_pairings_and_refuses_a_ninth() -> None:
+    host = Host(seed=16)  # the bench's pairing is the first
+    for n in range(7):
+        host.pen.add_pairing(0x1000 + n, bytes([n]) * 32, f"host {n}", host.now)
+    assert len(host.pen.nvm.pairings.hosts) == 8
+    stranger = Host(pen=host.pen, clock=host.clock, paired=False, link_seed=69)
+    stranger.connect()
+    stranger.hello()
+    host.pen.press_pairing_button(host.now)
+    full = _pair(stranger, host_id=0x2000)
+    assert isinstance(full, Nak) and (full.error, full.value, full.limit) == (
+        ErrorCode.PAIRINGS_FULL,
+        8,
+        8,
+    )
+    assert len(host.pen.nvm.pairings.hosts) == 8 and 0x2000 not in host.pen.nvm.pairings.hosts
+
+
+def test_the_window_is_sixty_seconds_exactly() -> None:
+    from micropen.sim.pairing import PairingMode
+
+    mode = PairingMode()
+    mode.open(100.0)
+    assert mode.is_open(159.99) and not mode.is_open(160.0)
