@@ -92,6 +92,16 @@ def test_sign_upload_with_a_cable_pull_test_boot_confirm_then_refusals(tmp_path:
         refused = _cli("upload", str(tampered), "--pen", url, check=False)
         assert refused.returncode == 2 and "hash_mismatch" in refused.stderr  # the host's check
 
+        # an unpaired host (another user's data folder: no pairing with this pen) is refused
+        stranger = subprocess.run(
+            [*CLI, "upload", str(older), "--pen", url],
+            capture_output=True, text=True, timeout=90,
+            env={**os.environ, "MICROPEN_HOME": str(tmp_path / "stranger")},
+        )  # fmt: skip
+        assert stranger.returncode == 1 and "NOT_AUTHORIZED" in stranger.stderr
+        assert "Traceback" not in stranger.stderr
+        # the operator's host connects again and is handed the pen's record of the refusal
+        _cli("status", "--pen", url)
         primary = server.pen.bootloader.view(FwSlotId.PRIMARY).image
         assert primary is not None and primary.version == (1, 1, 0)
     # the pen reported the refused downgrade; the host's treatment log keeps it
@@ -100,3 +110,4 @@ def test_sign_upload_with_a_cable_pull_test_boot_confirm_then_refusals(tmp_path:
     codes = [(row["code"], row["value"]) for row in rows]
     assert ("IMAGE_REJECTED", int(ImageFault.DOWNGRADE)) in codes, codes
     assert ("FIRMWARE_TEST_BOOT", 2) in codes and ("FIRMWARE_CONFIRMED", 2) in codes
+    assert any(code == "SECURITY_DENIED" for code, _ in codes), codes  # the unpaired host
