@@ -114,12 +114,14 @@ while True:
 
 # ------------------------------------------------------------------------------ images
 def wire_frame_bytes() -> int:
-    """Bytes on the wire for one full ``FwChunk`` (header, message, CRC, COBS, delimiters)."""
+    """Bytes on the wire for one full ``FwChunk`` on an authenticated link (header, message,
+    the 12-byte authentication trailer, CRC, COBS, delimiters)."""
     from micropen.protocol.framing import encode_frame
+    from micropen.protocol.linkauth import TRAILER_BYTES
     from micropen.protocol.messages import FW_CHUNK_BYTES, FwChunk
 
     message = FwChunk(1, 0, FW_CHUNK_BYTES, bytes(FW_CHUNK_BYTES)).encode()
-    return len(encode_frame(0, 0, 1, 0, message))
+    return len(encode_frame(0, 0, 1, 0, message + bytes(TRAILER_BYTES)))
 
 
 def make_images(size: int, count: int, seed: int) -> list[bytes]:
