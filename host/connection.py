@@ -758,6 +758,11 @@ class AsyncPen:
         gets the ``cmd_id`` to put in the command. A Nak raises PenRefused."""
         return await self._request(build, urgent=urgent, timeout=timeout)
 
+    async def expect(self, build: Callable[[int], Message], kind: type[M]) -> M:
+        """:meth:`request`, for a command whose reply must be a ``kind`` (anything else is a
+        HostError): what the update and pairing procedures send."""
+        return await self._expect(build, kind)
+
     @property
     def closed(self) -> bool:
         """True once close() was called or the connection failed for good."""

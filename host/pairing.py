@@ -28,7 +28,7 @@ from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any
 
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 
@@ -62,7 +62,6 @@ __all__ = [
     "pen_pairings",
 ]
 
-M = TypeVar("M", bound=Message)
 FILE_NAME = "pairings.json"
 MAX_FILE = 256 * 1024
 _U32 = 0xFFFF_FFFF
@@ -289,8 +288,8 @@ class PairingAttempt:
         host_id = self.keys.settle_host_id()
         public = linkauth.public_bytes(self._own)
         try:
-            offer = await _expect(
-                self.pen, lambda i: PairRequest(i, host_id, public, self.name), PairOffer
+            offer = await self.pen.expect(
+                lambda i: PairRequest(i, host_id, public, self.name), PairOffer
             )
         except PenRefused as exc:
             raise PairingRefused(_request_refused(exc)) from None
@@ -303,7 +302,7 @@ class PairingAttempt:
         host_id = self.keys.host_id
         proof = linkauth.pair_proof(self._key, host_id)
         try:
-            await _expect(self.pen, lambda i: PairConfirm(i, host_id, proof), Ack)
+            await self.pen.expect(lambda i: PairConfirm(i, host_id, proof), Ack)
         except PenRefused as exc:
             if exc.code is ErrorCode.PAIRING_NOT_ACCEPTED:
                 raise NotAcceptedYet(
@@ -356,22 +355,15 @@ async def pair(pen: AsyncPen, keys: HostKeys, confirm: Confirm, name: str = "") 
 
 async def pen_pairings(pen: AsyncPen) -> list[Pairing]:
     """The hosts the pen is paired with (needs an authenticated link)."""
-    first = await _expect(pen, lambda i: GetPairing(i, 0), Pairing)
+    first = await pen.expect(lambda i: GetPairing(i, 0), Pairing)
     found = [first] if first.total else []
     for index in range(1, first.total):
-        found.append(await _expect(pen, _pairing_query(index), Pairing))
+        found.append(await pen.expect(_pairing_query(index), Pairing))
     return found
 
 
 def _pairing_query(index: int) -> Callable[[int], Message]:
     return lambda cmd_id: GetPairing(cmd_id, index)
-
-
-async def _expect(pen: AsyncPen, build: Callable[[int], Message], kind: type[M]) -> M:
-    reply = await pen.request(build)
-    if not isinstance(reply, kind):
-        raise HostError(f"expected {kind.__name__}, the pen sent {type(reply).__name__}")
-    return reply
 
 
 def check_name(name: str) -> str:

@@ -23,7 +23,7 @@ import hashlib
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, TypeVar
+from typing import TYPE_CHECKING
 
 from micropen.protocol import image as img
 from micropen.protocol.messages import (
@@ -64,7 +64,6 @@ __all__ = ["DEFAULT_WINDOW", "FirmwareUpdate", "SlotReport", "UpdateRefused", "r
 DEFAULT_WINDOW = 8
 RECONNECT_TIMEOUT_S = 30.0  # how long a lost link may take to come back mid-upload
 MAX_RESUMES = 20  # reconnects within one upload before giving up
-M = TypeVar("M", bound=Message)
 
 
 class _UploadForgotten(HostError):
@@ -106,19 +105,12 @@ class SlotReport:
 
 async def read_slots(pen: AsyncPen) -> tuple[list[SlotReport], FwSlot]:
     """Both slots; the raw primary answer too (the pen's counter and upload phase)."""
-    answers = [await _expect(pen, _slot_query(slot), FwSlot) for slot in FwSlotId]
+    answers = [await pen.expect(_slot_query(slot), FwSlot) for slot in FwSlotId]
     return [SlotReport.from_message(a) for a in answers], answers[0]
 
 
 def _slot_query(slot: FwSlotId) -> Callable[[int], Message]:
     return lambda cmd_id: FwGetSlot(cmd_id, slot)
-
-
-async def _expect(pen: AsyncPen, build: Callable[[int], Message], kind: type[M]) -> M:
-    reply = await pen.request(build)
-    if not isinstance(reply, kind):
-        raise HostError(f"expected {kind.__name__}, the pen sent {type(reply).__name__}")
-    return reply
 
 
 def _refusal(error: PenRefused) -> HostError:
@@ -223,7 +215,7 @@ class FirmwareUpdate:
         answer is busy for the reboot that follows it); the answer it finally gives."""
         while True:
             try:
-                reply = await _expect(self.pen, build, FwProgress)
+                reply = await self.pen.expect(build, FwProgress)
             except PenRefused as exc:
                 raise _refusal(exc) from None
             if not reply.busy_ms or reply.phase is done:
@@ -266,8 +258,8 @@ class FirmwareUpdate:
         piece = self.data[offset:end].ljust(FW_CHUNK_BYTES, b"\xff")
         self.sent_bytes += end - offset
         try:
-            return await _expect(
-                self.pen, lambda i: FwChunk(i, offset, end - offset, piece), FwProgress
+            return await self.pen.expect(
+                lambda i: FwChunk(i, offset, end - offset, piece), FwProgress
             )
         except PenRefused as exc:
             raise _refusal(exc) from None

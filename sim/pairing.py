@@ -47,6 +47,7 @@ class PairingStore:
 
     pen_id: int
     hosts: dict[int, HostPairing] = field(default_factory=dict)
+    revision: int = 0  # +1 at every change: the state file's cheap "did it change?"
 
     def lookup(self, host_id: int) -> tuple[int, bytes] | None:
         """For the link: (pen_id, key) for a paired host, else None."""
@@ -58,16 +59,20 @@ class PairingStore:
         if pairing.host_id not in self.hosts and len(self.hosts) >= MAX_PAIRINGS:
             return False
         self.hosts[pairing.host_id] = pairing
+        self.revision += 1
         return True
 
     def remove(self, host_id: int) -> bool:
-        return self.hosts.pop(host_id, None) is not None
+        removed = self.hosts.pop(host_id, None) is not None
+        self.revision += removed
+        return removed
 
     def listing(self) -> list[HostPairing]:
         return sorted(self.hosts.values(), key=lambda p: p.host_id)
 
-    def fingerprint(self) -> tuple[object, ...]:
-        return (self.pen_id, tuple((p.host_id, p.key, p.name) for p in self.listing()))
+    def fingerprint(self) -> tuple[int, int]:
+        """Called at every entry point of a pen with a state file: no sorting, no copies."""
+        return (self.pen_id, self.revision)
 
 
 @dataclass(slots=True)

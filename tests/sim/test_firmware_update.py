@@ -3,6 +3,8 @@ firmware). Every refusal here comes from the pen itself: the harness host checks
 
 from __future__ import annotations
 
+import hashlib
+
 import pytest
 from _fw_helpers import begin, finish, make_image, reboot_into_update, send_chunks, slot, upload
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
@@ -13,6 +15,7 @@ from micropen.protocol.image import ImageFault
 from micropen.protocol.messages import (
     ErrorCode,
     EventCode,
+    FwBegin,
     FwConfirm,
     FwPhase,
     FwProgress,
@@ -153,23 +156,13 @@ def test_no_update_while_needles_move() -> None:
 def test_chunks_during_the_erase_are_answered_busy_and_not_written() -> None:
     host = _host()
     data = make_image(size=60_000)
-    first = host.cmd(
-        *_begin_args(data),
-    )
+    first = host.cmd(FwBegin, len(data), hashlib.sha256(data).digest(), 2)
     assert isinstance(first, FwProgress) and first.phase is FwPhase.ERASING
     assert first.busy_ms == 15 * 20  # 15 sectors of 4 KiB, 20 ms each
     early = send_chunks(host, data, 0, limit=1)
     assert early == 0
     host.run_for(first.busy_ms / 1000)
     assert send_chunks(host, data, 0, limit=1) == 224
-
-
-def _begin_args(data: bytes) -> tuple[object, ...]:
-    import hashlib
-
-    from micropen.protocol.messages import FwBegin
-
-    return (FwBegin, len(data), hashlib.sha256(data).digest(), 2)
 
 
 def test_repeated_skipped_and_overlong_chunks_are_harmless() -> None:

@@ -240,13 +240,16 @@ def test_a_paired_host_id_is_never_re_keyed_by_whoever_claims_it() -> None:
     intruder.hello()
     host.pen.press_pairing_button(host.now)
     assert host.host_id is not None
+    key_before = host.pen.nvm.pairings.hosts[host.host_id].key
     claimed = _pair(intruder, host_id=host.host_id)
     assert isinstance(claimed, Nak) and (claimed.error, claimed.value) == (
         ErrorCode.PAIRING_BUSY,
         0,
     )
-    key_before = host.pen.nvm.pairings.hosts[host.host_id].key
     assert host.pen.nvm.pairings.hosts[host.host_id].key == key_before
+    host.connect()  # and the real host still authenticates with its key
+    host.hello()
+    assert host.link.peer_id is not None
 
 
 def test_only_proven_frames_feed_the_watchdog_once_the_paired_host_is_gone() -> None:
