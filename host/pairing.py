@@ -45,6 +45,7 @@ from micropen.protocol.messages import (
 from micropen.protocol.schema import Message
 
 from .errors import HostError, InvalidInput, PenRefused
+from .files import write_atomically
 
 if TYPE_CHECKING:
     from .connection import AsyncPen
@@ -227,14 +228,13 @@ class HostKeys:
                 for p in self.pens()
             ],
         }  # fmt: skip
-        tmp = self.path.with_name(f".{self.path.name}.{os.getpid()}.tmp")
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o600)
         try:
-            os.write(fd, json.dumps(document, indent=1).encode("utf-8"))
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-        os.replace(tmp, self.path)
+            write_atomically(self.path, json.dumps(document, indent=1).encode("utf-8"), 0o600)
+        except OSError as exc:
+            raise KeystoreError(
+                f"cannot write the pairing keystore {self.path}: {exc.strerror or exc}; "
+                "free some space or use a writable folder (MICROPEN_HOME)"
+            ) from None
 
     @contextlib.contextmanager
     def _locked(self) -> Iterator[None]:

@@ -7,10 +7,8 @@ it; benches and pens only ever hold the public half. The image format is
 
 from __future__ import annotations
 
-import contextlib
 import os
 import re
-import tempfile
 import threading
 import time
 from dataclasses import asdict
@@ -31,6 +29,7 @@ from rich.table import Table
 
 from micropen.host import signing_keys
 from micropen.host.errors import InvalidInput
+from micropen.host.files import write_atomically
 from micropen.host.pen import Pen
 from micropen.host.update import DEFAULT_WINDOW, FirmwareUpdate, SlotReport, read_slots
 from micropen.protocol import image
@@ -236,19 +235,10 @@ def _read(path: Path, limit: int) -> bytes:
 
 
 def _write(path: Path, data: bytes) -> None:
-    """Whole or not at all: a fresh temporary file of our own (O_EXCL, never a name someone
-    could have planted a symlink on), flushed, then renamed over OUT."""
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    """Whole or not at all (host/files.py)."""
     try:
-        with os.fdopen(fd, "wb") as out:
-            out.write(data)
-            out.flush()
-            os.fsync(out.fileno())
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
+        write_atomically(path, data, 0o644)
     except OSError as exc:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
         raise InvalidInput(f"cannot write {path}: {exc.strerror or exc}") from None
 
 

@@ -175,3 +175,21 @@ async def test_a_pen_this_host_is_paired_with_answering_unauthenticated_is_flagg
         await pen._start()
         await pen.close()
     assert "answered as SIM-000006" in caplog.text and "without authentication" in caplog.text
+
+
+def test_a_keystore_that_cannot_be_written_is_one_line(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A full disk raised a bare OSError (a traceback on the command line) before."""
+    import errno
+
+    from micropen.host import pairing
+
+    def full(path: Path, data: bytes, mode: int) -> None:
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    monkeypatch.setattr(pairing, "write_atomically", full)
+    keys = HostKeys(tmp_path / "pairings.json")
+    with pytest.raises(KeystoreError, match="No space left on device; free some space"):
+        keys.add(1, bytes(32), "SIM-1", "MP-12 SIM")
+    assert not list(tmp_path.glob(".pairings.json.*.tmp"))
