@@ -23,7 +23,6 @@ import os
 import secrets
 import socket
 import stat
-import sys
 from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -44,6 +43,7 @@ from micropen.protocol.messages import (
 )
 from micropen.protocol.schema import Message
 
+from . import paths
 from .errors import HostError, InvalidInput, PenRefused
 from .files import write_atomically
 
@@ -77,15 +77,8 @@ class PairingRefused(HostError):
 
 
 def data_folder(env: dict[str, str] | None = None) -> Path:
-    """$MICROPEN_HOME, else the platform's per-user data folder + micropen (not created)."""
-    env = dict(os.environ) if env is None else env
-    if env.get("MICROPEN_HOME"):
-        return Path(env["MICROPEN_HOME"]).expanduser()
-    if sys.platform == "darwin":
-        return Path.home() / "Library" / "Application Support" / "micropen"
-    xdg = env.get("XDG_DATA_HOME")
-    base = Path(xdg) if xdg and Path(xdg).is_absolute() else Path.home() / ".local" / "share"
-    return base / "micropen"
+    """$MICROPEN_HOME, else the per-user data folder (host/paths.py; not created)."""
+    return paths.data_dir(env)
 
 
 @dataclass(frozen=True, slots=True)

@@ -44,6 +44,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import IO, Any, NamedTuple, Self
 
+from micropen.host import paths
 from micropen.protocol.errors import MicropenError
 from micropen.protocol.messages import PenState, Telemetry
 
@@ -512,18 +513,10 @@ class TreatmentLog:
             self._conn = None
 
     @classmethod
-    def default_path(
-        cls, env: Mapping[str, str] | None = None, platform: str | None = None
-    ) -> Path:
-        """$MICROPEN_HOME/treatment.sqlite, else the platform's per-user data folder."""
-        env = os.environ if env is None else env
-        platform = sys.platform if platform is None else platform
-        if env.get("MICROPEN_HOME"):
-            base = Path(env["MICROPEN_HOME"]).expanduser()
-        else:
-            base = _user_data_dir(env, platform) / "micropen"
-        base.mkdir(parents=True, exist_ok=True)
-        return base / "treatment.sqlite"
+    def default_path(cls, env: Mapping[str, str] | None = None) -> Path:
+        """$MICROPEN_HOME/treatment.sqlite, else the per-user data folder (host/paths.py).
+        Not created here: opening the log for writing creates its folder."""
+        return paths.treatment_log(env)
 
     # --- lifecycle ---------------------------------------------------------------------------
     def close(self) -> None:
@@ -1012,16 +1005,6 @@ def default_path() -> Path:
 
 
 # --- helpers ---------------------------------------------------------------------------------
-def _user_data_dir(env: Mapping[str, str], platform: str) -> Path:
-    if platform.startswith("win"):
-        root = env.get("LOCALAPPDATA") or env.get("APPDATA")
-        return Path(root) if root else Path.home() / "AppData" / "Local"
-    if platform == "darwin":
-        return Path.home() / "Library" / "Application Support"
-    xdg = env.get("XDG_DATA_HOME")
-    return Path(xdg) if xdg and Path(xdg).is_absolute() else Path.home() / ".local" / "share"
-
-
 def _check_text(**values: object) -> None:
     """Free text is stored as given. Refused, naming the field, before anything is written: what
     is not a str, not encodable as UTF-8, or holds a NUL (SQLite's own functions and the sqlite3

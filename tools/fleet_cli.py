@@ -21,7 +21,7 @@ from rich.console import Console
 from rich.live import Live
 from rich.table import Table
 
-from micropen.host import AsyncPen
+from micropen.host import AsyncPen, paths
 from micropen.host.fleet import (
     BridgeConfig,
     BrokerConfig,
@@ -32,7 +32,6 @@ from micropen.host.fleet import (
     send_command,
 )
 from micropen.host.fleet.commands import OPT_IN
-from micropen.host.treatment_log import TreatmentLog
 
 from .common import JsonOption, PenOption, emit_json, errors_to_exit, fail
 
@@ -121,7 +120,7 @@ def bridge(
     with errors_to_exit():
         config = BridgeConfig(
             site=site,
-            queue_dir=queue_dir or TreatmentLog.default_path().parent / "fleet",
+            queue_dir=queue_dir or paths.fleet_outbox_dir(),
             allow=frozenset(allow or ()),
             calibration_due=_check_date(calibration_due),
         )

@@ -9,17 +9,19 @@ queries (history per pen, last passing calibration per quantity) and auditors wi
 from __future__ import annotations
 
 import json
-import os
 import sqlite3
 from collections.abc import Iterator
 from contextlib import closing, contextmanager
 from datetime import datetime
 from pathlib import Path
 
+from micropen.host import paths
+
+from .errors import CalibrationError
 from .measurements import Quantity
 from .record import CalibrationRecord, Outcome
 
-__all__ = ["DB_FILENAME", "SCHEMA_VERSION", "RecordStore", "default_db_path"]
+__all__ = ["DB_FILENAME", "SCHEMA_VERSION", "RecordStore", "RecordStoreError", "default_db_path"]
 
 DB_FILENAME = "calibration.sqlite"
 SCHEMA_VERSION = 1
@@ -72,14 +74,12 @@ CREATE INDEX IF NOT EXISTS instruments_record ON instruments (record_id);
 
 
 def default_db_path() -> Path:
-    """``$MICROPEN_HOME/calibration.sqlite``, else the treatment log's data directory."""
-    try:
-        from micropen.host.treatment_log import default_path
-    except ImportError:  # the treatment log is not there yet: same rule, kept in step
-        home = os.environ.get("MICROPEN_HOME")
-        base = Path(home) if home else Path.home() / ".local" / "share" / "micropen"
-        return base / DB_FILENAME
-    return Path(default_path()).parent / DB_FILENAME
+    """``$MICROPEN_HOME/calibration.sqlite``, else the per-user data folder (host/paths.py)."""
+    return paths.calibration_db()
+
+
+class RecordStoreError(CalibrationError):
+    """The calibration database cannot be read or written; the message names the file."""
 
 
 class RecordStore:
@@ -132,25 +132,55 @@ class RecordStore:
 
     # --- plumbing --------------------------------------------------------------------------------
     @contextmanager
-    def _connect(self) -> Iterator[sqlite3.Connection]:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        with closing(sqlite3.connect(self.path, timeout=10.0)) as db:
+    def _connect(self, *, write: bool = False) -> Iterator[sqlite3.Connection]:
+        """One transaction. Reading never creates anything (no folder, no empty database: a
+        mistyped ``--db`` must not leave a file behind); a missing database reads as empty.
+        Every SQLite failure becomes one :class:`RecordStoreError` naming the file."""
+        try:
+            with self._open(write) as db, db:
+                yield db
+        except sqlite3.Error as exc:
+            raise RecordStoreError(
+                f"the calibration database {self.path} cannot be "
+                f"{'written' if write else 'read'} ({exc}); check the path (--db), or move a "
+                "damaged file aside and restore it from a backup"
+            ) from None
+
+    @contextmanager
+    def _open(self, write: bool) -> Iterator[sqlite3.Connection]:
+        if write:
+            try:
+                self.path.parent.mkdir(parents=True, exist_ok=True)
+            except OSError as exc:
+                raise RecordStoreError(
+                    f"cannot create the folder of the calibration database {self.path} "
+                    f"({exc.strerror}); use a writable folder (--db or MICROPEN_HOME)"
+                ) from None
+            target, uri = str(self.path), False
+        elif not self.path.is_file():
+            target, uri = ":memory:", False
+        else:
+            target, uri = f"{self.path.resolve().as_uri()}?mode=ro", True
+        with closing(sqlite3.connect(target, timeout=10.0, uri=uri)) as db:
             db.execute("PRAGMA foreign_keys = ON")
             version = db.execute("PRAGMA user_version").fetchone()[0]
-            if version == 0:
+            if version == 0 and (write or target == ":memory:"):
                 db.executescript(_SCHEMA)
                 db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+            elif version == 0 and not _has_table(db, "calibrations"):
+                raise RecordStoreError(
+                    f"{self.path} is not a micropen calibration database; check the path (--db)"
+                )
             elif version > SCHEMA_VERSION:
-                raise RuntimeError(
+                raise RecordStoreError(
                     f"{self.path} has calibration schema v{version}, newer than this "
                     f"micropen's v{SCHEMA_VERSION}; update micropen to read it"
                 )
-            with db:  # one transaction
-                yield db
+            yield db
 
     def _write(self, record: CalibrationRecord) -> None:
         data = record.to_dict()
-        with self._connect() as db:
+        with self._connect(write=True) as db:
             db.execute("DELETE FROM calibrations WHERE record_id = ?", (record.record_id,))
             db.execute(
                 "INSERT INTO calibrations VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
@@ -207,6 +237,11 @@ class RecordStore:
                     for i in record.instruments
                 ],
             )
+
+
+def _has_table(db: sqlite3.Connection, name: str) -> bool:
+    row = db.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?", (name,))
+    return row.fetchone() is not None
 
 
 def _iso(moment: datetime) -> str:

@@ -168,37 +168,6 @@ def test_methods_after_close_raise(tmp_path: Path) -> None:
         log.sessions()
 
 
-def test_default_path_prefers_micropen_home(tmp_path: Path) -> None:
-    home = tmp_path / "mp" / "home"
-    path = TreatmentLog.default_path(env={"MICROPEN_HOME": str(home)}, platform="linux")
-    assert path == home / "treatment.sqlite"
-    assert home.is_dir()
-
-
-def test_default_path_on_linux_uses_xdg_data_home_then_local_share(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    xdg = tmp_path / "xdg"
-    assert TreatmentLog.default_path(env={"XDG_DATA_HOME": str(xdg)}, platform="linux") == (
-        xdg / "micropen" / "treatment.sqlite"
-    )
-    monkeypatch.setenv("HOME", str(tmp_path / "user"))
-    path = TreatmentLog.default_path(env={}, platform="linux")
-    assert path == tmp_path / "user" / ".local" / "share" / "micropen" / "treatment.sqlite"
-    assert path.parent.is_dir()
-
-
-def test_default_path_on_macos_and_windows(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("HOME", str(tmp_path / "user"))
-    mac = TreatmentLog.default_path(env={}, platform="darwin")
-    assert mac == tmp_path / "user" / "Library" / "Application Support" / "micropen" / (
-        "treatment.sqlite"
-    )
-    local = tmp_path / "AppData" / "Local"
-    win = TreatmentLog.default_path(env={"LOCALAPPDATA": str(local)}, platform="win32")
-    assert win == local / "micropen" / "treatment.sqlite"
-
-
 # --- sessions ----------------------------------------------------------------------------------
 def test_start_session_stores_the_pen_identity(log: TreatmentLog, clock: FakeClock) -> None:
     sid = session(log, started_at=123.5)
