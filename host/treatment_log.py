@@ -45,16 +45,19 @@ from types import TracebackType
 from typing import IO, Any, NamedTuple, Self
 
 from micropen.host import paths
+from micropen.host.errors import InvalidInput
 from micropen.protocol.errors import MicropenError
 from micropen.protocol.messages import PenState, Telemetry
 
 __all__ = [
+    "CSV_EXPORT_FILES",
     "EVENT_KINDS",
     "MIGRATIONS",
     "SCHEMA_VERSION",
     "EventRecord",
     "LogNotWritable",
     "Migration",
+    "NoSuchSession",
     "OverrideRecord",
     "RunDetail",
     "SampleRow",
@@ -68,12 +71,17 @@ __all__ = [
 
 EVENT_KINDS = ("event", "fault", "link", "remote-command", "host")
 EXPORT_FORMAT = "micropen.treatment-log"
+CSV_EXPORT_FILES = ("sessions.csv", "runs.csv", "events.csv", "overrides.csv", "samples.csv")
 _RUNNING = int(PenState.RUNNING)
 _EXPORT_CHUNK = 10_000
 
 
 class TreatmentLogError(MicropenError):
     """The treatment log could not store or read a record; treat the record as not stored."""
+
+
+class NoSuchSession(TreatmentLogError, InvalidInput):
+    """A session id that is not in the log (bad input: exit 2 on the command line)."""
 
 
 class LogNotWritable(TreatmentLogError):
@@ -456,6 +464,10 @@ class TreatmentLog:
         except TreatmentLogError:
             self._abandon()
             raise
+
+    def _shown_path(self) -> str:
+        """An empty in-memory stand-in (no log written here yet) is named by where it would be."""
+        return str(paths.treatment_log()) if self.path == ":memory:" else self.path
 
     def _open_readonly(self) -> sqlite3.Connection:
         if not Path(self.path).is_file():
@@ -871,7 +883,10 @@ class TreatmentLog:
     def _session_detail(self, session_id: int) -> SessionDetail:
         rows = self._read("SELECT * FROM sessions WHERE id = ?", (session_id,))
         if not rows:
-            raise TreatmentLogError(f"session {session_id} does not exist in {self.path}")
+            raise NoSuchSession(
+                f"session {session_id} does not exist in {self._shown_path()}; "
+                "micropen log list shows the sessions there"
+            )
         s = dict(rows[0])
         s["is_simulated"] = bool(s["is_simulated"])
         sample_count = self._read(
@@ -921,7 +936,10 @@ class TreatmentLog:
             return known
         missing = sorted(set(session_ids) - set(known))
         if missing:
-            raise TreatmentLogError(f"sessions {missing} do not exist in {self.path}")
+            raise NoSuchSession(
+                f"sessions {missing} do not exist in {self._shown_path()}; "
+                "micropen log list shows the sessions there"
+            )
         return list(dict.fromkeys(session_ids))
 
     def export_json(self, session_ids: Sequence[int] | None, out: IO[str]) -> int:

@@ -32,7 +32,7 @@ def report(title: str, figures: dict[str, Any], as_json: bool) -> None:
 
 @app.command()
 def codec(
-    frames: int = typer.Option(200_000, help="telemetry frames per measurement"),
+    frames: int = typer.Option(200_000, help="telemetry frames per measurement", min=1),
     as_json: bool = typer.Option(False, "--json", help="one JSON line"),
 ) -> None:
     """Encode/decode throughput of a telemetry frame stream (and with 1 % corrupted frames)."""
@@ -43,9 +43,9 @@ def codec(
 
 @app.command()
 def sim(
-    minutes: float = typer.Option(30.0, help="simulated treatment length"),
-    rate: int = typer.Option(110, help="strokes/s"),
-    telemetry_hz: int = typer.Option(100, help="telemetry rate"),
+    minutes: float = typer.Option(30.0, help="simulated treatment length", min=0.01),
+    rate: int = typer.Option(110, help="strokes/s", min=50, max=150),
+    telemetry_hz: int = typer.Option(100, help="telemetry rate", min=0, max=1000),
     as_json: bool = typer.Option(False, "--json", help="one JSON line"),
 ) -> None:
     """A simulated treatment in virtual time: how many times faster than real time."""
@@ -137,9 +137,9 @@ def link(
 
 @app.command()
 def fleet(
-    bridges: int = typer.Option(10, help="simulated pens, each with its own bridge"),
-    seconds: float = typer.Option(10.0, help="how long to stream"),
-    hz: int = typer.Option(100, help="telemetry rate per pen"),
+    bridges: int = typer.Option(10, help="simulated pens, each with its own bridge", min=1),
+    seconds: float = typer.Option(10.0, help="how long to stream", min=0.1),
+    hz: int = typer.Option(100, help="telemetry rate per pen", min=1, max=1000),
     as_json: bool = typer.Option(False, "--json", help="one JSON line"),
 ) -> None:
     """Messages/s and publish→receive latency through a local mosquitto from N bridges."""

@@ -11,8 +11,13 @@ import signal
 import sys
 import threading
 from types import FrameType
+from typing import Annotated
 
 import typer
+
+from micropen.host import paths
+from micropen.protocol.messages import PROTOCOL_VERSION
+from micropen.protocol.schema import schema_hash
 
 from . import (
     bench,
@@ -27,14 +32,40 @@ from . import (
     proxy,
     sim_cli,
 )
+from .common import version
+from .guard import run_guarded
 
 app = typer.Typer(
     name="micropen",
     help="Host controller and simulator for the micropen 12-needle microneedling pen.",
+    epilog=f"Records (treatment log, calibration database, certificates, pairings): "
+    f"{paths.data_dir()}. Settings (station.toml): {paths.config_dir()}. MICROPEN_HOME "
+    "overrides both; micropen doctor checks them.",
     no_args_is_help=True,
     pretty_exceptions_enable=False,
     add_completion=False,
 )
+
+
+def _print_version(value: bool) -> None:
+    if value:
+        schema = f"protocol v{PROTOCOL_VERSION}, schema {schema_hash():08x}"
+        typer.echo(f"micropen {version()} ({schema})")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    show_version: Annotated[
+        bool,
+        typer.Option(
+            "--version", is_eager=True, callback=_print_version, help="Print the version and exit."
+        ),
+    ] = False,
+) -> None:
+    """Host controller and simulator for the micropen 12-needle microneedling pen."""
+
+
 app.command()(demo.demo)
 app.command()(pen_cli.pens)
 app.command()(pen_cli.status)
@@ -77,7 +108,7 @@ def main() -> None:
         signal.signal(signal.SIGTERM, _interrupt)
         signal.signal(signal.SIGINT, _interrupt)
     try:
-        app()
+        code = run_guarded(app)
     except KeyboardInterrupt as interrupt:  # before or after a command's own handling
         sys.stderr.write("interrupted\n")
         raise SystemExit(143 if isinstance(interrupt, Terminated) else 130) from None
@@ -85,6 +116,9 @@ def main() -> None:
         if _signals_seen:  # on the way out: a late press must not kill the exit (status -2)
             signal.signal(signal.SIGINT, signal.SIG_IGN)
             signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    if code == 130 and _signals_seen[:1] == [signal.SIGTERM]:
+        code = 143  # typer reports any KeyboardInterrupt as 130; SIGTERM is 143
+    raise SystemExit(code)
 
 
 if __name__ == "__main__":

@@ -31,10 +31,15 @@ JsonOption = Annotated[bool, typer.Option("--json", help="Print one JSON documen
 err_console = Console(stderr=True)
 
 
+def fail_line(message: str, code: int = 1) -> int:
+    """Print one error line on stderr; return the exit code to use."""
+    err_console.print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
+    return code
+
+
 def fail(message: str, code: int = 1) -> NoReturn:
     """One line on stderr, then exit: 2 for bad input, 1 for anything else."""
-    err_console.print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
-    raise typer.Exit(code)
+    raise typer.Exit(fail_line(message, code))
 
 
 @contextmanager
@@ -94,7 +99,11 @@ def warn_if_calibration_due(pen: Pen) -> None:
     """Connecting to a pen whose calibration is overdue (or nearly) warns, on stderr."""
     if pen.identity is None:
         return
-    status = check_due(pen.identity.serial)
+    try:
+        status = check_due(pen.identity.serial)
+    except MicropenError as exc:  # a damaged calibration database must not stop a stop
+        err_console.print(f"[bold yellow]warning:[/] {exc}", highlight=False, soft_wrap=True)
+        return
     if status.state in (DueState.OVERDUE, DueState.DUE_SOON):
         err_console.print(f"[bold yellow]warning:[/] {status.message}", highlight=False)
 

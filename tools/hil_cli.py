@@ -20,6 +20,10 @@ from typing import Annotated, Any
 
 import typer
 
+from micropen.host.url import parse_pen_url
+
+from .common import errors_to_exit, fail
+
 __all__ = ["CONTEXT_SETTINGS", "app", "hil", "pytest_args", "register"]
 
 CONTEXT_SETTINGS: dict[str, Any] = {"allow_extra_args": True, "ignore_unknown_options": True}
@@ -81,6 +85,11 @@ def hil(
             err=True,
         )
         raise typer.Exit(2) from None
+    if pen:
+        with errors_to_exit():  # a mistyped URL is one line, not 105 errors from the suite
+            parse_pen_url(pen)
+    if report.exists() and not report.is_dir():
+        fail(f"--hil-report {report} is a file; give a folder for the reports", 2)
     started = time.time()
     code = int(pytest.main(pytest_args(pen, destructive, report, list(ctx.args))))
     _print_summary(report, started)

@@ -12,7 +12,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from micropen.host.treatment_log import TreatmentLog, TreatmentLogError
+from micropen.host.treatment_log import CSV_EXPORT_FILES, TreatmentLog, TreatmentLogError
 
 from .common import JsonOption, emit_json, fail
 
@@ -26,13 +26,37 @@ DbOption = Annotated[
 
 
 def _open(db: Path | None) -> TreatmentLog:
+    """The log, read-only: reading never creates a file or a folder."""
+    if db is not None and not db.is_file():
+        what = "is a folder, not a treatment log" if db.is_dir() else "does not exist"
+        fail(f"--db {db} {what}; give the treatment log file (micropen doctor shows where)", 2)
+    path = db or TreatmentLog.default_path()
+    if not path.exists():
+        return TreatmentLog(":memory:")  # nothing recorded here yet: an empty log
     try:
-        path = db or TreatmentLog.default_path()
-        if db is None and not path.exists():
-            return TreatmentLog(":memory:")  # nothing recorded here yet: an empty log
         return TreatmentLog(path, readonly=True)
     except TreatmentLogError as exc:
         fail(str(exc))
+
+
+def _check_json_out(out: Path, force: bool) -> None:
+    """Refuse an --out that would fail half-way or silently replace an earlier export."""
+    if out.is_dir():
+        fail(f"--out {out} is a folder; give a file name for the JSON export", 2)
+    if not out.parent.is_dir():
+        fail(f"--out {out}: the folder {out.parent} does not exist; create it first", 2)
+    if out.exists() and not force:
+        fail(f"--out {out} exists; choose another name or pass --force to replace it", 2)
+
+
+def _check_csv_out(out: Path, force: bool) -> None:
+    if out.exists() and not out.is_dir():
+        fail(f"--out {out} is a file; CSV export writes several files into a folder", 2)
+    if not out.exists() and not out.parent.is_dir():
+        fail(f"--out {out}: the folder {out.parent} does not exist; create it first", 2)
+    clashes = [out / name for name in CSV_EXPORT_FILES if (out / name).exists()]
+    if clashes and not force:
+        fail(f"{clashes[0]} exists; choose another folder or pass --force to replace it", 2)
 
 
 def _when(ts: float | None) -> str:
@@ -41,14 +65,14 @@ def _when(ts: float | None) -> str:
 
 @app.command("list")
 def list_sessions(
-    pen: Annotated[str | None, typer.Option("--pen", help="only this pen serial")] = None,
-    limit: Annotated[int, typer.Option(help="at most N sessions")] = 50,
+    serial: Annotated[str | None, typer.Option("--serial", help="only this pen serial")] = None,
+    limit: Annotated[int, typer.Option(help="at most N sessions", min=1)] = 50,
     db: DbOption = None,
     as_json: JsonOption = False,
 ) -> None:
     """Recent sessions, newest first."""
     with _open(db) as log:
-        sessions = log.sessions(pen_serial=pen, limit=limit)
+        sessions = log.sessions(pen_serial=serial, limit=limit)
     if as_json:
         emit_json({"sessions": [dataclasses.asdict(s) for s in sessions]})
         return
@@ -121,11 +145,16 @@ def export(
     fmt: Annotated[str, typer.Option("--format", help="json or csv")] = "json",
     out: Annotated[Path | None, typer.Option("--out", help="file (json) or folder (csv)")] = None,
     session: Annotated[list[int] | None, typer.Option("--session", help="only these ids")] = None,
+    force: Annotated[bool, typer.Option("--force", help="replace existing files")] = False,
     db: DbOption = None,
 ) -> None:
     """Export sessions as one JSON document or as CSV files."""
     if fmt not in ("json", "csv"):
         fail(f"--format {fmt!r} is not known; choose json or csv", 2)
+    if fmt == "json" and out is not None:
+        _check_json_out(out, force)
+    if fmt == "csv":
+        _check_csv_out(out or Path("."), force)
     with _open(db) as log:
         if fmt == "json":
             if out is None:

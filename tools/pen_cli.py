@@ -255,7 +255,9 @@ def _done(what: str, data: dict[str, Any], as_json: bool) -> None:
 def monitor(
     pen_url: PenOption = "auto",
     rate: Annotated[int, typer.Option("--rate", help="telemetry Hz")] = 10,
-    count: Annotated[int, typer.Option("--count", help="stop after N samples (0 = never)")] = 0,
+    count: Annotated[
+        int, typer.Option("--count", help="stop after N samples (0 = never)", min=0)
+    ] = 0,
     as_json: JsonOption = False,
 ) -> None:
     """Live telemetry; --json streams one JSON line per sample. Ctrl-C ends."""
