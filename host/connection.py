@@ -56,6 +56,7 @@ from micropen.protocol.messages import (
     RunReport,
     SetDepth,
     SetRate,
+    SetServiceMode,
     SetTelemetry,
     SetWatchdog,
     SimGet,
@@ -525,6 +526,7 @@ class AsyncPen:
         mode = RunMode.STROKES if strokes is not None else RunMode.DURATION
         status = await self._wait_not_stopping()
         readiness.check_can_run(status)  # the pen checks again; the host says what to do
+        safety.check_area_mode(profile, bool(status.service_mode))
         readiness.check_retraction(self.runs.slowest_retract_ms)
         # re-check what is set on the pen against the area before starting
         override = "override set" if status.soft_cap_override else None
@@ -665,6 +667,28 @@ class AsyncPen:
 
     async def clear_fault(self) -> None:
         await self._expect(lambda c: ClearFault(c), Ack)
+
+    async def enter_service_mode(self) -> None:
+        """Bench-fixture runs only, over the whole envelope (calibration). Prefer
+        :meth:`service_mode`, which always leaves it again."""
+        await self._expect(lambda c: SetServiceMode(c, 1), Ack)
+
+    async def leave_service_mode(self) -> None:
+        await self._expect(lambda c: SetServiceMode(c, 0), Ack)
+
+    @contextlib.asynccontextmanager
+    async def service_mode(self) -> AsyncIterator[None]:
+        """Service mode for the body; left on the way out whatever happens (shielded from
+        cancellation). When the link is gone by then, the pen ends it on its own: at the
+        watchdog, at another session, at a reboot."""
+        await self.enter_service_mode()
+        try:
+            yield
+        finally:
+            try:
+                await shielded(self.leave_service_mode())
+            except HostError as exc:
+                log.warning("could not leave service mode (%s); the pen ends it itself", exc)
 
     async def set_watchdog(self, ms: int) -> None:
         if not L.HEARTBEAT_MIN_MS <= ms <= L.HEARTBEAT_MAX_MS:

@@ -201,6 +201,13 @@ class Pen:
     def clear_fault(self) -> None:
         self._call(self._async.clear_fault())
 
+    def enter_service_mode(self) -> None:
+        """Bench-fixture runs only (calibration); see :meth:`AsyncPen.service_mode`."""
+        self._call(self._async.enter_service_mode())
+
+    def leave_service_mode(self) -> None:
+        self._call(self._async.leave_service_mode())
+
     def set_watchdog(self, ms: int) -> None:
         self._call(self._async.set_watchdog(ms))
 

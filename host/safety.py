@@ -15,7 +15,15 @@ from micropen.protocol.messages import Identity
 
 from .errors import SafetyLimitError
 
-__all__ = ["NOMINAL_PEN", "check_depth", "check_rate", "check_run", "resolve_area"]
+__all__ = [
+    "NOMINAL_PEN",
+    "check_area_mode",
+    "check_depth",
+    "check_rate",
+    "check_run",
+    "check_treatment_area",
+    "resolve_area",
+]
 
 # The reference pen's envelope, for checking input before any port is opened. After the
 # handshake the host checks again against the limits the pen itself reported.
@@ -45,6 +53,28 @@ def resolve_area(area: L.Area | str | int) -> L.AreaProfile:
         return L.area_profile(area)
     except KeyError as exc:
         raise SafetyLimitError(str(exc.args[0])) from None
+
+
+def check_treatment_area(profile: L.AreaProfile) -> None:
+    """A treatment run (the ``run`` command, ``Pen.run``) never uses the bench fixture."""
+    if profile.area is L.Area.BENCH_FIXTURE:
+        raise SafetyLimitError(
+            "bench_fixture is the calibration fixture, never skin: the pen runs there only in "
+            "service mode, which micropen calibrate enters and leaves; choose a treatment area "
+            f"({', '.join(n for n in L.AREAS_BY_NAME if n != 'bench_fixture')})"
+        )
+
+
+def check_area_mode(profile: L.AreaProfile, in_service: bool) -> None:
+    """What the pen enforces, checked from what it reports: the bench fixture only in
+    service mode, and in service mode the bench fixture only."""
+    if profile.area is L.Area.BENCH_FIXTURE and not in_service:
+        check_treatment_area(profile)
+    if profile.area is not L.Area.BENCH_FIXTURE and in_service:
+        raise SafetyLimitError(
+            f"the pen is in service mode (bench fixture only) and refuses a {profile.name} run; "
+            "leave service mode first (it ends with the calibration that entered it)"
+        )
 
 
 def _mm(um: int) -> str:

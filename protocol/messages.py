@@ -94,6 +94,8 @@ class ErrorCode(IntEnum):
     IMAGE_ON_TRIAL = 39  # FwBegin while the running image is on trial: confirm it or reboot
     PAIRING_BUSY = 40  # value 1: another request is pending; 0: this host id is paired already
     PAIRING_NOT_ACCEPTED = 41  # PairConfirm before the pen's button accepted the code
+    SERVICE_MODE_REQUIRED = 42  # a bench-fixture run outside service mode (value: the area)
+    SERVICE_MODE_ACTIVE = 43  # a treatment-area run while in service mode (value: the area)
 
 
 class EventCode(IntEnum):
@@ -123,6 +125,17 @@ class EventCode(IntEnum):
     UNPAIRED_CONNECT = 24  # an unpaired party opened a link while a paired host's was live
     AUTH_FAILURES = 25  # frames failing authentication in the last second (value: how many)
     UNPROVEN_CONNECT = 26  # a link claimed a paired host's id and never proved it (value: id)
+    SERVICE_MODE_ENTERED = 27  # full-range bench-fixture runs allowed (value: 0)
+    SERVICE_MODE_LEFT = 28  # value: ServiceExit, why
+
+
+class ServiceExit(IntEnum):
+    """Why the pen left service mode (the value of a SERVICE_MODE_LEFT event)."""
+
+    ASKED = 0  # SetServiceMode(enabled=0)
+    SESSION_ENDED = 1  # another host session opened, or the link changed hands
+    WATCHDOG = 2  # the host that entered it fell silent
+    FAULT = 3  # a fault latched
 
 
 class RunMode(IntEnum):
@@ -275,6 +288,7 @@ class Status(Message, msg_id=0x43, kind=Kind.REPLY):
     calibrated: int = field("u8", hi=1)
     boot_id: int = field("u32")
     uptime_ms: int = field("u32", unit="ms")
+    service_mode: int = field("u8", hi=1, doc="1: bench-fixture runs only (SetServiceMode)")
 
 
 class Telemetry(Message, msg_id=0x44, kind=Kind.NOTIFY):
@@ -596,6 +610,16 @@ class Unpair(Message, msg_id=0x1A, kind=Kind.COMMAND, reply=Ack):
 
     cmd_id: int = field("u32", doc=_CMD)
     host_id: int = field("u32", lo=1)
+
+
+class SetServiceMode(Message, msg_id=0x1B, kind=Kind.COMMAND, reply=Ack):
+    """Enter (from IDLE) or leave service mode. In service mode the pen runs only on the bench
+    fixture (the whole envelope, every speed level: calibration); outside it, never there. It
+    belongs to the host session that entered it: another session, the watchdog or a fault
+    ends it, and it is not kept across a reboot."""
+
+    cmd_id: int = field("u32", doc=_CMD)
+    enabled: int = field("u8", hi=1)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -64,8 +64,10 @@ from micropen.protocol.messages import (
     RunMode,
     RunOutcome,
     RunReport,
+    ServiceExit,
     SetDepth,
     SetRate,
+    SetServiceMode,
     SetTelemetry,
     SetWatchdog,
     SimGet,
@@ -89,6 +91,7 @@ from .pairing import MAX_PAIRINGS as MAX_PAIRINGS_HELD
 from .pairing import HostPairing, PairingMode
 from .physics import Noise, Physics
 from .replycache import SessionCaches
+from .service import ServiceMode, check_area
 from .updater import UpdateAgent
 
 __all__ = [
@@ -193,6 +196,8 @@ ALLOWED_STATES: dict[type[Message], frozenset[PenState]] = {
     PairConfirm: _AT_REST,
     GetPairing: _ANY,
     Unpair: _ANY,
+    # entering needs IDLE (checked by the handler); leaving is always allowed
+    SetServiceMode: _ANY,
 }
 # Deny by default, part two: on a link epoch not authenticated by a paired host only these are
 # obeyed (read identity and status, stop, ask to pair); the rest get NOT_AUTHORIZED.
@@ -334,6 +339,7 @@ class Firmware:
         self._handshake_epoch: int | None = None
         self._session: int | None = None
         self._session_epoch: int | None = None
+        self.service = ServiceMode()  # RAM only: a reboot always leaves service mode
         self._held: list[Message] = []  # notifications waiting for a host session
         self._deferred: list[tuple[Message, bool]] | None = None
         self._last_rx = now
@@ -679,6 +685,8 @@ class Firmware:
             self._schedule_retraction(t)
         self.fault = code
         self._notify(self._fault_report(code, value, t), t)
+        exit_reason = ServiceExit.WATCHDOG if code is FaultCode.WATCHDOG else ServiceExit.FAULT
+        self._leave_service(exit_reason, t)
         if code is FaultCode.EMERGENCY_STOP:
             self._notify(Event(0, EventCode.EMERGENCY_STOP, value, self._run_id()), t)
         else:
@@ -803,6 +811,8 @@ class Firmware:
                 self._on_bad_message(event.payload, t)
             elif isinstance(event, Connected):  # a new epoch: handshake and session anew
                 self._handshake_epoch = self._session_epoch = None
+                if self.service.held and self.service.session is None:
+                    self._leave_service(ServiceExit.SESSION_ENDED, t)
                 self._proven_at_connect = link.statistics().frames_authenticated
                 self._take_back_unacknowledged()
 
@@ -967,6 +977,8 @@ class Firmware:
         )  # fmt: skip
 
     def _on_open_session(self, m: OpenSession, t: float) -> Message:
+        if self.service.held and m.session != self.service.session:
+            self._leave_service(ServiceExit.SESSION_ENDED, t)  # another host takes the pen
         self._session, self._session_epoch = m.session, self.link.epoch
         if self.link.peer_id is None:  # not a paired host: no records, no reply cache
             return Ack(m.cmd_id, 0)
@@ -1005,6 +1017,7 @@ class Firmware:
             int(self.nvm.cal.calibrated),
             self.boot_id,
             self._ms(t),
+            int(self._in_service()),
         )
 
     def _reported_fault(self) -> FaultCode:
@@ -1066,6 +1079,9 @@ class Firmware:
             profile = L.AREAS[L.Area(m.area)]
         except ValueError:
             return Refusal.of(ErrorCode.UNKNOWN_AREA, m.area, len(L.AREAS))
+        refusal = check_area(profile.area, self._in_service())
+        if refusal is not None:
+            return refusal
         if m.mode is RunMode.STROKES and not L.STROKES_MIN <= m.strokes <= L.STROKES_MAX:
             limit = L.STROKES_MIN if m.strokes < L.STROKES_MIN else L.STROKES_MAX
             return Refusal.of(ErrorCode.STROKES_OUT_OF_RANGE, m.strokes, limit)
@@ -1192,6 +1208,31 @@ class Firmware:
             if check is not None and not check():
                 return candidate
         return None
+
+    # ------------------------------------------------------------------ service mode
+    def _on_set_service_mode(self, m: SetServiceMode, t: float) -> Message:
+        if not m.enabled:
+            self._leave_service(ServiceExit.ASKED, t)
+            return Ack(m.cmd_id, 0)
+        if self._in_service():
+            return Ack(m.cmd_id, 1)  # already this session's: idempotent
+        if self.state is not PenState.IDLE:
+            return Nak(m.cmd_id, ErrorCode.BAD_STATE, int(self.state), int(PenState.IDLE))
+        self.service.enter(self._session, self.link.epoch)
+        self._notify(Event(0, EventCode.SERVICE_MODE_ENTERED, 0, self._run_id()), t)
+        return Ack(m.cmd_id, 1)
+
+    def _in_service(self) -> bool:
+        return self.service.held_by(self._session, self.link.epoch)
+
+    def _leave_service(self, reason: ServiceExit, t: float) -> None:
+        """End service mode; a bench-fixture run still going stops with it."""
+        if not self.service.leave():
+            return
+        on_fixture = self.run is not None and self.run.area == L.Area.BENCH_FIXTURE
+        if self.state is PenState.RUNNING and on_fixture:
+            self._finish_run(RunOutcome.STOPPED, t)
+        self._notify(Event(0, EventCode.SERVICE_MODE_LEFT, int(reason), self._run_id()), t)
 
     # ------------------------------------------------------------------ simulator commands
     # ------------------------------------------------------------------ pairing
@@ -1360,5 +1401,6 @@ _HANDLERS: dict[type[Message], _Handler] = {
     PairConfirm: Firmware._on_pair_confirm,
     GetPairing: Firmware._on_get_pairing,
     Unpair: Firmware._on_unpair,
+    SetServiceMode: Firmware._on_set_service_mode,
 }
 assert set(_HANDLERS) == set(ALLOWED_STATES), "every command needs a handler and a state rule"

@@ -13,7 +13,14 @@ from rich.table import Table
 
 from micropen.host import Pen
 from micropen.host.errors import SafetyLimitError
-from micropen.host.safety import NOMINAL_PEN, check_depth, check_rate, check_run, resolve_area
+from micropen.host.safety import (
+    NOMINAL_PEN,
+    check_depth,
+    check_rate,
+    check_run,
+    check_treatment_area,
+    resolve_area,
+)
 from micropen.host.transports.discovery import scan
 from micropen.protocol.errors import MicropenError
 from micropen.protocol.messages import Identity, PenState, RunOutcome, RunReport, Status, Telemetry
@@ -97,6 +104,7 @@ def run(
     """Run the needles for N strokes or S seconds, with a live progress bar. Ctrl-C stops."""
     with errors_to_exit():  # bad input never opens the port, let alone reaches the pen
         profile = resolve_area(area)
+        check_treatment_area(profile)
         check_run(strokes, seconds)
         check_depth(depth, NOMINAL_PEN, profile, override)
         check_rate(speed, NOMINAL_PEN, profile)

@@ -7,8 +7,9 @@ than waited out with fixed sleeps: a depth is settled when the pen's depth senso
 depth, a stroke rate when the measured rate stops changing.
 
 Runs go through the ordinary host API, so the host's and the pen's area and envelope checks
-apply: depths above the soft cap carry an override reason, and each run uses a treatment area
-that allows its depth and rate (see :func:`plan_runs`).
+apply: depths above the soft cap carry an override reason. Every run is on the bench fixture,
+which the pen allows only in service mode: the driver enters it when it opens and always leaves
+it when it closes (and the pen ends it on its own if the host vanishes).
 """
 
 from __future__ import annotations
@@ -70,18 +71,23 @@ class RunPlan:
     points: tuple[float, ...]
 
 
-def plan_runs(kind: str, points: Sequence[float]) -> tuple[list[RunPlan], list[float]]:
-    """Group set points into runs under areas that allow them; also the points no area allows.
+BENCH_AREAS = (L.AREAS[L.Area.BENCH_FIXTURE],)  # service mode allows the fixture only
+
+
+def plan_runs(
+    kind: str, points: Sequence[float], areas: Iterable[L.AreaProfile] = BENCH_AREAS
+) -> tuple[list[RunPlan], list[float]]:
+    """Group set points into runs under areas that allow them; also the points none allows.
 
     Depth points need an area whose maximum (with the soft-cap override) reaches them; rate
     levels an area whose speed levels include them. Greedy: the area covering most of the
     remaining points first, so a sweep is as few runs as possible.
     """
-    remaining, plans = list(points), []
+    remaining, plans, areas = list(points), [], tuple(areas)
     while remaining:
         best: L.AreaProfile | None = None
         covered: list[float] = []
-        for profile in L.AREAS.values():
+        for profile in areas:
             ok = [p for p in remaining if _allows(profile, kind, p)]
             if len(ok) > len(covered):
                 best, covered = profile, ok
@@ -102,8 +108,8 @@ def _allows(profile: L.AreaProfile, kind: str, point: float) -> bool:
 
 
 def runnable_rates(levels: Iterable[int] = L.RATE_LEVELS_SPS) -> tuple[int, ...]:
-    """The speed levels some treatment area allows (the pen refuses to run at the others)."""
-    return tuple(r for r in levels if any(_allows(p, "rate", r) for p in L.AREAS.values()))
+    """The speed levels the bench fixture allows (the pen refuses to run at the others)."""
+    return tuple(r for r in levels if any(_allows(p, "rate", r) for p in BENCH_AREAS))
 
 
 class Driver:
@@ -119,16 +125,26 @@ class Driver:
         self._ended: RunReport | None = None
         self._unsubscribe: Callable[[], None] | None = None
         self._telemetry_before = 0
+        self._in_service = False
 
     async def open(self) -> None:
-        """Listen to the pen and turn telemetry up for settling (restored by close)."""
+        """Listen to the pen, turn telemetry up for settling and enter service mode (both
+        undone by close)."""
         self._unsubscribe = self.pen.add_listener(self._on_message)
         status = await self.pen.status()
         self._telemetry_before = status.telemetry_hz
         await self.pen.set_telemetry(TELEMETRY_HZ)
+        self._in_service = True  # set first: a lost answer must still be undone by close
+        await self.pen.enter_service_mode()
 
     async def close(self) -> None:
-        """Stop listening; put telemetry back as it was (best effort: this is cleanup)."""
+        """Leave service mode, stop listening, put telemetry back as it was (best effort:
+        this is cleanup; a pen out of reach ends service mode itself at its watchdog)."""
+        if self._in_service:
+            self._in_service = False
+            with contextlib.suppress(HostError, TimeoutError):
+                async with asyncio.timeout(TEARDOWN_TIMEOUT_S):
+                    await self.pen.leave_service_mode()
         if self._unsubscribe is not None:
             self._unsubscribe()
             self._unsubscribe = None

@@ -41,7 +41,7 @@ DOC = Path(__file__).resolve().parents[2] / "docs" / "fleet.md"
 IDENT = Identity(1, 1, 2, "MP-12", "PEN-7", 1, 2, 3, 1, 12, 0, 200, 2500, 1500, 50, 150, 0xBEEF)
 STATUS = Status(
     1, PenState.RUNNING, FaultCode.NONE, 500, 90, 0, 500, 100, 3, 2, RunMode.STROKES, 100, 40,
-    RunOutcome.ACTIVE, 1000, 77, CartridgeState.LOCKED, 40, 4000, 250, 1, 0xBEEF, 1234,
+    RunOutcome.ACTIVE, 1000, 77, CartridgeState.LOCKED, 40, 4000, 250, 1, 0xBEEF, 1234, 0,
 )  # fmt: skip
 REPORT = RunReport(3, RunOutcome.COMPLETED, RunMode.STROKES, 100, 100, 1100, 2, 500, 90, 77)
 

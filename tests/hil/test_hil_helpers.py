@@ -19,7 +19,7 @@ from micropen.protocol.messages import (
 
 STOPPING = Status(
     1, PenState.STOPPING, FaultCode.NONE, 500, 90, 0, 500, 0, 0, 0, RunMode.STROKES, 0, 0,
-    RunOutcome.NONE, 0, 77, CartridgeState.NEW, 0, 3700, 300, 1, 1, 1,
+    RunOutcome.NONE, 0, 77, CartridgeState.NEW, 0, 3700, 300, 1, 1, 1, 0,
 )  # fmt: skip
 
 

@@ -32,7 +32,7 @@ from micropen.protocol.messages import (
 RETRACTED = EventCode.RETRACTED
 READY = Status(
     1, PenState.IDLE, FaultCode.NONE, 500, 90, 0, 500, 0, 0, 0, RunMode.STROKES, 0, 0,
-    RunOutcome.NONE, 0, 77, CartridgeState.NEW, 0, 3700, 300, 1, 1, 1,
+    RunOutcome.NONE, 0, 77, CartridgeState.NEW, 0, 3700, 300, 1, 1, 1, 0,
 )  # fmt: skip
 
 

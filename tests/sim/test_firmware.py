@@ -49,6 +49,7 @@ from micropen.protocol.messages import (
     RunOutcome,
     SetDepth,
     SetRate,
+    SetServiceMode,
     SetTelemetry,
     SetWatchdog,
     SimGet,
@@ -138,6 +139,7 @@ def _valid_command(cls: type, cmd_id: int) -> object:
         PairConfirm: (7, bytes(16)),
         GetPairing: (0,),
         Unpair: (7,),
+        SetServiceMode: (1,),
     }
     return cls(cmd_id, *examples.get(cls, ()))
 

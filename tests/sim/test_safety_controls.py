@@ -24,6 +24,7 @@ from micropen.protocol.messages import (
     RunOutcome,
     SetDepth,
     SetRate,
+    SetServiceMode,
     SetWatchdog,
     SimParam,
     SimSet,
@@ -83,6 +84,8 @@ def test_safety_area_hard_maximum_checked_at_run(area: A) -> None:
     override = int(deepest > L.DEPTH_SOFT_CAP_UM)
     host = Host(seed=1)
     host.ready(rate_sps=profile.allowed_rates()[0])
+    if area is A.BENCH_FIXTURE:
+        host.ack(SetServiceMode, 1)  # the fixture runs only in service mode
     if deepest + 10 <= L.DEPTH_MAX_UM:
         host.ack(SetDepth, deepest + 10, override)
         reply = host.nak(Run, int(area), RunMode.STROKES, 10, 0)

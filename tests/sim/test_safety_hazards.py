@@ -28,6 +28,7 @@ from micropen.protocol.messages import (
     RunMode,
     RunOutcome,
     SetDepth,
+    SetServiceMode,
     SetTelemetry,
     SimParam,
     SimSet,
@@ -209,6 +210,7 @@ def test_hazard_6_bench_fixture_runs_measure_drift_without_faulting() -> None:
     host = Host(seed=9)
     host.ready(rate_sps=110)
     host.ack(SimSet, SimParam.SPEED_GAIN_ERROR_PPM, -80_000)
+    host.ack(SetServiceMode, 1)  # the fixture runs only in service mode
     host.start(int(L.Area.BENCH_FIXTURE), RunMode.DURATION, duration_ms=60_000)
     host.run_for(1.0)
     assert host.pen.state is PenState.RUNNING
