@@ -192,9 +192,8 @@ def check_database(
             "micropen starts a new one",
         )
     if messages != ["ok"]:
-        return problem(
-            f"{path} fails its integrity check: {'; '.join(messages[:3])}", _damaged_fix(path)
-        )
+        found = "; ".join(_one_line(m) for m in messages[:3])
+        return problem(f"{path} fails its integrity check: {found}", _damaged_fix(path))
     return _database_state(path, what, version, schema_version, uid, access)
 
 
@@ -241,6 +240,11 @@ def _query(db: sqlite3.Connection, table: str) -> tuple[int, bool, list[str]]:
     )
     messages = [str(row[0]) for row in db.execute("PRAGMA quick_check(10)")]
     return version, has_table, messages
+
+
+def _one_line(message: str) -> str:
+    """quick_check's messages span lines and name the schema; the report wants one line."""
+    return " ".join(message.replace("*** in database main ***", "").split())
 
 
 def _sidecars(path: Path) -> frozenset[str]:

@@ -251,12 +251,16 @@ def pen_rules(groups: Groups) -> str:
     tty_group = f', GROUP="{tty.name}"' if tty else ""
     ids = f'ATTR{{idVendor}}=="{vid:04x}", ATTR{{idProduct}}=="{pid:04x}"'
     parent_ids = ids.replace("ATTR{", "ATTRS{")
-    who = f"members of {usb.name}" if usb else "nobody else (this system has no plugdev group)"
+    reach = (
+        f'GROUP="{usb.name}" gives its members access over SSH and in services too.'
+        if usb
+        else "No plugdev group on this system: access is for the desktop user."
+    )
     return "\n".join(
         [
             f"# micropen pen, USB {vid:04x}:{pid:04x} (pid.codes): {RULE_FILE}",
-            '# TAG+="uaccess": the user at the desktop gets access (the file number must stay',
-            f"# below {UACCESS_BEFORE}); GROUP: {who} get access over SSH and in services too.",
+            '# TAG+="uaccess" gives the user at the desktop access; it works only in a file',
+            f"# numbered below {UACCESS_BEFORE}. {reach}",
             f'SUBSYSTEM=="usb", {ids}, MODE="0660"{usb_group}, TAG+="uaccess"',
             "# the serial interface of the pen (ttyACM), like every serial port here",
             f'SUBSYSTEM=="tty", {parent_ids}, MODE="0660"{tty_group}, TAG+="uaccess"',
@@ -296,22 +300,30 @@ def _rule_files(rule_dirs: Iterable[Path]) -> list[Path]:
     return [chosen[name] for name in sorted(chosen)]
 
 
-def _rule_lines(file: Path) -> list[str]:
-    """Rule lines with backslash continuations joined and comments dropped."""
-    text = file.read_text(encoding="utf-8", errors="replace").replace("\\\n", " ")
+def _rule_lines(file: Path) -> list[str] | None:
+    """Rule lines with backslash continuations joined and comments dropped (None: unreadable
+    by this user; udev reads rules as root)."""
+    try:
+        text = file.read_text(encoding="utf-8", errors="replace").replace("\\\n", " ")
+    except OSError:
+        return None
     lines = (line.strip() for line in text.splitlines())
     return [line for line in lines if line and not line.startswith("#")]
 
 
-def _pen_rules_found(rule_dirs: Iterable[Path]) -> list[_Rule]:
+def _pen_rules_found(rule_dirs: Iterable[Path]) -> tuple[list[_Rule], list[Path]]:
+    """The rule lines naming the pen, and the rule files this user could not read."""
     vid, pid = _pen_ids()
-    found = []
+    found, unreadable = [], []
     for file in _rule_files(rule_dirs):
-        for line in _rule_lines(file):
+        lines = _rule_lines(file)
+        if lines is None:
+            unreadable.append(file)
+        for line in lines or []:
             vendor, product = _VENDOR.search(line), _PRODUCT.search(line)
             if vendor and int(vendor[1], 16) == vid and (not product or int(product[1], 16) == pid):
                 found.append(_Rule(file, line))
-    return found
+    return found, unreadable
 
 
 def check_udev_rule(
@@ -325,15 +337,16 @@ def check_udev_rule(
             f"no udev rules folders here ({', '.join(map(str, rule_dirs))}): a container or a "
             "system without udev; the bench PC itself needs the rule"
         )
-    rules = _pen_rules_found(rule_dirs)
+    rules, unreadable = _pen_rules_found(rule_dirs)
+    if rules:
+        return _judge_rules(rules, account, groups)
     vid, pid = _pen_ids()
-    if not rules:
-        return warning(
-            f"no udev rule for the pen (USB {vid:04x}:{pid:04x}): its device node stays root's, "
-            "and micropen cannot open a USB pen",
-            install_rule_fix(groups),
-        )
-    return _judge_rules(rules, account, groups)
+    unread = f" (not readable here: {', '.join(map(str, unreadable))})" if unreadable else ""
+    return warning(
+        f"no udev rule for the pen (USB {vid:04x}:{pid:04x}){unread}: its device node stays "
+        "root's, and micropen cannot open a USB pen",
+        install_rule_fix(groups),
+    )
 
 
 def _judge_rules(rules: list[_Rule], account: Account, groups: Groups) -> Verdict:
