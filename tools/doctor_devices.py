@@ -176,7 +176,7 @@ def serial_ports(dev: Path) -> dict[Path, list[str]]:
     ports: dict[Path, list[str]] = {}
     for pattern in SERIAL_GLOBS:
         for port in sorted(dev.glob(pattern)):
-            ports.setdefault(port, [])
+            ports.setdefault(port.resolve(), [])  # one key per device, however it is reached
     for link in sorted((dev / "serial" / "by-id").glob("*")):
         target = link.resolve()
         if target.exists():  # a dangling name: its device has just gone
