@@ -23,6 +23,7 @@ from . import (
     bench,
     cal_cli,
     demo,
+    doctor,
     firmware_cli,
     fleet_cli,
     hil_cli,
@@ -84,6 +85,7 @@ app.add_typer(pair_cli.app, name="pair")
 hil_cli.register(app)
 proxy.register(app)
 app.add_typer(bench.app, name="bench")
+app.command()(doctor.doctor)
 
 
 class Terminated(KeyboardInterrupt):
