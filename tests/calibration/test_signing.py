@@ -115,3 +115,35 @@ def test_bad_key_files_are_bad_input(signed: dict[str, Path], tmp_path: Path) ->
         load_signer(key=signed["key"], cert=tmp_path / "junk.key")
     with pytest.raises(InvalidInput, match="cannot read"):
         load_signer(key=tmp_path / "missing.key", cert=signed["cert"])
+
+
+def test_a_pkcs12_file_signs_and_a_wrong_passphrase_is_bad_input(
+    signed: dict[str, Path], tmp_path: Path
+) -> None:
+    from cryptography import x509
+    from cryptography.hazmat.primitives.serialization import (
+        BestAvailableEncryption,
+        load_pem_private_key,
+        pkcs12,
+    )
+
+    key = load_pem_private_key(signed["key"].read_bytes(), password=None)
+    cert = x509.load_pem_x509_certificate(signed["cert"].read_bytes())
+    bundle = tmp_path / "signer.p12"
+    bundle.write_bytes(
+        pkcs12.serialize_key_and_certificates(
+            b"signer",
+            key,
+            cert,
+            None,
+            BestAvailableEncryption(b"s3cret"),  # type: ignore[arg-type]
+        )
+    )
+    bundle.chmod(0o600)
+    signer = load_signer(pkcs12_file=bundle, passphrase=b"s3cret")
+    pdf = write_certificate(make_record(), tmp_path / "out", signer=signer)
+    assert verify_certificate(pdf, signed["cert"]).ok
+    with pytest.raises(InvalidInput, match="MICROPEN_SIGN_PASSPHRASE"):
+        load_signer(pkcs12_file=bundle, passphrase=b"wrong")
+    with pytest.raises(InvalidInput, match="not both"):
+        load_signer(pkcs12_file=bundle, key=signed["key"], cert=signed["cert"])
