@@ -23,9 +23,10 @@ console = Console(stderr=True)
 
 def demo(
     pen_url: PenOption = "auto",
-    out: Annotated[Path, typer.Option("--out", help="where certificates go")] = Path(
-        "micropen-demo"
-    ),
+    out: Annotated[
+        Path | None,
+        typer.Option("--out", help="where the certificate goes (default: the certificates folder)"),
+    ] = None,
     strokes: Annotated[int, typer.Option("--strokes", help="strokes in the demo run")] = 300,
     calibrate: Annotated[bool, typer.Option(help="also calibrate the pen")] = True,
     as_json: JsonOption = False,
@@ -73,7 +74,7 @@ def _print_identity(status: dict[str, Any]) -> None:
     console.print(table)
 
 
-def _calibrate(pen: Any, out: Path, quiet: bool) -> dict[str, Any]:
+def _calibrate(pen: Any, out: Path | None, quiet: bool) -> dict[str, Any]:
     from .cal_cli import run_calibration_for_demo
 
     return run_calibration_for_demo(pen, out, quiet=quiet)

@@ -6,14 +6,18 @@ Typical use (what ``micropen calibrate all`` does)::
         instruments = await open_instruments("sim", quantities_of("all"), bench=pen.bench,
                                               today=date.today())
         record = await run_calibration(pen, "all", instruments, store=RecordStore())
-        write_certificate(record, Path("certs"))
+        write_certificate(record, paths.certificates_dir())
 
 and after connecting to any pen, ``check_due(pen.identity.serial)`` says whether its
-calibration is overdue. See docs/calibration.md.
+calibration is overdue. Each point carries its uncertainty budget (GUM, :mod:`.uncertainty`)
+and the verdict of the decision rule (ILAC-G8, :mod:`.decision`); the certificate is what an
+ISO/IEC 17025 laboratory issues, optionally signed (PAdES, :mod:`.signing`). See
+docs/calibration.md.
 """
 
 from __future__ import annotations
 
+from .decision import DecisionRule, RuleKind
 from .due import DEFAULT_INTERVAL_DAYS, DueState, DueStatus, all_due, check_due
 from .errors import (
     CalibrationError,
@@ -45,8 +49,11 @@ from .procedure import (
     quantities_of,
     run_calibration,
 )
-from .record import CalibrationRecord, Outcome
-from .records import RecordStore, default_db_path
+from .record import CalibrationRecord, Issuer, Outcome
+from .records import RecordStore, RecordStoreError, default_db_path
+from .station import Station, load_station
+from .traceability import ReferenceCalibration
+from .uncertainty import PointUncertainty
 
 __all__ = [
     "DEFAULT_INTERVAL_DAYS",
@@ -55,6 +62,7 @@ __all__ = [
     "CalibrationError",
     "CalibrationRecord",
     "CalibrationStorageError",
+    "DecisionRule",
     "DueState",
     "DueStatus",
     "FitError",
@@ -63,19 +71,25 @@ __all__ = [
     "InstrumentError",
     "InstrumentInfo",
     "InstrumentRefused",
+    "Issuer",
     "Limit",
     "Line",
     "ManualInstrument",
     "Outcome",
     "Phase",
+    "PointUncertainty",
     "ProgressEvent",
     "Quantity",
     "ReadingOutOfRange",
     "RecordStore",
+    "RecordStoreError",
+    "ReferenceCalibration",
+    "RuleKind",
     "ScpiInstrument",
     "Settings",
     "SimBenchInstrument",
     "Stage",
+    "Station",
     "Verdict",
     "all_due",
     "check_due",
@@ -87,6 +101,7 @@ __all__ = [
     "default_db_path",
     "fit_line",
     "fit_slope",
+    "load_station",
     "open_instruments",
     "quantities_of",
     "run_calibration",

@@ -1,37 +1,56 @@
-"""The printable calibration certificate (PDF, reportlab) and the JSON export.
+"""The calibration certificate (PDF, reportlab) and the JSON record written beside it.
 
-One A4 page per record (a second when notes run long): the unit, the procedure and who ran it,
-the reference instruments with their due dates (and any override), as-found and as-left per
-point with the limits and verdicts, a plot of error against set point before and after, the
-correction written to the pen, the outcome and the next due date, and signature lines.
+What is on it follows ISO/IEC 17025:2017 §7.8.2 and §7.8.4 for a calibration certificate:
+title; the issuing laboratory, its address and accreditation (from the station file, as
+recorded when the calibration ran — or, in its place, that none is configured); the
+certificate number and date of issue, and on every page the number and "page n of N"; the
+item (model, serial, firmware) and its owner; the method and its revision; the date and
+place of calibration and who performed it; the ambient conditions and where they were
+measured; the reference instruments with their own certificates (traceability); per point
+the readings' mean, the error with its expanded uncertainty (k and coverage stated) and the
+statement of conformity under the stated decision rule, before and after adjustment; the
+uncertainty budget; the adjustment made; the standard statements; the signatory; and its end.
+A simulated calibration carries a SIMULATION watermark on every page and says which parts
+were simulated. Optionally the PDF is signed (PAdES, :mod:`.signing`) before it is written.
+
 reportlab is used because it writes PDF itself (no browser, no LaTeX) and is maintained.
 """
 
 from __future__ import annotations
 
+import io
 import json
-from datetime import timedelta
+import os
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING
 
-from reportlab.graphics.charts.legends import LineLegend
-from reportlab.graphics.charts.lineplots import LinePlot
-from reportlab.graphics.shapes import Drawing, Line, String
-from reportlab.graphics.widgets.markers import makeMarker
-from reportlab.lib import colors
-from reportlab.lib.pagesizes import A4
-from reportlab.lib.styles import ParagraphStyle, getSampleStyleSheet
 from reportlab.lib.units import mm
 from reportlab.platypus import (
+    CondPageBreak,
     Flowable,
     KeepTogether,
     Paragraph,
     SimpleDocTemplate,
     Spacer,
-    Table,
-    TableStyle,
 )
 
+from micropen.host.errors import InvalidInput
+from micropen.host.files import write_atomically
+
+from .cert_layout import MARGIN, PAGE, PageDecor, Palette, esc, numbered_canvas, styles, watermark
+from .cert_plot import error_plot
+from .cert_tables import (
+    Styles,
+    budget_points_table,
+    budget_sources_table,
+    correction_table,
+    instruments_table,
+    kv_table,
+    points_table,
+    readings_table,
+)
+from .errors import CalibrationError
 from .measurements import (
     DEPTH_ACCEPTANCE,
     DEPTH_AS_LEFT,
@@ -40,26 +59,55 @@ from .measurements import (
     Limit,
     Quantity,
     Stage,
-    Verdict,
 )
-from .record import CalibrationRecord, Outcome, PointResult
+from .record import CalibrationRecord, Outcome
+from .traceability import traceability_statement
 
-__all__ = ["certificate_name", "write_certificate", "write_json"]
+if TYPE_CHECKING:
+    from .signing import CertificateSigner
 
+__all__ = [
+    "STATEMENTS",
+    "CertificateWriteError",
+    "certificate_name",
+    "prepare_out_dir",
+    "write_certificate",
+    "write_json",
+]
+
+STATEMENTS = (
+    "The results relate only to the item calibrated.",
+    "This certificate shall not be reproduced except in full without the written approval of "
+    "the issuing laboratory.",
+    "The reported expanded uncertainty of measurement is the standard uncertainty multiplied "
+    "by the coverage factor k stated, which for a normal distribution corresponds to a "
+    "coverage probability of approximately 95 %. It was evaluated in accordance with the GUM "
+    "(JCGM 100:2008) and EA-4/02 M:2022.",
+)
 _OUTCOME_COLOURS = {
-    Outcome.PASS: colors.HexColor("#1b7f3b"),
-    Outcome.FAIL: colors.HexColor("#b00020"),
-    Outcome.INCOMPLETE: colors.HexColor("#b26a00"),
+    Outcome.PASS: Palette.PASS,
+    Outcome.CONDITIONAL_PASS: Palette.CONDITIONAL,
+    Outcome.CONDITIONAL_FAIL: Palette.CONDITIONAL,
+    Outcome.FAIL: Palette.FAIL,
+    Outcome.INCOMPLETE: Palette.CONDITIONAL,
 }
-_VERDICT_COLOURS = {
-    Verdict.PASS: colors.HexColor("#1b7f3b"),
-    Verdict.MARGINAL: colors.HexColor("#b26a00"),
-    Verdict.FAIL: colors.HexColor("#b00020"),
+_LIMITS = {
+    Quantity.DEPTH: (DEPTH_ACCEPTANCE, DEPTH_AS_LEFT),
+    Quantity.RATE: (RATE_ACCEPTANCE, RATE_AS_LEFT),
 }
-_FOUND_COLOUR = colors.HexColor("#c0392b")
-_LEFT_COLOUR = colors.HexColor("#1f5fa8")
-_GRID = colors.HexColor("#d0d0d0")
-_HEAD = colors.HexColor("#eef1f5")
+
+
+class CertificateWriteError(CalibrationError):
+    """The certificate or record file could not be written (the record is in the database)."""
+
+
+@dataclass(frozen=True)
+class Authorisation:
+    """Who authorises this issue of the certificate, and whether it is signed electronically."""
+
+    name: str
+    role: str
+    electronic: bool
 
 
 def certificate_name(record: CalibrationRecord, suffix: str) -> str:
@@ -68,369 +116,291 @@ def certificate_name(record: CalibrationRecord, suffix: str) -> str:
     return f"cal-{record.pen.serial}-{stamp}-{record.record_id[:8]}.{suffix}"
 
 
+def prepare_out_dir(out_dir: Path) -> Path:
+    """The folder, created if missing and checked writable, before any work is done:
+    InvalidInput naming it and the fix (a file in its place, a folder that cannot be made)."""
+    if out_dir.exists() and not out_dir.is_dir():
+        raise InvalidInput(f"--out {out_dir} is a file, not a folder; give a folder")
+    try:
+        out_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise InvalidInput(
+            f"cannot create the output folder {out_dir} ({exc.strerror or exc}); give a "
+            "writable folder with --out"
+        ) from None
+    if not os.access(out_dir, os.W_OK | os.X_OK):
+        raise InvalidInput(f"output folder {out_dir} is not writable; give another with --out")
+    return out_dir
+
+
 def write_json(record: CalibrationRecord, out_dir: Path) -> Path:
-    out_dir.mkdir(parents=True, exist_ok=True)
-    path = out_dir / certificate_name(record, "json")
-    path.write_text(json.dumps(record.to_dict(), indent=2, sort_keys=True) + "\n")
+    path = prepare_out_dir(out_dir) / certificate_name(record, "json")
+    text = json.dumps(record.to_dict(), indent=2, sort_keys=True) + "\n"
+    _write(path, text.encode("utf-8"))
     return path
 
 
-def write_certificate(record: CalibrationRecord, out_dir: Path) -> Path:
-    """Write the PDF certificate; returns its path."""
-    out_dir.mkdir(parents=True, exist_ok=True)
-    path = out_dir / certificate_name(record, "pdf")
-    doc = SimpleDocTemplate(
-        str(path),
-        pagesize=A4,
-        leftMargin=16 * mm,
-        rightMargin=16 * mm,
-        topMargin=14 * mm,
-        bottomMargin=14 * mm,
-        title=f"Calibration certificate {record.pen.serial}",
-        author=record.technician or "micropen",
-        subject=f"micropen calibration {record.record_id}",
+def write_certificate(
+    record: CalibrationRecord, out_dir: Path, *, signer: CertificateSigner | None = None
+) -> Path:
+    """Write the PDF certificate (signed by ``signer`` when given); returns its path."""
+    path = prepare_out_dir(out_dir) / certificate_name(record, "pdf")
+    authorisation = (
+        Authorisation(signer.identity.name, signer.identity.role, electronic=True)
+        if signer is not None
+        else Authorisation(record.issuer.signatory, record.issuer.signatory_role, False)
     )
-    doc.build(_story(record), onFirstPage=_footer(record), onLaterPages=_footer(record))
+    data = render(record, authorisation)
+    if signer is not None:
+        data = signer.sign(
+            data,
+            reason=f"Calibration certificate {record.certificate_id} issued",
+            location=record.issuer.location,
+        )
+    _write(path, data)
     return path
 
 
-# --- layout ---------------------------------------------------------------------------------------
-def _styles() -> dict[str, ParagraphStyle]:
-    base = getSampleStyleSheet()
-    return {
-        "title": ParagraphStyle("t", parent=base["Title"], fontSize=17, spaceAfter=2),
-        "h": ParagraphStyle("h", parent=base["Heading3"], spaceBefore=6, spaceAfter=3),
-        "body": ParagraphStyle("b", parent=base["BodyText"], fontSize=8.5, leading=10.5),
-        "small": ParagraphStyle("s", parent=base["BodyText"], fontSize=7.5, leading=9),
-    }
+def render(record: CalibrationRecord, authorisation: Authorisation) -> bytes:
+    """The certificate's PDF bytes."""
+    buffer = io.BytesIO()
+    decor = PageDecor(
+        certificate=record.certificate_id,
+        issued=record.issued_on.isoformat(),
+        lab=record.issuer.lab,
+        footer=f"record {record.record_id} · micropen {record.software_version}",
+        simulated=record.simulation,
+    )
+    doc = SimpleDocTemplate(
+        buffer,
+        pagesize=PAGE,
+        leftMargin=MARGIN,
+        rightMargin=MARGIN,
+        topMargin=20 * mm,
+        bottomMargin=16 * mm,
+        title=f"Calibration certificate {record.certificate_id}",
+        author=record.issuer.lab or "micropen",
+        subject=f"{record.pen.model} s/n {record.pen.serial}",
+        creator=f"micropen {record.software_version}",
+    )
+    doc.build(
+        _story(record, authorisation),
+        onFirstPage=lambda canvas, _: watermark(canvas, decor),
+        onLaterPages=lambda canvas, _: watermark(canvas, decor),
+        canvasmaker=numbered_canvas(decor),
+    )
+    return buffer.getvalue()
 
 
-def _story(record: CalibrationRecord) -> list[Flowable]:
-    st = _styles()
-    colour = _OUTCOME_COLOURS[record.outcome].hexval()[2:]
-    story: list[Flowable] = [
-        Paragraph("Calibration certificate", st["title"]),
-        Paragraph(
-            f"micropen 12-needle pen &nbsp;·&nbsp; record {record.record_id} &nbsp;·&nbsp; "
-            f"outcome <font color='#{colour}'><b>{record.outcome.value.upper()}</b></font>"
-            + ("" if record.outcome is not Outcome.INCOMPLETE else f": {_esc(record.reason)}"),
-            st["body"],
-        ),
-        Spacer(1, 4 * mm),
-        _kv_table(_identity_rows(record)),
-        Paragraph("Reference instruments", st["h"]),
-        _instrument_table(record, st),
-    ]
+def _write(path: Path, data: bytes) -> None:
+    try:
+        write_atomically(path, data, 0o644)
+    except OSError as exc:
+        raise CertificateWriteError(
+            f"cannot write {path} ({exc.strerror or exc}); the record is in the calibration "
+            "database: free space or fix the folder, then `micropen cal export RECORD_ID`"
+        ) from None
+
+
+# --- the story ------------------------------------------------------------------------------------
+def _story(record: CalibrationRecord, authorisation: Authorisation) -> list[Flowable]:
+    st = styles()
+    story: list[Flowable] = [*_title(record, st), _identification(record, st)]
+    story += [_h("Result", st), *_summary(record, st)]
+    story += [_h("Reference instruments and traceability", st), instruments_table(record, st)]
+    story.append(Paragraph(esc(traceability_statement(record.simulation)), st["small"]))
     for quantity in record.quantities():
-        points = [p for p in record.points if p.quantity is quantity]
-        if not points:
-            continue
-        title = "Needle depth" if quantity is Quantity.DEPTH else "Stroke rate"
-        story.append(
-            KeepTogether(
-                [
-                    Paragraph(f"{title}: error against set point", st["h"]),
-                    _points_table(record, quantity),
-                    Spacer(1, 2 * mm),
-                    _plot(record, quantity),
-                ]
-            )
-        )
-    story += [Paragraph("Correction", st["h"]), _correction_table(record, st)]
+        if any(p.quantity is quantity for p in record.points):
+            story += _results(record, quantity, st)
+    story += _uncertainty(record, st)
+    story += [_h("Decision rule", st), Paragraph(esc(record.decision_rule.statement()), st["body"])]
+    story += [_h("Adjustment", st), *_adjustment(record, st)]
     if record.notes:
-        story.append(Paragraph("Notes", st["h"]))
-        story += [Paragraph("· " + _esc(n), st["small"]) for n in record.notes]
-    story += [Spacer(1, 6 * mm), _signatures()]
+        story.append(_h("Notes", st))
+        story += [Paragraph("· " + esc(n), st["small"]) for n in record.notes]
+    story += [_h("Statements", st), *(Paragraph(esc(s), st["body"]) for s in STATEMENTS)]
+    story += [CondPageBreak(40 * mm), _h("Authorisation", st), *_authorisation(record,
+              authorisation, st)]  # fmt: skip
+    story += [CondPageBreak(70 * mm), _h("Annex A: individual readings", st)]
+    story.append(readings_table(record, st))
+    story += [Spacer(1, 6 * mm), Paragraph("— End of certificate —", st["centre"])]
     return story
 
 
-def _identity_rows(record: CalibrationRecord) -> list[tuple[str, str, str, str]]:
+def _h(text: str, st: Styles) -> Paragraph:
+    return Paragraph(esc(text), st["h"])
+
+
+def _title(record: CalibrationRecord, st: Styles) -> list[Flowable]:
+    issuer = record.issuer
+    out: list[Flowable] = [Paragraph("Calibration certificate", st["title"])]
+    if issuer.configured:
+        out.append(Paragraph(esc(issuer.lab), st["lab"]))
+        details = [issuer.address, issuer.accreditation, issuer.contact]
+        out += [Paragraph(esc(d), st["body"]) for d in details if d]
+    else:
+        where = issuer.station_file or "the station file (micropen cal station)"
+        out.append(
+            Paragraph(
+                "Issuing laboratory NOT CONFIGURED: no laboratory is named in "
+                f"{esc(where)}. Without it this document identifies no issuing laboratory and "
+                "is not a certificate of one.",
+                st["alert"],
+            )
+        )
+    if record.simulation:
+        parts = "; ".join(record.simulated_parts)
+        out.append(
+            Paragraph(
+                f"SIMULATION: simulated parts: {esc(parts)}. Nothing real was calibrated.",
+                st["alert"],
+            )
+        )
+    out.append(Spacer(1, 3 * mm))
+    return out
+
+
+def _identification(record: CalibrationRecord, st: Styles) -> Flowable:
+    pen, issuer = record.pen, record.issuer
+    finished = f"–{record.finished_at:%H:%M}" if record.finished_at else " (not finished)"
     ambient = (
-        f"{record.ambient_c:.1f} °C ({record.ambient_source})"
+        f"{record.ambient_c:.1f} °C, measured with "
+        f"{record.ambient_location or record.ambient_source or 'an unstated instrument'}"
         if record.ambient_c is not None
         else "not recorded"
     )
-    finished = record.finished_at.strftime("%Y-%m-%d %H:%M UTC") if record.finished_at else "-"
-    due = (
-        (record.finished_at + timedelta(days=record.interval_days)).date().isoformat()
-        if record.finished_at and record.outcome is Outcome.PASS
-        else "not renewed"
+    rows = [
+        ("Certificate number", record.certificate_id),
+        ("Date of issue", record.issued_on.isoformat()),
+        ("Item calibrated", f"12-needle microneedling pen, model {pen.model}, serial number "
+                            f"{pen.serial}, firmware {pen.firmware}, protocol "
+                            f"v{pen.protocol_version}"),
+        ("Connected as", pen.url),
+        ("Equipment owner", record.owner or "not stated"),
+        ("Method", f"{record.method}, revision {record.method_revision}"),
+        ("Date of calibration", f"{record.started_at:%Y-%m-%d %H:%M}{finished} UTC"),
+        ("Place of calibration", _place(issuer.location, record.station)),
+        ("Performed by", record.technician or "not stated"),
+        ("Ambient conditions", ambient),
+        ("Record", f"{record.record_id} (micropen {record.software_version})"),
+    ]  # fmt: skip
+    return kv_table(rows, st)
+
+
+def _place(location: str, station: str) -> str:
+    if location and station:
+        return f"{location} (station {station})"
+    return location or (f"station {station}" if station else "not stated")
+
+
+def _summary(record: CalibrationRecord, st: Styles) -> list[Flowable]:
+    colour = _OUTCOME_COLOURS[record.outcome].hexval()[2:]
+    lines = [
+        f"Overall statement ({record.final_stage.label}): <font color='#{colour}'><b>"
+        f"{record.outcome.label.upper()}</b></font> — {esc(record.reason)}"
+    ]
+    for stage in (Stage.AS_FOUND, Stage.AS_LEFT):
+        verdict = record.stage_verdict(stage)
+        if verdict is not None:
+            lines.append(f"{stage.label.capitalize()} (worst point): {verdict.label}")
+    due = record.next_due()
+    lines.append(
+        f"Next calibration due: {due.isoformat()} (interval of {record.interval_days} days, as "
+        "set by the equipment owner)"
+        if due
+        else "Next calibration due: not renewed by this calibration"
+    )
+    return [Paragraph(line, st["body"]) for line in lines]
+
+
+def _results(record: CalibrationRecord, quantity: Quantity, st: Styles) -> list[Flowable]:
+    limits: tuple[Limit, Limit] = _LIMITS[quantity]
+    units = "mm" if quantity is Quantity.DEPTH else "% of the set rate"
+    intro = (
+        f"Error = mean of the readings − set point ({units}); U: expanded uncertainty of the "
+        "error at the coverage factor in the budget below (about 95 %). Statements per the "
+        "decision rule below."
     )
     return [
-        ("Pen serial", record.pen.serial, "Procedure", record.procedure),
-        ("Model", record.pen.model, "Started", record.started_at.strftime("%Y-%m-%d %H:%M UTC")),
-        ("Firmware", record.pen.firmware, "Finished", finished),
-        ("Protocol", f"v{record.pen.protocol_version}", "Technician", record.technician or "-"),
-        ("Pen URL", record.pen.url, "Station", record.station or "-"),
-        ("Software", f"micropen {record.software_version}", "Ambient", ambient),
-        ("Interval", f"{record.interval_days} days", "Next due", due),
+        KeepTogether(
+            [
+                _h(f"{quantity.label}: results", st),
+                Paragraph(esc(intro), st["small"]),
+                points_table(record, quantity, limits, st),
+                Spacer(1, 2 * mm),
+                error_plot(record, quantity, limits),
+            ]
+        )
     ]
 
 
-def _kv_table(rows: list[tuple[str, str, str, str]]) -> Table:
-    table = Table(rows, colWidths=[24 * mm, 64 * mm, 24 * mm, 66 * mm])
-    table.setStyle(
-        TableStyle(
-            [
-                ("FONT", (0, 0), (-1, -1), "Helvetica", 8.5),
-                ("FONT", (0, 0), (0, -1), "Helvetica-Bold", 8.5),
-                ("FONT", (2, 0), (2, -1), "Helvetica-Bold", 8.5),
-                ("LINEBELOW", (0, 0), (-1, -1), 0.25, _GRID),
-                ("VALIGN", (0, 0), (-1, -1), "TOP"),
-                ("BOTTOMPADDING", (0, 0), (-1, -1), 2),
-                ("TOPPADDING", (0, 0), (-1, -1), 2),
-            ]
-        )
+def _uncertainty(record: CalibrationRecord, st: Styles) -> list[Flowable]:
+    """The model, then per quantity its inputs and every point's budget. The heading and the
+    model stay on the page of the first inputs table."""
+    d = '<font face="Symbol">δ</font>'  # the core Symbol font has δ, Vera does not
+    text = (
+        f"Model: indicated = mean + {d}ref + {d}res (+ {d}temp for depth); depth error = "
+        f"indicated − set, rate error = (indicated / set − 1) · 100 %. Standard uncertainties "
+        "are combined by the law of propagation of uncertainty (GUM 5.1), the effective degrees "
+        "of freedom (dof) by the Welch–Satterthwaite formula, the coverage factor k from the "
+        "t-distribution for about 95 % coverage (GUM table G.2); U = k·u<sub>c</sub>, rounded "
+        "up to two significant digits. Thermal expansion: 11.5 × 10<super>−6</super> /K, from "
+        "20 °C to the ambient temperature."
     )
-    return table
-
-
-def _grid_table(rows: list[list[Any]], widths: list[float], extra: list[Any]) -> Table:
-    table = Table(rows, colWidths=widths, repeatRows=1)
-    table.setStyle(
-        TableStyle(
-            [
-                ("FONT", (0, 0), (-1, -1), "Helvetica", 8),
-                ("FONT", (0, 0), (-1, 0), "Helvetica-Bold", 8),
-                ("BACKGROUND", (0, 0), (-1, 0), _HEAD),
-                ("GRID", (0, 0), (-1, -1), 0.25, _GRID),
-                ("ALIGN", (1, 1), (-1, -1), "RIGHT"),
-                ("BOTTOMPADDING", (0, 0), (-1, -1), 2),
-                ("TOPPADDING", (0, 0), (-1, -1), 2),
-                *extra,
-            ]
-        )
-    )
-    return table
-
-
-def _instrument_table(record: CalibrationRecord, st: dict[str, ParagraphStyle]) -> Flowable:
-    if not record.instruments:
-        return Paragraph("none recorded (the procedure stopped before choosing them)", st["body"])
-    rows: list[list[Any]] = [["Measures", "Manufacturer", "Model", "Serial", "Cal. due", "Note"]]
-    for inst in record.instruments:
-        note = f"OVERDUE, override: {inst.override_reason}" if inst.overdue else inst.kind
-        rows.append(
-            [
-                inst.role,
-                inst.manufacturer,
-                inst.model,
-                inst.serial,
-                inst.cal_due.isoformat(),
-                Paragraph(_esc(note), st["small"]),
-            ]
-        )
-    widths = [18 * mm, 30 * mm, 32 * mm, 30 * mm, 20 * mm, 48 * mm]
-    extra = [("ALIGN", (0, 0), (-1, -1), "LEFT")]
-    return _grid_table(rows, widths, extra)
-
-
-def _limits(quantity: Quantity) -> tuple[Limit, Limit]:
-    if quantity is Quantity.DEPTH:
-        return DEPTH_ACCEPTANCE, DEPTH_AS_LEFT
-    return RATE_ACCEPTANCE, RATE_AS_LEFT
-
-
-def _points_table(record: CalibrationRecord, quantity: Quantity) -> Table:
-    found = {p.set_value: p for p in record.stage_points(Stage.AS_FOUND, quantity)}
-    left = {p.set_value: p for p in record.stage_points(Stage.AS_LEFT, quantity)}
-    unit = "mm" if quantity is Quantity.DEPTH else "/s"
-    eunit = quantity.error_units
-    digits = 3 if quantity is Quantity.DEPTH else 2
-    acceptance, as_left = _limits(quantity)
-    rows: list[list[Any]] = [
-        [
-            f"Set ({unit})",
-            "As-found mean",
-            f"Error ({eunit})",
-            "Verdict",
-            "As-left mean",
-            f"Error ({eunit})",
-            "Verdict",
-        ]
-    ]
-    extra: list[Any] = []
-
-    def cells(point: PointResult | None, column: int, row: int) -> list[str]:
-        if point is None:
-            return ["-", "-", "-"]
-        extra.append(("TEXTCOLOR", (column, row), (column, row), _VERDICT_COLOURS[point.verdict]))
-        return [f"{point.mean:.{digits}f}", f"{point.error:+.{digits}f}", point.verdict.value]
-
-    for row, set_value in enumerate(sorted(set(found) | set(left)), start=1):
-        rows.append(
-            [
-                f"{set_value:g}",
-                *cells(found.get(set_value), 3, row),
-                *cells(left.get(set_value), 6, row),
-            ]
-        )
-    rows.append(
-        ["Limit", "", acceptance.describe(), "", "", as_left.describe(), ""],
-    )
-    extra.append(("FONT", (0, len(rows) - 1), (-1, len(rows) - 1), "Helvetica-Oblique", 7.5))
-    widths = [20 * mm, 26 * mm, 28 * mm, 20 * mm, 26 * mm, 38 * mm, 20 * mm]
-    return _grid_table(rows, widths, extra)
-
-
-def _plot(record: CalibrationRecord, quantity: Quantity) -> Drawing:
-    """Error against set point: as-found and as-left, with both limit bands."""
-    width, height = 178 * mm, 62 * mm
-    drawing = Drawing(width, height)
-    series = []
-    series_colours = []
-    names = []
-    for stage, colour, name in (
-        (Stage.AS_FOUND, _FOUND_COLOUR, "as-found"),
-        (Stage.AS_LEFT, _LEFT_COLOUR, "as-left"),
-    ):
-        points = sorted((p.set_value, p.error) for p in record.stage_points(stage, quantity))
-        if points:
-            series.append(points)
-            series_colours.append(colour)
-            names.append(name)
-    acceptance, as_left = _limits(quantity)
-    xs = [x for s in series for x, _ in s] or [0.0, 1.0]
-    ys = [abs(y) for s in series for _, y in s]
-    span = max([acceptance.tolerance * 1.25, *(y * 1.15 for y in ys)])
-    x_lo, x_hi = min(xs), max(xs)
-    pad = (x_hi - x_lo) * 0.05 or 1.0
-    plot = LinePlot()
-    plot.x, plot.y, plot.width, plot.height = 16 * mm, 10 * mm, 128 * mm, height - 16 * mm
-    plot.data = series or [[(x_lo, 0.0)]]
-    plot.xValueAxis.valueMin, plot.xValueAxis.valueMax = x_lo - pad, x_hi + pad
-    plot.yValueAxis.valueMin, plot.yValueAxis.valueMax = -span, span
-    plot.xValueAxis.labels.fontSize = plot.yValueAxis.labels.fontSize = 7
-    plot.yValueAxis.labelTextFormat = "%+.2f" if quantity is Quantity.DEPTH else "%+.1f"
-    plot.xValueAxis.labelTextFormat = "%g"
-    plot.xValueAxis.valueSteps = sorted(set(xs))
-    plot.yValueAxis.visibleGrid = True
-    plot.yValueAxis.gridStrokeColor = _GRID
-    for i, colour in enumerate(series_colours):
-        plot.lines[i].strokeColor = colour
-        plot.lines[i].strokeWidth = 1.2
-        plot.lines[i].symbol = makeMarker("FilledCircle", size=4, fillColor=colour)
-    drawing.add(plot)
-    for tol, dash, label in (
-        (acceptance.tolerance, (4, 2), "acceptance"),
-        (as_left.tolerance, (1, 2), "as-left"),
-    ):
-        for sign in (1, -1):
-            y = plot.y + plot.height * (sign * tol + span) / (2 * span)
-            drawing.add(
-                Line(
-                    plot.x,
-                    y,
-                    plot.x + plot.width,
-                    y,
-                    strokeColor=colors.grey,
-                    strokeDashArray=dash,
-                    strokeWidth=0.7,
-                )
-            )
-        y_top = plot.y + plot.height * (tol + span) / (2 * span)
-        drawing.add(
-            String(
-                plot.x + plot.width + 2,
-                y_top - 2,
-                f"±{tol:g} {label}",
-                fontSize=6.5,
-                fillColor=colors.grey,
-            )
-        )
-    unit = quantity.set_units
-    drawing.add(
-        String(
-            plot.x + plot.width / 2,
-            1 * mm,
-            f"set point ({unit})",
-            fontSize=7.5,
-            textAnchor="middle",
-        )
-    )
-    drawing.add(
-        String(
-            2 * mm, plot.y + plot.height + 2 * mm, f"error ({quantity.error_units})", fontSize=7.5
-        )
-    )
-    legend = LineLegend()
-    legend.x, legend.y = plot.x + plot.width + 4 * mm, plot.y + 14 * mm
-    legend.fontSize = 7.5
-    legend.colorNamePairs = list(zip(series_colours, names, strict=True))
-    drawing.add(legend)
-    return drawing
-
-
-def _correction_table(record: CalibrationRecord, st: dict[str, ParagraphStyle]) -> Flowable:
-    rows: list[list[Any]] = [
-        ["", "Depth gain (ppm)", "Depth offset (µm)", "Rate gain (ppm)", "Counter", "CRC"]
-    ]
-    for label, bank in (("Before", record.cal_before), ("After", record.cal_after)):
-        if bank is None:
-            rows.append([label, "-", "-", "-", "-", "-"])
+    lead: list[Flowable] = [_h("Measurement uncertainty", st), Paragraph(text, st["small"])]
+    out: list[Flowable] = []
+    for quantity in record.quantities():
+        if not any(p.quantity is quantity for p in record.points):
             continue
-        v = bank.values
-        rows.append(
-            [
-                label,
-                f"{v.depth_gain_ppm:+d}",
-                f"{v.depth_offset_um:+d}",
-                f"{v.rate_gain_ppm:+d}",
-                str(bank.counter),
-                f"{bank.crc:08x}",
-            ]
-        )
-    fits = "; ".join(
-        f"{f.quantity.value}: measured = {f.slope:.5f} × set {f.intercept:+.4f} "
-        f"(max residual {f.max_residual:.4f})"
-        for f in record.fits
-    )
-    state = (
-        "New calibration committed and verified as-left"
-        if record.committed
-        else "No new calibration is in force (see the notes)"
-    )
-    widths = [18 * mm, 32 * mm, 32 * mm, 32 * mm, 26 * mm, 38 * mm]
-    return KeepTogether(
-        [
-            _grid_table(rows, widths, []),
+        inputs = [
+            Paragraph(f"<b>{quantity.label}</b>: inputs", st["body"]),
+            budget_sources_table(record, quantity, st),
             Spacer(1, 1.5 * mm),
-            Paragraph(
-                _esc(f"Least-squares fit, pen units: {fits or 'none'}. {state}."), st["small"]
-            ),
         ]
-    )
+        out += [
+            KeepTogether([*lead, *inputs]),
+            Paragraph(f"<b>{quantity.label}</b>: budget per point", st["body"]),
+            budget_points_table(record, quantity, st),
+        ]
+        lead = []
+    return [*lead, *out]
 
 
-def _signatures() -> Table:
-    line = "_" * 34
-    table = Table(
-        [["Technician", line, "Date", "_" * 16], ["Reviewed by", line, "Date", "_" * 16]],
-        colWidths=[24 * mm, 74 * mm, 14 * mm, 40 * mm],
-    )
-    table.setStyle(
-        TableStyle(
-            [("FONT", (0, 0), (-1, -1), "Helvetica", 8.5), ("TOPPADDING", (0, 0), (-1, -1), 7)]
+def _adjustment(record: CalibrationRecord, st: Styles) -> list[Flowable]:
+    if record.procedure == "verify":
+        state = "Verification only: the pen's calibration was read, not changed."
+    elif record.committed:
+        state = "A new calibration was written, read back, committed and verified as-left."
+    else:
+        state = "No new calibration is in force (see the notes)."
+    fits = [
+        f"{f.quantity.label}: measured = {f.slope:.5f} × set {f.intercept:+.4f} "
+        f"{f.quantity.set_units} (largest residual {f.max_residual:.4f} {f.quantity.set_units})"
+        for f in record.fits
+    ]
+    return [
+        correction_table(record, st),
+        Spacer(1, 1.5 * mm),
+        *(Paragraph("Fitted line (as-found): " + esc(f), st["body"]) for f in fits),
+        Paragraph(esc(state), st["body"]),
+    ]
+
+
+def _authorisation(record: CalibrationRecord, who: Authorisation, st: Styles) -> list[Flowable]:
+    performed = f"Calibration performed by: {record.technician or 'not stated'}"
+    if not who.name:
+        signatory = (
+            "Authorised by: signatory NOT CONFIGURED (station file: signatory.name, or sign with a "
+            "signatory's key)"
         )
-    )
-    return table
-
-
-def _footer(record: CalibrationRecord) -> Any:
-    def draw(canvas: Any, doc: Any) -> None:
-        canvas.saveState()
-        canvas.setFont("Helvetica", 7)
-        canvas.setFillColor(colors.grey)
-        canvas.drawString(
-            16 * mm,
-            8 * mm,
-            f"{record.pen.serial} · record {record.record_id} · micropen "
-            f"{record.software_version} · page {doc.page}",
+        signature = ""
+    else:
+        signatory = f"Authorised by: {who.name}" + (f", {who.role}" if who.role else "")
+        signature = (
+            "Signed electronically (PAdES certification signature) by the signatory; check it "
+            "with: micropen cal verify-certificate FILE"
+            if who.electronic
+            else "Signature: ______________________________    Date: ______________"
         )
-        canvas.restoreState()
-
-    return draw
-
-
-def _esc(text: str) -> str:
-    return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+    lines = [performed, signatory, signature]
+    return [Paragraph(esc(line), st["body"]) for line in lines if line]

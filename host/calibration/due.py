@@ -1,9 +1,13 @@
 """When each pen is due for calibration, from the records.
 
-A pen is due ``interval_days`` after the last *passing* record that covered each quantity
-(depth and stroke rate; a passing verify covers both); the earlier of the two dates is the
-pen's due date. The interval is the one recorded with that calibration unless the caller
-overrides it. The host calls :func:`check_due` after connecting and warns when it is overdue.
+For each quantity (depth and stroke rate) the newest record that covered it and ran to a
+statement decides: if it failed (fail or conditional fail) the pen is *failed* — not
+calibrated, whatever passed before: a pen whose last verify failed is out of tolerance now.
+Otherwise it passed (pass or conditional pass) and the quantity is due ``interval_days``
+later; the earlier of the two dates is the pen's due date. An incomplete attempt says nothing
+about the pen and is skipped. The interval is the one recorded with that calibration unless
+the caller overrides it. The host calls :func:`check_due` after connecting and warns when the
+pen needs attention.
 """
 
 from __future__ import annotations
@@ -33,7 +37,8 @@ class DueState(StrEnum):
     OK = "ok"
     DUE_SOON = "due_soon"  # within DUE_SOON_DAYS
     OVERDUE = "overdue"
-    NEVER = "never"  # no passing calibration on record for a quantity
+    FAILED = "failed"  # the newest finished record of a quantity failed
+    NEVER = "never"  # no finished calibration on record for a quantity
 
 
 @dataclass(frozen=True)
@@ -48,7 +53,7 @@ class DueStatus:
 
     @property
     def needs_attention(self) -> bool:
-        return self.state in (DueState.OVERDUE, DueState.NEVER)
+        return self.state in (DueState.OVERDUE, DueState.FAILED, DueState.NEVER)
 
     @property
     def message(self) -> str:
@@ -58,6 +63,12 @@ class DueStatus:
             return (
                 f"pen {self.serial}: no passing {what} calibration on record; "
                 f"run `micropen calibrate all --pen URL`"
+            )
+        if self.state is DueState.FAILED:
+            return (
+                f"pen {self.serial}: its last {what} calibration or verification failed "
+                f"(record {(self.record_id or '?')[:12]}); it is not calibrated: run "
+                "`micropen calibrate all --pen URL`"
             )
         assert self.due is not None and self.days_left is not None
         if self.state is DueState.OVERDUE:
@@ -91,10 +102,12 @@ def check_due(
     today = today if today is not None else date.today()
     candidates: list[tuple[date, Quantity, date, str]] = []
     for quantity in (Quantity.DEPTH, Quantity.RATE):
-        record = store.last_pass(serial, quantity)
+        record = store.last_finished(serial, quantity)
         if record is None:
             return DueStatus(serial, DueState.NEVER, None, None, None, quantity, None)
         done = (record.finished_at or record.started_at).date()
+        if not record.outcome.passed:
+            return DueStatus(serial, DueState.FAILED, None, None, done, quantity, record.record_id)
         interval = interval_days if interval_days is not None else record.interval_days
         candidates.append((done + timedelta(days=interval), quantity, done, record.record_id))
     due, quantity, done, record_id = min(candidates, key=lambda c: c[0])
@@ -111,7 +124,7 @@ def check_due(
 def all_due(
     store: RecordStore, *, today: date | None = None, interval_days: int | None = None
 ) -> list[DueStatus]:
-    """Every pen in the records, soonest due first (never-calibrated ones first of all)."""
+    """Every pen in the records, soonest due first (never-calibrated and failed ones first)."""
     statuses = [
         check_due(serial, store=store, today=today, interval_days=interval_days)
         for serial in store.pens()

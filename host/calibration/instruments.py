@@ -1,9 +1,12 @@
 """Reference instruments behind one interface: the simulator's bench, a technician, SCPI.
 
 Each instrument measures one quantity (needle depth in mm, or stroke rate in strokes/s) and
-carries its identity (manufacturer, model, serial number) and calibration due date for the
-record. The procedure never asks which kind it drives. Instrument specs, as given to
-``--gauge`` (one spec supplies the instrument for every quantity the procedure needs):
+carries its identity (manufacturer, model, serial number), calibration due date and its own
+calibration (certificate number and date, expanded uncertainty and k, resolution: see
+:mod:`.traceability`) for the record and the uncertainty budget. The procedure never asks
+which kind it drives; an instrument whose calibration is unknown is refused before it starts.
+Instrument specs, as given to ``--gauge`` (one spec supplies the instrument for every quantity
+the procedure needs):
 
 =============================================  ===============================================
 ``sim``                                         the in-process simulator's bench (``pen.bench``)
@@ -28,11 +31,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import datetime as dt
 import functools
-import inspect
 import math
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any, ClassVar, Protocol
 from urllib.parse import parse_qsl, urlsplit
@@ -42,7 +45,10 @@ from micropen.protocol import limits as L
 
 from .errors import InstrumentDisconnected, InstrumentError, InstrumentRefused, ReadingOutOfRange
 from .measurements import Quantity
+from .prompts import MANUAL_ATTEMPTS, Prompt, ask, ask_calibration, ask_date
 from .record import InstrumentRef
+from .station import RegisteredInstrument
+from .traceability import ReferenceCalibration, is_simulated_instrument, simulated_calibration
 
 __all__ = [
     "INSTRUMENT_SPECS",
@@ -61,8 +67,6 @@ __all__ = [
     "open_instruments",
 ]
 
-Prompt = Callable[[str], "str | Awaitable[str]"]
-"""Ask the technician one question, return the answer (sync or async; tests inject one)."""
 
 INSTRUMENT_SPECS = ("sim", "manual", "scpi+tcp://HOST:PORT", "scpi+serial:///dev/ttyUSB0")
 
@@ -71,9 +75,12 @@ RANGES: dict[Quantity, tuple[float, float]] = {
     Quantity.DEPTH: (-0.5, 10.0),  # mm: a 10 mm dial indicator zeroed at needle home
     Quantity.RATE: (0.0, 1000.0),  # strokes/s: an optical tachometer's low range
 }
-MANUAL_ATTEMPTS = 5
 SCPI_TIMEOUT_S = 2.0
 _EPOCH = dt.date(1970, 1, 1)
+
+
+Register = Mapping[str, RegisteredInstrument]
+"""The station file's equipment register, by serial number."""
 
 
 @dataclass(frozen=True)
@@ -84,6 +91,8 @@ class InstrumentInfo:
     serial: str
     cal_due: dt.date
     url: str = ""
+    calibration: ReferenceCalibration | None = None  # None: unknown, refused for use
+    simulated: bool = False
 
     def ref(self, role: Quantity, today: dt.date, override_reason: str = "") -> InstrumentRef:
         overdue = self.cal_due < today
@@ -97,7 +106,17 @@ class InstrumentInfo:
             url=self.url,
             overdue=overdue,
             override_reason=override_reason if overdue else "",
+            calibration=self.calibration,
+            simulated=self.simulated,
         )
+
+    def registered(self, register: Register) -> InstrumentInfo:
+        """With the calibration the equipment register holds for this serial, if any: the
+        lab's register is the authority over what an instrument declares of itself."""
+        entry = register.get(self.serial)
+        if entry is None:
+            return self
+        return dataclasses.replace(self, calibration=entry.lookup(self.model))
 
 
 class Instrument(Protocol):
@@ -149,10 +168,18 @@ def plausible(quantity: Quantity, set_value: float, value: float) -> float:
 def check_instruments(
     used: Iterable[Instrument], today: dt.date, override_reason: str = ""
 ) -> list[InstrumentRef]:
-    """References for the record; an overdue instrument is refused unless an override is given."""
+    """References for the record. Refused: an instrument without its own calibration (no
+    uncertainty can be stated), and an overdue one unless an override is given."""
     refs = []
     for instrument in used:
         ref = instrument.info.ref(instrument.quantity, today, override_reason.strip())
+        if ref.calibration is None:
+            raise InstrumentRefused(
+                f"{ref.role} instrument {ref.model} s/n {ref.serial} has no calibration data "
+                "(certificate number and date, expanded uncertainty and k, resolution), so no "
+                "uncertainty can be stated; add it to the station file's equipment register "
+                "(an instrument entry: micropen cal station --template shows one)"
+            )
         if ref.overdue and not ref.override_reason:
             raise InstrumentRefused(
                 f"{ref.role} instrument {ref.model} s/n {ref.serial} was due for calibration "
@@ -180,13 +207,17 @@ class SimBenchInstrument:
     def __init__(self, bench: Any, quantity: Quantity) -> None:
         self._channel = bench.gauge if quantity is Quantity.DEPTH else bench.tachometer
         self.quantity = quantity
+        model, serial = str(self._channel.model), str(self._channel.serial)
+        due = _EPOCH + dt.timedelta(days=int(self._channel.cal_due_day))
         self.info = InstrumentInfo(
             "sim-bench",
             str(getattr(self._channel, "manufacturer", "micropen simulator")),
-            str(self._channel.model),
-            str(self._channel.serial),
-            _EPOCH + dt.timedelta(days=int(self._channel.cal_due_day)),
+            model,
+            serial,
+            due,
             "sim",
+            calibration=simulated_calibration(model, serial, due),
+            simulated=True,
         )
 
     async def read(self, set_value: float) -> float:
@@ -242,9 +273,10 @@ class ManualInstrument:
 
     @classmethod
     async def from_prompts(
-        cls, quantity: Quantity, prompt: Prompt, today: dt.date
+        cls, quantity: Quantity, prompt: Prompt, today: dt.date, register: Register | None = None
     ) -> ManualInstrument:
-        """Ask the technician for the instrument's identity and calibration due date."""
+        """Ask the technician for the instrument's identity and calibration due date, and —
+        unless the equipment register holds them — its calibration certificate's data."""
         name = "depth gauge" if quantity is Quantity.DEPTH else "tachometer"
         manufacturer = (await ask(prompt, f"{name} manufacturer")).strip()
         model = (await ask(prompt, f"{name} model")).strip()
@@ -254,27 +286,13 @@ class ManualInstrument:
                 f"the {name} needs a model and a serial number for traceability; enter them "
                 "as printed on the instrument"
             )
-        text = ""
-        for _ in range(MANUAL_ATTEMPTS):
-            text = (await ask(prompt, f"{name} calibration due date (YYYY-MM-DD)")).strip()
-            with contextlib.suppress(ValueError):
-                due = dt.date.fromisoformat(text)
-                return cls(
-                    InstrumentInfo("manual", manufacturer or "-", model, serial, due),
-                    quantity,
-                    prompt,
-                )
-        raise InvalidInput(
-            f"calibration due date {text!r} is not a date; enter it as YYYY-MM-DD "
-            f"(e.g. {today.isoformat()})"
-        )
-
-
-async def ask(prompt: Prompt, question: str) -> str:
-    answer = prompt(question)
-    if inspect.isawaitable(answer):
-        answer = await answer
-    return str(answer)
+        due = await ask_date(prompt, f"{name} calibration due date (YYYY-MM-DD)", today)
+        info = InstrumentInfo("manual", manufacturer or "-", model, serial, due)
+        info = info.registered(register or {})
+        if info.calibration is None:
+            calibration = await ask_calibration(prompt, name, quantity, today)
+            info = dataclasses.replace(info, calibration=calibration)
+        return cls(info, quantity, prompt)
 
 
 # --- SCPI over TCP or serial ----------------------------------------------------------------------
@@ -439,11 +457,12 @@ class ScpiInstrument:
                     "date; give its due date on the URL (?due=YYYY-MM-DD)"
                 ) from None
         manufacturer, model, serial = (f.strip() for f in idn[:3])
-        return cls(
-            channel,
-            InstrumentInfo("scpi", manufacturer, model, serial, due, channel.description),
-            quantity,
+        simulated = is_simulated_instrument(manufacturer)
+        calibration = simulated_calibration(model, serial, due) if simulated else None
+        info = InstrumentInfo(
+            "scpi", manufacturer, model, serial, due, channel.description, calibration, simulated
         )
+        return cls(channel, info, quantity)
 
     async def read(self, set_value: float) -> float:
         command = self._MEASURE[self.quantity]
@@ -469,20 +488,22 @@ async def open_instruments(
     bench: Any = None,
     prompt: Prompt | None = None,
     today: dt.date,
+    register: Register | None = None,
 ) -> dict[Quantity, Instrument]:
-    """Open the instruments a ``--gauge`` value names. Raises InvalidInput for a bad spec."""
-    spec, wanted = spec.strip(), list(quantities)
+    """Open the instruments a ``--gauge`` value names, each with its own calibration from
+    the equipment ``register`` where it holds the serial. InvalidInput for a bad spec."""
+    spec, wanted, register = spec.strip(), list(quantities), register or {}
     if spec == "sim":
         if bench is None:
             raise InvalidInput(
                 "--gauge sim needs the in-process simulator (--pen sim://...); for another pen "
                 "give the bench URL (scpi+tcp://HOST:PORT) or use --gauge manual"
             )
-        return {q: SimBenchInstrument(bench, q) for q in wanted}
+        return {q: _registered(SimBenchInstrument(bench, q), register) for q in wanted}
     if spec == "manual":
         if prompt is None:
             raise InvalidInput("--gauge manual needs a terminal to prompt on; run it interactively")
-        return {q: await ManualInstrument.from_prompts(q, prompt, today) for q in wanted}
+        return {q: await ManualInstrument.from_prompts(q, prompt, today, register) for q in wanted}
     parts = urlsplit(spec)
     options = dict(parse_qsl(parts.query))
     if parts.scheme == "scpi+tcp":
@@ -511,7 +532,15 @@ async def open_instruments(
             f"unknown instrument {spec!r}; valid: {', '.join(INSTRUMENT_SPECS)} "
             "(see docs/calibration.md)"
         )
-    return await _open_scpi(spec, options, wanted, factory)
+    opened = await _open_scpi(spec, options, wanted, factory)
+    return {q: _registered(i, register) for q, i in opened.items()}
+
+
+def _registered(instrument: Any, register: Register) -> Any:
+    """The instrument, its info completed from the register (Sim/Scpi instruments keep
+    their info in a plain attribute)."""
+    instrument.info = instrument.info.registered(register)
+    return instrument
 
 
 def check_spec(spec: str) -> None:

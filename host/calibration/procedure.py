@@ -9,16 +9,20 @@ reading is retaken. :data:`PROCEDURES` holds the four the CLI offers::
     all     prepare → both as-found → both fits → one write/verify/commit → both as-left
     verify  prepare → both as-found (acceptance limits); writes nothing
 
-The runner guarantees, whatever happens (a failed point, a pen fault, a dropped link, a gauge
-that disconnects, Ctrl-C): the teardown runs shielded from cancellation (motor off, needles
-retracted), the pen keeps a calibration only if it was verified as-left (otherwise the
-previous one is written back), and the record is stored with its outcome and reason.
+Each point's error is stated with its expanded uncertainty (:mod:`.uncertainty`) and judged
+by the decision rule in the settings (:mod:`.decision`); the outcome is the worst statement of
+the final stage. The runner guarantees, whatever happens (a failed point, a pen fault, a
+dropped link, a gauge that disconnects, Ctrl-C): the teardown runs shielded from
+cancellation (motor off, needles retracted), the pen keeps a calibration only if it was
+verified as-left (otherwise the previous one is written back), and the record is stored
+with its outcome and reason.
 """
 
 from __future__ import annotations
 
 import asyncio
 import importlib.metadata
+import math
 import uuid
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -27,7 +31,6 @@ from datetime import UTC, date, datetime
 from micropen.host.connection import AsyncPen
 from micropen.host.errors import HostError, InvalidInput, PenRefused
 from micropen.host.tasks import shielded
-from micropen.protocol import limits as L
 from micropen.protocol.messages import (
     CalBank,
     CalData,
@@ -39,7 +42,7 @@ from micropen.protocol.messages import (
 
 from .driver import Driver, RunPlan, make_safe, plan_runs, runnable_rates
 from .errors import CalibrationError, CalibrationStorageError, ReadingOutOfRange
-from .fit import CalValues, corrected_depth, corrected_rate, fit_line, fit_slope
+from .fit import CalValues, Line, corrected_depth, corrected_rate, fit_line, fit_slope
 from .instruments import Instrument, check_instruments, plausible
 from .measurements import (
     DEPTH_ACCEPTANCE,
@@ -56,16 +59,28 @@ from .record import (
     BankSnapshot,
     CalibrationRecord,
     FitResult,
+    InstrumentRef,
     Outcome,
     PenInfo,
     PhaseLog,
     PointResult,
 )
 from .records import RecordStore
+from .settings import (
+    DEPTH_POINTS_MM,
+    METHOD_REVISION,
+    METHODS,
+    READINGS_DEFAULT,
+    Settings,
+)
+from .uncertainty import Ambient, evaluate_point
 
 __all__ = [
     "DEPTH_POINTS_MM",
+    "METHODS",
+    "METHOD_REVISION",
     "PROCEDURES",
+    "READINGS_DEFAULT",
     "Phase",
     "Progress",
     "ProgressEvent",
@@ -75,61 +90,6 @@ __all__ = [
     "run_calibration",
     "software_version",
 ]
-
-DEPTH_POINTS_MM = (0.25, 0.5, 1.0, 1.5, 2.0, 2.5)
-READINGS_MAX = 20
-INTERVAL_DAYS_MAX = 5 * 365
-_TEXT_MAX = 64
-
-
-@dataclass(frozen=True)
-class Settings:
-    """What the technician chose; checked before anything touches the pen."""
-
-    technician: str = ""
-    station: str = ""
-    ambient_c: float | None = None  # None: the idle pen's own temperature is recorded
-    interval_days: int = 365
-    override_instrument_due: str = ""
-    depth_points_mm: tuple[float, ...] = DEPTH_POINTS_MM
-    rate_levels_sps: tuple[int, ...] = L.RATE_LEVELS_SPS
-    readings: int = 3  # per set point; their mean is the point's value
-    retries: int = 2  # retakes of a point after an implausible reading
-    settle_timeout_s: float = 3.0
-
-    def check(self) -> None:
-        """InvalidInput naming the value, the limit and the fix."""
-        if not 1 <= self.interval_days <= INTERVAL_DAYS_MAX:
-            raise InvalidInput(
-                f"calibration interval {self.interval_days} days is outside 1–"
-                f"{INTERVAL_DAYS_MAX} days; give --interval-days in that range (default 365)"
-            )
-        if not 1 <= self.readings <= READINGS_MAX:
-            raise InvalidInput(f"readings per point {self.readings} is outside 1–{READINGS_MAX}")
-        for name, text in (("technician", self.technician), ("station", self.station)):
-            if len(text) > _TEXT_MAX or not text.isprintable():
-                raise InvalidInput(
-                    f"{name} {text!r} must be printable and at most {_TEXT_MAX} characters"
-                )
-        if self.ambient_c is not None and not -20.0 <= self.ambient_c <= 60.0:
-            raise InvalidInput(
-                f"ambient temperature {self.ambient_c} °C is outside -20–60 °C; give it in °C"
-            )
-        for depth in self.depth_points_mm:
-            um = round(depth * 1000)
-            if not L.DEPTH_MIN_UM <= um <= L.DEPTH_MAX_UM or um % L.DEPTH_WIRE_RESOLUTION_UM:
-                raise InvalidInput(
-                    f"depth set point {depth} mm is outside {L.DEPTH_MIN_UM / 1000}–"
-                    f"{L.DEPTH_MAX_UM / 1000} mm or finer than 0.01 mm"
-                )
-        if len(set(self.depth_points_mm)) < 2:
-            raise InvalidInput("a depth calibration needs at least two distinct set points")
-        for rate in self.rate_levels_sps:
-            if rate not in L.RATE_LEVELS_SPS:
-                raise InvalidInput(
-                    f"stroke rate {rate}/s is not a speed level; levels: "
-                    f"{', '.join(map(str, L.RATE_LEVELS_SPS))}"
-                )
 
 
 @dataclass(frozen=True)
@@ -165,6 +125,7 @@ class Session:
     settings: Settings
     clock: Clock
     progress: Progress
+    ambient: Ambient = field(default_factory=lambda: Ambient(None, "none"))  # for the budget
     baseline: CalValues = field(default_factory=CalValues)  # what is in force before writing
     proposed: CalValues | None = None
     restore_bank: CalData | None = None  # the previous calibration, to write back on failure
@@ -203,13 +164,9 @@ async def prepare(session: Session, phase: Phase) -> None:
             f"cartridge {status.cartridge_state.name.lower()}: the pen runs during calibration; "
             "mount a usable (calibration) cartridge and repeat"
         )
-    rec = session.record
-    if session.settings.ambient_c is not None:
-        rec.ambient_c, rec.ambient_source = session.settings.ambient_c, "entered by technician"
-    else:
-        rec.ambient_c, rec.ambient_source = status.temperature_dc / 10, "pen sensor at rest"
+    _record_ambient(session, status.temperature_dc / 10)
     active = await pen.cal_read(CalBank.ACTIVE)
-    rec.cal_before = _snapshot(active)
+    session.record.cal_before = _snapshot(active)
     if active.valid:
         session.baseline, session.restore_bank = _values(active), active
     elif not writes:
@@ -225,6 +182,19 @@ async def prepare(session: Session, phase: Phase) -> None:
         await _write_verify_commit(session, CalValues(), active.counter)
         session.restore_bank = await pen.cal_read(CalBank.ACTIVE)
     session.say(phase.name, f"pen {identity.serial} ready; calibration counter {active.counter}")
+
+
+def _record_ambient(session: Session, pen_celsius: float) -> None:
+    """The ambient temperature, how and where it was measured (certificate §7.8.4.1 b)."""
+    rec, where = session.record, session.settings.issuer.location or "the calibration bench"
+    if session.settings.ambient_c is not None:
+        rec.ambient_c, rec.ambient_source = session.settings.ambient_c, "entered by technician"
+        rec.ambient_location = f"room thermometer read by the technician at {where}"
+        session.ambient = Ambient(rec.ambient_c, "entered")
+    else:
+        rec.ambient_c, rec.ambient_source = pen_celsius, "pen sensor at rest"
+        rec.ambient_location = f"the pen's own temperature sensor, pen at rest at {where}"
+        session.ambient = Ambient(rec.ambient_c, "pen")
 
 
 async def measure_sweep(session: Session, phase: Phase) -> None:
@@ -257,7 +227,7 @@ async def measure_sweep(session: Session, phase: Phase) -> None:
             session.say(phase.name, f"set {set_value:g} {quantity.set_units}")
             point = await _measure_point(session, phase, plan, depth, rate, set_value)
             session.record.points.append(point)
-            session.say(phase.name, _describe(point), point)
+            session.say(phase.name, describe(point), point)
         await drv.stop()
 
 
@@ -286,28 +256,27 @@ async def _measure_point(
             continue
         drv.check()
         if drv.running:  # the readings were taken while the pen held the set point
-            return _judge(quantity, phase.stage, phase.limit, set_value, readings)
+            return _judge(session, phase, set_value, readings)
     raise CalibrationError(
         f"the bench run kept ending while {quantity.value} {set_value:g} was read; repeat"
     )
 
 
-def _judge(
-    quantity: Quantity, stage: Stage, limit: Limit, set_value: float, readings: list[float]
-) -> PointResult:
-    mean = sum(readings) / len(readings)
-    error = mean - set_value if quantity is Quantity.DEPTH else (mean / set_value - 1) * 100
+def _judge(session: Session, phase: Phase, set_value: float, readings: list[float]) -> PointResult:
+    """The point with its uncertainty budget, judged by the decision rule on the values as
+    reported: the error rounded to the decimal place of U, U rounded up."""
+    quantity, stage, limit = phase.quantity, phase.stage, phase.limit
+    assert quantity is not None and stage is not None and limit is not None
+    reference = session.instruments[quantity].info.calibration
+    assert reference is not None  # check_instruments refused instruments without one
+    error, budget = evaluate_point(quantity, set_value, readings, reference, session.ambient)
+    reported = round(error, budget.decimals)
+    verdict = session.settings.decision_rule.judge(reported, budget.expanded, limit.tolerance)
+    mean = math.fsum(readings) / len(readings)
     return PointResult(
-        quantity,
-        stage,
-        set_value,
-        tuple(readings),
-        mean,
-        error,
-        limit.tolerance,
-        limit.name,
-        limit.verdict(error),
-    )
+        quantity, stage, set_value, tuple(readings), mean, reported, limit.tolerance,
+        limit.name, verdict, budget,
+    )  # fmt: skip
 
 
 async def fit_correction(session: Session, phase: Phase) -> None:
@@ -317,18 +286,20 @@ async def fit_correction(session: Session, phase: Phase) -> None:
     points = session.record.stage_points(Stage.AS_FOUND, quantity)
     current = session.proposed or session.baseline
     if quantity is Quantity.DEPTH:
-        line = fit_line([p.set_value * 1000 for p in points], [p.mean * 1000 for p in points])
-        proposed = corrected_depth(current, line)
+        line_um = fit_line([p.set_value * 1000 for p in points], [p.mean * 1000 for p in points])
+        proposed = corrected_depth(current, line_um)
+        line = Line(line_um.slope, line_um.intercept / 1000, line_um.max_residual / 1000)
     else:
         line = fit_slope([p.set_value for p in points], [p.mean for p in points])
         proposed = corrected_rate(current, line)
     session.proposed = proposed
-    session.record.fits.append(
+    session.record.fits.append(  # in the quantity's own units: mm, strokes/s
         FitResult(quantity, line.slope, line.intercept, line.max_residual, current, proposed)
     )
     session.say(
         phase.name,
-        f"{quantity.value}: measured = {line.slope:.5f} × set {line.intercept:+.1f}; new "
+        f"{quantity.value}: measured = {line.slope:.5f} × set {line.intercept:+.4f} "
+        f"{quantity.set_units}; new "
         f"correction: depth gain {proposed.depth_gain_ppm:+d} ppm, offset "
         f"{proposed.depth_offset_um:+d} µm, rate gain {proposed.rate_gain_ppm:+d} ppm",
     )
@@ -443,6 +414,9 @@ def _procedure(name: str) -> tuple[Phase, ...]:
 
 
 # --- the runner -----------------------------------------------------------------------------------
+DEFAULT_SETTINGS = Settings()  # frozen: one shared default is safe
+
+
 def _utc_now() -> datetime:
     return datetime.now(UTC)
 
@@ -460,7 +434,7 @@ async def run_calibration(
     instruments: Mapping[Quantity, Instrument],
     *,
     store: RecordStore,
-    settings: Settings = Settings(),
+    settings: Settings = DEFAULT_SETTINGS,
     clock: Clock = _utc_now,
     today: date | None = None,
     progress: Progress | None = None,
@@ -483,13 +457,14 @@ async def run_calibration(
     refs = check_instruments(used, today or started.date(), settings.override_instrument_due)
     record = _new_record(pen, procedure, settings, started)
     record.instruments = refs
+    record.simulated_parts = _simulated_parts(pen, refs)
     for ref in refs:
         if ref.overdue:
             record.notes.append(
                 f"{ref.role} instrument s/n {ref.serial} overdue since {ref.cal_due}; used under "
                 f"override: {ref.override_reason}"
             )
-    store.begin(record)
+    store.begin(record, settings.certificate_prefix)
     session = Session(
         pen, Driver(pen, settle_timeout=settings.settle_timeout_s), dict(instruments), record,
         settings, clock, progress or (lambda event: None),
@@ -531,7 +506,7 @@ async def _finish(session: Session) -> None:
     try:
         session.note(await make_safe(session.pen, session.driver))
         record = session.record
-        if record.committed and record.outcome is not Outcome.PASS:
+        if record.committed and not record.outcome.passed:  # a conditional pass is kept
             await _restore(session)
     finally:
         await session.driver.close()
@@ -563,32 +538,54 @@ async def _restore(session: Session) -> None:
 
 
 def _conclude(session: Session) -> None:
+    """The overall statement: the worst verdict of the final stage, with the points behind it."""
     record = session.record
-    final = Stage.AS_FOUND if record.procedure == "verify" else Stage.AS_LEFT
-    verdict = worst(p.verdict for p in record.stage_points(final))
+    final = record.stage_points(record.final_stage)
+    verdict = worst(p.verdict for p in final)
     if verdict is None:
         record.outcome, record.reason = Outcome.INCOMPLETE, "no point was measured"
         return
-    failed = [p for p in record.stage_points(final) if p.verdict is Verdict.FAIL]
-    marginal = [p for p in record.stage_points(final) if p.verdict is Verdict.MARGINAL]
-    label = final.value.replace("_", "-")
-    if failed:
-        record.outcome = Outcome.FAIL
-        record.reason = f"{label} out of tolerance: " + "; ".join(map(_describe, failed))
+    record.outcome = Outcome.of(verdict)
+    label = record.final_stage.label
+
+    def points(*verdicts: Verdict) -> str:
+        return "; ".join(describe(p) for p in final if p.verdict in verdicts)
+
+    if verdict is Verdict.FAIL:
+        record.reason = f"{label} out of tolerance: " + points(Verdict.FAIL)
+    elif verdict is Verdict.CONDITIONAL_FAIL:
+        record.reason = (
+            f"{label} conditional fail (beyond the limit by less than the guard band): "
+            + points(Verdict.CONDITIONAL_FAIL)
+        )
     else:
-        record.outcome = Outcome.PASS
         record.reason = f"every {label} point within its limit"
-        if marginal:
-            record.reason += " (marginal: " + "; ".join(map(_describe, marginal)) + ")"
+        if verdict is Verdict.CONDITIONAL_PASS:
+            record.reason += (
+                " (conditional: within the limit by less than the guard band: "
+                + points(Verdict.CONDITIONAL_PASS)
+                + ")"
+            )
 
 
-def _describe(point: PointResult) -> str:
-    digits = 3 if point.quantity is Quantity.DEPTH else 2
+def describe(point: PointResult) -> str:
+    """``depth 2.5 mm: error +0.1170 ± 0.0034 mm (limit ±0.1 mm, fail)``."""
+    decimals = point.uncertainty.decimals if point.uncertainty else 3
+    spread = f" ± {point.expanded:.{decimals}f}" if point.expanded is not None else ""
     return (
         f"{point.quantity.value} {point.set_value:g} {point.units}: error "
-        f"{point.error:+.{digits}f} {point.error_units} (limit ±{point.tolerance:g}, "
-        f"{point.verdict.value})"
+        f"{point.error:+.{decimals}f}{spread} {point.error_units} (limit "
+        f"±{point.tolerance:g} {point.error_units}, {point.verdict.label})"
     )
+
+
+def _simulated_parts(pen: AsyncPen, refs: Sequence[InstrumentRef]) -> list[str]:
+    """What in this calibration is not real, named for the certificate and the record."""
+    identity = pen.identity
+    assert identity is not None
+    parts = [f"pen {identity.serial} ({pen.url})"] if pen.is_simulated else []
+    parts += [f"{r.role} instrument {r.model} s/n {r.serial}" for r in refs if r.simulated]
+    return parts
 
 
 def _new_record(
@@ -612,6 +609,11 @@ def _new_record(
         started_at=started,
         interval_days=settings.interval_days,
         reason="in progress (the process ended before the record was closed)",
+        issuer=settings.issuer,
+        owner=settings.owner,
+        method=METHODS[procedure],
+        method_revision=METHOD_REVISION,
+        decision_rule=settings.decision_rule,
     )
 
 

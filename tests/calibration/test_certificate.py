@@ -1,64 +1,204 @@
-"""The PDF certificate and the JSON record written beside it."""
+"""The PDF certificate, read back as a reader would (pypdf's text, poppler's pixels): every
+element ISO/IEC 17025 §7.8 asks of a calibration certificate is on it, on the pages it must be.
+And the JSON record written beside it."""
 
 from __future__ import annotations
 
-import base64
-import contextlib
+import io
 import json
 import re
 import shutil
 import subprocess
-import zlib
 from pathlib import Path
 
+import pytest
 from _cal_helpers import make_record
+from pypdf import PdfReader
 
-from micropen.host.calibration import CalibrationRecord
-from micropen.host.calibration.certificate import certificate_name, write_certificate, write_json
-
-
-def _pdf_text(data: bytes) -> bytes:
-    """The PDF's bytes with every page stream decoded (reportlab: ASCII85 over Flate)."""
-    out, start = [data], 0
-    while (i := data.find(b"stream\n", start)) != -1:
-        end = data.find(b"endstream", i)
-        body = data[i + 7 : end].strip()
-        with contextlib.suppress(ValueError, zlib.error):  # images and fonts are not text
-            if body.endswith(b"~>"):
-                body = base64.a85decode(body[:-2])
-            out.append(zlib.decompress(body))
-        start = end
-    shown = re.findall(rb"\((.*?)(?<!\\)\) Tj", b"\n".join(out))  # the text drawn, in order
-    return data + b"\n" + b" ".join(shown)
+from micropen.host.calibration import CalibrationRecord, Issuer
+from micropen.host.calibration.certificate import (
+    STATEMENTS,
+    certificate_name,
+    prepare_out_dir,
+    render,
+    write_certificate,
+    write_json,
+)
+from micropen.host.errors import InvalidInput
 
 
-def test_certificate_is_a_pdf_naming_the_pen_instruments_and_outcome(tmp_path: Path) -> None:
+def pages_text(path: Path) -> list[str]:
+    """Each page's text, whitespace folded (a table cell may wrap)."""
+    reader = PdfReader(io.BytesIO(path.read_bytes()))
+    return [" ".join((page.extract_text() or "").split()) for page in reader.pages]
+
+
+@pytest.fixture(scope="module")
+def certificate(tmp_path_factory: pytest.TempPathFactory) -> tuple[CalibrationRecord, list[str]]:
     record = make_record()
-    path = write_certificate(record, tmp_path)
+    path = write_certificate(record, tmp_path_factory.mktemp("cert"))
     assert path.name == certificate_name(record, "pdf") and path.name.startswith("cal-SIM-000007-")
-    data = path.read_bytes()
-    assert data.startswith(b"%PDF-")
-    text = _pdf_text(data)
-    for expected in (b"SIM-000007", b"Calibration certificate", b"PASS", b"DG-7", b"TA-7"):
+    assert path.read_bytes().startswith(b"%PDF-")
+    return record, pages_text(path)
+
+
+def test_every_page_names_the_certificate_its_page_and_the_simulation(
+    certificate: tuple[CalibrationRecord, list[str]],
+) -> None:
+    record, pages = certificate
+    assert len(pages) >= 3
+    for number, text in enumerate(pages, start=1):
+        assert f"Page {number} of {len(pages)}" in text
+        assert f"Calibration certificate {record.certificate_number}" in text
+        assert "SIMULATION" in text  # the watermark and the banner, on every page
+    assert ["— End of certificate —" in page for page in pages][-1:] == [True]
+    assert not any("End of certificate" in page for page in pages[:-1])
+
+
+def test_identity_issue_lab_owner_method_and_conditions(
+    certificate: tuple[CalibrationRecord, list[str]],
+) -> None:
+    record, pages = certificate
+    first = pages[0]
+    for expected in (
+        "Calibration certificate",
+        f"Certificate number {record.certificate_number}",
+        "Date of issue 2025-11-26",
+        "Example Calibration Laboratory",
+        "1 Bench Street, Town",
+        "ISO/IEC 17025 D-K-00000-01-00",
+        "model MP-12 SIM, serial number SIM-000007, firmware 1.0.0",
+        "Equipment owner Example Clinic, 2 Clinic Road",
+        "Method MP-CAL-A test method, revision 2",
+        "Date of calibration 2025-11-26 12:00–12:03 UTC",
+        "Place of calibration Room 1.07 (station bench 1)",
+        "Performed by A. Tech",
+        "22.5 °C, measured with room thermometer read by the technician at Room 1.07",
+        "SIMULATION: simulated parts: pen SIM-000007",
+    ):
+        assert expected in first, expected
+    assert record.record_id in first
+
+
+def test_instruments_traceability_results_with_u_and_units(
+    certificate: tuple[CalibrationRecord, list[str]],
+) -> None:
+    _, pages = certificate
+    text = " ".join(pages)
+    for expected in (
+        "DKD-K-1-2025-0042, Example Metrology",  # the gauge's own certificate and lab
+        "2025-03-01",  # its calibration date
+        "0.002 mm (k = 2)",
+        "0.02 % of reading (k = 2)",
+        "OVERDUE, used under override: loan unit, recal booked",
+        "No traceability: the reference instruments or the unit are simulated",
+        "Set (mm)",
+        "Error ± U (mm)",
+        "Set (strokes/s)",
+        "Error ± U (% of set)",
+        "Tolerance limit ±0.1 mm ±0.05 mm",
+        "conditional pass",  # the depth as-found point at 2 mm is within U of its limit
+        "set point (mm)",
+        "error (mm)",
+    ):
         assert expected in text, expected
-    assert b"loan unit, recal booked" in text  # the instrument override reason is on it
-    if shutil.which("pdftoppm"):  # render it as a reader would (poppler, where installed)
-        subprocess.run(
-            ["pdftoppm", "-png", "-r", "40", "-f", "1", "-l", "1", str(path), str(tmp_path / "p")],
-            check=True,
-            timeout=60,
-        )
-        assert (tmp_path / "p-1.png").stat().st_size > 5000
+    assert re.search(r"\+0\.0990 ± 0\.00\d\d conditional pass", text)  # 2 mm, in mm
+    assert re.search(r"-2\.600 ± 0\.0\d\d", text)  # rate error ± U in % of set
 
 
-def test_incomplete_record_certificate_says_so(tmp_path: Path) -> None:
+def test_the_budget_the_rule_the_statements_and_the_signatory(
+    certificate: tuple[CalibrationRecord, list[str]],
+) -> None:
+    _, pages = certificate
+    text = " ".join(pages)
+    for expected in (
+        "Measurement uncertainty",
+        "Welch–Satterthwaite",
+        "u(rep) (µm)",
+        "u(ref) (µm)",
+        "u(temp) (µm)",
+        "u_c (% of set)",
+        "U (µm)",
+        "rectangular",
+        "√3 = 1.73",
+        "ILAC-G8:09/2019 §4.2.3 non-binary statement with guard band, w = 1·U",
+        "Depth gain (ppm) Depth offset (µm) Rate gain (ppm)",
+        "0x12345678",
+        "0x9ABCDEF0",
+        "Needle depth: measured = 1.02800 × set +0.0500 mm",
+        "Calibration performed by: A. Tech",
+        "Authorised by: Dr. A. Reviewer, Head of laboratory",
+        "Signature: ____",
+        "Next calibration due: 2026-11-26 (interval of 365 days",
+        "Annex A: individual readings",
+        "0.306 0.307 0.308 (mm)",  # a point's three readings, as read
+        *STATEMENTS,
+    ):
+        assert expected in text, expected
+    assert "The results relate only to the item calibrated." in STATEMENTS
+    assert any("shall not be reproduced except in full" in s for s in STATEMENTS)
+
+
+def test_a_real_calibration_has_no_simulation_mark(tmp_path: Path) -> None:
+    record = make_record(simulated=False)
+    text = " ".join(pages_text(write_certificate(record, tmp_path)))
+    assert "SIMULATION" not in text
+    assert "metrologically traceable to the International System of Units (SI)" in text
+
+
+def test_an_unconfigured_lab_and_signatory_are_said_plainly(tmp_path: Path) -> None:
+    record = make_record(issuer=Issuer(station_file="/home/t/.config/micropen/station.toml"))
+    pages = pages_text(write_certificate(record, tmp_path))
+    assert all("ISSUING LABORATORY NOT CONFIGURED" in page for page in pages)
+    assert "no laboratory is named in /home/t/.config/micropen/station.toml" in pages[0]
+    assert "Authorised by: signatory NOT CONFIGURED" in " ".join(pages)
+
+
+def test_an_incomplete_record_says_so_and_renews_nothing(tmp_path: Path) -> None:
     record = make_record(outcome="incomplete")
     record.reason = "depth as-found: gauge cable pulled"
     record.points = record.points[:3]
     record.committed, record.cal_after, record.fits = False, None, []
-    text = _pdf_text(write_certificate(record, tmp_path).read_bytes())
-    assert b"INCOMPLETE" in text and b"gauge cable pulled" in text
-    assert b"not renewed" in text  # no next due date from an incomplete calibration
+    text = " ".join(pages_text(write_certificate(record, tmp_path)))
+    assert "INCOMPLETE" in text and "gauge cable pulled" in text
+    assert "Next calibration due: not renewed" in text
+
+
+def test_exporting_again_reproduces_number_issue_date_and_content(tmp_path: Path) -> None:
+    record = make_record()
+    first = pages_text(write_certificate(record, tmp_path / "a"))
+    again = pages_text(write_certificate(CalibrationRecord.from_dict(record.to_dict()),
+                                         tmp_path / "b"))  # fmt: skip
+    assert first == again
+
+
+def test_a_legacy_record_renders_without_uncertainty(tmp_path: Path) -> None:
+    record = make_record()
+    record.points = [p.__class__(**{**p.__dict__, "uncertainty": None}) for p in record.points]
+    record.certificate_number = ""
+    text = " ".join(pages_text(write_certificate(record, tmp_path)))
+    assert "(U not evaluated)" in text and f"LEGACY-{record.record_id[:12].upper()}" in text
+
+
+def test_out_folder_problems_are_bad_input(tmp_path: Path) -> None:
+    (tmp_path / "file").write_text("x")
+    with pytest.raises(InvalidInput, match="is a file, not a folder"):
+        prepare_out_dir(tmp_path / "file")
+    with pytest.raises(InvalidInput, match="cannot create the output folder"):
+        prepare_out_dir(tmp_path / "file" / "sub")
+    assert prepare_out_dir(tmp_path / "new" / "deep").is_dir()
+
+
+@pytest.mark.skipif(shutil.which("pdftoppm") is None, reason="poppler-utils (pdftoppm) missing")
+def test_every_page_renders(tmp_path: Path) -> None:
+    """As a reader shows it (poppler): every page renders to an image with content."""
+    path = tmp_path / "c.pdf"
+    path.write_bytes(render(make_record(), _signatory()))
+    subprocess.run(["pdftoppm", "-png", "-r", "30", str(path), str(tmp_path / "p")],
+                   check=True, timeout=60)  # fmt: skip
+    images = sorted(tmp_path.glob("p-*.png"))
+    assert len(images) == len(PdfReader(path).pages) >= 3
+    assert all(image.stat().st_size > 5000 for image in images)
 
 
 def test_json_record_round_trips(tmp_path: Path) -> None:
@@ -67,3 +207,12 @@ def test_json_record_round_trips(tmp_path: Path) -> None:
     data = json.loads(path.read_text())
     assert CalibrationRecord.from_dict(data) == record
     assert data["summary"]["outcome"] == "pass" and data["summary"]["as_left"] is None
+    assert data["simulation"] is True and data["simulated_parts"] == ["pen SIM-000007"]
+    assert data["points"][0]["uncertainty"]["coverage_factor"] >= 2.0
+    assert data["instruments"][0]["calibration"]["certificate"] == "DKD-K-1-2025-0042"
+
+
+def _signatory() -> object:
+    from micropen.host.calibration.certificate import Authorisation
+
+    return Authorisation("Dr. A. Reviewer", "Head of laboratory", electronic=False)

@@ -5,6 +5,7 @@ from __future__ import annotations
 from datetime import date, timedelta
 
 import pytest
+from _cal_helpers import GAUGE_CAL, TACHO_CAL
 
 from micropen.host.calibration import (
     InstrumentError,
@@ -12,11 +13,14 @@ from micropen.host.calibration import (
     ManualInstrument,
     Quantity,
     ReadingOutOfRange,
+    ReferenceCalibration,
     check_instruments,
     check_spec,
     open_instruments,
 )
 from micropen.host.calibration.instruments import InstrumentInfo, plausible
+from micropen.host.calibration.station import RegisteredInstrument
+from micropen.host.connection import AsyncPen
 from micropen.host.errors import InvalidInput
 
 TODAY = date(2025, 11, 26)
@@ -58,14 +62,40 @@ async def test_manual_gives_up_after_five_bad_answers_and_q_aborts() -> None:
         await tacho.read(110)
 
 
-async def test_manual_identity_is_prompted_with_a_due_date() -> None:
-    asked, prompt = scripted("Mitutoyo", "543-790", "A123", "26/11/2026", "2026-11-26")
+IDENTITY = ("Mitutoyo", "543-790", "A123", "26/11/2026", "2026-11-26")
+CERTIFICATE = ("DKD-K-1-2025-0042", "Example Metrology", "2025-03-01", "0.002", "", "0.001")
+
+
+async def test_manual_identity_and_its_calibration_are_prompted() -> None:
+    asked, prompt = scripted(*IDENTITY, *CERTIFICATE)
     gauge = await ManualInstrument.from_prompts(Quantity.DEPTH, prompt, TODAY)
-    assert gauge.info == InstrumentInfo("manual", "Mitutoyo", "543-790", "A123", date(2026, 11, 26))
-    assert len(asked) == 5  # the unparseable date was asked again
+    calibration = ReferenceCalibration(
+        "DKD-K-1-2025-0042", date(2025, 3, 1), "Example Metrology", 0.002, 2.0, 0.001
+    )  # an empty k answer is the usual k = 2
+    assert gauge.info == InstrumentInfo(
+        "manual", "Mitutoyo", "543-790", "A123", date(2026, 11, 26), calibration=calibration
+    )
+    assert len(asked) == 11  # the unparseable date was asked again
+    assert "expanded uncertainty U from its certificate, mm" in asked[8]
     _, prompt = scripted("", "", "")
     with pytest.raises(InvalidInput, match="model and a serial"):
         await ManualInstrument.from_prompts(Quantity.RATE, prompt, TODAY)
+
+
+async def test_a_registered_instrument_is_not_asked_for_its_calibration() -> None:
+    register = {"A123": RegisteredInstrument("A123", "543-790", GAUGE_CAL)}
+    asked, prompt = scripted(*IDENTITY)
+    gauge = await ManualInstrument.from_prompts(Quantity.DEPTH, prompt, TODAY, register)
+    assert gauge.info.calibration == GAUGE_CAL and len(asked) == 5
+    _, prompt = scripted("Mitutoyo", "OTHER-1", "A123", "2026-11-26")
+    with pytest.raises(InvalidInput, match="register has s/n A123 as model 543-790"):
+        await ManualInstrument.from_prompts(Quantity.DEPTH, prompt, TODAY, register)
+
+
+async def test_a_zero_uncertainty_from_the_technician_is_refused() -> None:
+    _, prompt = scripted(*IDENTITY, "C-1", "Lab", "2025-03-01", "0", "2", "0.001")
+    with pytest.raises(InvalidInput, match="expanded uncertainty is zero"):
+        await ManualInstrument.from_prompts(Quantity.DEPTH, prompt, TODAY)
 
 
 def test_plausible_window_follows_the_storage_limits() -> None:
@@ -77,10 +107,21 @@ def test_plausible_window_follows_the_storage_limits() -> None:
         plausible(Quantity.RATE, 100, 121.0)
 
 
+def test_an_instrument_without_its_calibration_is_refused() -> None:
+    unknown = ManualInstrument(InstrumentInfo("manual", "M", "G", "1", TODAY), Quantity.DEPTH, str)
+    with pytest.raises(InstrumentRefused, match="no calibration data") as info:
+        check_instruments([unknown], TODAY)
+    assert "station file's equipment register" in str(info.value)
+
+
 def test_overdue_instruments_refused_unless_overridden_with_a_reason() -> None:
-    ok = ManualInstrument(InstrumentInfo("manual", "M", "G", "1", TODAY), Quantity.DEPTH, str)
+    ok = ManualInstrument(
+        InstrumentInfo("manual", "M", "G", "1", TODAY, calibration=GAUGE_CAL), Quantity.DEPTH, str
+    )
     late = ManualInstrument(
-        InstrumentInfo("manual", "M", "T", "2", TODAY - timedelta(days=1)), Quantity.RATE, str
+        InstrumentInfo("manual", "M", "T", "2", TODAY - timedelta(days=1), calibration=TACHO_CAL),
+        Quantity.RATE,
+        str,
     )
     assert [r.overdue for r in check_instruments([ok], TODAY)] == [False]
     with pytest.raises(InstrumentRefused, match="due for calibration on 2025-11-25") as info:
@@ -128,3 +169,17 @@ async def test_sim_gauge_needs_the_in_process_simulator() -> None:
         await open_instruments("sim", [Quantity.DEPTH], bench=None, today=TODAY)
     with pytest.raises(InvalidInput, match="terminal"):
         await open_instruments("manual", [Quantity.DEPTH], prompt=None, today=TODAY)
+
+
+async def test_the_register_is_the_authority_over_an_instruments_own_declaration(
+    sim_pen: AsyncPen,
+) -> None:
+    register = {"DG-000003": RegisteredInstrument("DG-000003", "SIM-DG-1", GAUGE_CAL)}
+    opened = await open_instruments(
+        "sim", [Quantity.DEPTH, Quantity.RATE], bench=sim_pen.bench, today=TODAY,
+        register=register,
+    )  # fmt: skip
+    assert opened[Quantity.DEPTH].info.calibration == GAUGE_CAL
+    declared = opened[Quantity.RATE].info.calibration  # not registered: its own declaration
+    assert declared is not None and declared.certificate == "SIM-TA-000003"
+    assert all(i.info.simulated for i in opened.values())

@@ -8,7 +8,15 @@ from datetime import timedelta
 from typing import Any
 
 import pytest
-from _cal_helpers import SIM_TODAY, StepClock, Wrapped, active_bank, background, bench
+from _cal_helpers import (
+    GAUGE_CAL,
+    SIM_TODAY,
+    StepClock,
+    Wrapped,
+    active_bank,
+    background,
+    bench,
+)
 
 from micropen.host.calibration import (
     InstrumentDisconnected,
@@ -24,7 +32,7 @@ from micropen.host.calibration import (
     run_calibration,
 )
 from micropen.host.calibration.instruments import InstrumentInfo
-from micropen.host.calibration.procedure import PROCEDURES
+from micropen.host.calibration.procedure import PROCEDURES, READINGS_DEFAULT
 from micropen.host.connection import AsyncPen
 from micropen.protocol.limits import RATE_LEVELS_SPS
 from micropen.protocol.messages import CalBank, PenState, SimParam
@@ -83,9 +91,18 @@ async def test_a_unit_off_as_found_passes_as_left(sim_pen: AsyncPen, store: Reco
         record.fits[-1].after.rate_gain_ppm,
     )
     assert record.cal_after.crc == after.crc
-    # every depth set point × 3 readings, as-found and as-left
+    # every depth set point × 10 readings (the default), as-found and as-left, with U at k
     assert len(record.stage_points(Stage.AS_LEFT, Quantity.DEPTH)) == 6
-    assert all(len(p.readings) == 3 for p in record.points)
+    assert all(len(p.readings) == READINGS_DEFAULT == 10 for p in record.points)
+    assert all(p.uncertainty and 2.0 <= p.uncertainty.coverage_factor < 2.4 for p in record.points)
+    assert record.max_expanded(Stage.AS_LEFT, Quantity.DEPTH) < 0.005  # mm: ≪ the 0.05 limit
+    assert record.certificate_number == f"MP-{record.started_at.year}-00001"
+    assert record.simulated_parts == [
+        "pen SIM-000003 (sim://?seed=3)",
+        "depth instrument SIM-DG-1 s/n DG-000003",
+        "rate instrument SIM-TA-1 s/n TA-000003",
+    ]
+    assert record.method.startswith("MP-CAL-A") and record.method_revision == "2"
     assert store.get(record.record_id) == record
     assert record.software_version and record.instruments[0].serial == "DG-000003"
     await assert_safe(sim_pen)
@@ -169,7 +186,7 @@ async def test_keyboard_interrupt_at_a_prompt_runs_teardown(
             raise KeyboardInterrupt
         return f"{sim_pen.bench.gauge.read():.3f}"
 
-    info = InstrumentInfo("manual", "Mitutoyo", "543-790", "A123", SIM_TODAY)
+    info = InstrumentInfo("manual", "Mitutoyo", "543-790", "A123", SIM_TODAY, calibration=GAUGE_CAL)
     manual = {Quantity.DEPTH: ManualInstrument(info, Quantity.DEPTH, technician)}
     with pytest.raises(KeyboardInterrupt):
         await calibrate(sim_pen, store, "depth", instruments=manual)
@@ -206,7 +223,7 @@ async def test_gauge_disconnect_after_commit_restores_the_previous_calibration(
     instruments = await bench(sim_pen, "depth")
 
     def unplug_during_as_left(n: int, value: float) -> float:
-        if n > 6 * 3 + 4:  # as-found took 18 readings
+        if n > 6 * 10 + 4:  # as-found took 60 readings
             raise InstrumentDisconnected("gauge cable pulled")
         return value
 
@@ -226,7 +243,7 @@ async def test_as_left_out_of_tolerance_fails_and_restores(
 ) -> None:
     before = await active_bank(sim_pen)
     instruments = await bench(sim_pen, "depth")
-    bias = Wrapped(instruments[Quantity.DEPTH], lambda n, v: v + (0.07 if n > 18 else 0.0))
+    bias = Wrapped(instruments[Quantity.DEPTH], lambda n, v: v + (0.07 if n > 60 else 0.0))
     record = await calibrate(sim_pen, store, "depth", instruments={Quantity.DEPTH: bias})
     assert record.outcome is Outcome.FAIL
     assert "as-left out of tolerance" in record.reason and "+0.07" in record.reason
@@ -284,9 +301,11 @@ async def test_manual_gauge_reprompts_bad_answers(sim_pen: AsyncPen, store: Reco
         answer = next(bad, None)
         return answer if answer is not None else f"{sim_pen.bench.gauge.read():.3f}"
 
-    info = InstrumentInfo("manual", "Mitutoyo", "543-790", "A123", SIM_TODAY)
+    info = InstrumentInfo("manual", "Mitutoyo", "543-790", "A123", SIM_TODAY, calibration=GAUGE_CAL)
     manual = {Quantity.DEPTH: ManualInstrument(info, Quantity.DEPTH, technician)}
-    record = await calibrate(sim_pen, store, "depth", instruments=manual)
+    record = await calibrate(
+        sim_pen, store, "depth", instruments=manual, settings=Settings(readings=3)
+    )
     assert record.outcome is Outcome.PASS, record.reason
     assert "not a number" in asked[1] and "not a number" in asked[2]
     assert "outside the plausible" in asked[3] and "outside the instrument range" in asked[4]
@@ -327,3 +346,25 @@ async def test_a_worn_motor_fails_rate_as_found_and_passes_as_left(
     # the bench-fixture area lets calibration reach every speed level, 130 and 150 included
     measured = {p.set_value for p in record.stage_points(Stage.AS_LEFT)}
     assert measured == {float(r) for r in RATE_LEVELS_SPS}
+
+
+@pytest.mark.parametrize(
+    ("bias", "outcome", "kept"),
+    [
+        (0.0485, Outcome.CONDITIONAL_PASS, True),  # within ±0.05 mm by less than U: kept
+        (0.0515, Outcome.CONDITIONAL_FAIL, False),  # beyond it by less than U: written back
+    ],
+)
+async def test_a_conditional_as_left_keeps_a_pass_and_restores_a_fail(
+    sim_pen: AsyncPen, store: RecordStore, bias: float, outcome: Outcome, kept: bool
+) -> None:
+    before = await active_bank(sim_pen)
+    instruments = await bench(sim_pen, "depth")
+    biased = Wrapped(instruments[Quantity.DEPTH], lambda n, v: v + (bias if n > 60 else 0.0))
+    record = await calibrate(sim_pen, store, "depth", instruments={Quantity.DEPTH: biased})
+    assert record.outcome is outcome, record.reason
+    assert "conditional" in record.reason and "± 0.003" in record.reason
+    assert record.committed is kept
+    assert ((await active_bank(sim_pen))[:4] == before[:4]) is not kept
+    assert (record.next_due() is not None) is kept
+    await assert_safe(sim_pen)

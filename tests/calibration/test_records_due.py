@@ -10,10 +10,19 @@ from pathlib import Path
 import pytest
 from _cal_helpers import make_record
 
-from micropen.host.calibration import DueState, Outcome, Quantity, RecordStore, check_due
+from micropen.host.calibration import (
+    DueState,
+    Outcome,
+    Quantity,
+    RecordStore,
+    RuleKind,
+    Verdict,
+    check_due,
+)
 from micropen.host.calibration.due import DUE_SOON_DAYS, all_due
 from micropen.host.calibration.record import CalibrationRecord
-from micropen.host.calibration.records import DB_FILENAME, default_db_path
+from micropen.host.calibration.records import DB_FILENAME, SCHEMA_VERSION, default_db_path
+from micropen.host.errors import InvalidInput
 
 T0 = datetime(2025, 1, 10, 9, 0, tzinfo=UTC)
 
@@ -125,3 +134,121 @@ def test_due_uses_each_records_interval_and_all_due_sorts_soonest_first(
     assert [s.serial for s in statuses] == ["C", "A", "B"]
     assert [s.state for s in statuses] == [DueState.NEVER, DueState.OVERDUE, DueState.OK]
     assert statuses[1].to_dict()["due"] == (T0.date() + timedelta(days=90)).isoformat()
+
+
+def test_a_failed_verify_makes_the_pen_failed_not_ok(store: RecordStore) -> None:
+    """A pen whose last verify failed is out of tolerance now, whatever passed before."""
+    serial = "SIM-000007"
+    store.finish(make_record(procedure="all", started=T0))
+    today = T0.date() + timedelta(days=10)
+    assert check_due(serial, store=store, today=today).state is DueState.OK
+    failed = make_record(procedure="verify", outcome="fail", started=T0 + timedelta(days=5))
+    store.finish(failed)
+    status = check_due(serial, store=store, today=today)
+    assert status.state is DueState.FAILED and status.needs_attention
+    assert status.record_id == failed.record_id and "failed" in status.message
+    incomplete = make_record(outcome="incomplete", started=T0 + timedelta(days=6))
+    store.finish(incomplete)  # an attempt cut short says nothing about the pen
+    assert check_due(serial, store=store, today=today).state is DueState.FAILED
+    store.finish(make_record(procedure="all", started=T0 + timedelta(days=7)))
+    assert check_due(serial, store=store, today=today).state is DueState.OK
+    store.finish(make_record(procedure="depth", outcome="conditional_fail",
+                             started=T0 + timedelta(days=8)))  # fmt: skip
+    assert check_due(serial, store=store, today=today).state is DueState.FAILED
+
+
+def test_certificates_are_numbered_per_series_and_keep_their_number(store: RecordStore) -> None:
+    first, second = make_record(started=T0), make_record(started=T0 + timedelta(days=1))
+    third = make_record(serial="SIM-000008", started=T0 + timedelta(days=2))
+    for record in (first, second, third):
+        record.certificate_number = ""
+    store.begin(first, "EX-B2")
+    store.begin(second, "EX-B2")
+    store.begin(third, "OTHER")
+    assert (first.certificate_number, second.certificate_number) == (
+        "EX-B2-2025-00001",
+        "EX-B2-2025-00002",
+    )
+    assert third.certificate_number == "OTHER-2025-00001"
+    store.finish(first)  # finishing (or exporting) never renumbers
+    stored = store.get(first.record_id)
+    assert stored is not None and stored.certificate_number == "EX-B2-2025-00001"
+    assert store.find("EX-B2-2025-00002").record_id == second.record_id
+    assert store.find(third.record_id[:12]).record_id == third.record_id
+
+
+def test_find_refuses_ambiguous_short_and_unknown_references(store: RecordStore) -> None:
+    for record in (make_record(started=T0), make_record(started=T0 + timedelta(days=1))):
+        store.finish(record)
+    with pytest.raises(InvalidInput, match="names 2 records"):
+        store.find("SIM-000007-2025")
+    with pytest.raises(InvalidInput, match="no calibration record 'SIM-0'"):
+        store.find("SIM-0")  # under 6 characters: not a prefix search
+    with pytest.raises(InvalidInput, match="cal history"):
+        store.find("deadbeefdeadbeef")
+
+
+V1_SCHEMA = """
+CREATE TABLE calibrations (record_id TEXT PRIMARY KEY, procedure TEXT NOT NULL,
+    pen_serial TEXT NOT NULL, pen_model TEXT NOT NULL, firmware TEXT NOT NULL,
+    technician TEXT NOT NULL, station TEXT NOT NULL, started_at TEXT NOT NULL,
+    finished_at TEXT, outcome TEXT NOT NULL, reason TEXT NOT NULL, committed INTEGER NOT NULL,
+    interval_days INTEGER NOT NULL, software_version TEXT NOT NULL, ambient_c REAL,
+    record_json TEXT NOT NULL);
+CREATE TABLE points (record_id TEXT NOT NULL, quantity TEXT NOT NULL, stage TEXT NOT NULL,
+    set_value REAL NOT NULL, mean REAL NOT NULL, error REAL NOT NULL, tolerance REAL NOT NULL,
+    verdict TEXT NOT NULL, readings TEXT NOT NULL);
+CREATE TABLE instruments (record_id TEXT NOT NULL, role TEXT NOT NULL, kind TEXT NOT NULL,
+    manufacturer TEXT NOT NULL, model TEXT NOT NULL, serial TEXT NOT NULL,
+    cal_due TEXT NOT NULL, overdue INTEGER NOT NULL, override_reason TEXT NOT NULL);
+PRAGMA user_version = 1;
+"""
+
+
+def _format_1(record: CalibrationRecord) -> dict[str, object]:
+    """The record as micropen wrote it before uncertainty: no budgets, "marginal" verdicts."""
+    data = record.to_dict()
+    for key in ("certificate_number", "issuer", "owner", "method", "method_revision",
+                "decision_rule", "simulated_parts", "ambient_location", "simulation"):  # fmt: skip
+        del data[key]
+    for point in data["points"]:
+        del point["uncertainty"]
+    for inst in data["instruments"]:
+        del inst["calibration"], inst["simulated"]
+        inst["kind"] = "sim-bench"
+    data["points"][0]["verdict"] = "marginal"
+    data["pen"]["url"] = "sim://?seed=7"
+    data["format"] = 1
+    return data
+
+
+def test_a_version_1_database_reads_and_upgrades_on_the_first_write(tmp_path: Path) -> None:
+    path = tmp_path / "old.sqlite"
+    old = _format_1(make_record(started=T0))
+    with sqlite3.connect(path) as db:
+        db.executescript(V1_SCHEMA)
+        db.execute(
+            "INSERT INTO calibrations VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+            (old["record_id"], "all", "SIM-000007", "MP-12 SIM", "1.0.0", "A. Tech", "b1",
+             T0.isoformat(), None, "pass", "ok", 1, 365, "0.1.0", 22.5, json.dumps(old)),
+        )  # fmt: skip
+    store = RecordStore(path)
+    legacy = store.get(str(old["record_id"]))
+    assert legacy is not None and legacy.points[0].verdict is Verdict.PASS  # simple acceptance
+    assert legacy.decision_rule.kind is RuleKind.SIMPLE and legacy.points[0].uncertainty is None
+    assert legacy.certificate_id == f"LEGACY-{str(old['record_id'])[:12].upper()}"
+    assert legacy.simulated_parts == [
+        "pen SIM-000007",
+        "depth instrument 543-790 s/n DG-7",
+        "rate instrument 461920 s/n TA-7",
+    ]  # the old record of a simulator still says so
+    new = make_record(started=T0 + timedelta(days=1))
+    new.certificate_number = ""
+    store.begin(new)
+    with sqlite3.connect(path) as db:
+        assert db.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 2
+        expanded = db.execute("SELECT expanded_uncertainty FROM points WHERE record_id = ?",
+                              (new.record_id,)).fetchone()[0]  # fmt: skip
+    assert expanded == new.points[0].expanded
+    assert new.certificate_number == "MP-2025-00001"
+    assert [r.record_id for r in store.history()] == [new.record_id, old["record_id"]]

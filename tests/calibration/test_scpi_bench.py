@@ -111,6 +111,10 @@ async def test_calibration_over_tcp_with_the_scpi_bench(
     assert record.outcome is Outcome.PASS, record.reason
     assert record.max_error(Stage.AS_LEFT, Quantity.DEPTH) <= 0.05
     assert record.instruments[0].url == url and record.instruments[0].serial == "DG-000005"
+    # the bench server says it is the simulator's: declared calibration, SIMULATION marked
+    assert record.instruments[0].calibration is not None
+    assert record.instruments[0].calibration.certificate == "SIM-DG-000005"
+    assert record.simulation and "depth instrument SIM-DG-1 s/n DG-000005" in record.simulated_parts
 
 
 async def test_serial_channel_speaks_the_same_scpi(served: dict[str, Any]) -> None:
