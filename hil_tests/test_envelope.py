@@ -139,13 +139,39 @@ def test_area_depth_just_inside_runs_exactly(
     pen = runnable_pen
     reason = OVERRIDE if depth_um > L.DEPTH_SOFT_CAP_UM else None
     rate = max(profile.allowed_rates())
-    run_id = start_run(
-        pen, area=profile.name, depth_mm=depth_um / 1000, rate_sps=rate, strokes=10,
-        override_reason=reason,
-    )  # fmt: skip
-    report = pen.wait_run_end(run_id, timeout=5)
+    fixture = profile.area is L.Area.BENCH_FIXTURE
+    if fixture:
+        pen.enter_service_mode()  # the fixture runs only in service mode
+    try:
+        run_id = start_run(
+            pen, area=profile.name, depth_mm=depth_um / 1000, rate_sps=rate, strokes=10,
+            override_reason=reason,
+        )  # fmt: skip
+        report = pen.wait_run_end(run_id, timeout=5)
+    finally:
+        if fixture:
+            pen.leave_service_mode()
     assert (report.outcome, report.strokes) == (RunOutcome.COMPLETED, 10)
     assert (report.depth_um, report.rate_sps, report.area) == (depth_um, rate, profile.area)
+
+
+def test_the_bench_fixture_runs_only_in_service_mode(runnable_pen: Pen) -> None:
+    """The pen's own rule, the host's check bypassed: a fixture run outside service mode and a
+    treatment run inside it are both refused, with their own codes."""
+    pen = runnable_pen
+    pen.set_depth(0.5)
+    pen.set_rate(90)
+    fixture, forehead = int(L.Area.BENCH_FIXTURE), int(L.Area.FOREHEAD)
+    code = pen_refuses(pen, Run, fixture, RunMode.STROKES, 10, 0)
+    assert code is ErrorCode.SERVICE_MODE_REQUIRED
+    pen.enter_service_mode()
+    try:
+        assert pen.status().service_mode == 1
+        code = pen_refuses(pen, Run, forehead, RunMode.STROKES, 10, 0)
+        assert code is ErrorCode.SERVICE_MODE_ACTIVE
+    finally:
+        pen.leave_service_mode()
+    assert pen.status().service_mode == 0
 
 
 def _rates_outside(profile: L.AreaProfile) -> list[int]:

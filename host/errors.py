@@ -22,8 +22,10 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from micropen.protocol.errors import LocalProtocolError, MicropenError
-from micropen.protocol.messages import ErrorCode, Nak
+from micropen.protocol.messages import ErrorCode, FaultCode, Nak
 
 __all__ = [
     "ConnectionLost",
@@ -81,12 +83,38 @@ class PenRefused(HostError):
         self.value = nak.value
         self.limit = nak.limit
         detail = f" (value {nak.value}, limit {nak.limit})" if nak.value or nak.limit else ""
-        if nak.error is ErrorCode.NOT_AUTHORIZED:
-            detail = (
-                ": this host is not paired with the pen; press the pen's pairing button, then "
-                "run micropen pair --pen URL"
-            )
+        hint = _HINTS.get(nak.error)
+        if hint is not None:
+            detail = ": " + hint(nak)
         super().__init__(f"the pen refused {command}: {nak.error.name}{detail}")
+
+
+def _fault_name(value: int) -> str:
+    try:
+        return FaultCode(value).name.lower().replace("_", " ")
+    except ValueError:
+        return f"code {value}"
+
+
+# what a technician does about the refusals a front end meets most (the rest name the value)
+_HINTS: dict[ErrorCode, Callable[[Nak], str]] = {
+    ErrorCode.NOT_AUTHORIZED: lambda nak: (
+        "this host is not paired with the pen; press the pen's pairing button, then run "
+        "micropen pair --pen URL"
+    ),
+    ErrorCode.FAULT_ACTIVE: lambda nak: (
+        f"the pen has a latched {_fault_name(nak.value)} fault; check its cause (micropen "
+        "status, micropen log show), remove it, then clear it with micropen clear-fault"
+    ),
+    ErrorCode.SERVICE_MODE_REQUIRED: lambda nak: (
+        "the bench fixture runs only in service mode, which micropen calibrate enters; "
+        "choose a treatment area"
+    ),
+    ErrorCode.SERVICE_MODE_ACTIVE: lambda nak: (
+        "the pen is in service mode (bench fixture only); it ends with the calibration that "
+        "entered it, or reconnect"
+    ),
+}
 
 
 class SchemaMismatch(HostError):

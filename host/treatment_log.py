@@ -469,16 +469,24 @@ class TreatmentLog:
         """An empty in-memory stand-in (no log written here yet) is named by where it would be."""
         return str(paths.treatment_log()) if self.path == ":memory:" else self.path
 
+    def _open_live_readonly(self, uri: str) -> sqlite3.Connection:
+        try:  # a WAL log on a read-only disk cannot get its shared-memory file: read it as is
+            return self._connect_ro(f"{uri}?mode=ro")
+        except sqlite3.OperationalError:
+            return self._connect_ro(f"{uri}?mode=ro&immutable=1")
+
     def _open_readonly(self) -> sqlite3.Connection:
         if not Path(self.path).is_file():
             raise TreatmentLogError(
                 f"there is no treatment log at {self.path}; check the path (--db) or MICROPEN_HOME"
             )
         uri = Path(self.path).resolve().as_uri()
-        try:  # a WAL log on a read-only disk cannot get its shared-memory file: read it as is
-            conn = self._connect_ro(f"{uri}?mode=ro")
-        except sqlite3.OperationalError:
+        if not any(Path(self.path + side).exists() for side in ("-wal", "-shm")):
+            # no writer is live and everything is in the main file: read it as is, since even
+            # mode=ro would leave -wal/-shm files behind (reading must leave no trace)
             conn = self._connect_ro(f"{uri}?mode=ro&immutable=1")
+        else:
+            conn = self._open_live_readonly(uri)
         version = _user_version(conn)
         if version != SCHEMA_VERSION:
             conn.close()

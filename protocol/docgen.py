@@ -111,6 +111,7 @@ def _enums() -> list[type[Enum]]:
         if isinstance(obj, type)
         and issubclass(obj, IntEnum | IntFlag)
         and obj.__module__ == messages.__name__
+        and len(obj) > 0  # not a base class that only adds behaviour (messages.Word)
     ]
     return [*found, limits.Area]
 

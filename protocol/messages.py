@@ -25,7 +25,18 @@ from .schema import Kind, Message, field
 PROTOCOL_VERSION = 1
 
 
-class PenState(IntEnum):
+class Word(IntEnum):
+    """An enum a person reads: ``str()`` and f-strings give the lower-case name
+    (``report.outcome`` prints ``completed``, not ``2``); ``int()`` gives the wire value."""
+
+    def __str__(self) -> str:
+        return self.name.lower()
+
+    def __format__(self, spec: str) -> str:
+        return format(str(self), spec)
+
+
+class PenState(Word):
     BOOT = 0
     IDLE = 1
     RUNNING = 2
@@ -34,7 +45,7 @@ class PenState(IntEnum):
     BOOTLOADER = 5  # reserved: firmware update mode
 
 
-class FaultCode(IntEnum):
+class FaultCode(Word):
     NONE = 0
     STALL = 1
     OVER_TEMPERATURE = 2
@@ -129,7 +140,7 @@ class EventCode(IntEnum):
     SERVICE_MODE_LEFT = 28  # value: ServiceExit, why
 
 
-class ServiceExit(IntEnum):
+class ServiceExit(Word):
     """Why the pen left service mode (the value of a SERVICE_MODE_LEFT event)."""
 
     ASKED = 0  # SetServiceMode(enabled=0)
@@ -138,12 +149,12 @@ class ServiceExit(IntEnum):
     FAULT = 3  # a fault latched
 
 
-class RunMode(IntEnum):
+class RunMode(Word):
     STROKES = 0
     DURATION = 1
 
 
-class RunOutcome(IntEnum):
+class RunOutcome(Word):
     NONE = 0  # no run yet
     ACTIVE = 1
     COMPLETED = 2
@@ -154,7 +165,7 @@ class RunOutcome(IntEnum):
     CARTRIDGE_LIMIT = 7
 
 
-class CartridgeState(IntEnum):
+class CartridgeState(Word):
     ABSENT = 0
     NEW = 1  # mounted, never run
     LOCKED = 2  # mounted and used in this mounting; may run until exhausted

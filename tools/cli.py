@@ -35,6 +35,7 @@ from . import (
 )
 from .common import version
 from .guard import run_guarded
+from .present import areas_help
 
 app = typer.Typer(
     name="micropen",
@@ -70,7 +71,7 @@ def _root(
 app.command()(demo.demo)
 app.command()(pen_cli.pens)
 app.command()(pen_cli.status)
-app.command()(pen_cli.run)
+app.command(epilog=areas_help())(pen_cli.run)
 app.command()(pen_cli.stop)
 app.command()(pen_cli.estop)
 app.command("clear-fault")(pen_cli.clear_fault)

@@ -10,6 +10,7 @@ from typing import Annotated, Any, NoReturn
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 
 from micropen.host import Pen, open_pen
 from micropen.host.calibration.due import DueState, check_due
@@ -33,7 +34,7 @@ err_console = Console(stderr=True)
 
 def fail_line(message: str, code: int = 1) -> int:
     """Print one error line on stderr; return the exit code to use."""
-    err_console.print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
+    err_console.print(f"[bold red]error:[/] {escape(message)}", highlight=False, soft_wrap=True)
     return code
 
 
@@ -102,10 +103,12 @@ def warn_if_calibration_due(pen: Pen) -> None:
     try:
         status = check_due(pen.identity.serial)
     except MicropenError as exc:  # a damaged calibration database must not stop a stop
-        err_console.print(f"[bold yellow]warning:[/] {exc}", highlight=False, soft_wrap=True)
+        err_console.print(
+            f"[bold yellow]warning:[/] {escape(str(exc))}", highlight=False, soft_wrap=True
+        )
         return
-    if status.state in (DueState.OVERDUE, DueState.DUE_SOON):
-        err_console.print(f"[bold yellow]warning:[/] {status.message}", highlight=False)
+    if status.state in (DueState.OVERDUE, DueState.DUE_SOON, DueState.FAILED):
+        err_console.print(f"[bold yellow]warning:[/] {escape(status.message)}", highlight=False)
 
 
 def emit_json(document: Any) -> None:

@@ -15,8 +15,9 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from .common import JsonOption, PenOption, connected, emit_json
+from .common import JsonOption, PenOption, connected, emit_json, errors_to_exit
 from .pen_cli import _run_with_progress, status_dict
+from .present import status_rows
 
 console = Console(stderr=True)
 
@@ -33,6 +34,11 @@ def demo(
 ) -> None:
     """A pen session and a calibration (the simulator when no pen is attached)."""
     result: dict[str, Any] = {}
+    if calibrate and out is not None:
+        from micropen.host.calibration.certificate import prepare_out_dir
+
+        with errors_to_exit():  # before the pen moves: a bad folder is bad input
+            prepare_out_dir(out)
     with connected(pen_url, operator="demo") as pen:
         status = status_dict(pen, pen.status())
         result["pen"] = {k: status[k] for k in ("serial", "model", "firmware_version", "url")}
@@ -59,18 +65,10 @@ def demo(
 
 def _print_identity(status: dict[str, Any]) -> None:
     table = Table(title="pen", show_header=False)
-    for key in (
-        "serial",
-        "model",
-        "firmware_version",
-        "protocol_version",
-        "needle_count",
-        "state",
-        "cartridge_id",
-        "battery_mv",
-        "url",
-    ):
-        table.add_row(key, str(status[key]))
+    shown = ("pen", "state", "cartridge", "battery", "temperature", "calibration", "url")
+    for label, value in status_rows(status):
+        if label in shown:
+            table.add_row(label, value)
     console.print(table)
 
 

@@ -60,7 +60,8 @@ def hil(
         typer.Option(
             "--pen",
             envvar="MICROPEN_PEN",
-            help="Pen under test: /dev/ttyACM0, /dev/serial/by-id/…, socket://HOST:PORT, "
+            help="Pen URL of the pen under test: /dev/ttyACM0, /dev/serial/by-id/…, "
+            "socket://HOST:PORT, "
             "rfc2217://…, usb://…. Default: start the simulator on a pty.",
         ),
     ] = None,

@@ -9,9 +9,11 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
+from rich import box
 from rich.console import Console
 from rich.table import Table
 
+from micropen.host.event_text import event_text
 from micropen.host.treatment_log import CSV_EXPORT_FILES, TreatmentLog, TreatmentLogError
 
 from .common import JsonOption, emit_json, fail
@@ -59,8 +61,14 @@ def _check_csv_out(out: Path, force: bool) -> None:
         fail(f"{clashes[0]} exists; choose another folder or pass --force to replace it", 2)
 
 
-def _when(ts: float | None) -> str:
-    return "-" if ts is None else datetime.fromtimestamp(ts, UTC).strftime("%Y-%m-%d %H:%M:%SZ")
+def _when(ts: float | None, *, seconds: bool = True) -> str:
+    shape = "%Y-%m-%d %H:%M:%S" if seconds else "%Y-%m-%d %H:%M"
+    return "-" if ts is None else datetime.fromtimestamp(ts, UTC).strftime(shape)
+
+
+def _table(title: str) -> Table:
+    """Compact tables that fit an 80-column terminal."""
+    return Table(title=title, box=box.SIMPLE_HEAD, pad_edge=False, padding=(0, 1, 0, 0))
 
 
 @app.command("list")
@@ -76,22 +84,23 @@ def list_sessions(
     if as_json:
         emit_json({"sessions": [dataclasses.asdict(s) for s in sessions]})
         return
-    table = Table(title="treatment sessions")
-    for col in ("id", "pen", "operator", "started", "outcome", "runs", "strokes", "faults", "sim"):
-        table.add_column(col)
+    table = _table("treatment sessions")
+    for col in ("id", "pen", "operator", "started (UTC)", "outcome", "runs", "strokes", "faults"):
+        table.add_column(col, no_wrap=col in ("pen", "started (UTC)"))
     for s in sessions:
         table.add_row(
             str(s.id),
-            s.pen_serial,
-            s.operator,
-            _when(s.started_at),
+            s.pen_serial + ("*" if s.is_simulated else ""),
+            s.operator or "-",
+            _when(s.started_at, seconds=False),
             s.outcome or "-",
             str(s.runs),
             f"{s.strokes_delivered:,}",
             str(s.faults),
-            "yes" if s.is_simulated else "",
         )
     console.print(table)
+    if any(s.is_simulated for s in sessions):
+        console.print("* a simulated pen", highlight=False)
 
 
 @app.command()
@@ -108,6 +117,9 @@ def show(
             fail(str(exc), 2)
     data: dict[str, Any] = dataclasses.asdict(detail)
     data["strokes_delivered"] = detail.strokes_delivered
+    for event in data["events"]:
+        if event["kind"] == "event":
+            event["meaning"] = event_text(event["code"], event["value"])
     if as_json:
         emit_json(data)
         return
@@ -115,26 +127,33 @@ def show(
         f"[bold]session {detail.id}[/] pen {detail.pen_serial} ({detail.pen_model}, "
         f"firmware {detail.firmware}) operator {detail.operator or '-'}"
     )
-    runs = Table(title="runs")
-    for col in ("run", "area", "depth mm", "rate/s", "outcome", "strokes", "target"):
+    runs = _table("runs")
+    for col in ("run", "area", "depth", "rate", "outcome", "strokes", "target"):
         runs.add_column(col)
     for r in detail.runs:
         depth = r.reported_depth_um or r.depth_um
         runs.add_row(
             str(r.run_id),
             r.area or r.reported_area or "-",
-            f"{depth / 1000:.2f}" if depth is not None else "-",
-            str(r.reported_rate_sps or r.rate_sps or "-"),
-            r.outcome or "-",
+            f"{depth / 1000:.2f} mm" if depth is not None else "-",
+            f"{r.reported_rate_sps or r.rate_sps}/s" if r.reported_rate_sps or r.rate_sps else "-",
+            (r.outcome or "-").lower().replace("_", " "),
             f"{r.strokes or 0:,}",
             str(r.target or r.reported_target or "-"),
         )
     console.print(runs)
-    events = Table(title="events")
-    for col in ("time", "kind", "code", "value", "detail"):
-        events.add_column(col)
+    events = _table("events")
+    for col in ("time (UTC)", "what", "details"):
+        events.add_column(col, no_wrap=col == "time (UTC)")
     for e in detail.events:
-        events.add_row(_when(e.host_time), e.kind, e.code, str(e.value), e.detail)
+        what = e.code.lower().replace("_", " ")
+        if e.kind != "event":
+            what = f"{e.kind}: {what}"
+        meaning = event_text(e.code, e.value) if e.kind == "event" else f"value: {e.value}"
+        extra = "; ".join(
+            x for x in (meaning, f"run {e.run_id}" if e.run_id else "", e.detail) if x
+        )
+        events.add_row(_when(e.host_time), what, extra)
     console.print(events)
     for o in detail.overrides:
         console.print(f"override: {o.depth_um / 1000:.2f} mm on {o.area}: {o.reason}")

@@ -89,7 +89,7 @@ def _confirm_in_terminal(pen: Pen, attempt: PairingAttempt, code: str) -> Paired
 def list_command(
     pen_url: Annotated[
         str | None,
-        typer.Option("--pen", help="Also list the hosts that pen is paired with."),
+        typer.Option("--pen", help="Pen URL: also list the hosts that pen is paired with."),
     ] = None,
     as_json: JsonOption = False,
 ) -> None:
@@ -119,7 +119,9 @@ def revoke_command(
     which: Annotated[str, typer.Argument(help="The pen's serial or pen id (see pair list).")],
     pen_url: Annotated[
         str | None,
-        typer.Option("--pen", help="Also make that pen forget this host (needs its link)."),
+        typer.Option(
+            "--pen", help="Pen URL: also make that pen forget this host (needs its link)."
+        ),
     ] = None,
     as_json: JsonOption = False,
 ) -> None:

@@ -12,6 +12,7 @@ from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
 from micropen.host import Pen
+from micropen.host.calibration.due import check_due
 from micropen.host.errors import SafetyLimitError
 from micropen.host.safety import (
     NOMINAL_PEN,
@@ -23,7 +24,7 @@ from micropen.host.safety import (
 )
 from micropen.host.transports.discovery import scan
 from micropen.protocol.errors import MicropenError
-from micropen.protocol.messages import Identity, PenState, RunOutcome, RunReport, Status, Telemetry
+from micropen.protocol.messages import PenState, RunOutcome, RunReport, Status, Telemetry
 
 from .common import (
     JsonOption,
@@ -34,22 +35,21 @@ from .common import (
     errors_to_exit,
     fail,
 )
+from .present import area_name, status_document, status_rows, telemetry_document, word
 
 console = Console()
 
 
-def identity_dict(ident: Identity) -> dict[str, Any]:
-    d = ident.to_dict()
-    d.pop("cmd_id", None)
-    d["firmware_version"] = f"{ident.firmware_major}.{ident.firmware_minor}.{ident.firmware_patch}"
-    return d
-
-
 def status_dict(pen: Pen, status: Status) -> dict[str, Any]:
+    """The status document (names and units; tools/present.py) with this bench's calibration
+    state for the pen, when the records can be read."""
     ident = pen.identity
     assert ident is not None
-    d = identity_dict(ident)
-    d.update({k: v for k, v in status.to_dict().items() if k != "cmd_id"})
+    try:
+        due = check_due(ident.serial)
+    except MicropenError:
+        due = None  # connected() already warned that the records cannot be read
+    d = status_document(ident, status, due)
     d["url"] = pen.url
     d["simulated"] = pen.is_simulated
     return d
@@ -81,9 +81,9 @@ def status(pen_url: PenOption = "auto", as_json: JsonOption = False) -> None:
     if as_json:
         emit_json(data)
         return
-    table = Table(title=f"pen {data['serial']} ({data['model']})", show_header=False)
-    for key, value in data.items():
-        table.add_row(key, str(value))
+    table = Table(title=f"pen {data['serial']}", show_header=False)
+    for label, value in status_rows(data):
+        table.add_row(label, value)
     console.print(table)
 
 
@@ -97,7 +97,15 @@ def run(
         str | None,
         typer.Option("--override-soft-cap", metavar="REASON", help="allow > 1.5 mm; logged"),
     ] = None,
-    operator: Annotated[str, typer.Option("--operator", envvar="MICROPEN_OPERATOR")] = "",
+    operator: Annotated[
+        str,
+        typer.Option(
+            "--operator",
+            envvar="MICROPEN_OPERATOR",
+            help="who treats (recorded with the session in the treatment log; set "
+            "MICROPEN_OPERATOR once per bench login)",
+        ),
+    ] = "",
     pen_url: PenOption = "auto",
     as_json: JsonOption = False,
 ) -> None:
@@ -108,6 +116,12 @@ def run(
         check_run(strokes, seconds)
         check_depth(depth, NOMINAL_PEN, profile, override)
         check_rate(speed, NOMINAL_PEN, profile)
+    if not operator.strip():
+        err_console.print(
+            "[bold yellow]warning:[/] no operator given: the treatment log records this run "
+            "without a name; pass --operator NAME (or set MICROPEN_OPERATOR)",
+            highlight=False,
+        )
     with connected(pen_url, quiet=as_json, operator=operator) as pen:
         assert pen.identity is not None
         check_depth(depth, pen.identity, profile, override)
@@ -120,9 +134,7 @@ def run(
         except KeyboardInterrupt as interrupt:  # Ctrl-C or SIGTERM: the pen is stopped by now
             _interrupted(pen, interrupt, as_json)
         fault = None if report.outcome is RunOutcome.COMPLETED else _latched_fault(pen)
-    result = report.to_dict()
-    result["strokes_delivered"] = report.strokes
-    result["outcome"] = report.outcome.name.lower()
+    result = report_document(report)
     result["fault"] = fault
     if as_json:
         emit_json(result)
@@ -139,6 +151,19 @@ def run(
             )
     if report.outcome is not RunOutcome.COMPLETED:  # a script must not take it for success
         raise typer.Exit(1)
+
+
+def report_document(report: RunReport) -> dict[str, Any]:
+    """A run report for --json: enums as words, the area by name, depth in mm too."""
+    result = report.to_dict()
+    result.update(
+        outcome=word(report.outcome),
+        mode=word(report.mode),
+        area=area_name(report.area),
+        depth_mm=report.depth_um / 1000,
+        strokes_delivered=report.strokes,
+    )
+    return result
 
 
 def _latched_fault(pen: Pen) -> str | None:
@@ -301,7 +326,7 @@ def _monitor_loop(samples: list[Telemetry], done: threading.Event, as_json: bool
                 continue
             if as_json:
                 for sample in new:
-                    emit_json(sample.to_dict())
+                    emit_json(telemetry_document(sample))
             else:
                 live.update(_telemetry_table(new[-1]), refresh=True)
             if done.is_set():
@@ -310,7 +335,7 @@ def _monitor_loop(samples: list[Telemetry], done: threading.Event, as_json: bool
 
 def _telemetry_table(s: Telemetry) -> Table:
     table = Table(title="telemetry", show_header=False)
-    table.add_row("state", s.state.name)
+    table.add_row("state", word(s.state))
     table.add_row("depth", f"{s.depth_um / 1000:.3f} mm")
     table.add_row("rate", f"{s.rate_csps / 100:.1f} strokes/s")
     table.add_row("run strokes", f"{s.run_strokes:,}")

@@ -475,7 +475,7 @@ def proxy(
         typer.Option(
             "--pen",
             envvar="MICROPEN_PEN",
-            help="The pen: /dev/ttyUSB0, serial:///dev/ttyACM0?baud=N, socket://HOST:PORT, sim://",
+            help="Pen URL: /dev/ttyUSB0, serial:///dev/ttyACM0?baud=N, socket://HOST:PORT, sim://",
         ),
     ],
     listen: Annotated[

@@ -8,6 +8,7 @@ built-in simulator, so nothing here needs hardware.
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import subprocess
@@ -204,6 +205,7 @@ def test_reading_commands_leave_no_file_behind(tmp_path: Path) -> None:
         ["cal", "due"],
         ["pair", "list"],
         ["pens"],
+        ["doctor"],
         ["--version"],
         ["--help"],
     ):
@@ -211,3 +213,48 @@ def test_reading_commands_leave_no_file_behind(tmp_path: Path) -> None:
         assert "Traceback" not in result.stderr, (argv, result.stderr)
         assert not home.exists(), f"{argv} created {list(home.rglob('*'))}"
         assert not (tmp_path / "mistyped").exists(), argv
+
+
+def test_reading_an_existing_log_leaves_no_side_files(tmp_path: Path) -> None:
+    home = tmp_path / "home"
+    ran = run_micropen(
+        ["run", "--depth", "0.5", "--speed", "90", "--area", "forehead", "--strokes", "20",
+         "--operator", "T. Nurse", "--pen", SIM],
+        str(home),
+    )  # fmt: skip
+    assert ran.returncode == 0, ran.stderr
+    before = sorted(p.name for p in home.iterdir())
+    for argv in (["log", "list"], ["log", "show", "1"], ["log", "export"], ["doctor"]):
+        result = run_micropen(argv, str(home))
+        assert "Traceback" not in result.stderr, (argv, result.stderr)
+        assert sorted(p.name for p in home.iterdir()) == before, argv
+
+
+def test_output_speaks_names_and_units(tmp_path: Path) -> None:
+    home = str(tmp_path / "home")
+    pen = f"{SIM}&state={tmp_path / 'pen.state'}"  # one unit across the processes
+    run = run_micropen(
+        ["run", "--depth", "0.5", "--speed", "90", "--area", "forehead", "--strokes", "20",
+         "--json", "--pen", pen],
+        home,
+    )  # fmt: skip
+    assert "warning: no operator given" in run.stderr
+    report = json.loads(run.stdout)
+    assert (report["outcome"], report["area"], report["mode"]) == (
+        "completed",
+        "forehead",
+        "strokes",
+    )
+    status = json.loads(run_micropen(["status", "--json", "--pen", pen], home).stdout)
+    assert status["state"] == "idle" and status["run_outcome"] == "none"  # a new boot
+    assert status["run_area"] is None and "telemetry" in status["capabilities"]
+    assert status["temperature_c"] == status["temperature_dc"] / 10
+    assert status["calibration"]["state"] == "never"
+    human = run_micropen(["status", "--pen", pen], home).stdout
+    assert "°C" in human and " V" in human and "none since power on" in human
+    assert "_dc" not in human and "_mv" not in human
+    shown = run_micropen(["log", "show", "1"], home).stdout
+    assert "outcome: completed" in shown and "cartridge: " in shown
+    cartridge = status["cartridge_id"]
+    assert f"cartridge: {cartridge}" in shown  # unsigned, as printed on the cartridge
+    assert "STOPPED" not in shown

@@ -129,9 +129,9 @@ def test_soft_cap_override_is_logged_with_reason(cli: CliRunner) -> None:
 
 def test_stop_and_estop(cli: CliRunner) -> None:
     stopped = _json(cli.invoke(app, ["stop", "--json"]).stdout)
-    assert stopped["state"] in ("IDLE", "STOPPING")
+    assert stopped["state"] in ("idle", "stopping")
     estopped = _json(cli.invoke(app, ["estop", "--json"]).stdout)
-    assert estopped["state"] == "FAULT" and estopped["fault"] == "EMERGENCY_STOP"
+    assert estopped["state"] == "fault" and estopped["fault"] == "emergency_stop"
 
 
 def test_monitor_streams_json_lines(cli: CliRunner) -> None:
