@@ -23,7 +23,7 @@ from micropen.protocol import limits as L
 from micropen.protocol.messages import SimParam
 
 SEEDS = range(50)
-BATCH = 25  # pens calibrated at once on one event loop: wall time is one calibration's
+BATCH = 25  # pens calibrated at once on one event loop (in the loop's virtual time)
 
 
 async def _calibrate(seed: int, store: RecordStore) -> tuple[CalibrationRecord, list[int]]:
@@ -42,6 +42,7 @@ async def _calibrate(seed: int, store: RecordStore) -> tuple[CalibrationRecord, 
 
 
 @pytest.mark.slow
+@pytest.mark.looptime  # virtual time: 25 pens on one loop never starve each other's watchdog
 async def test_fifty_units_all_within_as_left_limits(tmp_path: Path) -> None:
     store = RecordStore(tmp_path / "calibration.sqlite")
     results: list[tuple[CalibrationRecord, list[int]]] = []
