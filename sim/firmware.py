@@ -1218,12 +1218,14 @@ class Firmware:
             return Ack(m.cmd_id, 1)  # already this session's: idempotent
         if self.state is not PenState.IDLE:
             return Nak(m.cmd_id, ErrorCode.BAD_STATE, int(self.state), int(PenState.IDLE))
-        self.service.enter(self._session, self.link.epoch)
+        self.service.enter(self._open_session(), self.link.epoch)
         self._notify(Event(0, EventCode.SERVICE_MODE_ENTERED, 0, self._run_id()), t)
         return Ack(m.cmd_id, 1)
 
     def _in_service(self) -> bool:
-        return self.service.held_by(self._session, self.link.epoch)
+        """Held by the session named on this link epoch (not merely the last one named: a
+        host that never names its session must not inherit another's service mode)."""
+        return self.service.held_by(self._open_session(), self.link.epoch)
 
     def _leave_service(self, reason: ServiceExit, t: float) -> None:
         """End service mode; a bench-fixture run still going stops with it."""

@@ -150,3 +150,18 @@ def test_an_unpaired_host_cannot_enter_service_mode() -> None:
     host.connect()
     host.hello()
     assert host.nak(SetServiceMode, 1).error is ErrorCode.NOT_AUTHORIZED
+
+
+def test_a_host_that_names_no_session_does_not_inherit_service_mode() -> None:
+    """Found by the mutation run: the firmware once asked the last session ever named, so a
+    second paired host that sent Hello without OpenSession was in the first one's service mode."""
+    first = Host(seed=1)
+    _fixture_ready(first)
+    second = Host(first.pen, clock=first.clock, link_seed=8, session=None)
+    second.connect()
+    second.hello()
+    assert second.status().service_mode == 0
+    second.ack(SetRate, 150)
+    assert second.nak(Run, BENCH_FIXTURE, RunMode.STROKES, 10, 0).error is (
+        ErrorCode.SERVICE_MODE_REQUIRED
+    )
