@@ -531,7 +531,9 @@ class AsyncPen:
         # re-check what is set on the pen against the area before starting
         override = "override set" if status.soft_cap_override else None
         identity = self._require_identity()
-        safety.check_depth(status.depth_set_um / 1000, identity, profile, override)
+        safety.check_run_depth(
+            safety.check_depth(status.depth_set_um / 1000, identity, profile, override), identity
+        )
         safety.check_rate(status.rate_set_sps, identity, profile)
         self.runs.in_flight = True
         try:
@@ -606,8 +608,11 @@ class AsyncPen:
         """Set depth and rate, run, and wait for the report. Any exception or Ctrl-C stops the
         pen (shielded) before it propagates."""
         profile = safety.resolve_area(area)
-        safety.check_depth(depth_mm, self._require_identity(), profile, override_reason)
-        safety.check_rate(rate_sps, self._require_identity(), profile)
+        identity = self._require_identity()
+        safety.check_run_depth(
+            safety.check_depth(depth_mm, identity, profile, override_reason), identity
+        )
+        safety.check_rate(rate_sps, identity, profile)
         safety.check_run(strokes, seconds)
         watch = None if profile.area is L.Area.BENCH_FIXTURE else RateWatch(rate_sps)
         drift: list[Drift] = []

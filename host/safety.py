@@ -21,6 +21,7 @@ __all__ = [
     "check_depth",
     "check_rate",
     "check_run",
+    "check_run_depth",
     "check_treatment_area",
     "resolve_area",
 ]
@@ -90,6 +91,11 @@ def check_depth(
     """Depth in micrometres, or SafetyLimitError naming the value, the limit and the fix."""
     if not isinstance(depth_mm, int | float) or not math.isfinite(depth_mm):
         raise SafetyLimitError(f"depth {depth_mm!r} is not a number of millimetres")
+    if abs(depth_mm) > 1_000:  # far outside any pen: say so before rounding (1e308·1000 = inf)
+        raise SafetyLimitError(
+            f"depth {depth_mm:g} mm is outside the pen's range {_mm(identity.depth_min_um)}–"
+            f"{_mm(identity.depth_max_um)} (0 retracts); choose a depth in that range"
+        )
     um = round(depth_mm * 1000)
     if abs(um - depth_mm * 1000) > 1e-6 or um % L.DEPTH_WIRE_RESOLUTION_UM:
         raise SafetyLimitError(
@@ -121,6 +127,15 @@ def check_depth(
                 f"choose ≤ {_mm(limit)} or the right treatment area"
             )
     return um
+
+
+def check_run_depth(depth_um: int, identity: Identity) -> None:
+    """A run needs its needles out: depth 0 (retracted) only makes sense between runs."""
+    if depth_um == L.DEPTH_HOME_UM:
+        raise SafetyLimitError(
+            f"depth 0 mm retracts the needles and cannot be run; choose a depth in "
+            f"{_mm(identity.depth_min_um)}–{_mm(identity.depth_max_um)}"
+        )
 
 
 def check_rate(rate_sps: int, identity: Identity, area: L.AreaProfile | None = None) -> int:
@@ -158,6 +173,11 @@ def check_run(strokes: int | None, seconds: float | None) -> tuple[int, int]:
     assert seconds is not None
     if not isinstance(seconds, int | float) or not math.isfinite(seconds):
         raise SafetyLimitError(f"seconds {seconds!r} is not a number")
+    if abs(seconds) > 10 * L.RUN_DURATION_MAX_MS / 1000:  # before rounding (1e308·1000 = inf)
+        raise SafetyLimitError(
+            f"duration {seconds:g} s is outside {L.RUN_DURATION_MIN_MS / 1000}–"
+            f"{L.RUN_DURATION_MAX_MS / 1000:g} s; choose a duration in that range"
+        )
     ms = round(seconds * 1000)
     if not L.RUN_DURATION_MIN_MS <= ms <= L.RUN_DURATION_MAX_MS:
         raise SafetyLimitError(

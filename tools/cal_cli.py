@@ -506,6 +506,15 @@ def _points_table(record: CalibrationRecord, stage: Stage, points: list[PointRes
     return table
 
 
+def _reading(db: Path | None) -> RecordStore:
+    """The store for a command that only reads: a --db that is not a database file is a
+    typo to report (exit 2), not an empty history."""
+    if db is not None and not db.is_file():
+        what = "is a folder" if db.is_dir() else "does not exist"
+        fail(f"--db {db} {what}; give the calibration database file (micropen doctor shows it)", 2)
+    return RecordStore(db)
+
+
 # --- micropen cal ... -----------------------------------------------------------------------------
 SHORT_ID = 8  # as `cal history` shows ids; `cal export` takes any unique prefix of 6 or more
 
@@ -518,7 +527,7 @@ def history(
 ) -> None:
     """Every calibration on record, newest first."""
     with errors_to_exit():
-        records = RecordStore(db).history(serial)
+        records = _reading(db).history(serial)
     if as_json:
         emit_json({"records": [_history_row(r) for r in records]})
         return
@@ -571,7 +580,7 @@ def due(
     with errors_to_exit():
         if interval_days is not None:
             Settings(interval_days=interval_days).check()
-        statuses = all_due(RecordStore(db), interval_days=interval_days)
+        statuses = all_due(_reading(db), interval_days=interval_days)
     if as_json:
         emit_json({"pens": [s.to_dict() for s in statuses]})
         return
@@ -611,7 +620,7 @@ def export(
     with errors_to_exit():
         signer = _signer(sign_key, sign_cert, sign_p12)
         out_dir = _out_dir(out)
-        record = RecordStore(db).find(record_ref)
+        record = _reading(db).find(record_ref)
         pdf, json_path = _write_files(record, out_dir, signer)
     if as_json:
         emit_json(

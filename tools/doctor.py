@@ -31,7 +31,7 @@ from rich.text import Text
 from micropen.host import paths
 from micropen.host.transports.discovery import Scan, scan
 
-from .common import JsonOption, emit_json, version
+from .common import JsonOption, emit_json, errors_to_exit, version
 from .doctor_checks import (
     Access,
     Runner,
@@ -310,6 +310,11 @@ def doctor(
     as_json: JsonOption = False,
 ) -> None:
     """Check this bench PC: permissions, udev rule, libusb, pens, data folders, broker, clock."""
+    if mqtt:
+        from micropen.host.fleet.broker import parse_broker_url
+
+        with errors_to_exit():  # a mistyped URL is bad input (exit 2), not a broker problem
+            parse_broker_url(mqtt)
     bench = Bench(mqtt=mqtt)
     findings = examine(plan(bench))
     if as_json:

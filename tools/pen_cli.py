@@ -19,6 +19,7 @@ from micropen.host.safety import (
     check_depth,
     check_rate,
     check_run,
+    check_run_depth,
     check_treatment_area,
     resolve_area,
 )
@@ -114,7 +115,7 @@ def run(
         profile = resolve_area(area)
         check_treatment_area(profile)
         check_run(strokes, seconds)
-        check_depth(depth, NOMINAL_PEN, profile, override)
+        check_run_depth(check_depth(depth, NOMINAL_PEN, profile, override), NOMINAL_PEN)
         check_rate(speed, NOMINAL_PEN, profile)
     if not operator.strip():
         err_console.print(

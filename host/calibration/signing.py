@@ -32,7 +32,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from cryptography import x509
-from cryptography.exceptions import UnsupportedAlgorithm
+from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.serialization import pkcs12
@@ -49,7 +49,6 @@ with warnings.catch_warnings():  # pyHanko imports cryptography's deprecated DSA
     from pyhanko.pdf_utils.misc import PdfError
     from pyhanko.pdf_utils.reader import PdfFileReader
     from pyhanko.sign import fields, signers
-    from pyhanko.sign.diff_analysis import ModificationLevel
     from pyhanko.sign.validation import SignatureCoverageLevel, async_validate_pdf_signature
     from pyhanko_certvalidator import ValidationContext
     from pyhanko_certvalidator.registry import SimpleCertificateStore
@@ -402,7 +401,8 @@ def verify_certificate(path: Path, trust: Path | None = None) -> SignatureCheck:
     """Check a certificate's signatures. InvalidInput for a file that is not a PDF (or an
     unreadable trust anchor); SignatureError for a PDF too damaged to read."""
     data = _read_pdf(path)
-    anchors = [load_cert_from_pemder_bytes(_certificate(trust))] if trust else []
+    anchor = _certificate(trust) if trust else None
+    anchors = [load_cert_from_pemder_bytes(anchor)] if anchor is not None else []
     try:
         reader = PdfFileReader(io.BytesIO(data), strict=False)
         embedded = list(reader.embedded_signatures)
@@ -412,7 +412,7 @@ def verify_certificate(path: Path, trust: Path | None = None) -> SignatureCheck:
         ) from None
     if not embedded:
         return SignatureCheck(str(path), signed=False)
-    results = [_check_one(sig, anchors if trust else None) for sig in embedded]
+    results = [_check_one(sig, anchors if trust else None, anchor) for sig in embedded]
     return SignatureCheck(
         str(path),
         signed=True,
@@ -438,7 +438,7 @@ def _read_pdf(path: Path) -> bytes:
 
 
 def _check_one(
-    embedded: Any, anchors: list[Any] | None
+    embedded: Any, anchors: list[Any] | None, anchor: x509.Certificate | None = None
 ) -> tuple[bool, bool, bool, SignerIdentity | None, dt.datetime | None]:
     """(intact, unchanged, trusted, signer, signed at) of one embedded signature."""
     context = ValidationContext(trust_roots=anchors or [], allow_fetching=False)
@@ -446,17 +446,106 @@ def _check_one(
         status = _run(async_validate_pdf_signature(embedded, signer_validation_context=context))
     except (PdfError, ValueError, KeyError, TypeError) as exc:
         raise SignatureError(f"the signature cannot be read ({exc}); the file is damaged") from None
-    unchanged = status.coverage is SignatureCoverageLevel.ENTIRE_FILE or (
-        status.modification_level in (None, ModificationLevel.NONE) and bool(status.docmdp_ok)
-    )
+    # a certificate is signed once, as issued: any byte after the signed revision (an update,
+    # even garbage after %%EOF) means the file is not the one issued
+    unchanged = status.coverage is SignatureCoverageLevel.ENTIRE_FILE
     signer = _identity_of(status.signing_cert)
     return (
-        bool(status.intact and status.valid),
+        bool(status.intact and status.valid) and _embedded_certificates_sound(embedded),
         unchanged,
-        bool(status.trusted),
+        bool(status.trusted) and (anchor is None or _signer_is(embedded, anchor)),
         signer,
         (status.signer_reported_dt),
     )
+
+
+def _signer_is(embedded: Any, anchor: x509.Certificate) -> bool:
+    """The carried certificate the signature names is the trusted one, or issued by it."""
+    sid = embedded.signer_info["sid"].chosen
+    for carried in embedded.signed_data["certificates"] or []:
+        c = carried.chosen
+        if c.issuer == sid["issuer"] and c.serial_number == sid["serial_number"].native:
+            own = x509.load_der_x509_certificate(c.dump())
+            return own == anchor or _issued_by(own, anchor)
+    return False
+
+
+def _embedded_certificates_sound(embedded: Any) -> bool:
+    """The certificates carried inside the signature lie outside the signed byte range. The
+    signer's (the one the signature names by issuer and serial) must be carried, and every
+    carried one that claims to be self-signed must still verify with its own key: a signatory
+    renamed or a serial changed after signing means the file is not the certificate as issued."""
+    try:
+        sid = embedded.signer_info["sid"].chosen
+        carried = [c.chosen for c in embedded.signed_data["certificates"] or []]
+        signer = next(
+            (
+                c
+                for c in carried
+                if c.issuer == sid["issuer"] and c.serial_number == sid["serial_number"].native
+            ),
+            None,
+        )
+        if signer is None:
+            return False
+        certificates = [x509.load_der_x509_certificate(c.dump()) for c in carried]
+        if not all(not _claims_self_signed(c) or _verifies_itself(c) for c in certificates):
+            return False
+        return not _two_versions_of_one(certificates)
+    except (ValueError, TypeError, KeyError, AttributeError):
+        return False
+
+
+def _two_versions_of_one(certificates: list[x509.Certificate]) -> bool:
+    """The same serial and key carried twice with different contents: one copy was edited."""
+    seen: dict[tuple[int, bytes], x509.Certificate] = {}
+    for c in certificates:
+        key = (
+            c.serial_number,
+            c.public_key().public_bytes(
+                serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
+            ),
+        )
+        if key in seen and seen[key] != c:
+            return True
+        seen[key] = c
+    return False
+
+
+def _issued_by(certificate: x509.Certificate, issuer: x509.Certificate) -> bool:
+    try:
+        certificate.verify_directly_issued_by(issuer)
+    except (ValueError, TypeError, InvalidSignature):
+        return False
+    return True
+
+
+def _claims_self_signed(certificate: x509.Certificate) -> bool:
+    try:
+        subject_key = certificate.extensions.get_extension_for_class(x509.SubjectKeyIdentifier)
+    except x509.ExtensionNotFound:
+        return certificate.issuer == certificate.subject
+    try:
+        authority = certificate.extensions.get_extension_for_class(x509.AuthorityKeyIdentifier)
+    except x509.ExtensionNotFound:
+        return True
+    return authority.value.key_identifier in (None, subject_key.value.digest)
+
+
+def _verifies_itself(certificate: x509.Certificate) -> bool:
+    key = certificate.public_key()
+    algorithm = certificate.signature_hash_algorithm
+    if not isinstance(key, ec.EllipticCurvePublicKey) or algorithm is None:
+        try:
+            certificate.verify_directly_issued_by(certificate)
+        except (ValueError, TypeError, InvalidSignature):
+            return False
+        return True
+    try:
+        key.verify(certificate.signature, certificate.tbs_certificate_bytes, ec.ECDSA(algorithm))
+    except InvalidSignature:
+        return False
+    return True
 
 
 def _identity_of(signing_cert: Any) -> SignerIdentity | None:

@@ -113,7 +113,10 @@ def parse_broker_url(
     protocol: int = 4,
 ) -> BrokerConfig:
     """Check a broker URL and the credential files; errors name the value and the fix."""
-    parts = urlsplit(url)
+    try:
+        parts = urlsplit(url)
+    except ValueError as exc:  # e.g. "mqtt://[::1": an unclosed IPv6 bracket
+        raise BrokerConfigError(f"broker URL {url!r}: {exc}; use mqtt://HOST:PORT") from None
     scheme = parts.scheme.lower()
     if scheme not in DEFAULT_PORTS:
         raise BrokerConfigError(

@@ -147,3 +147,28 @@ def test_a_pkcs12_file_signs_and_a_wrong_passphrase_is_bad_input(
         load_signer(pkcs12_file=bundle, passphrase=b"wrong")
     with pytest.raises(InvalidInput, match="not both"):
         load_signer(pkcs12_file=bundle, key=signed["key"], cert=signed["cert"])
+
+
+def test_bytes_appended_after_the_signature_are_reported(
+    signed: dict[str, Path], tmp_path: Path
+) -> None:
+    tampered = tmp_path / "appended.pdf"
+    tampered.write_bytes(signed["pdf"].read_bytes() + b"\n% garbage appended\n")
+    check = verify_certificate(tampered, signed["cert"])
+    assert check.signed and not check.unchanged and not check.ok
+
+
+def test_a_renamed_signatory_inside_the_signature_is_detected(
+    signed: dict[str, Path], tmp_path: Path
+) -> None:
+    """The signer's certificate travels in /Contents, outside the signed byte range: renaming
+    the signatory there (same length, so the file still parses) must not pass as the issued
+    certificate."""
+    data = signed["pdf"].read_bytes()
+    old, new = NAME.encode().hex().encode(), "Dr. M. Allory!!".encode().hex().encode()
+    assert len(old) == len(new) and old in data.lower()
+    at = data.lower().index(old)
+    tampered = tmp_path / "renamed.pdf"
+    tampered.write_bytes(data[:at] + new + data[at + len(old) :])
+    check = verify_certificate(tampered, signed["cert"])
+    assert check.signed and not check.ok
