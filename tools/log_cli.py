@@ -41,12 +41,16 @@ def _open(db: Path | None) -> TreatmentLog:
         fail(str(exc))
 
 
+def _missing_folder(folder: Path) -> str:
+    return "is a file, not a folder" if folder.exists() else "does not exist; create it first"
+
+
 def _check_json_out(out: Path, force: bool) -> None:
     """Refuse an --out that would fail half-way or silently replace an earlier export."""
     if out.is_dir():
         fail(f"--out {out} is a folder; give a file name for the JSON export", 2)
     if not out.parent.is_dir():
-        fail(f"--out {out}: the folder {out.parent} does not exist; create it first", 2)
+        fail(f"--out {out}: {out.parent} {_missing_folder(out.parent)}", 2)
     if out.exists() and not force:
         fail(f"--out {out} exists; choose another name or pass --force to replace it", 2)
 
@@ -55,7 +59,7 @@ def _check_csv_out(out: Path, force: bool) -> None:
     if out.exists() and not out.is_dir():
         fail(f"--out {out} is a file; CSV export writes several files into a folder", 2)
     if not out.exists() and not out.parent.is_dir():
-        fail(f"--out {out}: the folder {out.parent} does not exist; create it first", 2)
+        fail(f"--out {out}: {out.parent} {_missing_folder(out.parent)}", 2)
     clashes = [out / name for name in CSV_EXPORT_FILES if (out / name).exists()]
     if clashes and not force:
         fail(f"{clashes[0]} exists; choose another folder or pass --force to replace it", 2)
