@@ -165,7 +165,7 @@ def test_a_renamed_signatory_inside_the_signature_is_detected(
     the signatory there (same length, so the file still parses) must not pass as the issued
     certificate."""
     data = signed["pdf"].read_bytes()
-    old, new = NAME.encode().hex().encode(), "Dr. M. Allory!!".encode().hex().encode()
+    old, new = NAME.encode().hex().encode(), b"Dr. M. Allory!!".hex().encode()
     assert len(old) == len(new) and old in data.lower()
     at = data.lower().index(old)
     tampered = tmp_path / "renamed.pdf"
