@@ -274,16 +274,26 @@ def clear_fault(pen_url: PenOption = "auto", as_json: JsonOption = False) -> Non
     if as_json:
         emit_json(data)
     elif latched is None:
-        console.print(f"no fault latched: pen {data['serial']} is {data['state']}")
+        console.print(f"no fault latched: pen {data['serial']} is {_state_words(data)}")
     else:
-        console.print(f"cleared the {latched} fault: pen {data['serial']} is {data['state']}")
+        cleared = latched.replace("_", " ")
+        console.print(f"cleared the {cleared} fault: pen {data['serial']} is {_state_words(data)}")
 
 
 def _done(what: str, data: dict[str, Any], as_json: bool) -> None:
     if as_json:
         emit_json(data)
     else:
-        console.print(f"{what}: pen {data['serial']} is {data['state']}")
+        console.print(f"{what}: pen {data['serial']} is {_state_words(data)}")
+
+
+def _state_words(data: dict[str, Any]) -> str:
+    """'idle', or 'in a latched emergency stop fault (micropen clear-fault once its cause is
+    gone)' — never 'is fault'."""
+    if data["state"] != "fault":
+        return str(data["state"])
+    fault = str(data["fault"]).replace("_", " ")
+    return f"in a latched {fault} fault (micropen clear-fault once its cause is gone)"
 
 
 def monitor(

@@ -265,3 +265,10 @@ def test_output_speaks_names_and_units(tmp_path: Path) -> None:
     cartridge = status["cartridge_id"]
     assert f"cartridge: {cartridge}" in shown  # unsigned, as printed on the cartridge
     assert "STOPPED" not in shown
+
+
+def test_a_stop_says_the_state_in_words(tmp_path: Path) -> None:
+    result = run_micropen(["estop", "--pen", SIM], str(tmp_path / "home"))
+    assert result.returncode == 0, result.stderr
+    assert "is fault" not in result.stdout
+    assert "latched emergency stop fault" in " ".join(result.stdout.split())
