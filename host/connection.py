@@ -531,9 +531,7 @@ class AsyncPen:
         # re-check what is set on the pen against the area before starting
         override = "override set" if status.soft_cap_override else None
         identity = self._require_identity()
-        safety.check_run_depth(
-            safety.check_depth(status.depth_set_um / 1000, identity, profile, override), identity
-        )
+        safety.check_depth(status.depth_set_um / 1000, identity, profile, override, run=True)
         safety.check_rate(status.rate_set_sps, identity, profile)
         self.runs.in_flight = True
         try:
@@ -609,9 +607,7 @@ class AsyncPen:
         pen (shielded) before it propagates."""
         profile = safety.resolve_area(area)
         identity = self._require_identity()
-        safety.check_run_depth(
-            safety.check_depth(depth_mm, identity, profile, override_reason), identity
-        )
+        safety.check_depth(depth_mm, identity, profile, override_reason, run=True)
         safety.check_rate(rate_sps, identity, profile)
         safety.check_run(strokes, seconds)
         watch = None if profile.area is L.Area.BENCH_FIXTURE else RateWatch(rate_sps)

@@ -91,7 +91,7 @@ class PenRefused(HostError):
 
 def _fault_name(value: int) -> str:
     try:
-        return FaultCode(value).name.lower().replace("_", " ")
+        return str(FaultCode(value)).replace("_", " ")  # a Word enum: its lower-case name
     except ValueError:
         return f"code {value}"
 

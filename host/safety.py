@@ -21,7 +21,6 @@ __all__ = [
     "check_depth",
     "check_rate",
     "check_run",
-    "check_run_depth",
     "check_treatment_area",
     "resolve_area",
 ]
@@ -87,8 +86,11 @@ def check_depth(
     identity: Identity,
     area: L.AreaProfile | None = None,
     override_reason: str | None = None,
+    *,
+    run: bool = False,
 ) -> int:
-    """Depth in micrometres, or SafetyLimitError naming the value, the limit and the fix."""
+    """Depth in micrometres, or SafetyLimitError naming the value, the limit and the fix.
+    0 retracts the needles: a setting between runs, never a depth to ``run`` at."""
     if not isinstance(depth_mm, int | float) or not math.isfinite(depth_mm):
         raise SafetyLimitError(f"depth {depth_mm!r} is not a number of millimetres")
     if abs(depth_mm) > 1_000:  # far outside any pen: say so before rounding (1e308·1000 = inf)
@@ -101,7 +103,7 @@ def check_depth(
         raise SafetyLimitError(
             f"depth {depth_mm} mm is finer than the pen's 0.01 mm resolution; round it"
         )
-    if um == L.DEPTH_HOME_UM:
+    if um == L.DEPTH_HOME_UM and not run:
         return um
     if um < identity.depth_min_um or um > identity.depth_max_um:
         raise SafetyLimitError(
@@ -127,15 +129,6 @@ def check_depth(
                 f"choose ≤ {_mm(limit)} or the right treatment area"
             )
     return um
-
-
-def check_run_depth(depth_um: int, identity: Identity) -> None:
-    """A run needs its needles out: depth 0 (retracted) only makes sense between runs."""
-    if depth_um == L.DEPTH_HOME_UM:
-        raise SafetyLimitError(
-            f"depth 0 mm retracts the needles and cannot be run; choose a depth in "
-            f"{_mm(identity.depth_min_um)}–{_mm(identity.depth_max_um)}"
-        )
 
 
 def check_rate(rate_sps: int, identity: Identity, area: L.AreaProfile | None = None) -> int:

@@ -23,18 +23,22 @@ __all__ = ["ServiceMode", "check_area"]
 
 @dataclass
 class ServiceMode:
-    """Who holds service mode: a host session id (or, for a host without one, a link epoch)."""
+    """Who holds service mode: a host session id (or, for a host without one, a link epoch).
+    Held exactly while an epoch is recorded (epochs are never 0 on a live link)."""
 
     session: int | None = None
     epoch: int | None = None
-    held: bool = False
+
+    @property
+    def held(self) -> bool:
+        return self.epoch is not None
 
     def enter(self, session: int | None, epoch: int) -> None:
-        self.session, self.epoch, self.held = session, epoch, True
+        self.session, self.epoch = session, epoch
 
     def leave(self) -> bool:
         """End it; True when it was on (the caller reports why)."""
-        was, self.held = self.held, False
+        was = self.held
         self.session = self.epoch = None
         return was
 

@@ -19,7 +19,6 @@ from micropen.host.safety import (
     check_depth,
     check_rate,
     check_run,
-    check_run_depth,
     check_treatment_area,
     resolve_area,
 )
@@ -36,7 +35,14 @@ from .common import (
     errors_to_exit,
     fail,
 )
-from .present import area_name, status_document, status_rows, telemetry_document, word
+from .present import (
+    area_name,
+    state_words,
+    status_document,
+    status_rows,
+    telemetry_document,
+    word,
+)
 
 console = Console()
 
@@ -115,7 +121,7 @@ def run(
         profile = resolve_area(area)
         check_treatment_area(profile)
         check_run(strokes, seconds)
-        check_run_depth(check_depth(depth, NOMINAL_PEN, profile, override), NOMINAL_PEN)
+        check_depth(depth, NOMINAL_PEN, profile, override, run=True)
         check_rate(speed, NOMINAL_PEN, profile)
     if not operator.strip():
         err_console.print(
@@ -125,7 +131,7 @@ def run(
         )
     with connected(pen_url, quiet=as_json, operator=operator) as pen:
         assert pen.identity is not None
-        check_depth(depth, pen.identity, profile, override)
+        check_depth(depth, pen.identity, profile, override, run=True)
         check_rate(speed, pen.identity, profile)
         pen.set_telemetry(20)
         try:
@@ -274,26 +280,17 @@ def clear_fault(pen_url: PenOption = "auto", as_json: JsonOption = False) -> Non
     if as_json:
         emit_json(data)
     elif latched is None:
-        console.print(f"no fault latched: pen {data['serial']} is {_state_words(data)}")
+        console.print(f"no fault latched: pen {data['serial']} is {state_words(data)}")
     else:
         cleared = latched.replace("_", " ")
-        console.print(f"cleared the {cleared} fault: pen {data['serial']} is {_state_words(data)}")
+        console.print(f"cleared the {cleared} fault: pen {data['serial']} is {state_words(data)}")
 
 
 def _done(what: str, data: dict[str, Any], as_json: bool) -> None:
     if as_json:
         emit_json(data)
     else:
-        console.print(f"{what}: pen {data['serial']} is {_state_words(data)}")
-
-
-def _state_words(data: dict[str, Any]) -> str:
-    """'idle', or 'in a latched emergency stop fault (micropen clear-fault once its cause is
-    gone)' — never 'is fault'."""
-    if data["state"] != "fault":
-        return str(data["state"])
-    fault = str(data["fault"]).replace("_", " ")
-    return f"in a latched {fault} fault (micropen clear-fault once its cause is gone)"
+        console.print(f"{what}: pen {data['serial']} is {state_words(data)}")
 
 
 def monitor(

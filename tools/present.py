@@ -15,10 +15,13 @@ from typing import Any
 from micropen.host.calibration.due import DueStatus
 from micropen.protocol import limits as L
 from micropen.protocol.messages import Capability, Identity, Status, Telemetry
+from micropen.protocol.schema import Message
 
 __all__ = [
     "area_name",
     "areas_help",
+    "fields_as_words",
+    "state_words",
     "status_document",
     "status_rows",
     "telemetry_document",
@@ -30,6 +33,22 @@ _HIDDEN = {"cmd_id", "firmware_major", "firmware_minor", "firmware_patch"}
 
 def word(value: IntEnum) -> str:
     return value.name.lower()
+
+
+def fields_as_words(message: Message) -> dict[str, Any]:
+    """A message's fields by name, enums as lower-case words (``to_dict`` keeps wire names)."""
+    return {
+        f.name: word(v) if isinstance(v, IntEnum) else v
+        for f, v in zip(message.FIELDS, message, strict=True)
+    }
+
+
+def state_words(doc: dict[str, Any]) -> str:
+    """'idle', or 'in a latched emergency stop fault (…)': never 'is fault'."""
+    if doc["state"] != "fault":
+        return str(doc["state"])
+    fault = str(doc["fault"]).replace("_", " ")
+    return f"in a latched {fault} fault (micropen clear-fault once its cause is gone)"
 
 
 def area_name(area: int) -> str | None:
@@ -46,11 +65,9 @@ def capability_names(bits: int) -> list[str]:
 def status_document(
     identity: Identity, status: Status, due: DueStatus | None = None
 ) -> dict[str, Any]:
-    doc: dict[str, Any] = {}
-    for message in (identity, status):
-        for f, value in zip(message.FIELDS, message, strict=True):
-            if f.name not in _HIDDEN:
-                doc[f.name] = word(value) if isinstance(value, IntEnum) else value
+    doc = {**fields_as_words(identity), **fields_as_words(status)}
+    for hidden in _HIDDEN:
+        doc.pop(hidden, None)
     doc.update(
         firmware_version=(
             f"{identity.firmware_major}.{identity.firmware_minor}.{identity.firmware_patch}"
@@ -102,10 +119,7 @@ def areas_help() -> str:
 
 def telemetry_document(sample: Telemetry) -> dict[str, Any]:
     """One telemetry sample for a JSON line: the wire fields, enums as words, and units."""
-    doc = {
-        f.name: word(v) if isinstance(v, IntEnum) else v
-        for f, v in zip(sample.FIELDS, sample, strict=True)
-    }
+    doc = fields_as_words(sample)
     doc.update(
         depth_mm=sample.depth_um / 1000,
         rate_sps=sample.rate_csps / 100,
@@ -117,13 +131,10 @@ def telemetry_document(sample: Telemetry) -> dict[str, Any]:
 
 def status_rows(doc: dict[str, Any]) -> list[tuple[str, str]]:
     """Label and value (with its unit) for the terminal, most important first."""
-    state = doc["state"]
-    if state == "fault":
-        state = f"fault: {doc['fault'].replace('_', ' ')} (latched; micropen clear-fault)"
     rows = [
         ("pen", f"{doc['serial']} ({doc['model']}), firmware {doc['firmware_version']}, "
                 f"hardware rev {doc['hardware_revision']}"),
-        ("state", state + (", service mode" if doc["service_mode"] else "")),
+        ("state", state_words(doc) + (", service mode" if doc["service_mode"] else "")),
         ("depth set", f"{doc['depth_set_mm']:.2f} mm"
                       + (" (soft-cap override on)" if doc["soft_cap_override"] else "")),
         ("rate set", f"{doc['rate_set_sps']} strokes/s"),

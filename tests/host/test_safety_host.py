@@ -30,6 +30,14 @@ def test_safety_depth_range_host_refuses_outside_pen_range() -> None:
             check_depth(bad, PEN)
 
 
+def test_safety_a_run_at_0_mm_is_refused_though_0_retracts() -> None:
+    assert check_depth(0.0, PEN) == 0  # a setting: needles home
+    for zero in (0.0, -0.0):
+        with pytest.raises(SafetyLimitError, match="outside the pen's range 0.20 mm"):
+            check_depth(zero, PEN, run=True)
+    assert check_depth(0.2, PEN, run=True) == 200
+
+
 def test_safety_soft_cap_host_needs_override_reason() -> None:
     assert check_depth(1.5, PEN) == 1500
     with pytest.raises(SafetyLimitError, match="soft cap.*override"):

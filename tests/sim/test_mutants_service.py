@@ -57,7 +57,7 @@ def test_a_named_session_holds_service_mode_across_epochs_and_no_other_session_d
 
 
 def test_an_unnamed_holder_holds_it_for_its_link_epoch_only() -> None:
-    mode = ServiceMode(session=None, epoch=59, held=True)
+    mode = ServiceMode(session=None, epoch=59)
     assert mode.held_by(None, 59) is True
     assert mode.held_by(None, 58) is False
     assert mode.held_by(None, 60) is False
