@@ -150,6 +150,9 @@ def _parse_bool(raw: str) -> bool:
     raise ValueError(raw)
 
 
+LOCAL_PAIRING_NAME = "this process"  # how the pen lists the pairing of its in-process host
+
+
 class SimulatedPen:
     """One simulated unit behind the byte interface a serial port or socket would carry."""
 
@@ -479,6 +482,16 @@ class SimulatedPen:
             )
         self._sync_nvm()
         return self.nvm.pairings.pen_id
+
+    def add_local_pairing(self, host_id: int, key: bytes, now: float) -> int:
+        """Pair the host of this very process (the built-in simulator's own host). One such
+        pairing at a time: each process brings a new host id and a throwaway key, so with a
+        state file the pairings of earlier processes would pile up until the pen is full."""
+        self.advance(now)
+        for earlier in self.nvm.pairings.listing():
+            if earlier.name == LOCAL_PAIRING_NAME:
+                self.nvm.pairings.remove(earlier.host_id)
+        return self.add_pairing(host_id, key, LOCAL_PAIRING_NAME, now)
 
     def take_display(self) -> list[str]:
         """What the pen's screen showed since the last call."""

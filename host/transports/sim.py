@@ -115,7 +115,7 @@ class SimTransport:
         this process (a local, physical act). Returns (pen id, key); nothing is written."""
         key = secrets.token_bytes(32)
         with self._lock, _state_errors():
-            pen_id = self.pen.add_pairing(host_id, key, "this process", self.now())
+            pen_id = self.pen.add_local_pairing(host_id, key, self.now())
         return pen_id, key
 
     def write(self, data: bytes) -> None:
