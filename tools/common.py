@@ -33,8 +33,10 @@ err_console = Console(stderr=True)
 
 
 def fail_line(message: str, code: int = 1) -> int:
-    """Print one error line on stderr; return the exit code to use."""
-    err_console.print(f"[bold red]error:[/] {escape(message)}", highlight=False, soft_wrap=True)
+    """Print one error line on stderr (a message with line breaks inside, e.g. a library's
+    text, is joined into one); return the exit code to use."""
+    line = " ".join(message.split())
+    err_console.print(f"[bold red]error:[/] {escape(line)}", highlight=False, soft_wrap=True)
     return code
 
 

@@ -45,17 +45,17 @@ def run_guarded(app: Any) -> int:
         return 2
     except cx.UsageError as exc:
         where = exc.ctx.command_path if exc.ctx is not None else "micropen"
-        return fail_line(f"{_one_line(exc.format_message())}; see {where} --help", 2)
+        return fail_line(f"{exc.format_message()}; see {where} --help", 2)
     except typer.Abort:
         return fail_line("aborted", 1)
     except cx.ClickException as exc:
-        return fail_line(_one_line(exc.format_message()), exc.exit_code)
+        return fail_line(exc.format_message(), exc.exit_code)
     except (KeyboardInterrupt, SystemExit):
         raise
     except LocalProtocolError as exc:  # InvalidInput and the codec's own refusals
-        return fail_line(_one_line(str(exc)), 2)
+        return fail_line(str(exc), 2)
     except MicropenError as exc:
-        return fail_line(_one_line(str(exc)), 1)
+        return fail_line(str(exc), 1)
     except OSError as exc:
         return fail_line(_os_error(exc), 1)
     except Exception as exc:  # the point of this module: a defect, reported in one line
@@ -63,10 +63,6 @@ def run_guarded(app: Any) -> int:
             raise
         return fail_line(_crash(exc), 1)
     return result if isinstance(result, int) else 0
-
-
-def _one_line(text: str) -> str:
-    return " ".join(text.split())
 
 
 def _os_error(exc: OSError) -> str:
@@ -77,7 +73,7 @@ def _os_error(exc: OSError) -> str:
 
 def _crash(exc: BaseException) -> str:
     """Save the traceback; the one line says where, and that it is our defect to fix."""
-    summary = f"internal error ({type(exc).__name__}: {_one_line(str(exc))[:200]})"
+    summary = f"internal error ({type(exc).__name__}: {str(exc)[:200]})"
     folder = paths.crash_dir()
     name = f"crash-{time.strftime('%Y%m%dT%H%M%S')}-{os.getpid()}.txt"
     try:

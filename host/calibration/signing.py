@@ -491,9 +491,22 @@ def _embedded_certificates_sound(embedded: Any) -> bool:
         certificates = [x509.load_der_x509_certificate(c.dump()) for c in carried]
         if not all(not _claims_self_signed(c) or _verifies_itself(c) for c in certificates):
             return False
-        return not _two_versions_of_one(certificates)
+        return not _two_versions_of_one(certificates) and _padding_is_zero(embedded)
     except (ValueError, TypeError, KeyError, AttributeError):
         return False
+
+
+def _padding_is_zero(embedded: Any) -> bool:
+    """/Contents is reserved larger than the signature; the rest must stay zeros, or ~500
+    bytes could be hidden in a file that still verifies."""
+    contents = bytes(embedded.sig_object["/Contents"])
+    if len(contents) < 2 or contents[0] != 0x30:
+        return False
+    size, start = contents[1], 2
+    if size & 0x80:  # long form: the next (size & 0x7F) bytes hold the length
+        count = size & 0x7F
+        size, start = int.from_bytes(contents[2 : 2 + count], "big"), 2 + count
+    return not any(contents[start + size :])
 
 
 def _two_versions_of_one(certificates: list[x509.Certificate]) -> bool:

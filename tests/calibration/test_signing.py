@@ -172,3 +172,18 @@ def test_a_renamed_signatory_inside_the_signature_is_detected(
     tampered.write_bytes(data[:at] + new + data[at + len(old) :])
     check = verify_certificate(tampered, signed["cert"])
     assert check.signed and not check.ok
+
+
+def test_bytes_hidden_in_the_signature_padding_are_detected(
+    signed: dict[str, Path], tmp_path: Path
+) -> None:
+    """/Contents is reserved larger than the signature; what follows it must stay zeros."""
+    data = signed["pdf"].read_bytes()
+    start = data.index(b"/Contents <") + len(b"/Contents <")
+    end = data.index(b">", start)
+    last = end - 1  # the field's last hex digit: padding, outside the signature itself
+    assert data[last : last + 1] == b"0"
+    tampered = tmp_path / "padding.pdf"
+    tampered.write_bytes(data[:last] + b"7" + data[last + 1 :])
+    check = verify_certificate(tampered, signed["cert"])
+    assert check.signed and not check.ok
