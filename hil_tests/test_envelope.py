@@ -2,9 +2,10 @@
 
 Each limit is checked twice: the host refuses the value before sending anything
 (SafetyLimitError), and — with the host's checks bypassed — the pen refuses it too, with the
-right ErrorCode, and nothing happens. Values the wire schema itself cannot carry (a depth above
-2.5 mm, a rate below 50/s…) are refused by the pen's decoder as MALFORMED: that is the pen's
-answer at that layer, and it is what a host without checks gets.
+right ErrorCode, and nothing happens. Values outside a field's declared wire range (a depth above
+2.5 mm, a rate below 50/s, area 10…) are refused by the pen's decoder with the field's typed
+code (DEPTH_OUT_OF_RANGE, RATE_OUT_OF_RANGE, UNKNOWN_AREA…), not as a malformed message: a host
+without checks learns what it asked for wrong.
 """
 
 from __future__ import annotations
@@ -48,7 +49,7 @@ def _nothing_happened(pen: Pen, run_id: int) -> None:
         (L.DEPTH_MIN_UM - 10, 0, E.DEPTH_OUT_OF_RANGE),
         (1, 0, E.DEPTH_OUT_OF_RANGE),
         (L.DEPTH_SOFT_CAP_UM + 10, 0, E.SOFT_CAP_NEEDS_OVERRIDE),
-        (L.DEPTH_MAX_UM + 10, 1, E.MALFORMED),  # beyond the wire field's range
+        (L.DEPTH_MAX_UM + 10, 1, E.DEPTH_OUT_OF_RANGE),  # beyond the wire field's range
     ],
 )
 def test_depth_outside_is_refused_by_host_and_pen(
@@ -100,7 +101,7 @@ def _pen_answer_to_run(pen: Pen, profile: L.AreaProfile, depth_um: int, override
 
 def _expected_above(profile: L.AreaProfile, depth_um: int, override: int) -> ErrorCode:
     if depth_um > L.DEPTH_MAX_UM:
-        return E.MALFORMED
+        return E.DEPTH_OUT_OF_RANGE
     if depth_um > L.DEPTH_SOFT_CAP_UM and not override:
         return E.SOFT_CAP_NEEDS_OVERRIDE
     return E.DEPTH_ABOVE_AREA_MAX
@@ -190,7 +191,7 @@ def test_area_rate_just_outside_is_refused(pen: Pen, profile: L.AreaProfile) -> 
         with pytest.raises(SafetyLimitError):
             pen.set_rate(rate, area=profile.area)
         if not L.RATE_MIN_SPS <= rate <= L.RATE_MAX_SPS:  # outside the wire range itself
-            assert pen_refuses(pen, SetRate, rate) is E.MALFORMED
+            assert pen_refuses(pen, SetRate, rate) is E.RATE_OUT_OF_RANGE
         else:
             raw(pen, SetRate, rate)
             answer = pen_refuses(pen, Run, int(profile.area), RunMode.STROKES, 10, 0)
@@ -202,7 +203,7 @@ def test_area_rate_just_outside_is_refused(pen: Pen, profile: L.AreaProfile) -> 
 def test_rate_outside_the_pen_range_is_refused(pen: Pen, rate: int) -> None:
     with pytest.raises(SafetyLimitError):
         pen.set_rate(rate)
-    assert pen_refuses(pen, SetRate, rate) is E.MALFORMED
+    assert pen_refuses(pen, SetRate, rate) is E.RATE_OUT_OF_RANGE
 
 
 @pytest.mark.parametrize("rate", [L.RATE_MIN_SPS, L.RATE_MAX_SPS])
@@ -227,9 +228,9 @@ def test_run_bounds_outside_are_refused_by_the_host(
     ("mode", "strokes", "duration_ms", "expected"),
     [
         (RunMode.STROKES, 0, 0, E.STROKES_OUT_OF_RANGE),
-        (RunMode.STROKES, L.STROKES_MAX + 1, 0, E.MALFORMED),
+        (RunMode.STROKES, L.STROKES_MAX + 1, 0, E.STROKES_OUT_OF_RANGE),
         (RunMode.DURATION, 0, L.RUN_DURATION_MIN_MS - 1, E.DURATION_OUT_OF_RANGE),
-        (RunMode.DURATION, 0, L.RUN_DURATION_MAX_MS + 1, E.MALFORMED),
+        (RunMode.DURATION, 0, L.RUN_DURATION_MAX_MS + 1, E.DURATION_OUT_OF_RANGE),
     ],
 )
 def test_run_bounds_outside_are_refused_by_the_pen(
@@ -248,7 +249,7 @@ def test_unknown_area_is_refused(pen: Pen, area: int) -> None:
     with pytest.raises(SafetyLimitError, match="unknown treatment area"):
         pen.start_run(area="elbow", strokes=10)
     run_id = pen.status().run_id
-    assert pen_refuses(pen, Run, area, RunMode.STROKES, 10, 0) is E.MALFORMED
+    assert pen_refuses(pen, Run, area, RunMode.STROKES, 10, 0) is E.UNKNOWN_AREA
     _nothing_happened(pen, run_id)
 
 
@@ -257,7 +258,7 @@ def test_unknown_area_is_refused(pen: Pen, area: int) -> None:
 def test_watchdog_outside_is_refused(pen: Pen, ms: int) -> None:
     with pytest.raises(SafetyLimitError):
         pen.set_watchdog(ms)
-    assert pen_refuses(pen, SetWatchdog, ms) is E.MALFORMED
+    assert pen_refuses(pen, SetWatchdog, ms) is E.WATCHDOG_OUT_OF_RANGE
     assert pen.status().watchdog_ms == L.HEARTBEAT_DEFAULT_MS
 
 
@@ -270,6 +271,6 @@ def test_watchdog_inside_is_accepted(pen: Pen, ms: int) -> None:
 def test_telemetry_rate_outside_is_refused(pen: Pen) -> None:
     with pytest.raises(InvalidInput):
         pen.set_telemetry(L.TELEMETRY_MAX_HZ + 1)
-    assert pen_refuses(pen, SetTelemetry, L.TELEMETRY_MAX_HZ + 1) is E.MALFORMED
+    assert pen_refuses(pen, SetTelemetry, L.TELEMETRY_MAX_HZ + 1) is E.TELEMETRY_OUT_OF_RANGE
     assert isinstance(raw(pen, SetTelemetry, L.TELEMETRY_MAX_HZ), Ack)
     assert pen.status().telemetry_hz == L.TELEMETRY_MAX_HZ

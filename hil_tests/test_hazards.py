@@ -92,7 +92,7 @@ def test_hazard_1_over_depth(runnable_pen: Pen, hil_measure: Callable[..., objec
             pen.set_depth((forehead.max_um + 10) / 1000, area="forehead")
         # the pen re-checks the area while running, whatever the host says
         assert pen_refuses(pen, SetDepth, forehead.max_um + 10, 0) is E.DEPTH_ABOVE_AREA_MAX
-        assert pen_refuses(pen, SetDepth, L.DEPTH_MAX_UM + 10, 1) is E.MALFORMED
+        assert pen_refuses(pen, SetDepth, L.DEPTH_MAX_UM + 10, 1) is E.DEPTH_OUT_OF_RANGE
         cap.wait_for(lambda: len(cap.telemetry()) > 50, 2.0, "telemetry while running")
         pen.stop()
         pen.wait_run_end(run_id, timeout=2)
@@ -304,7 +304,10 @@ def test_hazard_7_calibration_tampering_refused(pen: Pen) -> None:
     crc = calibration_crc(*fields)
     assert pen_refuses(pen, CalWrite, *fields, crc ^ 1) is E.CALIBRATION_CRC_MISMATCH
     too_big = (active.version, L.CAL_GAIN_PPM_LIMIT + 1, 0, 0, 0, active.counter + 1)
-    assert pen_refuses(pen, CalWrite, *too_big, calibration_crc(*too_big)) is E.MALFORMED
+    assert (
+        pen_refuses(pen, CalWrite, *too_big, calibration_crc(*too_big))
+        is E.CALIBRATION_OUT_OF_RANGE
+    )
     assert isinstance(raw(pen, CalWrite, *fields, crc), Ack)
     assert pen_refuses(pen, CalCommit, crc ^ 1) is E.CALIBRATION_CRC_MISMATCH
     old = (active.version, 0, 0, 0, active.written_at, active.counter)  # not newer: a downgrade

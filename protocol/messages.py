@@ -230,6 +230,7 @@ class SimParam(IntEnum):
 
 
 _CMD = "host's number for this command, echoed by the reply"
+_CAL_RANGE = ErrorCode.CALIBRATION_OUT_OF_RANGE
 
 
 # ---------------------------------------------------------------------------------------------
@@ -456,23 +457,42 @@ class SetDepth(Message, msg_id=0x03, kind=Kind.COMMAND, reply=Ack):
     """Move the needle stop. 0 retracts; otherwise DEPTH_MIN_UM..DEPTH_MAX_UM."""
 
     cmd_id: int = field("u32", doc=_CMD)
-    depth_um: int = field("u16", hi=L.DEPTH_MAX_UM, unit="µm")
+    depth_um: int = field("u16", hi=L.DEPTH_MAX_UM, unit="µm", refuse=ErrorCode.DEPTH_OUT_OF_RANGE)
     soft_cap_override: int = field("u8", hi=1, doc="1 allows depths above the soft cap")
 
 
 class SetRate(Message, msg_id=0x04, kind=Kind.COMMAND, reply=Ack):
     cmd_id: int = field("u32", doc=_CMD)
-    rate_sps: int = field("u8", lo=L.RATE_MIN_SPS, hi=L.RATE_MAX_SPS, unit="strokes/s")
+    rate_sps: int = field(
+        "u8",
+        lo=L.RATE_MIN_SPS,
+        hi=L.RATE_MAX_SPS,
+        unit="strokes/s",
+        refuse=ErrorCode.RATE_OUT_OF_RANGE,
+    )
 
 
 class Run(Message, msg_id=0x05, kind=Kind.COMMAND, reply=Ack):
     """Start needling at the set depth and rate; Ack.value is the run id."""
 
     cmd_id: int = field("u32", doc=_CMD)
-    area: int = field("u8", lo=1, hi=len(L.Area), doc="treatment area (limits.Area)")
+    area: int = field(
+        "u8", lo=1, hi=len(L.Area), doc="treatment area (Area)", refuse=ErrorCode.UNKNOWN_AREA
+    )
     mode: RunMode = field("u8", enum=RunMode)
-    strokes: int = field("u32", hi=L.STROKES_MAX, doc="stroke bound (STROKES mode)")
-    duration_ms: int = field("u32", hi=L.RUN_DURATION_MAX_MS, unit="ms", doc="DURATION mode")
+    strokes: int = field(
+        "u32",
+        hi=L.STROKES_MAX,
+        doc="stroke bound (STROKES mode)",
+        refuse=ErrorCode.STROKES_OUT_OF_RANGE,
+    )
+    duration_ms: int = field(
+        "u32",
+        hi=L.RUN_DURATION_MAX_MS,
+        unit="ms",
+        doc="DURATION mode",
+        refuse=ErrorCode.DURATION_OUT_OF_RANGE,
+    )
 
 
 class Stop(Message, msg_id=0x06, kind=Kind.COMMAND, reply=Ack):
@@ -493,12 +513,24 @@ class Heartbeat(Message, msg_id=0x08, kind=Kind.HOST_NOTIFY):
 
 class SetWatchdog(Message, msg_id=0x09, kind=Kind.COMMAND, reply=Ack):
     cmd_id: int = field("u32", doc=_CMD)
-    timeout_ms: int = field("u16", lo=L.HEARTBEAT_MIN_MS, hi=L.HEARTBEAT_MAX_MS, unit="ms")
+    timeout_ms: int = field(
+        "u16",
+        lo=L.HEARTBEAT_MIN_MS,
+        hi=L.HEARTBEAT_MAX_MS,
+        unit="ms",
+        refuse=ErrorCode.WATCHDOG_OUT_OF_RANGE,
+    )
 
 
 class SetTelemetry(Message, msg_id=0x0A, kind=Kind.COMMAND, reply=Ack):
     cmd_id: int = field("u32", doc=_CMD)
-    rate_hz: int = field("u16", hi=L.TELEMETRY_MAX_HZ, unit="Hz", doc="0 stops the stream")
+    rate_hz: int = field(
+        "u16",
+        hi=L.TELEMETRY_MAX_HZ,
+        unit="Hz",
+        doc="0 stops the stream",
+        refuse=ErrorCode.TELEMETRY_OUT_OF_RANGE,
+    )
 
 
 class GetCartridge(Message, msg_id=0x0B, kind=Kind.COMMAND, reply=CartridgeInfo):
@@ -515,9 +547,15 @@ class CalWrite(Message, msg_id=0x0D, kind=Kind.COMMAND, reply=Ack):
 
     cmd_id: int = field("u32", doc=_CMD)
     version: int = field("u8")
-    depth_gain_ppm: int = field("i32", lo=-L.CAL_GAIN_PPM_LIMIT, hi=L.CAL_GAIN_PPM_LIMIT)
-    depth_offset_um: int = field("i16", lo=-L.CAL_OFFSET_UM_LIMIT, hi=L.CAL_OFFSET_UM_LIMIT)
-    rate_gain_ppm: int = field("i32", lo=-L.CAL_GAIN_PPM_LIMIT, hi=L.CAL_GAIN_PPM_LIMIT)
+    depth_gain_ppm: int = field(
+        "i32", lo=-L.CAL_GAIN_PPM_LIMIT, hi=L.CAL_GAIN_PPM_LIMIT, refuse=_CAL_RANGE
+    )
+    depth_offset_um: int = field(
+        "i16", lo=-L.CAL_OFFSET_UM_LIMIT, hi=L.CAL_OFFSET_UM_LIMIT, refuse=_CAL_RANGE
+    )
+    rate_gain_ppm: int = field(
+        "i32", lo=-L.CAL_GAIN_PPM_LIMIT, hi=L.CAL_GAIN_PPM_LIMIT, refuse=_CAL_RANGE
+    )
     written_at: int = field("u32", unit="s since 1970-01-01")
     counter: int = field("u32")
     crc: int = field("u32", doc="calibration_crc() of the fields above")

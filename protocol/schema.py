@@ -24,7 +24,7 @@ from enum import IntEnum
 from operator import itemgetter
 from typing import Any, ClassVar, dataclass_transform
 
-from .errors import LocalProtocolError, RemoteProtocolError
+from .errors import FieldOutOfRange, LocalProtocolError, RemoteProtocolError
 
 __all__ = [
     "REGISTRY",
@@ -72,6 +72,14 @@ class Field:
     enum: type[IntEnum] | None = None
     size: int = 0  # bytes, for "str" (NUL padded ASCII) and "bytes" (exactly this many)
     name: str = ""
+    refuse: IntEnum | None = None  # a command field out of range is answered with this code
+
+    def out_of_range(self, value: int) -> int:
+        """The bound ``value`` breaks: the lower when below, the upper when above (0 for a
+        value that is no member of the field's enumeration)."""
+        if self.enum is not None:
+            return 0
+        return self.lo if value < self.lo else self.hi
 
     @property
     def struct_code(self) -> str:
@@ -100,11 +108,17 @@ def field(
     doc: str = "",
     enum: type[IntEnum] | None = None,
     size: int = 0,
+    refuse: IntEnum | None = None,
 ) -> Any:
-    """Declare a message field. Ranges default to the wire type's full range."""
+    """Declare a message field. Ranges default to the wire type's full range.
+
+    ``refuse`` names the error code a pen answers when a command arrives with this field out
+    of range (``DEPTH_OUT_OF_RANGE`` for a depth), so a well-formed command asking for too
+    much is refused for what it asked, not as ``MALFORMED``.
+    """
     if kind in _SIZED:
-        if size <= 0:
-            raise ValueError(f"a {kind} field needs size=")
+        if size <= 0 or refuse is not None:
+            raise ValueError(f"a {kind} field needs size= and cannot be out of range")
         return Field(kind, 0, size, unit, doc, None, size)
     if kind not in _RANGES:
         raise ValueError(f"unknown field kind {kind!r}; valid: {', '.join(_RANGES)}, str")
@@ -116,7 +130,7 @@ def field(
     hi = thi if hi is None else hi
     if not tlo <= lo <= hi <= thi:
         raise ValueError(f"range {lo}..{hi} does not fit {kind}")
-    return Field(kind, lo, hi, unit, doc, enum, 0)
+    return Field(kind, lo, hi, unit, doc, enum, 0, refuse=refuse)
 
 
 REGISTRY: dict[int, type[Message]] = {}
@@ -214,21 +228,30 @@ def _collect_fields(cls: type) -> Iterator[Field]:
 
 
 def _check_expr(f: Field, var: str, error: str) -> list[str]:
-    """Source lines that validate one value ``var`` and raise ``error`` naming the limit."""
+    """Source lines that validate one value ``var`` and raise ``error`` naming the limit.
+
+    A decoded value out of range raises :class:`FieldOutOfRange` (built by ``_range``), which
+    carries the field, the value, the bound and the declared refusal code."""
     if f.kind in _SIZED:
         return []
+    remote = error == "_Remote"
     if f.enum is not None:
+        text = f"f'{{_N}}.{f.name} = {{{var}!r}} is not a {f.enum.__name__} ({f.describe_range()})'"
+        raise_it = f"_range(_F_{f.name}, _N, {var}, {text})" if remote else f"{error}({text})"
         return [
             f"    try: {var} = _E_{f.name}[{var}]",
-            f"    except (KeyError, TypeError): raise {error}("
-            f"f'{{_N}}.{f.name} = {{{var}!r}} is not a {f.enum.__name__} "
-            f"({f.describe_range()})') from None",
+            f"    except (KeyError, TypeError): raise {raise_it} from None",
         ]
-    return [
-        f"    if not ({f.lo} <= {var} <= {f.hi}):",
-        f"        raise {error}(f'{{_N}}.{f.name} = {{{var}!r}} outside {f.lo}–{f.hi}"
-        f"{(' ' + f.unit) if f.unit else ''}')",
-    ]
+    text = (
+        f"f'{{_N}}.{f.name} = {{{var}!r}} outside {f.lo}–{f.hi}{(' ' + f.unit) if f.unit else ''}'"
+    )
+    raise_it = f"_range(_F_{f.name}, _N, {var}, {text})" if remote else f"{error}({text})"
+    return [f"    if not ({f.lo} <= {var} <= {f.hi}):", f"        raise {raise_it}"]
+
+
+def _range(f: Field, owner: str, value: int, text: str) -> FieldOutOfRange:
+    refusal = 0 if f.refuse is None else int(f.refuse)
+    return FieldOutOfRange(owner, f.name, value, f.out_of_range(value), refusal, text)
 
 
 def _generate(cls: type[Message]) -> None:
@@ -244,8 +267,10 @@ def _generate(cls: type[Message]) -> None:
         "_check_str": _check_str,
         "_decode_str": _decode_str,
         "_check_bytes": _check_bytes,
+        "_range": _range,
     }
     for f in cls.FIELDS:
+        ns[f"_F_{f.name}"] = f
         if f.enum is not None:
             ns[f"_E_{f.name}"] = dict(f.enum._value2member_map_)
     # constructor: validates every field
@@ -353,7 +378,8 @@ def schema_hash(registry: dict[int, type[Message]] | None = None) -> int:
         parts = [f"{msg_id}:{cls.__name__}:{cls.KIND.name}"]
         for f in cls.FIELDS:
             members = ",".join(f"{m.name}={m.value}" for m in f.enum) if f.enum else ""
-            parts.append(f"{f.name}:{f.kind}:{f.lo}:{f.hi}:{f.size}:{members}")
+            refuse = "" if f.refuse is None else str(int(f.refuse))
+            parts.append(f"{f.name}:{f.kind}:{f.lo}:{f.hi}:{f.size}:{members}:{refuse}")
         text.append("|".join(parts))
     digest = hashlib.sha256("\n".join(text).encode()).digest()
     return int.from_bytes(digest[:4], "little")

@@ -25,7 +25,17 @@ from enum import Enum
 from typing import Any
 
 from micropen.protocol import limits as L
-from micropen.protocol.errors import MicropenError
+from micropen.protocol.behaviour import (
+    ALLOWED_STATES,
+    NEVER_CACHED,
+    NO_HANDSHAKE_NEEDED,
+    NO_PAIRING_NEEDED,
+    TRANSITIONS,
+    Trigger,
+    allowed_states_markdown,
+    state_diagram,
+)
+from micropen.protocol.errors import FieldOutOfRange, MicropenError, RemoteProtocolError
 from micropen.protocol.events import BadMessage, Connected, MessageReceived
 from micropen.protocol.link import Link, Role
 from micropen.protocol.messages import (
@@ -135,119 +145,15 @@ class BootReason(int, Enum):
     UPDATE = 3  # the firmware reset itself to test-boot a new image
 
 
-class Trigger(Enum):
-    """What moves the firmware from one state to another."""
-
-    SELF_TEST_PASSED = "self-test passed"
-    RUN = "Run accepted"
-    STOP = "run ended: Stop, target reached, cartridge limit"
-    RETRACTED = "needles home"
-    FAULT = "fault, emergency stop, watchdog"
-    CLEAR = "ClearFault, cause gone"
-    RESET = "power cycle, brown-out"
-
-
-S, T = PenState, Trigger
-TRANSITIONS: dict[tuple[PenState, Trigger], PenState] = {
-    (S.BOOT, T.SELF_TEST_PASSED): S.IDLE,
-    (S.BOOT, T.FAULT): S.FAULT,
-    (S.IDLE, T.RUN): S.RUNNING,
-    (S.RUNNING, T.STOP): S.STOPPING,
-    (S.STOPPING, T.RETRACTED): S.IDLE,
-    (S.IDLE, T.FAULT): S.FAULT,
-    (S.RUNNING, T.FAULT): S.FAULT,
-    (S.STOPPING, T.FAULT): S.FAULT,
-    (S.FAULT, T.FAULT): S.FAULT,
-    (S.FAULT, T.CLEAR): S.IDLE,
-    **{(state, T.RESET): S.BOOT for state in PenState},
-}  # BOOTLOADER is the bootloader's, swapping images before this firmware starts
-
-_ANY = frozenset(PenState)
-_WORKING = frozenset({S.IDLE, S.RUNNING, S.STOPPING, S.FAULT})
-_AT_REST = frozenset({S.IDLE, S.FAULT})
-ALLOWED_STATES: dict[type[Message], frozenset[PenState]] = {
-    Hello: _ANY,
-    GetStatus: _ANY,
-    Stop: _ANY,
-    EmergencyStop: _ANY,
-    ClearFault: _ANY,
-    OpenSession: _ANY,
-    SetDepth: _WORKING,
-    SetRate: _WORKING,
-    Run: frozenset({S.IDLE}),
-    SetWatchdog: _WORKING,
-    SetTelemetry: _WORKING,
-    GetCartridge: _WORKING,
-    CalRead: _WORKING,
-    CalWrite: _AT_REST,
-    CalCommit: _AT_REST,
-    SimSet: _WORKING,
-    SimGet: _WORKING,
-    SimMountCartridge: _WORKING,
-    # firmware update: never while needles move
-    FwBegin: _AT_REST,
-    FwChunk: _AT_REST,
-    FwFinish: _AT_REST,
-    FwTestBoot: _AT_REST,
-    FwConfirm: _AT_REST,
-    FwGetSlot: _ANY,
-    # pairing: asking needs the button pressed (pairing mode); listing and revoking a paired host
-    PairRequest: _AT_REST,
-    PairConfirm: _AT_REST,
-    GetPairing: _ANY,
-    Unpair: _ANY,
-    # entering needs IDLE (checked by the handler); leaving is always allowed
-    SetServiceMode: _ANY,
-}
-# Deny by default, part two: on a link epoch not authenticated by a paired host only these are
-# obeyed (read identity and status, stop, ask to pair); the rest get NOT_AUTHORIZED.
-NO_PAIRING_NEEDED = frozenset(
-    {Hello, OpenSession, GetStatus, GetCartridge, CalRead, FwGetSlot, SimGet, Stop,
-     EmergencyStop, PairRequest, PairConfirm}
-)  # fmt: skip
 AUTH_HOLD_S = 2.0  # a paired host heard from this recently has a live link
 AUTH_BURST = 8  # frames failing authentication within a second that make a security event
-# Deny by default: before a Hello on the current link epoch only these are obeyed (stopping
-# is always safe, whoever asks).
-NO_HANDSHAKE_NEEDED = frozenset({Hello, Stop, EmergencyStop})
-# Never answered from the reply cache: the handshake, and the stops, which are idempotent and
-# must act every time they arrive (a cached "Ack" standing in for a Stop would leave the needles
-# running).
-NEVER_CACHED = frozenset({Hello, OpenSession, Stop, EmergencyStop})
+S = PenState
 _ACTIVE_STATES = frozenset({S.RUNNING, S.STOPPING})
 _RUN_OUTCOME_FOR_FAULT = {
     FaultCode.EMERGENCY_STOP: RunOutcome.EMERGENCY_STOP,
     FaultCode.WATCHDOG: RunOutcome.WATCHDOG,
 }
-del S, T
-
-
-def state_diagram() -> str:
-    """Mermaid source of the state machine, drawn from :data:`TRANSITIONS`."""
-    lines = ["stateDiagram-v2", "    [*] --> BOOT"]
-    resets = [s for (s, trig) in TRANSITIONS if trig is Trigger.RESET]
-    for (state, trig), target in TRANSITIONS.items():
-        if trig is not Trigger.RESET:
-            lines.append(f"    {state.name} --> {target.name}: {trig.value}")
-    lines.append(f"    note right of BOOT: {Trigger.RESET.value} from any state → BOOT")
-    lines.append("    note left of BOOTLOADER: the bootloader swapping images (link silent)")
-    assert len(resets) == len(PenState)
-    return "\n".join(lines)
-
-
-def allowed_states_markdown() -> str:
-    """The command/state table of docs/simulator.md, drawn from :data:`ALLOWED_STATES`."""
-    states = [s for s in PenState if s is not PenState.BOOT]
-    rows = [
-        "| command | " + " | ".join(s.name for s in states) + " | before Hello | unpaired |",
-        "|---|" + "---|" * (len(states) + 2),
-    ]
-    for cls, allowed in ALLOWED_STATES.items():
-        cells = ["yes" if s in allowed else "—" for s in states]
-        early = "yes" if cls in NO_HANDSHAKE_NEEDED else "NOT_CONNECTED"
-        unpaired = "yes" if cls in NO_PAIRING_NEEDED else "NOT_AUTHORIZED"
-        rows.append(f"| `{cls.__name__}` | " + " | ".join(cells) + f" | {early} | {unpaired} |")
-    return "\n".join(rows)
+del S
 
 
 @dataclass(frozen=True, slots=True)
@@ -808,7 +714,7 @@ class Firmware:
             if isinstance(event, MessageReceived):
                 self._on_message(event.message, t)
             elif isinstance(event, BadMessage):
-                self._on_bad_message(event.payload, t)
+                self._on_bad_message(event.payload, event.error, t)
             elif isinstance(event, Connected):  # a new epoch: handshake and session anew
                 self._handshake_epoch = self._session_epoch = None
                 if self.service.held and self.service.session is None:
@@ -894,11 +800,18 @@ class Firmware:
         assert self._deferred is not None  # called from a command handler
         self._deferred.extend((message, False) for message in held)
 
-    def _on_bad_message(self, payload: bytes, t: float) -> None:
+    def _on_bad_message(self, payload: bytes, error: RemoteProtocolError, t: float) -> None:
+        """A command the schema refuses. A field out of range that declares its refusal is
+        answered with that code, the value and the bound (``Run`` for area 12 is
+        ``UNKNOWN_AREA``, not ``MALFORMED``); the first such field in declared order wins."""
         cmd_id = int.from_bytes(payload[1:5], "little") if len(payload) >= 5 else 0
+        if isinstance(error, FieldOutOfRange) and error.refusal:
+            refusal = ErrorCode(error.refusal)
+            self._notify(Nak(cmd_id, refusal, i32(error.value), i32(error.limit)), t)
+            return
         known = bool(payload) and payload[0] in REGISTRY
-        error = ErrorCode.MALFORMED if known else ErrorCode.UNKNOWN_COMMAND
-        self._notify(Nak(cmd_id, error, payload[0] if payload else 0, 0), t)
+        code = ErrorCode.MALFORMED if known else ErrorCode.UNKNOWN_COMMAND
+        self._notify(Nak(cmd_id, code, payload[0] if payload else 0, 0), t)
 
     def _on_message(self, m: Message, t: float) -> None:
         kind = m.KIND

@@ -62,7 +62,7 @@ from micropen.protocol.messages import (
     Unpair,
     calibration_crc,
 )
-from micropen.protocol.schema import Kind, schema_hash
+from micropen.protocol.schema import Kind, Message, schema_hash
 from micropen.sim.pen import SimConfig, SimulatedPen
 
 CHEEKS = int(L.Area.CHEEKS)
@@ -159,10 +159,48 @@ def test_every_command_gets_its_declared_reply_or_a_nak(cls: type) -> None:
 def test_valid_crc_invalid_content_is_nakked_malformed_with_its_cmd_id() -> None:
     host = Host(seed=1)
     host.ready()
-    body = struct.pack("<IHB", 4242, 9999, 0)  # SetDepth depth 9999 µm: outside the field range
+    body = struct.pack("<IHBB", 4242, 1000, 0, 0)  # SetDepth with a byte too many
     reply = host.request(Raw(bytes((SetDepth.ID,)) + body))
     assert isinstance(reply, Nak) and reply.cmd_id == 4242
-    assert reply.error is ErrorCode.MALFORMED
+    assert (reply.error, reply.value) == (ErrorCode.MALFORMED, SetDepth.ID)
+
+
+_STROKES_LIMIT = (ErrorCode.STROKES_OUT_OF_RANGE, 1_000_001, 1_000_000)
+_DURATION_LIMIT = (ErrorCode.DURATION_OUT_OF_RANGE, 1_800_001, 1_800_000)
+_BIG_STROKES = (ErrorCode.STROKES_OUT_OF_RANGE, -1, 1_000_000)
+
+
+@pytest.mark.parametrize(
+    ("cls", "layout", "values", "expected"),
+    [
+        (SetDepth, "<IHB", (4242, 9999, 0), (ErrorCode.DEPTH_OUT_OF_RANGE, 9999, 2500)),
+        (SetRate, "<IB", (4242, 49), (ErrorCode.RATE_OUT_OF_RANGE, 49, 50)),
+        (SetRate, "<IB", (4242, 151), (ErrorCode.RATE_OUT_OF_RANGE, 151, 150)),
+        (Run, "<IBBII", (4242, 10, 0, 10, 0), (ErrorCode.UNKNOWN_AREA, 10, 9)),
+        (Run, "<IBBII", (4242, 0, 0, 10, 0), (ErrorCode.UNKNOWN_AREA, 0, 1)),
+        (Run, "<IBBII", (4242, 2, 0, 1_000_001, 0), _STROKES_LIMIT),
+        (Run, "<IBBII", (4242, 2, 1, 0, 1_800_001), _DURATION_LIMIT),
+        (SetWatchdog, "<IH", (4242, 99), (ErrorCode.WATCHDOG_OUT_OF_RANGE, 99, 100)),
+        (SetWatchdog, "<IH", (4242, 2001), (ErrorCode.WATCHDOG_OUT_OF_RANGE, 2001, 2000)),
+        (SetTelemetry, "<IH", (4242, 1001), (ErrorCode.TELEMETRY_OUT_OF_RANGE, 1001, 1000)),
+        # several fields out of range: the first in declared order is the one answered
+        (Run, "<IBBII", (4242, 10, 0, 2_000_000, 0), (ErrorCode.UNKNOWN_AREA, 10, 9)),
+        # a u32 beyond i32 travels in Nak.value as its bit pattern
+        (Run, "<IBBII", (4242, 2, 0, 0xFFFF_FFFF, 0), _BIG_STROKES),
+        # an enum declares no typed code: MALFORMED, naming the message
+        (Run, "<IBBII", (4242, 2, 7, 10, 0), (ErrorCode.MALFORMED, Run.ID, 0)),
+    ],
+)
+def test_a_field_out_of_its_wire_range_is_refused_with_its_typed_code(
+    cls: type[Message], layout: str, values: tuple[int, ...], expected: tuple[int, int, int]
+) -> None:
+    """docs/protocol.md: an out-of-range field is answered with its typed code, the value and
+    the bound it broke (spec numbers stated literally), not as a malformed message."""
+    host = Host(seed=1)
+    host.ready()
+    reply = host.request(Raw(bytes((cls.ID,)) + struct.pack(layout, *values)))
+    assert isinstance(reply, Nak) and reply.cmd_id == 4242
+    assert (reply.error, reply.value, reply.limit) == expected
 
 
 def test_unknown_message_id_is_unknown_command() -> None:

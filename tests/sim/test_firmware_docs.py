@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from micropen.protocol.behaviour import TRANSITIONS, allowed_states_markdown, state_diagram
 from micropen.protocol.messages import SimParam
 from micropen.sim.faults import param_table_markdown
-from micropen.sim.firmware import TRANSITIONS, allowed_states_markdown, state_diagram
 
 DOC = Path(__file__).resolve().parents[2] / "docs" / "simulator.md"
 
