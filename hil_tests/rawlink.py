@@ -19,6 +19,7 @@ from urllib.parse import urlsplit
 import serial
 
 from micropen.host.pairing import HostKeys
+from micropen.host.transports.nodelay import set_nodelay_on_port
 from micropen.protocol.events import Connected, LinkLost, MessageReceived, PeerReset
 from micropen.protocol.link import Link, Role
 from micropen.protocol.messages import PROTOCOL_VERSION, Ack, Hello, Identity, OpenSession
@@ -69,6 +70,7 @@ class RawLink:
         if target is None:
             raise ValueError(f"{url!r} is not a serial or socket pen URL")
         self._port: Any = serial.serial_for_url(target, baudrate=baud, timeout=POLL_S)
+        set_nodelay_on_port(self._port)
         self.keys = keys
         self.link = Link(
             Role.HOST, rng=random.Random(), pairing=None if keys is None else keys.lookup

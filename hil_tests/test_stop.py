@@ -22,6 +22,7 @@ from micropen.hil_tests.drive import (
 )
 from micropen.host import Pen
 from micropen.protocol import limits as L
+from micropen.protocol import timing as T
 from micropen.protocol.messages import (
     EventCode,
     FaultCode,
@@ -30,7 +31,7 @@ from micropen.protocol.messages import (
 )
 
 TELEMETRY_HZ = L.TELEMETRY_MAX_HZ  # 1 ms resolution for the retract measurement
-ESTOP_ACK_LIMIT_MS = 20.0
+ESTOP_ACK_LIMIT_MS = float(T.ESTOP_ACK_MAX_MS)
 ESTOP_ROUNDS = 8
 OVERRIDE = "HIL: deepest setting, the longest retract"
 

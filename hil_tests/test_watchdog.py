@@ -19,9 +19,10 @@ from micropen.hil_tests.capture import capture
 from micropen.hil_tests.drive import HOME_UM, start_run, wait_in_position
 from micropen.host import Pen
 from micropen.protocol import limits as L
+from micropen.protocol import timing as T
 from micropen.protocol.messages import EventCode, FaultCode, PenState, RunOutcome
 
-WATCHDOG_MARGIN_MS = 20
+WATCHDOG_MARGIN_MS = T.WATCHDOG_MARGIN_MS
 TELEMETRY_HZ = L.TELEMETRY_MAX_HZ
 
 

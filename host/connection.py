@@ -28,6 +28,7 @@ from dataclasses import dataclass
 from typing import Any, TypeVar
 
 from micropen.protocol import limits as L
+from micropen.protocol import timing as T
 from micropen.protocol.errors import MicropenError
 from micropen.protocol.messages import (
     PROTOCOL_VERSION,
@@ -97,8 +98,9 @@ __all__ = ["AsyncPen", "ConnectionNotice"]
 log = logging.getLogger("micropen.host")
 M = TypeVar("M", bound=Message)
 
-HANDSHAKE_TIMEOUT = 2.0
-STOP_TIMEOUT_S = 1.0  # an urgent Stop is answered in milliseconds; past this, the watchdog
+HANDSHAKE_TIMEOUT = T.HOST_HANDSHAKE_TIMEOUT_S
+# an urgent Stop is answered in milliseconds; past this, the pen's watchdog is the backstop
+STOP_TIMEOUT_S = T.HOST_STOP_TIMEOUT_S
 REPORT_AFTER_STOP_S = 2.0  # the run report follows the Stop's Ack at once
 RUN_REPORT_GRACE_S = 2.0  # beyond the pen's watchdog, how long a run's waiters wait for a link
 RATE_WATCH_HZ = 20  # telemetry the host turns on for run() when it is off: its rate check
@@ -126,7 +128,7 @@ class AsyncPen:
         transport: Transport,
         *,
         url: str,
-        command_timeout: float = 2.0,
+        command_timeout: float = T.HOST_COMMAND_TIMEOUT_S,
         reconnect: bool = True,
         recorder: Any = None,
         open_session: bool = True,

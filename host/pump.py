@@ -17,6 +17,7 @@ import math
 from collections.abc import Callable
 
 from micropen.protocol import limits as L
+from micropen.protocol import timing as T
 from micropen.protocol.errors import LocalProtocolError, MicropenError
 from micropen.protocol.events import BadMessage, Connected, LinkLost, MessageReceived, PeerReset
 from micropen.protocol.link import Link, Role
@@ -30,8 +31,8 @@ __all__ = ["LinkDown", "LinkPump", "NotRecorded"]
 
 log = logging.getLogger("micropen.host")
 
-LIVENESS_TIMEOUT = 0.75  # the host notices a dead link within 1 s
-ACK_DELAY = 0.004
+LIVENESS_TIMEOUT = T.HOST_LIVENESS_TIMEOUT_S  # the host notices a dead link within 1 s
+ACK_DELAY = T.HOST_ACK_DELAY_S
 TICK_MAX_S = 0.1  # the ticker looks at the link at least this often
 TIMER_SLACK_S = 1e-6  # past a deadline, not a hair before it (float deadlines, quantized clocks)
 BAD_MESSAGE_LOG_EVERY_S = 10.0
@@ -89,7 +90,7 @@ class LinkPump:
 
     def set_watchdog(self, ms: int) -> None:
         """The pen's watchdog: heartbeats go four times within it."""
-        self.heartbeat_interval = ms / 4000
+        self.heartbeat_interval = ms / 1000 / T.HEARTBEATS_PER_WATCHDOG
 
     # ------------------------------------------------------------------ sending
     def new_epoch(self) -> None:

@@ -52,7 +52,12 @@ class PendingRequests:
         self.counters = counters  # commands, late_replies, mismatched_replies
 
     def new_id(self) -> int:
-        return next(self._ids) & 0xFFFF_FFFF
+        """The next command number; 0 is reserved (the pen answers a message too short to
+        carry a number with cmd_id 0), so the count skips it when it wraps."""
+        while True:
+            cmd_id = next(self._ids) & 0xFFFF_FFFF
+            if cmd_id:
+                return cmd_id
 
     def add(self, message: Message, urgent: bool) -> asyncio.Future[Message]:
         """Register ``message`` (its ``cmd_id`` from :meth:`new_id`) before it is sent."""

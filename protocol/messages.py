@@ -230,6 +230,7 @@ class SimParam(IntEnum):
 
 
 _CMD = "host's number for this command, echoed by the reply"
+_CMD_ID = "host's number for this command (never 0: reserved), echoed by the reply"
 _CAL_RANGE = ErrorCode.CALIBRATION_OUT_OF_RANGE
 
 
@@ -444,25 +445,25 @@ class FwSlot(Message, msg_id=0x4C, kind=Kind.REPLY):
 class Hello(Message, msg_id=0x01, kind=Kind.COMMAND, reply=Identity):
     """Handshake. Layout frozen forever; a schema mismatch is answered by a Nak."""
 
-    cmd_id: int = field("u32", doc=_CMD)
+    cmd_id: int = field("u32", lo=1, doc=_CMD_ID)
     protocol_version: int = field("u16")
     schema_hash: int = field("u32")
 
 
 class GetStatus(Message, msg_id=0x02, kind=Kind.COMMAND, reply=Status):
-    cmd_id: int = field("u32", doc=_CMD)
+    cmd_id: int = field("u32", lo=1, doc=_CMD_ID)
 
 
 class SetDepth(Message, msg_id=0x03, kind=Kind.COMMAND, reply=Ack):
     """Move the needle stop. 0 retracts; otherwise DEPTH_MIN_UM..DEPTH_MAX_UM."""
 
-    cmd_id: int = field("u32", doc=_CMD)
+    cmd_id: int = field("u32", lo=1, doc=_CMD_ID)
     depth_um: int = field("u16", hi=L.DEPTH_MAX_UM, unit="µm", refuse=ErrorCode.DEPTH_OUT_OF_RANGE)
     soft_cap_override: int = field("u8", hi=1, doc="1 allows depths above the soft cap")
 
 
 class SetRate(Message, msg_id=0x04, kind=Kind.COMMAND, reply=Ack):
-    cmd_id: int = field("u32", doc=_CMD)
+    cmd_id: int = field("u32", lo=1, doc=_CMD_ID)
     rate_sps: int = field(
         "u8",
         lo=L.RATE_MIN_SPS,
@@ -475,7 +476,7 @@ class SetRate(Message, msg_id=0x04, kind=Kind.COMMAND, reply=Ack):
 class Run(Message, msg_id=0x05, kind=Kind.COMMAND, reply=Ack):
     """Start needling at the set depth and rate; Ack.value is the run id."""
 
-    cmd_id: int = field("u32", doc=_CMD)
+    cmd_id: int = field("u32", lo=1, doc=_CMD_ID)
     area: int = field(
         "u8", lo=1, hi=len(L.Area), doc="treatment area (Area)", refuse=ErrorCode.UNKNOWN_AREA
     )
@@ -496,13 +497,13 @@ class Run(Message, msg_id=0x05, kind=Kind.COMMAND, reply=Ack):
 
 
 class Stop(Message, msg_id=0x06, kind=Kind.COMMAND, reply=Ack):
-    cmd_id: int = field("u32", doc=_CMD)
+    cmd_id: int = field("u32", lo=1, doc=_CMD_ID)
 
 
 class EmergencyStop(Message, msg_id=0x07, kind=Kind.COMMAND, reply=Ack):
     """Motor off and needles home at once; latches a fault until ClearFault."""
 
-    cmd_id: int = field("u32", doc=_CMD)
+    cmd_id: int = field("u32", lo=1, doc=_CMD_ID)
 
 
 class Heartbeat(Message, msg_id=0x08, kind=Kind.HOST_NOTIFY):
@@ -512,7 +513,7 @@ class Heartbeat(Message, msg_id=0x08, kind=Kind.HOST_NOTIFY):
 
 
 class SetWatchdog(Message, msg_id=0x09, kind=Kind.COMMAND, reply=Ack):
-    cmd_id: int = field("u32", doc=_CMD)
+    cmd_id: int = field("u32", lo=1, doc=_CMD_ID)
     timeout_ms: int = field(
         "u16",
         lo=L.HEARTBEAT_MIN_MS,
@@ -523,7 +524,7 @@ class SetWatchdog(Message, msg_id=0x09, kind=Kind.COMMAND, reply=Ack):
 
 
 class SetTelemetry(Message, msg_id=0x0A, kind=Kind.COMMAND, reply=Ack):
-    cmd_id: int = field("u32", doc=_CMD)
+    cmd_id: int = field("u32", lo=1, doc=_CMD_ID)
     rate_hz: int = field(
         "u16",
         hi=L.TELEMETRY_MAX_HZ,
@@ -534,18 +535,18 @@ class SetTelemetry(Message, msg_id=0x0A, kind=Kind.COMMAND, reply=Ack):
 
 
 class GetCartridge(Message, msg_id=0x0B, kind=Kind.COMMAND, reply=CartridgeInfo):
-    cmd_id: int = field("u32", doc=_CMD)
+    cmd_id: int = field("u32", lo=1, doc=_CMD_ID)
 
 
 class CalRead(Message, msg_id=0x0C, kind=Kind.COMMAND, reply=CalData):
-    cmd_id: int = field("u32", doc=_CMD)
+    cmd_id: int = field("u32", lo=1, doc=_CMD_ID)
     bank: CalBank = field("u8", enum=CalBank)
 
 
 class CalWrite(Message, msg_id=0x0D, kind=Kind.COMMAND, reply=Ack):
     """Write the staging bank. Nothing changes in use until CalCommit."""
 
-    cmd_id: int = field("u32", doc=_CMD)
+    cmd_id: int = field("u32", lo=1, doc=_CMD_ID)
     version: int = field("u8")
     depth_gain_ppm: int = field(
         "i32", lo=-L.CAL_GAIN_PPM_LIMIT, hi=L.CAL_GAIN_PPM_LIMIT, refuse=_CAL_RANGE
@@ -564,12 +565,12 @@ class CalWrite(Message, msg_id=0x0D, kind=Kind.COMMAND, reply=Ack):
 class CalCommit(Message, msg_id=0x0E, kind=Kind.COMMAND, reply=Ack):
     """Make the staging bank active if its CRC matches ``crc`` and its counter is newer."""
 
-    cmd_id: int = field("u32", doc=_CMD)
+    cmd_id: int = field("u32", lo=1, doc=_CMD_ID)
     crc: int = field("u32")
 
 
 class ClearFault(Message, msg_id=0x0F, kind=Kind.COMMAND, reply=Ack):
-    cmd_id: int = field("u32", doc=_CMD)
+    cmd_id: int = field("u32", lo=1, doc=_CMD_ID)
 
 
 class OpenSession(Message, msg_id=0x10, kind=Kind.COMMAND, reply=Ack):
@@ -579,7 +580,7 @@ class OpenSession(Message, msg_id=0x10, kind=Kind.COMMAND, reply=Ack):
     ``cmd_id``. Ack.value is 1 when the pen still holds this session's cache (the host may
     re-send its unanswered commands), 0 when the session is new to this boot (it may not)."""
 
-    cmd_id: int = field("u32", doc=_CMD)
+    cmd_id: int = field("u32", lo=1, doc=_CMD_ID)
     session: int = field("u32", lo=1, doc="random per host session, kept across reconnects")
 
 
@@ -591,7 +592,7 @@ class FwBegin(Message, msg_id=0x11, kind=Kind.COMMAND, reply=FwProgress):
     in progress resume it (``next_offset`` says where); anything else erases the slot and
     starts at 0. Refused before any erase when too large or older than the pen's counter."""
 
-    cmd_id: int = field("u32", doc=_CMD)
+    cmd_id: int = field("u32", lo=1, doc=_CMD_ID)
     size: int = field("u32", lo=1, doc="image bytes, TLVs included")
     digest: bytes = field("bytes", size=32, doc="SHA-256 of the whole image file")
     security_counter: int = field("u32", doc="the header's (checked again from the image)")
@@ -601,7 +602,7 @@ class FwChunk(Message, msg_id=0x12, kind=Kind.COMMAND, reply=FwProgress):
     """Image bytes at ``offset``. Written only when ``offset`` is the next wanted one; any
     other offset is answered with the one wanted, so a re-sent or early chunk is harmless."""
 
-    cmd_id: int = field("u32", doc=_CMD)
+    cmd_id: int = field("u32", lo=1, doc=_CMD_ID)
     offset: int = field("u32")
     length: int = field("u8", lo=1, hi=FW_CHUNK_BYTES)
     data: bytes = field("bytes", size=FW_CHUNK_BYTES, doc="first ``length`` bytes are image")
@@ -610,31 +611,31 @@ class FwChunk(Message, msg_id=0x12, kind=Kind.COMMAND, reply=FwProgress):
 class FwFinish(Message, msg_id=0x13, kind=Kind.COMMAND, reply=FwProgress):
     """All bytes sent: verify the digest, structure, signature and counter (busy meanwhile)."""
 
-    cmd_id: int = field("u32", doc=_CMD)
+    cmd_id: int = field("u32", lo=1, doc=_CMD_ID)
 
 
 class FwTestBoot(Message, msg_id=0x14, kind=Kind.COMMAND, reply=FwProgress):
     """Reboot into the verified image on trial; unless confirmed, the next boot reverts."""
 
-    cmd_id: int = field("u32", doc=_CMD)
+    cmd_id: int = field("u32", lo=1, doc=_CMD_ID)
 
 
 class FwConfirm(Message, msg_id=0x15, kind=Kind.COMMAND, reply=Ack):
     """Keep the image on trial for good and raise the security counter to its own.
     Ack.value is the pen's security counter. Confirming a confirmed image is harmless."""
 
-    cmd_id: int = field("u32", doc=_CMD)
+    cmd_id: int = field("u32", lo=1, doc=_CMD_ID)
 
 
 class FwGetSlot(Message, msg_id=0x16, kind=Kind.COMMAND, reply=FwSlot):
-    cmd_id: int = field("u32", doc=_CMD)
+    cmd_id: int = field("u32", lo=1, doc=_CMD_ID)
     slot: FwSlotId = field("u8", enum=FwSlotId)
 
 
 class PairRequest(Message, msg_id=0x17, kind=Kind.COMMAND, reply=PairOffer):
     """Ask a pen in pairing mode (a physical act on the pen) to pair with this host."""
 
-    cmd_id: int = field("u32", doc=_CMD)
+    cmd_id: int = field("u32", lo=1, doc=_CMD_ID)
     host_id: int = field("u32", lo=1, doc="random per host installation")
     host_public: bytes = field("bytes", size=32, doc="X25519 public key, for this pairing only")
     host_name: str = field("str", size=16, doc="shown on the pen and in its pairing list")
@@ -644,20 +645,20 @@ class PairConfirm(Message, msg_id=0x18, kind=Kind.COMMAND, reply=Ack):
     """The technician saw the same code on both screens: store the pairing. ``proof`` shows
     the host holds the key (linkauth.pair_proof). Ack.value is the pen id."""
 
-    cmd_id: int = field("u32", doc=_CMD)
+    cmd_id: int = field("u32", lo=1, doc=_CMD_ID)
     host_id: int = field("u32", lo=1)
     proof: bytes = field("bytes", size=16)
 
 
 class GetPairing(Message, msg_id=0x19, kind=Kind.COMMAND, reply=Pairing):
-    cmd_id: int = field("u32", doc=_CMD)
+    cmd_id: int = field("u32", lo=1, doc=_CMD_ID)
     position: int = field("u8", doc="0 for the first")
 
 
 class Unpair(Message, msg_id=0x1A, kind=Kind.COMMAND, reply=Ack):
     """Forget a host (Ack.value: pairings left). Its current link stays until it reconnects."""
 
-    cmd_id: int = field("u32", doc=_CMD)
+    cmd_id: int = field("u32", lo=1, doc=_CMD_ID)
     host_id: int = field("u32", lo=1)
 
 
@@ -667,7 +668,7 @@ class SetServiceMode(Message, msg_id=0x1B, kind=Kind.COMMAND, reply=Ack):
     belongs to the host session that entered it: another session, the watchdog or a fault
     ends it, and it is not kept across a reboot."""
 
-    cmd_id: int = field("u32", doc=_CMD)
+    cmd_id: int = field("u32", lo=1, doc=_CMD_ID)
     enabled: int = field("u8", hi=1)
 
 
@@ -677,20 +678,20 @@ class SetServiceMode(Message, msg_id=0x1B, kind=Kind.COMMAND, reply=Ack):
 class SimSet(Message, msg_id=0xE0, kind=Kind.SIM_COMMAND, reply=Ack):
     """Set a simulator parameter (fault injection, manufacturing errors)."""
 
-    cmd_id: int = field("u32", doc=_CMD)
+    cmd_id: int = field("u32", lo=1, doc=_CMD_ID)
     param: SimParam = field("u8", enum=SimParam)
     value: int = field("i32")
 
 
 class SimGet(Message, msg_id=0xE1, kind=Kind.SIM_COMMAND, reply=SimParamValue):
-    cmd_id: int = field("u32", doc=_CMD)
+    cmd_id: int = field("u32", lo=1, doc=_CMD_ID)
     param: SimParam = field("u8", enum=SimParam)
 
 
 class SimMountCartridge(Message, msg_id=0xE2, kind=Kind.SIM_COMMAND, reply=Ack):
     """Put a cartridge on the simulated pen (cartridge_id 0 removes it)."""
 
-    cmd_id: int = field("u32", doc=_CMD)
+    cmd_id: int = field("u32", lo=1, doc=_CMD_ID)
     cartridge_id: int = field("u32")
     lot: str = field("str", size=12)
     manufactured_day: int = field("u32", unit="days since 1970-01-01")

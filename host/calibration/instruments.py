@@ -41,6 +41,7 @@ from typing import Any, ClassVar, Protocol
 from urllib.parse import parse_qsl, urlsplit
 
 from micropen.host.errors import InvalidInput
+from micropen.host.transports.nodelay import set_nodelay, set_nodelay_on_port
 from micropen.protocol import limits as L
 
 from .errors import InstrumentDisconnected, InstrumentError, InstrumentRefused, ReadingOutOfRange
@@ -322,6 +323,7 @@ class TcpChannel:
                 f"cannot reach the instrument at {self.description} ({exc}); check it is on "
                 "and the host and port"
             ) from exc
+        set_nodelay(self._writer.get_extra_info("socket"))
 
     async def query(self, command: str) -> str:
         if self._reader is None or self._writer is None:
@@ -387,6 +389,7 @@ class SerialChannel:
                 f"cannot open {self.description} ({exc}); check the cable, the port name "
                 "(prefer /dev/serial/by-id/...) and that you may open it (dialout group)"
             ) from exc
+        set_nodelay_on_port(self._serial)  # a socket:// URL is TCP
 
     async def query(self, command: str) -> str:
         if self._serial is None:

@@ -17,6 +17,7 @@ import serial
 
 from ..errors import PenURLError, TransportError
 from ..url import PenURL
+from .nodelay import set_nodelay_on_port
 
 __all__ = ["FdSerialTransport", "ThreadedSerialTransport", "make_serial_transport"]
 
@@ -173,6 +174,7 @@ class ThreadedSerialTransport:
             )
         except (serial.SerialException, OSError, ValueError) as exc:
             raise _open_error(self._url, exc) from exc
+        set_nodelay_on_port(self._serial)
 
     async def read(self) -> bytes:
         while True:

@@ -7,6 +7,7 @@ import contextlib
 
 from ..errors import TransportError
 from ..url import PenURL
+from .nodelay import set_nodelay
 
 __all__ = ["SocketTransport"]
 
@@ -34,11 +35,7 @@ class SocketTransport:
                 f"cannot connect to {self.description}: {exc.strerror or exc}; is the pen or "
                 "`micropen sim serve --tcp` running there?"
             ) from exc
-        sock = self._writer.get_extra_info("socket")
-        if sock is not None:
-            import socket
-
-            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        set_nodelay(self._writer.get_extra_info("socket"))
 
     async def read(self) -> bytes:
         if self._reader is None:

@@ -33,7 +33,8 @@ SYNACK = Flag.SYNACK | Flag.SACK
 
 
 def cmd(n: int) -> m.Stop:
-    return m.Stop(cmd_id=n)
+    """The n-th command of a test (cmd_id n + 1: 0 is reserved)."""
+    return m.Stop(cmd_id=n + 1)
 
 
 def note(n: int) -> m.Event:

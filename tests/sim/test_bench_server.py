@@ -131,8 +131,8 @@ def test_gauge_follows_the_true_depth_while_running(
         host.hello()
         errors = server.pen.unit_errors
         assert isinstance(host.request(lambda c: SetDepth(c, 1000, 0)), Ack)
-        run = Run(0, int(L.Area.CHEEKS), RunMode.DURATION, 0, 3000)
-        assert isinstance(host.request(lambda c: run.replace(cmd_id=c)), Ack)
+        run = lambda c: Run(c, int(L.Area.CHEEKS), RunMode.DURATION, 0, 3000)  # noqa: E731
+        assert isinstance(host.request(run), Ack)
         expected = errors.true_depth_um(1000) / 1000
         assert abs(expected - 1.0) > 0.05  # this unit is off: calibration has work to do
         assert abs(_settled(host, inst, "MEAS:DEPTH?", expected, GAUGE_TOL_MM) - expected) <= (

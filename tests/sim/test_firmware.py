@@ -828,3 +828,12 @@ def test_reading_the_disconnect_parameter_while_connected_is_zero_not_a_crash() 
     pen.set_param(SimParam.DISCONNECT, 250, 1.0)
     assert pen.get_param(SimParam.DISCONNECT, 1.1) == 150
     assert pen.get_param(SimParam.DISCONNECT, 2.0) == 0
+
+
+def test_cmd_id_0_is_reserved_and_refused_as_malformed() -> None:
+    """docs/protocol.md: a host never numbers a command 0; the pen refuses one that is."""
+    host = Host(seed=1)
+    host.ready()
+    reply = host.request(Raw(bytes((GetStatus.ID,)) + struct.pack("<I", 0)))
+    assert isinstance(reply, Nak)
+    assert (reply.cmd_id, reply.error, reply.value) == (0, ErrorCode.MALFORMED, GetStatus.ID)
