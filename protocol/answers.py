@@ -15,6 +15,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from . import limits as L
 from .messages import (
     Ack,
     CalCommit,
@@ -67,9 +68,9 @@ NAK_MEANING: dict[ErrorCode, NakMeaning] = {
     E.MALFORMED: NakMeaning(
         "the message has the wrong length for its id, a string that is not NUL-padded "
         "printable ASCII, an enum value that is no member, a field out of range that declares "
-        "no typed code (see the field tables), or `cmd_id` 0",
-        "the message id",
-        "the bound broken, when a field was out of range; else 0",
+        "no typed code, or `cmd_id` 0; a SimSet value outside its parameter's range",
+        "the message id (SimSet: the value)",
+        "0 (SimSet: the bound broken)",
     ),
     E.UNKNOWN_COMMAND: NakMeaning(
         "no such message id, a message the pen never receives (a reply or notification), a "
@@ -82,8 +83,8 @@ NAK_MEANING: dict[ErrorCode, NakMeaning] = {
         "0; for SetServiceMode: the state it needs (IDLE)",
     ),
     E.DEPTH_OUT_OF_RANGE: NakMeaning(
-        "a depth that is neither 0 nor within DEPTH_MIN_UM–DEPTH_MAX_UM; 0 µm while a run "
-        "goes; a Run while the set depth is 0",
+        f"a depth that is neither 0 nor within {L.DEPTH_MIN_UM}–{L.DEPTH_MAX_UM} µm; 0 µm "
+        "while a run goes; a Run while the set depth is 0",
         "the depth (µm)",
         "the bound broken (µm)",
     ),
@@ -98,7 +99,9 @@ NAK_MEANING: dict[ErrorCode, NakMeaning] = {
         "the soft cap (µm)",
     ),
     E.RATE_OUT_OF_RANGE: NakMeaning(
-        "a rate outside RATE_MIN_SPS–RATE_MAX_SPS", "the rate (strokes/s)", "the bound broken"
+        f"a rate outside {L.RATE_MIN_SPS}–{L.RATE_MAX_SPS} strokes/s",
+        "the rate (strokes/s)",
+        "the bound broken",
     ),
     E.RATE_NOT_ALLOWED_FOR_AREA: NakMeaning(
         "the set rate is not one of the area's speed levels",
@@ -106,10 +109,12 @@ NAK_MEANING: dict[ErrorCode, NakMeaning] = {
         "the area's fastest level (strokes/s)",
     ),
     E.STROKES_OUT_OF_RANGE: NakMeaning(
-        "a STROKES run bound outside STROKES_MIN–STROKES_MAX", "the strokes", "the bound broken"
+        f"a STROKES run bound outside {L.STROKES_MIN}–{L.STROKES_MAX:,}",
+        "the strokes",
+        "the bound broken",
     ),
     E.DURATION_OUT_OF_RANGE: NakMeaning(
-        "a DURATION run bound outside RUN_DURATION_MIN_MS–RUN_DURATION_MAX_MS",
+        f"a DURATION run bound outside {L.RUN_DURATION_MIN_MS}–{L.RUN_DURATION_MAX_MS:,} ms",
         "the duration (ms)",
         "the bound broken (ms)",
     ),
@@ -134,13 +139,13 @@ NAK_MEANING: dict[ErrorCode, NakMeaning] = {
     E.CARTRIDGE_EXHAUSTED: NakMeaning(
         "the cartridge reached its stroke or time life",
         "its strokes used",
-        "CARTRIDGE_LIFE_STROKES",
+        f"the stroke life ({L.CARTRIDGE_LIFE_STROKES:,})",
     ),
     E.BATTERY_LOW: NakMeaning(
-        "a Run below BATTERY_START_MIN_MV", "the battery (mV)", "BATTERY_START_MIN_MV"
+        f"a Run below {L.BATTERY_START_MIN_MV} mV", "the battery (mV)", f"{L.BATTERY_START_MIN_MV}"
     ),
     E.OVER_TEMPERATURE: NakMeaning(
-        "a Run above TEMP_LIMIT_DC", "the temperature (0.1 °C)", "TEMP_LIMIT_DC"
+        f"a Run above {L.TEMP_LIMIT_DC / 10:g} °C", "the temperature (0.1 °C)", f"{L.TEMP_LIMIT_DC}"
     ),
     E.FAULT_ACTIVE: NakMeaning(
         "a fault is latched and the command is not accepted in FAULT; ClearFault while the "
@@ -160,7 +165,8 @@ NAK_MEANING: dict[ErrorCode, NakMeaning] = {
         "the counter it must exceed",
     ),
     E.CALIBRATION_OUT_OF_RANGE: NakMeaning(
-        "a CalWrite gain beyond ±CAL_GAIN_PPM_LIMIT or offset beyond ±CAL_OFFSET_UM_LIMIT",
+        f"a CalWrite gain beyond ±{L.CAL_GAIN_PPM_LIMIT:,} ppm or offset beyond "
+        f"±{L.CAL_OFFSET_UM_LIMIT} µm",
         "the value",
         "the bound broken",
     ),
@@ -174,12 +180,12 @@ NAK_MEANING: dict[ErrorCode, NakMeaning] = {
         "the message id",
     ),
     E.WATCHDOG_OUT_OF_RANGE: NakMeaning(
-        "a watchdog timeout outside HEARTBEAT_MIN_MS–HEARTBEAT_MAX_MS",
+        f"a watchdog timeout outside {L.HEARTBEAT_MIN_MS}–{L.HEARTBEAT_MAX_MS} ms",
         "the timeout (ms)",
         "the bound broken",
     ),
     E.TELEMETRY_OUT_OF_RANGE: NakMeaning(
-        "a telemetry rate above TELEMETRY_MAX_HZ", "the rate (Hz)", "TELEMETRY_MAX_HZ"
+        f"a telemetry rate above {L.TELEMETRY_MAX_HZ} Hz", "the rate (Hz)", f"{L.TELEMETRY_MAX_HZ}"
     ),
     E.NOT_CONNECTED: NakMeaning(
         "any command but Hello, Stop and EmergencyStop before a Hello on this link epoch",
@@ -273,7 +279,7 @@ EVENT_VALUE: dict[EventCode, str] = {
     EV.CARTRIDGE_LOCKED: "the cartridge id (u32), locked at its first run",
     EV.CARTRIDGE_RETIRED: "the cartridge id (u32): it will never run again",
     EV.WATCHDOG_EXPIRED: "how long the host had been silent (ms)",
-    EV.TEMPERATURE_WARNING: "the temperature (0.1 °C), at TEMP_WARN_DC",
+    EV.TEMPERATURE_WARNING: f"the temperature (0.1 °C), on reaching {L.TEMP_WARN_DC / 10:g} °C",
     EV.CALIBRATION_COMMITTED: "the calibration counter now active",
     EV.SOFT_CAP_OVERRIDE: "the depth set beyond the soft cap (µm)",
     EV.SIM_PARAMETER_CHANGED: "the simulator parameter (SimParam)",
@@ -329,21 +335,30 @@ ADMISSION_ORDER: tuple[Stage, ...] = (
 
 COMMAND_CHECKS: dict[type[Message], tuple[Check, ...]] = {
     SetDepth: (
-        Check(E.DEPTH_OUT_OF_RANGE, "0, or DEPTH_MIN_UM ≤ depth ≤ DEPTH_MAX_UM"),
-        Check(E.SOFT_CAP_NEEDS_OVERRIDE, "depth ≤ soft cap, or soft_cap_override = 1"),
+        Check(E.DEPTH_OUT_OF_RANGE, f"0, or {L.DEPTH_MIN_UM} ≤ depth ≤ {L.DEPTH_MAX_UM} µm"),
+        Check(
+            E.SOFT_CAP_NEEDS_OVERRIDE,
+            f"depth ≤ {L.DEPTH_SOFT_CAP_UM} µm (the soft cap), or soft_cap_override = 1",
+        ),
         Check(E.DEPTH_OUT_OF_RANGE, "while running: not 0"),
         Check(E.DEPTH_ABOVE_AREA_MAX, "while running: within the run's area maximum"),
     ),
     SetRate: (
-        Check(E.RATE_OUT_OF_RANGE, "RATE_MIN_SPS ≤ rate ≤ RATE_MAX_SPS"),
+        Check(E.RATE_OUT_OF_RANGE, f"{L.RATE_MIN_SPS} ≤ rate ≤ {L.RATE_MAX_SPS} strokes/s"),
         Check(E.RATE_NOT_ALLOWED_FOR_AREA, "while running: one of the run's area's levels"),
     ),
     Run: (
         Check(E.UNKNOWN_AREA, "the area exists"),
         Check(E.SERVICE_MODE_REQUIRED, "bench fixture only in service mode"),
         Check(E.SERVICE_MODE_ACTIVE, "a treatment area only outside service mode"),
-        Check(E.STROKES_OUT_OF_RANGE, "STROKES mode: STROKES_MIN ≤ strokes ≤ STROKES_MAX"),
-        Check(E.DURATION_OUT_OF_RANGE, "DURATION mode: within the duration bounds"),
+        Check(
+            E.STROKES_OUT_OF_RANGE,
+            f"STROKES mode: {L.STROKES_MIN} ≤ strokes ≤ {L.STROKES_MAX:,}",
+        ),
+        Check(
+            E.DURATION_OUT_OF_RANGE,
+            f"DURATION mode: {L.RUN_DURATION_MIN_MS} ≤ duration ≤ {L.RUN_DURATION_MAX_MS:,} ms",
+        ),
         Check(E.UNCALIBRATED, "a valid calibration is active"),
         Check(E.DEPTH_OUT_OF_RANGE, "the set depth is not 0"),
         Check(E.SOFT_CAP_NEEDS_OVERRIDE, "the set depth is within the soft cap, or overridden"),
@@ -354,11 +369,13 @@ COMMAND_CHECKS: dict[type[Message], tuple[Check, ...]] = {
         Check(E.CARTRIDGE_USED, "it never ran in an earlier mounting and was not retired"),
         Check(E.CARTRIDGE_EXPIRED, "it is within its expiry"),
         Check(E.CARTRIDGE_EXHAUSTED, "it has strokes and time left"),
-        Check(E.BATTERY_LOW, "battery ≥ BATTERY_START_MIN_MV"),
-        Check(E.OVER_TEMPERATURE, "temperature ≤ TEMP_LIMIT_DC"),
+        Check(E.BATTERY_LOW, f"battery ≥ {L.BATTERY_START_MIN_MV} mV"),
+        Check(E.OVER_TEMPERATURE, f"temperature ≤ {L.TEMP_LIMIT_DC / 10:g} °C"),
     ),
-    SetWatchdog: (Check(E.WATCHDOG_OUT_OF_RANGE, "within the watchdog bounds"),),
-    SetTelemetry: (Check(E.TELEMETRY_OUT_OF_RANGE, "rate ≤ TELEMETRY_MAX_HZ"),),
+    SetWatchdog: (
+        Check(E.WATCHDOG_OUT_OF_RANGE, f"{L.HEARTBEAT_MIN_MS} ≤ timeout ≤ {L.HEARTBEAT_MAX_MS} ms"),
+    ),
+    SetTelemetry: (Check(E.TELEMETRY_OUT_OF_RANGE, f"rate ≤ {L.TELEMETRY_MAX_HZ} Hz"),),
     CalWrite: (
         Check(E.CALIBRATION_OUT_OF_RANGE, "gains and offset within their limits"),
         Check(E.CALIBRATION_CRC_MISMATCH, "crc = calibration_crc() of the fields"),

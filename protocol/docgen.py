@@ -22,8 +22,16 @@ from collections.abc import Iterable, Iterator
 from enum import Enum, IntEnum, IntFlag
 from pathlib import Path
 
-from . import framing, limits, link, messages
+from . import framing, limits, link, messages, timing
+from .docgen_behaviour import answers_section, behaviour_section
 from .docgen_security import auth_section, update_section
+from .docgen_wire import (
+    calibration_crc_section,
+    control_frames,
+    conventions_section,
+    schema_hash_section,
+    transports_section,
+)
 from .framing import HEADER, MAX_RAW_FRAME, MAX_WIRE_FRAME, SACK, encode_frame
 from .link import TRANSITIONS, Flag, Link, LinkState, Role
 from .linkauth import TRAILER_BYTES
@@ -67,9 +75,14 @@ _LINK_PARAMETERS = {
     "max_retries": "timeouts in a row without progress before a host declares the link lost",
     "liveness_timeout": "host only: silence from the pen for this long closes the link (s)",
     "max_backlog": "messages waiting beyond the window before send() refuses more",
-    "ack_delay": "how long a receiver may hold an in-order ack hoping to carry it on data (s)",
+    "ack_delay": "how long a receiver may hold an in-order ack hoping to carry it on data (s); "
+    "the pen uses 0, our host passes timing.HOST_ACK_DELAY_S",
     "sack": "offer SACK and datagrams in SYN/SYNACK (False: behave as a peer without them)",
     "rng": "source of the host's epochs",
+    "pairing": "the pairing-key lookup: host id → key at the pen, pen id → key at the host "
+    "(None: never authenticates)",
+    "admit_syn": "pen only: asked before a SYN opens a new epoch (the firmware's policy for "
+    "who may take the link over)",
 }
 
 
@@ -194,8 +207,21 @@ def _session_section() -> list[str]:
         "command** (message id and body, byte for byte) under the **same `cmd_id`**. Any other "
         "command is executed, even under a number some session used before: a second host "
         "numbering from 1, or one host reusing an id, is never given someone else's reply.",
-        "- `Stop` and `EmergencyStop` are never answered from the cache: they are always "
-        "executed (both are idempotent), so no cached `Ack` can stand in for a stop.",
+        "- **Key and eviction.** An entry is keyed by `cmd_id` within its session and holds "
+        "the whole command (id byte and body, `cmd_id` included) and the reply given. A new "
+        "command under a `cmd_id` the session used before replaces the older entry; beyond "
+        f"{limits.REPLY_CACHE_PER_SESSION} entries the oldest is forgotten. Opening a session "
+        f"makes it the most recent; beyond {limits.REPLY_CACHE_SESSIONS} sessions the least "
+        "recently opened is forgotten, with its replies. Lifetime: until evicted or the pen "
+        "reboots (RAM).",
+        "- **A duplicate** (same session, same bytes) gets the very reply it got the first "
+        "time — an `Ack`, a `Nak` or a data reply — re-sent with the same `cmd_id`; nothing "
+        "is executed and no event is raised. A refusal by the handshake or authorization "
+        "checks (`NOT_CONNECTED`, `NOT_AUTHORIZED`) is not cached: the command is checked "
+        "again when re-sent.",
+        "- `Hello`, `OpenSession`, `Stop` and `EmergencyStop` are never answered from the "
+        "cache: they are always executed (the stops are idempotent), so no cached `Ack` can "
+        "stand in for a stop.",
         "- Nothing is answered from the cache before `Hello` and `OpenSession` on the current "
         "epoch; commands of a handshaken epoch without a session are executed and not cached.",
         "- `OpenSession`'s `Ack.value` is 1 when the pen still holds that session's replies "
@@ -342,7 +368,9 @@ def _link_section() -> list[str]:
         "ack fields; the pen answers SYNACK echoing the nonce, and both number their data "
         "frames from 0. A SYN is a repeat only when epoch and nonce both match, so a restarted "
         "host that happens to draw the pen's current epoch still gets a fresh link. Acks are "
-        "cumulative and may be delayed (the host waits up to 4 ms so the ack rides on its next "
+        "cumulative; a receiver may delay one by `ack_delay` so that it rides on its next data "
+        f"frame (the pen uses the default, {d['ack_delay']:g}: it acknowledges at once; our host "
+        f"waits up to {timing.HOST_ACK_DELAY_S * 1000:g} ms, so the ack rides on its next "
         "command). A frame of any other epoch is stale and dropped. A pen that receives "
         "a data frame of an epoch it does not know (it restarted, or another host took over) "
         "answers RST in that epoch; the host reports `PeerReset` and closes.",
@@ -471,6 +499,8 @@ def _summary_section() -> list[str]:
 
 
 def _range_text(f: Field) -> str:
+    if f.refuse is not None:
+        return f"{f.describe_range()} → `{f.refuse.name}`"
     if f.enum is None:
         return f.describe_range()
     members = list(f.enum)
@@ -521,14 +551,19 @@ def _enum_section() -> list[str]:
 
 def render() -> str:
     """The whole of docs/protocol.md."""
-    lines = [*_intro(), *_frame_section(), *_link_section(), *_state_section()]
+    lines = [*_intro(), *conventions_section(), *_frame_section(), *control_frames()]
+    lines += [*_link_section(), *transports_section(), *_state_section()]
+    lines += behaviour_section()
     lines += _session_section()
     lines += auth_section()
     lines += update_section()
+    lines += answers_section()
     lines += _summary_section()
     for cls in _messages():
         lines += _message_section(cls)
     lines += _enum_section()
+    lines += schema_hash_section()
+    lines += calibration_crc_section()
     return "\n".join(lines).rstrip("\n") + "\n"
 
 

@@ -18,7 +18,8 @@ def auth_section() -> list[str]:
         "A pen moves needles, changes settings, calibration or firmware only for a host it is "
         "*paired* with, and only on a link epoch that host authenticated. Anyone may open a "
         "link, read identity and status, stop the pen and ask to pair (deny by default; the "
-        "per-command table is in docs/simulator.md); anything else is answered "
+        "per-command table is [Which command is obeyed when](#which-command-is-obeyed-when)); "
+        "anything else is answered "
         f"`Nak({ErrorCode.NOT_AUTHORIZED.name})` and reported as "
         f"`Event {EventCode.SECURITY_DENIED.name}` (value = message id), which the pen holds for "
         "a paired host: an unpaired session gets no records and no reply cache.",

@@ -47,6 +47,7 @@ HEADER = struct.Struct("<BBHH")  # flags, epoch, seq, ack
 SACK = struct.Struct("<I")  # selective-acknowledgement bitmap, right after HEADER (SACK flag)
 CRC = struct.Struct("<I")
 CRC_RESIDUE = 0x2144DF1C
+UART_DEFAULT_BAUD = 1_000_000  # 8N1; a USB CDC-ACM pen ignores the rate
 MIN_RAW_FRAME = HEADER.size + CRC.size
 MAX_RAW_FRAME = HEADER.size + SACK.size + 1 + MAX_BODY + TRAILER_BYTES + CRC.size
 MAX_STUFFED = MAX_RAW_FRAME + MAX_RAW_FRAME // 254 + 1  # longest COBS piece between delimiters

@@ -31,6 +31,7 @@ __all__ = [
     "Field",
     "Kind",
     "Message",
+    "canonical_schema_text",
     "decode_message",
     "encode_message",
     "field",
@@ -366,11 +367,9 @@ def encode_message(message: Message) -> bytes:
     return message.encode()
 
 
-def schema_hash(registry: dict[int, type[Message]] | None = None) -> int:
-    """32-bit hash of every layout and limit (MAVLink's CRC_EXTRA, for the whole schema).
-
-    Two ends whose hashes differ disagree about some byte somewhere; the handshake refuses them.
-    """
+def canonical_schema_text(registry: dict[int, type[Message]] | None = None) -> str:
+    """The text the schema hash is taken of (docs/protocol.md, "Schema hash", spells it out
+    so a peer can recompute it): one line per message in id order, fields in declared order."""
     registry = REGISTRY if registry is None else registry
     text = []
     for msg_id in sorted(registry):
@@ -381,5 +380,14 @@ def schema_hash(registry: dict[int, type[Message]] | None = None) -> int:
             refuse = "" if f.refuse is None else str(int(f.refuse))
             parts.append(f"{f.name}:{f.kind}:{f.lo}:{f.hi}:{f.size}:{members}:{refuse}")
         text.append("|".join(parts))
-    digest = hashlib.sha256("\n".join(text).encode()).digest()
+    return "\n".join(text)
+
+
+def schema_hash(registry: dict[int, type[Message]] | None = None) -> int:
+    """32-bit hash of every layout and limit (MAVLink's CRC_EXTRA, for the whole schema):
+    the first 4 bytes, little-endian, of SHA-256 over :func:`canonical_schema_text`.
+
+    Two ends whose hashes differ disagree about some byte somewhere; the handshake refuses them.
+    """
+    digest = hashlib.sha256(canonical_schema_text(registry).encode()).digest()
     return int.from_bytes(digest[:4], "little")

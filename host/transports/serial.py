@@ -15,13 +15,15 @@ from typing import Any
 
 import serial
 
+from micropen.protocol.framing import UART_DEFAULT_BAUD
+
 from ..errors import PenURLError, TransportError
 from ..url import PenURL
 from .nodelay import set_nodelay_on_port
 
 __all__ = ["FdSerialTransport", "ThreadedSerialTransport", "make_serial_transport"]
 
-DEFAULT_BAUD = 1_000_000
+DEFAULT_BAUD = UART_DEFAULT_BAUD
 
 
 def make_serial_transport(url: PenURL) -> FdSerialTransport | ThreadedSerialTransport:

@@ -28,7 +28,7 @@ def test_reference_names_every_message_field_and_the_schema_hash() -> None:
         assert f"### 0x{msg_id:02X} {cls.__name__}" in text
         for f in cls.FIELDS:
             assert f"`{f.name}`" in text
-    assert text.count("```mermaid") == 2
+    assert text.count("```mermaid") == 3  # the link (host, pen) and the pen's states
 
 
 def test_command_line_prints_and_writes_the_same_text(tmp_path: Path) -> None:
