@@ -160,6 +160,9 @@ class AsyncPen:
         }
         self.requests = PendingRequests(self.counters)
         self.runs = RunBook()
+        # Stops sent so far: a Run answered after a Stop it was sent before may have been
+        # obeyed after it (an urgent Stop overtakes a lost Run frame), so it is stopped again
+        self._stops_sent = 0
         self._listeners: list[Callable[[Any], None]] = []
         self._override_reason: str | None = None
         ready = asyncio.Event()
@@ -453,6 +456,8 @@ class AsyncPen:
         if not handshake and not supervisor.ready.is_set():
             await self._wait_ready(limit)
         message = build(self.requests.new_id())
+        if isinstance(message, Stop):
+            self._stops_sent += 1
         future = self.requests.add(message, urgent)
         try:
             self._pump.send(message, urgent=urgent)
@@ -536,6 +541,7 @@ class AsyncPen:
         safety.check_depth(status.depth_set_um / 1000, identity, profile, override, run=True)
         safety.check_rate(status.rate_set_sps, identity, profile)
         self.runs.in_flight = True
+        stops_before = self._stops_sent
         try:
             ack = await self._expect(
                 lambda c: Run(c, int(profile.area), mode, count, duration_ms), Ack
@@ -547,6 +553,11 @@ class AsyncPen:
             self.runs.in_flight = False  # refused: nothing runs
             raise
         self.runs.started(run_id)
+        if self._stops_sent != stops_before:
+            # a Stop went out while this Run was unanswered: the pen may have obeyed the
+            # (urgent) Stop first and this Run after it — stop again, so the Stop wins
+            log.warning("run %d started after a Stop was sent: stopping it again", run_id)
+            await shielded(self._request(lambda c: Stop(c), urgent=True, timeout=STOP_TIMEOUT_S))
         if self.recorder is not None:
             lot = (await self.cartridge()).lot
             self.recorder.on_run_started(
@@ -651,6 +662,7 @@ class AsyncPen:
     def _send_stop_now(self) -> None:
         """An urgent Stop frame from inside a listener (no await there); its Ack is a late
         reply. The run's report then ends the run as usual."""
+        self._stops_sent += 1
         self._pump.send(Stop(self.requests.new_id()), urgent=True)
 
     def _stopped_for_drift(self, drift: Drift, report: RunReport) -> None:

@@ -149,6 +149,14 @@ AUTH_HOLD_S = 2.0  # a paired host heard from this recently has a live link
 AUTH_BURST = 8  # frames failing authentication within a second that make a security event
 S = PenState
 _ACTIVE_STATES = frozenset({S.RUNNING, S.STOPPING})
+_SECURITY_EVENTS = frozenset(
+    {
+        EventCode.SECURITY_DENIED,
+        EventCode.AUTH_FAILURES,
+        EventCode.UNPAIRED_CONNECT,
+        EventCode.UNPROVEN_CONNECT,
+    }
+)
 _RUN_OUTCOME_FOR_FAULT = {
     FaultCode.EMERGENCY_STOP: RunOutcome.EMERGENCY_STOP,
     FaultCode.WATCHDOG: RunOutcome.WATCHDOG,
@@ -247,6 +255,7 @@ class Firmware:
         self._session_epoch: int | None = None
         self.service = ServiceMode()  # RAM only: a reboot always leaves service mode
         self._held: list[Message] = []  # notifications waiting for a host session
+        self._held_security = 0  # how many of them are security events
         self._deferred: list[tuple[Message, bool]] | None = None
         self._last_rx = now
         self._valid_frames = 0
@@ -777,11 +786,19 @@ class Firmware:
 
     def _hold(self, message: Message) -> None:
         """Keep a notification until a host session can record it. Telemetry is a live
-        measurement, not a record: it is never held."""
+        measurement, not a record: it is never held. Security events, which anyone can
+        provoke, have a small quota of their own, so a flood of refused commands never crowds
+        out a run report or a fault report."""
         if isinstance(message, Telemetry):
             self.telemetry_skipped += 1
         elif len(self._held) >= L.HELD_RECORDS_MAX:
             self.notifications_lost += 1
+        elif isinstance(message, Event) and message.code in _SECURITY_EVENTS:
+            if self._held_security >= L.HELD_SECURITY_EVENTS_MAX:
+                self.notifications_lost += 1
+                return
+            self._held_security += 1
+            self._held.append(message)
         else:
             self._held.append(message)
 
@@ -790,13 +807,13 @@ class Firmware:
         for the next session (replies are for the old host's commands: the same session
         re-sends those and is answered from the reply cache)."""
         leftovers = [m for m in self.link.take_unsent() if m.KIND is Kind.NOTIFY]
-        held, self._held = self._held, []
+        held, self._held, self._held_security = self._held, [], 0
         for message in leftovers + held:
             self._hold(message)
 
     def _release_held(self) -> None:
         """A host session is open: hand it everything held, oldest first, after the reply."""
-        held, self._held = self._held, []
+        held, self._held, self._held_security = self._held, [], 0
         assert self._deferred is not None  # called from a command handler
         self._deferred.extend((message, False) for message in held)
 

@@ -155,3 +155,30 @@ def test_commands_not_in_the_ack_table_answer_0(cls: type, args: tuple[int, ...]
     if cls is CalWrite:
         args = (*args, calibration_crc(*args))
     assert host.ack(cls, *args).value == 0
+
+
+def test_a_flood_of_refused_commands_cannot_crowd_out_a_run_report() -> None:
+    """Held records (docs/protocol.md, "Records"): an unpaired party that takes the link
+    during a run and sends thousands of refused commands fills the pen's held records with
+    SECURITY_DENIED events; the run's report and the watchdog's fault report must still reach
+    the paired host when it comes back (found by the document review: they were dropped)."""
+    host = Host(seed=1)
+    host.ready()
+    run_id = host.start(4, RunMode.DURATION, 0, 60_000)
+    host.run_for(0.1)
+    intruder = Host(host.pen, clock=host.clock, paired=False, link_seed=9)
+    host.silent = True
+    intruder.connect()
+    for n in range(4_200):
+        intruder.send(SetDepth(n + 1, 500, 0))
+        if n % 10 == 0:
+            intruder.pump(0.001)
+    intruder.run_for(2.0)  # the paired host is silent: the watchdog (500 ms) stops the run
+    host.silent = False
+    host.connect()
+    host.hello()
+    host.run_for(3.0, 0.005)
+    assert [(r.run_id, r.outcome.name) for r in host.reports()] == [(run_id, "WATCHDOG")]
+    assert [f.fault.name for f in host.faults()] == ["WATCHDOG"]
+    denied = host.events(EventCode.SECURITY_DENIED)
+    assert 0 < len(denied) <= 64  # the security events held are bounded; the rest counted
