@@ -889,7 +889,9 @@ def _render_tables(w: _Writer, tables: _Tables) -> None:
         values = _enum_values(enum)
         spans.append((first, len(values)))
         first += len(values)
-        w(f"    /* {enum.__name__} */ " + ", ".join(f"{v & 0xFFFF_FFFF}u" for v in values) + ",")
+        w(f"    /* {enum.__name__} */")
+        for start in range(0, len(values), 12):
+            w("    " + " ".join(f"{v & 0xFFFF_FFFF}u," for v in values[start : start + 12]))
     if not tables.enums:
         w("    0u /* no enumerated field */")
     w("};", "", "static const mp__enum mp__enums[] = {")

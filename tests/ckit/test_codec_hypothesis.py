@@ -97,7 +97,7 @@ def _mutate(wire: bytes, where: int, value: int) -> bytes:
     return bytes(data)
 
 
-@settings(max_examples=1500, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=1000, suppress_health_check=[HealthCheck.too_slow])
 @given(payload=payloads())
 def test_any_bytes_c_unpack_agrees_with_python(lib: ctypes.CDLL, payload: bytes) -> None:
     rc, why, again = c_unpack(lib, payload)
