@@ -30,6 +30,7 @@ from . import (
     log_cli,
     pair_cli,
     pen_cli,
+    protocol_cli,
     proxy,
     sim_cli,
 )
@@ -83,6 +84,7 @@ app.add_typer(fleet_cli.app, name="fleet", help="Fleet telemetry and remote stop
 app.add_typer(sim_cli.app, name="sim", help="Serve the simulated pen (pty, TCP).")
 app.add_typer(firmware_cli.app, name="firmware")
 app.add_typer(pair_cli.app, name="pair")
+app.add_typer(protocol_cli.app, name="protocol")
 hil_cli.register(app)
 proxy.register(app)
 app.add_typer(bench.app, name="bench")
