@@ -88,6 +88,9 @@ CAL_OFFSET_UM_LIMIT = 500
 REPLY_CACHE_SESSIONS = 4  # host sessions whose replies the pen remembers at once
 REPLY_CACHE_PER_SESSION = 256  # replies remembered per session
 HELD_RECORDS_MAX = 4096  # records the pen holds for the next host session
+# of which security events (SECURITY_DENIED, AUTH_FAILURES, UNPAIRED_CONNECT, UNPROVEN_CONNECT)
+# at most this many: anyone can provoke them, and they must never crowd out a run or fault report
+HELD_SECURITY_EVENTS_MAX = 64
 
 
 class Area(IntEnum):

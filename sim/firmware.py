@@ -733,7 +733,8 @@ class Firmware:
             self._notify(Event(0, EventCode.UNPAIRED_CONNECT, 0, self._run_id()), self._now)
         claimed = link.peer_id
         proven = link.statistics().frames_authenticated > self._proven_at_connect
-        if claimed is not None and not proven and self._now - self._unproven_reported >= D.UNPROVEN_REPORT_EVERY_S:
+        quiet = self._now - self._unproven_reported >= D.UNPROVEN_REPORT_EVERY_S
+        if claimed is not None and not proven and quiet:
             # the epoch now ending claimed a paired host and never showed its key
             self._unproven_reported = self._now
             event = Event(0, EventCode.UNPROVEN_CONNECT, i32(claimed), self._run_id())
