@@ -187,7 +187,8 @@ def _watchdog() -> list[str]:
         f"{limits.HEARTBEAT_MIN_MS} to {limits.HEARTBEAT_MAX_MS} ms "
         f"(`{ErrorCode.WATCHDOG_OUT_OF_RANGE.name}` outside); RAM: a reboot restores the "
         "default.",
-        "* **Armed** when a run starts (from the host's last frame), **disarmed** when the run "
+        "* **Armed** when a run starts (counted from the host's last authenticated frame), "
+        "**disarmed** when the run "
         "ends. At rest nothing moves, so nothing needs a watchdog.",
         "* **Fed** only by *authenticated* frames: a frame of a paired host's epoch whose tag "
         "checks, or a paired host's valid resume SYN (see Link authentication). Nothing on an "

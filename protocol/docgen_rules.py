@@ -262,7 +262,8 @@ def _service_mode() -> list[str]:
         "host sends `SetServiceMode(0)` (`ASKED`), when `OpenSession` names another session "
         "— even an unpaired host's (`SESSION_ENDED`) —, when a new epoch opens and it was "
         "entered without a session (`SESSION_ENDED`), on a fault (`FAULT`) or the watchdog "
-        "(`WATCHDOG`), and at every reset; a bench-fixture run still going stops with it. A "
+        "(`WATCHDOG`), and silently at every reset (it is RAM); a bench-fixture run still "
+        "going stops with it. A "
         "paired host that has not opened a session can enter it while another session holds "
         "it: the holder is replaced without an event (a known limit).",
         "",

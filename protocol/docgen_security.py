@@ -220,7 +220,7 @@ def _phase_answers() -> list[str]:
         f"* `FwFinish` in `{FwPhase.VERIFIED.name}` or `{FwPhase.TEST_PENDING.name}` → "
         "`FwProgress`.",
         f"* `FwTestBoot` in `{FwPhase.TEST_PENDING.name}` → `FwProgress` with the remaining "
-        f"downtime; in any phase but `{FwPhase.VERIFIED.name}` → "
+        f"downtime; in any other phase but `{FwPhase.VERIFIED.name}` → "
         f"`Nak({ErrorCode.IMAGE_NOT_VERIFIED.name}, value = the phase)` (after a rejection: "
         f"value {rejected}); it never answers `{ErrorCode.IMAGE_REJECTED.name}`.",
         "* `FwConfirm` of an image not on trial → `Ack(counter)`, no event.",
