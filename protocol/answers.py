@@ -15,6 +15,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from . import device as D
 from . import limits as L
 from .messages import (
     Ack,
@@ -24,6 +25,7 @@ from .messages import (
     EmergencyStop,
     ErrorCode,
     EventCode,
+    FaultCode,
     FwConfirm,
     OpenSession,
     PairConfirm,
@@ -44,8 +46,11 @@ __all__ = [
     "ACK_VALUE",
     "ADMISSION_ORDER",
     "COMMAND_CHECKS",
+    "EVENT_RUN_ID",
     "EVENT_VALUE",
+    "FAULT_VALUE",
     "NAK_MEANING",
+    "RECORD_ORDER",
     "Check",
     "NakMeaning",
     "Stage",
@@ -160,9 +165,9 @@ NAK_MEANING: dict[ErrorCode, NakMeaning] = {
         "the crc expected (0: nothing staged)",
     ),
     E.CALIBRATION_DOWNGRADE: NakMeaning(
-        "CalCommit of a record whose counter is not above the active one's",
+        "CalCommit of a record whose counter is not above every counter ever committed",
         "the staged counter",
-        "the counter it must exceed",
+        "the highest counter ever committed (0 on a blank pen)",
     ),
     E.CALIBRATION_OUT_OF_RANGE: NakMeaning(
         f"a CalWrite gain beyond ±{L.CAL_GAIN_PPM_LIMIT:,} ppm or offset beyond "
@@ -200,7 +205,8 @@ NAK_MEANING: dict[ErrorCode, NakMeaning] = {
         "the pen's counter",
     ),
     E.IMAGE_REJECTED: NakMeaning(
-        "FwFinish (or FwTestBoot) of an image that fails verification",
+        "FwFinish re-sent after the verification it started failed (FwTestBoot never answers "
+        "it: after a rejection it is IMAGE_NOT_VERIFIED, value 5 = REJECTED)",
         "the ImageFault (docs/firmware.md)",
     ),
     E.NO_UPLOAD: NakMeaning(
@@ -277,13 +283,17 @@ EVENT_VALUE: dict[EventCode, str] = {
     EV.CARTRIDGE_MOUNTED: "the cartridge id (u32)",
     EV.CARTRIDGE_REMOVED: "the cartridge id (u32)",
     EV.CARTRIDGE_LOCKED: "the cartridge id (u32), locked at its first run",
-    EV.CARTRIDGE_RETIRED: "the cartridge id (u32): it will never run again",
+    EV.CARTRIDGE_RETIRED: "the cartridge id (u32): it will never run again (raised when a run "
+    "ends with it worn out, and on fluid ingress; a cartridge removed while running is retired "
+    "without this event: FaultReport and Event CARTRIDGE_REMOVED say it)",
     EV.WATCHDOG_EXPIRED: "how long the host had been silent (ms)",
     EV.TEMPERATURE_WARNING: f"the temperature (0.1 °C), on reaching {L.TEMP_WARN_DC / 10:g} °C",
     EV.CALIBRATION_COMMITTED: "the calibration counter now active",
     EV.SOFT_CAP_OVERRIDE: "the depth set beyond the soft cap (µm)",
     EV.SIM_PARAMETER_CHANGED: "the simulator parameter (SimParam)",
-    EV.SECURITY_DENIED: "the message id refused (NOT_CONNECTED or NOT_AUTHORIZED)",
+    EV.SECURITY_DENIED: "the message id refused: NOT_CONNECTED, NOT_AUTHORIZED, PairRequest "
+    "refused PAIRING_CLOSED or PAIRING_BUSY, PairConfirm refused PAIRING_FAILED (not the other "
+    "PairConfirm refusals)",
     EV.RETRACTED: "how long the needles took to reach home (ms)",
     EV.IMAGE_REJECTED: "the ImageFault the image failed",
     EV.FIRMWARE_TEST_BOOT: "the security counter of the image now on trial",
@@ -292,11 +302,99 @@ EVENT_VALUE: dict[EventCode, str] = {
     EV.PAIRED: "the host id paired (u32)",
     EV.UNPAIRED: "the host id revoked (u32)",
     EV.UNPAIRED_CONNECT: "0",
-    EV.AUTH_FAILURES: "frames that failed authentication within the last second",
+    EV.AUTH_FAILURES: "frames that failed authentication or were replays in the window, "
+    f"counted when the count first reached {D.AUTH_BURST} or more",
     EV.UNPROVEN_CONNECT: "the host id the link claimed (u32)",
     EV.SERVICE_MODE_ENTERED: "0",
     EV.SERVICE_MODE_LEFT: "why (ServiceExit)",
 }
+
+
+# Event.run_id: RUN = the current or last run of this boot (0 before the first run); ZERO = 0.
+RUN = "the current or last run"
+ZERO = "0"
+EVENT_RUN_ID: dict[EventCode, str] = {
+    EV.BOOTED: ZERO,
+    EV.RUN_STARTED: RUN,
+    EV.STOPPED: RUN,
+    EV.EMERGENCY_STOP: RUN,
+    EV.FAULT_RAISED: RUN,
+    EV.FAULT_CLEARED: RUN,
+    EV.CARTRIDGE_MOUNTED: ZERO,
+    EV.CARTRIDGE_REMOVED: ZERO,
+    EV.CARTRIDGE_LOCKED: RUN,
+    EV.CARTRIDGE_RETIRED: "worn out at the end of a run: that run; fluid ingress: 0",
+    EV.WATCHDOG_EXPIRED: RUN,
+    EV.TEMPERATURE_WARNING: ZERO,
+    EV.CALIBRATION_COMMITTED: ZERO,
+    EV.SOFT_CAP_OVERRIDE: RUN,
+    EV.SIM_PARAMETER_CHANGED: RUN,
+    EV.SECURITY_DENIED: "NOT_AUTHORIZED: the current or last run; NOT_CONNECTED and pairing "
+    "refusals: 0",
+    EV.RETRACTED: RUN,
+    EV.IMAGE_REJECTED: ZERO,
+    EV.FIRMWARE_TEST_BOOT: ZERO,
+    EV.FIRMWARE_CONFIRMED: ZERO,
+    EV.FIRMWARE_REVERTED: ZERO,
+    EV.PAIRED: ZERO,
+    EV.UNPAIRED: ZERO,
+    EV.UNPAIRED_CONNECT: RUN,
+    EV.AUTH_FAILURES: RUN,
+    EV.UNPROVEN_CONNECT: RUN,
+    EV.SERVICE_MODE_ENTERED: RUN,
+    EV.SERVICE_MODE_LEFT: RUN,
+}
+
+F = FaultCode
+# FaultReport.value per fault (FaultReport.run_id: the current or last run of this boot).
+FAULT_VALUE: dict[FaultCode, str] = {
+    F.STALL: "the measured motor current (mA)",
+    F.OVER_TEMPERATURE: "the measured temperature (0.1 °C)",
+    F.BATTERY_LOW: "the measured battery voltage (mV)",
+    F.DEPTH_ERROR: "the measured depth (µm)",
+    F.FLUID_INGRESS: "1",
+    F.WATCHDOG: "how long the host had been silent (ms)",
+    F.CALIBRATION_CORRUPT: "0",
+    F.RETRACT_SLOW: "ms since the stop, needles not home",
+    F.EMERGENCY_STOP: "strokes completed in the run (0 when none was going)",
+    F.CARTRIDGE_REMOVED: "the cartridge id (u32 bit pattern)",
+    F.BROWNOUT: "0",
+    F.RATE_ERROR: "the measured stroke rate (0.01 strokes/s)",
+}
+
+
+# What the pen sends, in order, for each trigger: the reply first (a command's reply always
+# goes before any record it causes), then its records. "[…]" marks an item sent only when it
+# applies; "…" a later moment.
+RECORD_ORDER: dict[str, tuple[str, ...]] = {
+    "Run accepted": ("Ack(run id)", "[Event CARTRIDGE_LOCKED]", "Event RUN_STARTED"),
+    "run ends (Stop, target, cartridge limit)": (
+        "[Ack (Stop)]", "RunReport", "[Event CARTRIDGE_RETIRED]", "Event STOPPED",
+        "… Event RETRACTED",
+    ),
+    "fault during a run (EmergencyStop: its Ack first)": (
+        "[Ack (EmergencyStop)]", "RunReport", "[Event CARTRIDGE_RETIRED]", "FaultReport",
+        "[Event SERVICE_MODE_LEFT]", "Event FAULT_RAISED (EmergencyStop: Event EMERGENCY_STOP)",
+        "… Event RETRACTED",
+    ),
+    "watchdog": (
+        "Event WATCHDOG_EXPIRED", "RunReport", "[Event CARTRIDGE_RETIRED]", "FaultReport",
+        "[Event SERVICE_MODE_LEFT]", "Event FAULT_RAISED", "… Event RETRACTED",
+    ),
+    "cartridge removed while running": (
+        "RunReport", "FaultReport", "[Event SERVICE_MODE_LEFT]", "Event FAULT_RAISED",
+        "Event CARTRIDGE_REMOVED", "… Event RETRACTED",
+    ),
+    "fluid ingress": (
+        "[Event CARTRIDGE_RETIRED]", "[RunReport]", "FaultReport", "[Event SERVICE_MODE_LEFT]",
+        "Event FAULT_RAISED", "… Event RETRACTED",
+    ),
+    "boot": (
+        "Event BOOTED", "[the bootloader's events: FIRMWARE_TEST_BOOT, FIRMWARE_REVERTED, …]",
+        "[FaultReport and Event FAULT_RAISED: BROWNOUT, FLUID_INGRESS]",
+        "[FaultReport CALIBRATION_CORRUPT]", "[… Event RETRACTED: needles were out]",
+    ),
+}  # fmt: skip
 
 
 @dataclass(frozen=True, slots=True)
@@ -315,15 +413,26 @@ class Stage:
     condition: str
 
 
-# Every command passes these stages, in this order, before its own checks (COMMAND_CHECKS).
+# Every message the pen receives passes these stages, in this order, before a command's own
+# checks (COMMAND_CHECKS). A Nak for bytes that are not a valid message (stages 1–2) carries
+# bytes 1–4 of the message as cmd_id when it has at least 5 bytes, else 0.
 ADMISSION_ORDER: tuple[Stage, ...] = (
-    Stage("`UNKNOWN_COMMAND`", "the id names a command this pen implements"),
-    Stage("`MALFORMED`", "the body has the declared length; strings, enum values and `cmd_id` "
-          "(never 0) are valid"),
-    Stage("the field's typed code, else `MALFORMED`", "every field is within its declared "
-          "range, checked in declared order (the first out of range is answered)"),
+    Stage("`UNKNOWN_COMMAND` (value = the id)", "the id byte names a message the schema "
+          "defines (any kind)"),
+    Stage("`MALFORMED` (value = the id)", "the body has the declared length for that id — "
+          "checked for every id, a reply's or notification's too"),
+    Stage("the field's typed code (value, bound); else `MALFORMED` (value = the id)",
+          "fields in declared order, `cmd_id` first: the first field that is out of its "
+          "range (typed code when the field declares one; `cmd_id` 0 is `MALFORMED`), an enum "
+          "value that is no member, or a string that is not NUL-padded printable ASCII is "
+          "answered (`Run` area 12 with mode 5 is `UNKNOWN_AREA`)"),
+    Stage("`UNKNOWN_COMMAND` (value = the id); a host notification is never answered",
+          "the message is a command (a well-formed reply or notification sent to the pen is "
+          "refused; a `Heartbeat` only feeds the watchdog)"),
     Stage("the cached reply", "a re-sent command of this session (same bytes, same cmd_id) is "
           "answered from the reply cache, not executed again"),
+    Stage("`UNKNOWN_COMMAND` (value = the id)", "this pen implements the command (a "
+          "production pen has no simulator commands)"),
     Stage("`NOT_CONNECTED`", "a Hello on this link epoch (not needed: Hello, Stop, "
           "EmergencyStop)"),
     Stage("`NOT_AUTHORIZED`", "a paired host authenticated this epoch (unless the admission "
@@ -331,7 +440,6 @@ ADMISSION_ORDER: tuple[Stage, ...] = (
     Stage("`FAULT_ACTIVE` in FAULT, else `BAD_STATE`", "the pen's state admits the command "
           "(admission table)"),
 )  # fmt: skip
-# from the reply cache: see "Sessions, the reply cache and records".)
 
 COMMAND_CHECKS: dict[type[Message], tuple[Check, ...]] = {
     SetDepth: (
@@ -382,12 +490,12 @@ COMMAND_CHECKS: dict[type[Message], tuple[Check, ...]] = {
     ),
     CalCommit: (
         Check(E.CALIBRATION_CRC_MISMATCH, "a record is staged and crc names it"),
-        Check(E.CALIBRATION_DOWNGRADE, "its counter is above the active one's"),
+        Check(E.CALIBRATION_DOWNGRADE, "its counter is above every counter ever committed"),
     ),
     ClearFault: (Check(E.FAULT_ACTIVE, "the latched fault's cause is gone"),),
     SetServiceMode: (Check(E.BAD_STATE, "entering: the pen is IDLE"),),
 }
-del E, EV
+del E, EV, F
 
 
 def commands_answered_by_ack() -> list[type[Message]]:

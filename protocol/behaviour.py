@@ -48,6 +48,7 @@ __all__ = [
     "NEVER_CACHED",
     "NO_HANDSHAKE_NEEDED",
     "NO_PAIRING_NEEDED",
+    "OBSERVABLE_STATES",
     "TRANSITIONS",
     "Trigger",
     "allowed_states_markdown",
@@ -148,9 +149,16 @@ def state_diagram() -> str:
     return "\n".join(lines)
 
 
+# States a host can find the firmware in: BOOT ends before the link opens, and in BOOTLOADER
+# the bootloader swaps images with the link silent (bytes that arrive are discarded), so neither
+# is ever observable in Status nor answers a command.
+OBSERVABLE_STATES = tuple(s for s in PenState if s not in (PenState.BOOT, PenState.BOOTLOADER))
+
+
 def allowed_states_markdown() -> str:
-    """The command/state table of docs/simulator.md, drawn from :data:`ALLOWED_STATES`."""
-    states = [s for s in PenState if s is not PenState.BOOT]
+    """The command/state table of docs/simulator.md and docs/protocol.md, drawn from
+    :data:`ALLOWED_STATES` (columns: the states a host can observe)."""
+    states = list(OBSERVABLE_STATES)
     rows = [
         "| command | " + " | ".join(s.name for s in states) + " | before Hello | unpaired |",
         "|---|" + "---|" * (len(states) + 2),

@@ -24,6 +24,7 @@ from pathlib import Path
 
 from . import framing, limits, link, messages, timing
 from .docgen_behaviour import answers_section, behaviour_section
+from .docgen_rules import rules_section
 from .docgen_security import auth_section, update_section
 from .docgen_wire import (
     calibration_crc_section,
@@ -236,8 +237,13 @@ def _session_section() -> list[str]:
         "acknowledgement means *durably recorded*.",
         "",
         "- The pen hands records over only on an epoch whose host has opened a session. Before "
-        f"that it holds them (up to {limits.HELD_RECORDS_MAX:,}, in RAM; telemetry is a live "
-        "measurement and is not held).",
+        f"that it holds them in RAM: up to {limits.HELD_RECORDS_MAX:,}, beyond which the newest "
+        "is discarded and counted; of them at most "
+        f"{limits.HELD_SECURITY_EVENTS_MAX} security events (`SECURITY_DENIED`, "
+        "`AUTH_FAILURES`, `UNPAIRED_CONNECT`, `UNPROVEN_CONNECT`: anyone can provoke them), "
+        "the rest discarded and counted, so run and fault reports are never crowded out. "
+        "Telemetry is a live measurement and is not held. A reset loses whatever is held or "
+        "unacknowledged.",
         "- When a new epoch opens, whatever the old host never acknowledged goes back to the "
         "held records, and is handed to the next session after its `OpenSession` reply, oldest "
         "first, before any later reply.",
@@ -246,7 +252,9 @@ def _session_section() -> list[str]:
         "epoch without a handshake, which hands nothing over).",
         "- A record may therefore arrive twice (its host died between storing and "
         "acknowledging): a run report is identified by pen serial, boot id and run id, an event "
-        "by pen serial, boot id, kind, code, value, run id and pen time, and stored once.",
+        "by pen serial, boot id, kind, code, value, run id and pen time, and stored once. A "
+        "known limit: two identical events in the same millisecond (two `SetDepth` 1600 with "
+        "override in one ms) are indistinguishable and stored once.",
         "",
     ]
 
@@ -307,7 +315,8 @@ def _framing_rules() -> list[str]:
         "`00 <cobs> 00`, so garbage before a frame never merges into it and a receiver that "
         "starts mid-stream resynchronises at the next `00`.",
         f"* **Sizes:** message body ≤ {MAX_BODY} bytes; raw frame (header to CRC) "
-        f"{framing.MIN_RAW_FRAME}–{MAX_RAW_FRAME} bytes (a SACK bitmap included); on the wire "
+        f"{framing.MIN_RAW_FRAME}–{MAX_RAW_FRAME} bytes (SACK bitmap and {TRAILER_BYTES}-byte "
+        f"auth trailer included); on the wire "
         f"≤ {MAX_WIRE_FRAME} bytes with both delimiters. Longer pieces are discarded and "
         "counted, as are pieces that fail COBS or the CRC, and a frame flagged SACK too short "
         "to hold its bitmap; nothing a peer sends raises.",
@@ -381,8 +390,8 @@ def _link_section() -> list[str]:
         f"* **Acknowledgements** are cumulative: `ack` is the next sequence number expected. "
         "They ride on data frames and datagrams when there are some, otherwise go alone in an "
         "ACK frame. A duplicate is acknowledged again, never delivered again; early frames wait "
-        f"for the gap (up to window + {link.URGENT_SLACK} ahead, beyond that they are dropped "
-        "and come again).",
+        f"for the gap (a frame is kept while seq − next expected < window + "
+        f"{link.URGENT_SLACK}, mod 2^16; beyond that it is dropped and comes again).",
         f"* **Selective acknowledgements.** While a receiver holds frames beyond a gap, every "
         f"frame carrying its ack also carries the {link.SACK_BITS}-bit `sack` bitmap (flag "
         "SACK) naming them, and it acknowledges at once — on a gap, a duplicate, or the frame "
@@ -409,13 +418,19 @@ def _link_section() -> list[str]:
         "`rto_initial` before any sample), not from the old epoch's backoff.",
         f"* **Urgent** messages (emergency stop) are sent at once, up to {link.URGENT_SLACK} "
         "beyond the window, and delivered on arrival even if earlier frames are missing; "
-        "they are not delivered again when the gap fills.",
+        "they are not delivered again when the gap fills. An urgent frame does **not** cancel "
+        "the frames still missing before it: those are delivered, and obeyed, when they arrive "
+        "(see [Rules for hosts](#rules-for-hosts)).",
         "* **Datagrams** (`send(…, reliable=False)`; the pen's `Telemetry`) go once in a "
-        "DATAGRAM frame: never acknowledged or sent again, not counted in the window, and "
+        "frame flagged DATAGRAM|ACK (`ack` valid; +SACK when a bitmap is due), numbered from 0 "
+        "in each epoch by their own counter: never acknowledged or sent again, not counted in "
+        "the window, and "
         "written after the reliable frames that are ready at the same moment, so a reply or "
-        "an event never waits behind one. The receiver delivers one (`MessageReceived`) if "
-        "its epoch is current and its number is later than every datagram delivered before: "
-        "at most once, in order, gaps allowed. A sender drops them (counted in "
+        "an event never waits behind one. The receiver keeps `next` (0 at the epoch's start) "
+        "and delivers a datagram of the current epoch (`MessageReceived`) when "
+        "(seq − next) mod 2^16 < 2^15, then sets `next` = seq + 1; otherwise it counts it "
+        "stale (`datagrams_stale`): at most once, in order, gaps allowed. A sender drops them "
+        "(counted in "
         "`datagrams_dropped`) while the link is not established, while "
         f"{_backlog_limit_text(link.DATAGRAM_BACKLOG_LIMIT)} for room in the window (it "
         "is full: the line is busy recovering and replies and records get all of it), and "
@@ -427,8 +442,11 @@ def _link_section() -> list[str]:
         "* **Reconnect.** The host's `connect()` opens a new epoch and *returns* the messages "
         "the old one left unacknowledged: only its owner knows whether the pen restarted, so "
         "only the owner re-sends them (a re-sent command is answered from the pen's reply "
-        "cache). The pen, on a new epoch, re-queues everything it had not got acknowledged "
-        "ahead of its backlog: replies, events and run reports reach the host.",
+        "cache). The pen, on a new epoch, keeps only the *records* it had not got "
+        "acknowledged (`RunReport`, `Event`, `FaultReport`): they go back to its held records "
+        "for the next host session (see Records). Unacknowledged *replies* are discarded: the "
+        "host gets them by re-sending the command, answered from the reply cache (only after "
+        "`OpenSession` answered 1).",
         "",
         "Link parameters (`Link(role, …)` keywords):",
         "",
@@ -558,6 +576,7 @@ def render() -> str:
     lines += auth_section()
     lines += update_section()
     lines += answers_section()
+    lines += rules_section()
     lines += _summary_section()
     for cls in _messages():
         lines += _message_section(cls)

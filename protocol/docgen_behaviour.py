@@ -66,8 +66,8 @@ def _connecting() -> list[str]:
         "3. The host sends `OpenSession` with its session number (see Sessions): the pen's "
         "reply cache and its held records belong to that session from now on.",
         "4. The host sets the watchdog (`SetWatchdog`) and telemetry (`SetTelemetry`) it "
-        "wants, reads `GetStatus`, and heartbeats: every frame it sends feeds the watchdog; "
-        "`Heartbeat` exists for an otherwise idle link.",
+        "wants, reads `GetStatus`, and heartbeats: every authenticated frame it sends feeds "
+        "the watchdog; `Heartbeat` exists for an otherwise idle link.",
         "",
     ]
 
@@ -115,7 +115,10 @@ def _admission() -> list[str]:
         "by a paired host. Commands never answered from the reply cache: "
         + ", ".join(f"`{c.__name__}`" for c in _ordered(behaviour.NEVER_CACHED))
         + ". The simulator commands (ids 0xE0–0xFF) exist only on a simulator; a pen answers "
-        "`Nak(UNKNOWN_COMMAND)`.",
+        "`Nak(UNKNOWN_COMMAND)`. There is no column for `BOOT` or `BOOTLOADER`: neither is ever "
+        "observable in `Status` — `BOOT` ends before the link opens, and in `BOOTLOADER` the "
+        "link is silent and every byte that arrives is discarded (no command is read, none "
+        "answered).",
         "",
         behaviour.allowed_states_markdown(),
         "",
@@ -126,8 +129,10 @@ def _check_order() -> list[str]:
     lines = [
         "### Order of checks",
         "",
-        "When several things are wrong with a command, the pen answers the first that fails, "
-        "in this order (so every pen gives the same answer to the same bytes):",
+        "When several things are wrong with a message, the pen answers the first that fails, "
+        "in this order (so every pen gives the same answer to the same bytes). A `Nak` for "
+        "bytes that are not a valid message (steps 1–3) carries bytes 1–4 of the message as "
+        "`cmd_id` when it has at least 5 bytes (even for a `Heartbeat`: its counter), else 0:",
         "",
     ]
     lines += _table(
@@ -182,13 +187,16 @@ def _watchdog() -> list[str]:
         f"{limits.HEARTBEAT_MIN_MS} to {limits.HEARTBEAT_MAX_MS} ms "
         f"(`{ErrorCode.WATCHDOG_OUT_OF_RANGE.name}` outside); RAM: a reboot restores the "
         "default.",
-        "* **Armed** when a run starts (from the host's last frame), **disarmed** when the run "
+        "* **Armed** when a run starts (counted from the host's last authenticated frame), "
+        "**disarmed** when the run "
         "ends. At rest nothing moves, so nothing needs a watchdog.",
-        "* **Fed** by every frame the host sends that the pen accepts on the current epoch — on "
-        "an authenticated epoch only frames whose tag checks (and a paired host's valid resume "
-        "SYN): see Link authentication. A `Heartbeat` is such a frame with nothing else to "
-        "say; the host sends one every watchdog / "
-        f"{timing.HEARTBEATS_PER_WATCHDOG}.",
+        "* **Fed** only by *authenticated* frames: a frame of a paired host's epoch whose tag "
+        "checks, or a paired host's valid resume SYN (see Link authentication). Nothing on an "
+        "unauthenticated epoch feeds it — not a SYN, not an unpaired link's heartbeats. A "
+        "`Heartbeat` is such a frame with nothing else to say; the host sends one every "
+        f"watchdog / {timing.HEARTBEATS_PER_WATCHDOG}.",
+        "* **Changed during a run:** `SetWatchdog` applies at once, counted from the host's "
+        "last authenticated frame (a shorter time may fire at once).",
         f"* **Fires** when no such frame came for the watchdog time: `Event "
         f"{EventCode.WATCHDOG_EXPIRED.name}` (value = ms of silence), the motor stops and the "
         f"needles retract (within {timing.RETRACT_MAX_MS} ms), the pen latches `FAULT` "
@@ -273,8 +281,10 @@ def answers_section() -> list[str]:
         "",
         "`Nak.value`, `Nak.limit` and `Event.value` are i32 on the wire; a u32 quantity (a "
         "cartridge id, a host id, a schema hash) travels as its 32-bit pattern — read it back "
-        "as unsigned. `Event.t_ms` is the pen's uptime when it happened; `Event.run_id` the "
-        "current or last run of this boot when the event concerns a run (0 otherwise).",
+        "as unsigned. `Event.t_ms` is the pen's uptime when it happened; `Event.run_id` is, "
+        "per event (column *run_id*), either the current or last run of this boot (0 before "
+        "the first run, even at rest long after it ended) or always 0. `FaultReport.run_id` "
+        "is the current or last run of this boot.",
         "",
         "### Nak codes",
         "",
@@ -294,13 +304,17 @@ def answers_section() -> list[str]:
     )
     lines += ["### Events", ""]
     lines += _table(
-        ("code", "name", "value"),
-        ((int(code), f"`{code.name}`", text) for code, text in answers.EVENT_VALUE.items()),
+        ("code", "name", "value", "run_id"),
+        (
+            (int(code), f"`{code.name}`", text, answers.EVENT_RUN_ID[code])
+            for code, text in answers.EVENT_VALUE.items()
+        ),
     )
     lines += [
         f"A pen in `{PenState.FAULT.name}` reports the fault in `Status.fault`; otherwise "
         "`Status.fault` is `NONE`, or `CALIBRATION_CORRUPT` while the stored calibration is "
-        "damaged (runs are then refused `UNCALIBRATED`).",
+        "damaged (runs are then refused `UNCALIBRATED`; see "
+        "[Faults](#faults-and-their-reports)).",
         "",
     ]
     return lines

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
 
+from micropen.protocol import device
 from micropen.protocol import limits as L
 from micropen.protocol.messages import CalBank, CalData, CalWrite, ErrorCode, calibration_crc
 
@@ -26,7 +27,8 @@ __all__ = ["CAL_MODES", "CalRecord", "CalStore", "Nvm"]
 
 CAL_MODES = ("nominal", "blank", "corrupt")
 CAL_VERSION = 1
-NOMINAL_COUNTER = 1  # the factory record; a real calibration commits a higher counter
+# the factory record; a real calibration commits a higher counter
+NOMINAL_COUNTER = device.CAL_FACTORY_COUNTER
 
 
 @dataclass(frozen=True, slots=True)

@@ -24,6 +24,7 @@ from dataclasses import dataclass
 from enum import Enum
 from typing import Any
 
+from micropen.protocol import device as D
 from micropen.protocol import limits as L
 from micropen.protocol.behaviour import (
     ALLOWED_STATES,
@@ -117,9 +118,9 @@ __all__ = [
     "state_diagram",
 ]
 
-TICK_S = 0.010  # control period while anything moves
-IDLE_TICK_EVERY = 50  # ticks at rest: every 0.5 s
-TEMP_REARM_DC = L.TEMP_WARN_DC - 5  # the warning re-arms below 39.5 °C
+TICK_S = D.CONTROL_TICK_MS / 1000  # control period while anything moves
+IDLE_TICK_EVERY = D.IDLE_TICK_EVERY  # ticks at rest: every 0.5 s
+TEMP_REARM_DC = D.TEMP_REARM_DC  # the warning re-arms below 39.5 °C
 LINK_MAX_RETRIES = 1 << 30  # the pen never gives up delivering (faults, run reports)
 _U32 = 0xFFFF_FFFF
 _INF = math.inf
@@ -145,8 +146,8 @@ class BootReason(int, Enum):
     UPDATE = 3  # the firmware reset itself to test-boot a new image
 
 
-AUTH_HOLD_S = 2.0  # a paired host heard from this recently has a live link
-AUTH_BURST = 8  # frames failing authentication within a second that make a security event
+AUTH_HOLD_S = D.AUTH_HOLD_S  # a paired host heard from this recently has a live link
+AUTH_BURST = D.AUTH_BURST  # frames failing authentication within a second: a security event
 S = PenState
 _ACTIVE_STATES = frozenset({S.RUNNING, S.STOPPING})
 _SECURITY_EVENTS = frozenset(
@@ -741,7 +742,8 @@ class Firmware:
             self._notify(Event(0, EventCode.UNPAIRED_CONNECT, 0, self._run_id()), self._now)
         claimed = link.peer_id
         proven = link.statistics().frames_authenticated > self._proven_at_connect
-        if claimed is not None and not proven and self._now - self._unproven_reported >= 1.0:
+        quiet = self._now - self._unproven_reported >= D.UNPROVEN_REPORT_EVERY_S
+        if claimed is not None and not proven and quiet:
             # the epoch now ending claimed a paired host and never showed its key
             self._unproven_reported = self._now
             event = Event(0, EventCode.UNPROVEN_CONNECT, i32(claimed), self._run_id())
@@ -751,7 +753,7 @@ class Firmware:
     def _count_rejections(self, rejected: int, t: float) -> None:
         """A burst of frames failing authentication is a security event (once a second)."""
         new, self._auth_rejected = rejected - self._auth_rejected, rejected
-        if t - self._burst_start >= 1.0:
+        if t - self._burst_start >= D.AUTH_BURST_WINDOW_S:
             self._burst_start, self._burst_count = t, 0
         before = self._burst_count
         self._burst_count += new

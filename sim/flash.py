@@ -16,6 +16,7 @@ import mmap
 import os
 from pathlib import Path
 
+from micropen.protocol import device
 from micropen.protocol.messages import FwSlotId
 
 __all__ = [
@@ -29,12 +30,12 @@ __all__ = [
     "slot_base",
 ]
 
-SECTOR = 4096
-SLOT_SECTORS = 64
+SECTOR = device.FLASH_SECTOR_BYTES
+SLOT_SECTORS = device.UPDATE_SLOT_SECTORS
 SLOT_BYTES = SECTOR * SLOT_SECTORS  # 256 KiB per image slot
 SCRATCH = 2 * SLOT_BYTES  # offset of the swap's scratch sector
 FLASH_BYTES = SCRATCH + SECTOR
-ERASE_S_PER_SECTOR = 0.020  # a 4 KiB NOR sector erase: 20 ms (datasheets say 20–45 ms)
+ERASE_S_PER_SECTOR = device.ERASE_MS_PER_SECTOR / 1000  # a 4 KiB NOR sector erase
 PROGRAM_S_PER_SECTOR = 0.004  # programming 4 KiB (page writes of 256 bytes)
 ERASED = 0xFF
 

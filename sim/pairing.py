@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 
-from micropen.protocol import linkauth
+from micropen.protocol import device, linkauth
 
 __all__ = [
     "MAX_PAIRINGS",
@@ -27,8 +27,8 @@ __all__ = [
     "PairingStore",
 ]
 
-MAX_PAIRINGS = 8
-PAIRING_WINDOW_S = 60.0
+MAX_PAIRINGS = device.MAX_PAIRINGS
+PAIRING_WINDOW_S = device.PAIRING_WINDOW_S
 
 
 @dataclass(frozen=True, slots=True)

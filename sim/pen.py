@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qsl
 
+from micropen.protocol.device import PRODUCTION_CAPABILITIES
 from micropen.protocol.errors import LocalProtocolError
 from micropen.protocol.messages import (
     Capability,
@@ -207,12 +208,10 @@ class SimulatedPen:
         self._t = now
         self._open_flash(config, image)
         capabilities = (
-            Capability.CALIBRATION_STORAGE
-            | Capability.TELEMETRY
+            PRODUCTION_CAPABILITIES  # what any pen announces, and what only a simulator does
             | Capability.SIMULATOR
             | Capability.DEVICE_FAULT_INJECTION
             | Capability.BENCH_INSTRUMENTS
-            | Capability.LINK_AUTHENTICATION
             | (Capability.LINK_FAULT_INJECTION if config.link_faults else 0)
         )
         self._capabilities = int(capabilities)

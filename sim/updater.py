@@ -23,6 +23,7 @@ from __future__ import annotations
 import hashlib
 import math
 
+from micropen.protocol import device
 from micropen.protocol import image as img
 from micropen.protocol.messages import (
     Ack,
@@ -45,7 +46,8 @@ __all__ = ["RESET_DELAY_S", "SIGNATURE_S", "VERIFY_S_PER_KIB", "UpdateAgent"]
 
 VERIFY_S_PER_KIB = 0.002  # SHA-256 on a small Cortex-M: about 0.5 MB/s
 SIGNATURE_S = 0.050  # one Ed25519 verification on a small Cortex-M
-RESET_DELAY_S = 0.100  # after FwTestBoot's reply, so the reply leaves before the reset
+# after FwTestBoot's reply, so the reply leaves before the reset
+RESET_DELAY_S = device.TEST_BOOT_RESET_DELAY_MS / 1000
 _MAX_BUSY_MS = 0xFFFF
 
 
