@@ -263,9 +263,9 @@ def _service_mode() -> list[str]:
         "— even an unpaired host's (`SESSION_ENDED`) —, when a new epoch opens and it was "
         "entered without a session (`SESSION_ENDED`), on a fault (`FAULT`) or the watchdog "
         "(`WATCHDOG`), and silently at every reset (it is RAM); a bench-fixture run still "
-        "going stops with it. A "
-        "paired host that has not opened a session can enter it while another session holds "
-        "it: the holder is replaced without an event (a known limit).",
+        "going stops with it. A paired host that has not opened a session may enter it "
+        "while another holds it (at rest): the holder's service mode ends first "
+        "(`SESSION_ENDED`), then the new one's begins.",
         "",
     ]
 

@@ -1150,6 +1150,8 @@ class Firmware:
             return Ack(m.cmd_id, 1)  # already this session's: idempotent
         if self.state is not PenState.IDLE:
             return Nak(m.cmd_id, ErrorCode.BAD_STATE, int(self.state), int(PenState.IDLE))
+        if self.service.held:  # another host's: it ends, and says so, before this one begins
+            self._leave_service(ServiceExit.SESSION_ENDED, t)
         self.service.enter(self._open_session(), self.link.epoch)
         self._notify(Event(0, EventCode.SERVICE_MODE_ENTERED, 0, self._run_id()), t)
         return Ack(m.cmd_id, 1)

@@ -165,3 +165,18 @@ def test_a_host_that_names_no_session_does_not_inherit_service_mode() -> None:
     assert second.nak(Run, BENCH_FIXTURE, RunMode.STROKES, 10, 0).error is (
         ErrorCode.SERVICE_MODE_REQUIRED
     )
+
+
+def test_a_host_that_takes_service_mode_over_ends_the_holders_with_an_event() -> None:
+    """Found by the protocol document's review: a paired host with no session could enter
+    service mode while another session held it, and the holder was replaced silently."""
+    first = Host(seed=1)
+    _fixture_ready(first)
+    second = Host(first.pen, clock=first.clock, link_seed=8, session=None)
+    second.connect()
+    second.hello()
+    second.ack(SetServiceMode, 1)
+    # the records wait for a session (the second host has none): the holder's exit is among them
+    held = first.pen.firmware._held
+    left = [m.value for m in held if getattr(m, "code", None) is EventCode.SERVICE_MODE_LEFT]
+    assert left == [ServiceExit.SESSION_ENDED]
