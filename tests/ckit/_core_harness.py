@@ -557,6 +557,10 @@ class Interop:
                 raise AssertionError(f"not done after {limit_ms} ms of virtual time")
             self.step()
 
+    def run_for(self, ms: int) -> None:
+        end = self.now + ms
+        self.run_until(lambda: self.now >= end)
+
     def quiet(self) -> bool:
         """Nothing in flight either way, and the link established on both ends."""
         return (
