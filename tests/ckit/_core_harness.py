@@ -106,15 +106,19 @@ def _workdir() -> Path:
     return path
 
 
+def _variant(defines: tuple[str, ...]) -> str:
+    return "".join("-" + d.replace("=", "_") for d in defines)
+
+
 @functools.cache
-def core_lib() -> ctypes.CDLL:
-    """The core as a shared library (built once per process)."""
+def core_lib(defines: tuple[str, ...] = ()) -> ctypes.CDLL:
+    """The core as a shared library (built once per process), with -D``defines``."""
     out = cbuild.build(
         [*CORE_SOURCES, *PORT_SOURCES],
-        _workdir() / "libmpcore.so",
+        _workdir() / f"libmpcore{_variant(defines)}.so",
         include=INCLUDE,
         shared=True,
-        extra=["-lcrypto"],
+        extra=[*(f"-D{d}" for d in defines), "-lcrypto"],
     )
     lib = ctypes.CDLL(str(out))
     u8p, u32p = ctypes.c_char_p, ctypes.POINTER(ctypes.c_uint32)
@@ -166,14 +170,14 @@ def core_lib() -> ctypes.CDLL:
 
 
 @functools.cache
-def core_driver() -> Path:
-    """The script driver, under ASan/UBSan (built once per process)."""
+def core_driver(defines: tuple[str, ...] = ()) -> Path:
+    """The script driver, under ASan/UBSan (built once per process), with -D``defines``."""
     return cbuild.build(
         [*CORE_SOURCES, *PORT_SOURCES, SHIMS / "core_driver.c"],
-        _workdir() / "core_driver",
+        _workdir() / f"core_driver{_variant(defines)}",
         include=INCLUDE,
         sanitize=True,
-        extra=["-lcrypto"],
+        extra=[*(f"-D{d}" for d in defines), "-lcrypto"],
     )
 
 
@@ -182,11 +186,13 @@ def hx(data: bytes) -> str:
 
 
 class Recorder:
-    """Calls made, as driver commands, and their results, as the lines the driver prints."""
+    """Calls made, as driver commands, and their results, as the lines the driver prints.
+    ``defines``: the -D flags of the build the calls went to (the replay uses the same)."""
 
-    def __init__(self) -> None:
+    def __init__(self, defines: tuple[str, ...] = ()) -> None:
         self.script: list[str] = []
         self.output: list[str] = []
+        self.defines = defines
 
     def _log(self, command: str, result: str) -> None:
         self.script.append(command)
@@ -198,7 +204,10 @@ def replay(*recorders: Recorder) -> None:
     the calls gave in-process (and ASan/UBSan must stay quiet, or the run fails)."""
     script = [line for r in recorders for line in r.script]
     expected = [line for r in recorders for line in r.output]
-    out = cbuild.run(core_driver(), stdin=("\n".join(script) + "\n").encode()).decode()
+    variants = {r.defines for r in recorders}
+    assert len(variants) == 1, "one replay runs one build"
+    driver = core_driver(variants.pop())
+    out = cbuild.run(driver, stdin=("\n".join(script) + "\n").encode()).decode()
     got = out.splitlines()
     assert len(got) == len(expected), f"driver printed {len(got)} lines for {len(expected)}"
     for i, (g, e) in enumerate(zip(got, expected, strict=True)):
@@ -233,11 +242,13 @@ class CPen(Recorder):
         auth: bool = False,
         seed: int = 1,
         recorder: Recorder | None = None,
+        defines: tuple[str, ...] = (),
     ) -> None:
-        super().__init__()
+        super().__init__(defines)
         if recorder is not None:  # share one script (a restarted pen continues it)
+            assert recorder.defines == defines
             self.script, self.output = recorder.script, recorder.output
-        self.lib = core_lib()
+        self.lib = core_lib(defines)
         self.buf = ctypes.create_string_buffer(self.lib.core_pen_size())
         args = (pen_id, window, rto_initial, rto_min, rto_max, ack_delay, int(auth), seed)
         self.lib.core_pen_init(self.buf, *args)
@@ -335,9 +346,9 @@ class CPen(Recorder):
 
 
 class CReplyCache(Recorder):
-    def __init__(self) -> None:
-        super().__init__()
-        self.lib = core_lib()
+    def __init__(self, defines: tuple[str, ...] = ()) -> None:
+        super().__init__(defines)
+        self.lib = core_lib(defines)
         self.buf = ctypes.create_string_buffer(self.lib.core_replycache_size())
         self.lib.mp_replycache_init(self.buf)
         self._log("rc_init", "ok")

@@ -33,12 +33,20 @@ KEY = bytes(range(7, 39))
 URGENT_BASE = 1_000_000
 
 
+COMPACT = ("MP_LINK_WINDOW_MAX=4", "MP_LINK_BACKLOG=8", "MP_LINK_RX_SLOTS=4")
+
+
 def make_pair(
-    *, auth: bool, faults: Iterable[str] = (), seed: int = 1, pen_paired: bool = True
+    *,
+    auth: bool,
+    faults: Iterable[str] = (),
+    seed: int = 1,
+    pen_paired: bool = True,
+    defines: tuple[str, ...] = (),
 ) -> Interop:
     pairing = {PEN_ID: (PEN_ID, KEY)}.get if auth else None
     host = Link(Role.HOST, rng=random.Random(seed), pairing=pairing)
-    pen = CPen(pen_id=PEN_ID, auth=auth, seed=seed + 1)
+    pen = CPen(pen_id=PEN_ID, auth=auth, seed=seed + 1, defines=defines)
     if auth and pen_paired:
         pen.pair(HOST_ID, KEY)
     line = Line(list(faults), replay_filter=lambda f: not is_handshake(f))
@@ -102,7 +110,27 @@ FAULTS = st.lists(
 def test_every_message_arrives_exactly_once_in_order_per_epoch(
     ops: list[tuple[str, int]], faults: list[str], auth: bool, seed: int
 ) -> None:
-    io = make_pair(auth=auth, faults=faults, seed=seed)
+    exchange(ops, faults, auth, seed, ())
+
+
+@settings(max_examples=15, deadline=None)
+@given(ops=OPS, faults=FAULTS, auth=st.booleans(), seed=st.integers(1, 2**16))
+def test_a_compact_build_keeps_the_same_promises(
+    ops: list[tuple[str, int]], faults: list[str], auth: bool, seed: int
+) -> None:
+    """4 frames in flight, 8 waiting, 4 received messages held (the pen's window is smaller
+    than the host's 16: what does not fit is dropped unacknowledged and comes again)."""
+    exchange(ops, faults, auth, seed, COMPACT)
+
+
+def exchange(
+    ops: list[tuple[str, int]],
+    faults: list[str],
+    auth: bool,
+    seed: int,
+    defines: tuple[str, ...],
+) -> None:
+    io = make_pair(auth=auth, faults=faults, seed=seed, defines=defines)
     connect(io)
     host_sent: list[int] = []
     host_urgent: list[int] = []
@@ -120,6 +148,8 @@ def test_every_message_arrives_exactly_once_in_order_per_epoch(
             io.host.send(EmergencyStop(host_urgent[-1]), t, urgent=True)
         elif op == "pen_send":
             for _ in range(n):
+                if io.pen.state()["send_room"] == 0:
+                    io.run_until(lambda: io.pen.state()["send_room"] > 0)
                 pen_sent.append(len(pen_sent) + 1)
                 assert io.pen.send(Ack(pen_sent[-1], 0), io.now) == 0
         elif op == "pen_urgent":
@@ -130,7 +160,13 @@ def test_every_message_arrives_exactly_once_in_order_per_epoch(
         elif op == "restart":  # everything acknowledged, then the pen reboots
             io.run_until(lambda: io.line.empty and io.host.idle and bool(io.pen.state()["idle"]))
             restarts += 1
-            io.pen = CPen(pen_id=PEN_ID, auth=auth, seed=seed + 100 + restarts, recorder=io.pen)
+            io.pen = CPen(
+                pen_id=PEN_ID,
+                auth=auth,
+                seed=seed + 100 + restarts,
+                recorder=io.pen,
+                defines=defines,
+            )
             if auth:
                 io.pen.pair(HOST_ID, KEY)
             if io.host.connected:  # its next data meets an RST (or, every RST lost, gives up)
