@@ -1,6 +1,7 @@
 """RAM and flash of the hand-written C core, as protocol/c/CORE.md states them.
 
-    python3 tests/ckit/_core_sizes.py      # prints the table CORE.md carries
+    python3 tests/ckit/_core_sizes.py          # prints the table CORE.md carries
+    python3 tests/ckit/_core_sizes.py --write  # and writes it into protocol/c/CORE.md
 
 RAM: ``sizeof`` of the structures a firmware allocates (compiled and run on this machine).
 Flash: ``size`` (text, data, bss) of each protocol/c/mp_*.c compiled alone with
@@ -91,5 +92,15 @@ def table() -> str:
     return "\n".join(lines)
 
 
+def write() -> None:
+    doc = CORE / "CORE.md"
+    text = doc.read_text(encoding="utf-8")
+    start = text.index("-->\n", text.index("<!-- sizes:")) + 4
+    end = text.index("\n<!-- /sizes -->")
+    doc.write_text(text[:start] + table() + text[end:], encoding="utf-8")
+
+
 if __name__ == "__main__":
+    if "--write" in sys.argv[1:]:
+        write()
     sys.stdout.write(table() + "\n")
