@@ -568,3 +568,38 @@ def test_sanitized_replay_of_the_deterministic_scenarios() -> None:
         io.pen.stats()
         recorders.append(io.pen)
     replay(*recorders)
+
+
+def test_the_replay_window_is_64_frames() -> None:
+    """Bare acks sealed by linkauth.FrameAuth with the host's key and chosen counters: a
+    counter is accepted once, and only while it is less than 64 below the highest seen."""
+    from micropen.protocol.framing import HEADER, encode_frame
+    from micropen.protocol.linkauth import FrameAuth
+
+    io = make_pair(auth=True)
+    connect(io)
+    assert io.host.auth is not None
+    sealer = FrameAuth(io.host.auth.send_key, io.host.auth.receive_key, PEN_ID)
+    epoch = io.host.epoch
+    header = HEADER.pack(0x02, epoch, 0, 0)
+    steps = [
+        (200, True),
+        (137, True),  # 63 below the highest: in the window, not seen
+        (136, False),  # 64 below: too old
+        (137, False),  # seen
+        (201, True),
+        (138, True),
+        (0, False),  # never valid
+        (500, True),
+        (437, True),
+        (436, False),
+    ]
+    for counter, accepted in steps:
+        sealer.sent = counter - 1  # seal() numbers the frame sent + 1
+        frame = encode_frame(0x02, epoch, 0, 0, sealer.seal(header))
+        before = io.pen.stats()
+        io.pen.receive(frame, io.now)
+        after = io.pen.stats()
+        got = after["frames_authenticated"] - before["frames_authenticated"]
+        replays = after["auth_replays"] - before["auth_replays"]
+        assert (got, replays) == ((1, 0) if accepted else (0, 1)), counter
