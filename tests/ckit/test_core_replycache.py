@@ -30,8 +30,8 @@ def _with_id(command: Message, cmd_id: int) -> Message:
 STEPS = st.lists(
     st.one_of(
         st.tuples(st.just("open"), st.integers(1, 5)),
-        st.tuples(st.just("store"), st.integers(1, 5), st.integers(0, 12), COMMANDS, REPLIES),
-        st.tuples(st.just("lookup"), st.integers(1, 5), st.integers(0, 12), COMMANDS),
+        st.tuples(st.just("store"), st.integers(1, 5), st.integers(1, 12), COMMANDS, REPLIES),
+        st.tuples(st.just("lookup"), st.integers(1, 5), st.integers(1, 12), COMMANDS),
         st.tuples(st.just("again"), st.integers(0, 40)),  # look up a command stored before
     ),
     max_size=60,
