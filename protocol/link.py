@@ -690,10 +690,11 @@ class Link:
             return
         auth = self.auth
         if auth is not None:
+            failures, replays = auth.failures, auth.replays
             opened = auth.open(raw)
-            if opened is None:
-                self._stats.auth_failures = auth.failures
-                self._stats.auth_replays = auth.replays
+            if opened is None:  # counted over the link's life, not per epoch: they only grow
+                self._stats.auth_failures += auth.failures - failures
+                self._stats.auth_replays += auth.replays - replays
                 return
             raw = opened
             self._stats.frames_authenticated += 1

@@ -237,3 +237,20 @@ def test_replays_older_than_the_window_are_refused_and_counted() -> None:
         if i != 36:
             fresh.open(frame)
     assert fresh.open(frames[36]) is not None  # 63 behind, never seen: accepted
+
+
+def test_authentication_failures_are_counted_across_epochs() -> None:
+    """The counters only grow: a new epoch's first forged frame is the third failure, not the
+    first (the firmware counts bursts from their differences; found by the C core's author)."""
+    host, pen = _pair()
+    cmd_id = 1
+    for epoch_start in (0.0, 1.0):
+        host.connect(epoch_start, HOST_ID)
+        _shuttle(host, pen, epoch_start)
+        pen.events()
+        forgeries = 2 if epoch_start == 0.0 else 1
+        for _ in range(forgeries):
+            host.send(GetStatus(cmd_id), epoch_start)
+            cmd_id += 1
+            pen.receive_data(_reframe(host.data_to_send(epoch_start), 8), epoch_start)
+    assert pen.statistics().auth_failures == 3
