@@ -50,7 +50,10 @@
 #define MP_LINK_RX_SLOTS (MP_LINK_WINDOW_MAX + MP_LINK_URGENT_SLACK) /* received, not polled */
 #endif
 #ifndef MP_LINK_MAX_MESSAGE
-#define MP_LINK_MAX_MESSAGE MP_FRAME_MAX_MESSAGE /* largest message sent or received (241) */
+#define MP_LINK_MAX_MESSAGE MP_FRAME_MAX_MESSAGE /* largest message sent (241) */
+#endif
+#ifndef MP_LINK_RX_MESSAGE_MAX /* largest message kept whole when received: anything a frame */
+#define MP_LINK_RX_MESSAGE_MAX (MP_FRAME_MAX_RAW - MP_FRAME_MIN_RAW) /* can carry (257) */
 #endif
 #ifndef MP_LINK_DATAGRAM_FALLBACK_BACKLOG
 #define MP_LINK_DATAGRAM_FALLBACK_BACKLOG 4 /* see mp_link_send, MP_SEND_DATAGRAM */
@@ -83,6 +86,8 @@ typedef struct mp_link_event {
     uint8_t authenticated; /* CONNECTED: the host proved a pairing; peer_id is its host_id */
     uint8_t urgent;        /* MESSAGE: came in an URGENT frame */
     uint8_t datagram;      /* MESSAGE: came in a DATAGRAM frame */
+    uint8_t truncated;     /* MESSAGE: longer than MP_LINK_RX_MESSAGE_MAX: only its first
+                              MP_LINK_RX_MESSAGE_MAX bytes are in msg (answer it MALFORMED) */
     uint32_t peer_id;      /* CONNECTED: the authenticated host's id (0 when not) */
     const uint8_t *msg;    /* MESSAGE: id byte + body (len may be 0: a DATA frame without one) */
     size_t len;
@@ -136,10 +141,10 @@ typedef struct mp_link_tx {
 } mp_link_tx;
 
 typedef struct mp_link_rx {
-    uint8_t msg[MP_LINK_MAX_MESSAGE];
-    uint8_t len;
+    uint8_t msg[MP_LINK_RX_MESSAGE_MAX];
+    uint16_t len;
     uint8_t state; /* free, early (waits for a gap), queued (an event names it), current */
-    uint8_t urgent, datagram, epoch;
+    uint8_t urgent, datagram, epoch, truncated;
     uint16_t seq;
 } mp_link_rx;
 
@@ -157,6 +162,7 @@ struct mp_link {
     mp_link_stats stats;
     uint8_t established;
     uint8_t epoch;
+    uint8_t have_nonce;
     uint32_t nonce; /* the host's SYN nonce of this epoch (SYNACK echoes it) */
     /* sending */
     mp_link_tx tx[MP_LINK_TX_SLOTS];
@@ -270,8 +276,8 @@ int mp_link_idle(const mp_link *l);
 /* Counters, the framer's included. */
 const mp_link_stats *mp_link_statistics(const mp_link *l);
 
-/* Back to LISTEN (link.close() for the pen): unacknowledged messages are dropped, events and
- * received messages not polled are forgotten. */
+/* Back to LISTEN (link.close() for the pen): every message not acknowledged is dropped (take
+ * them first with mp_link_take_unsent to keep them); events not polled stay. */
 void mp_link_close(mp_link *l);
 
 /* ---- authentication primitives (linkauth.py), exported for tests and firmware use */
