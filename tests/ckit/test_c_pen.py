@@ -18,26 +18,35 @@ import pytest
 from _c_pen import EXAMPLE, CPen, build_pen, start_pen
 
 from micropen.hil_tests.capture import capture
+from micropen.hil_tests.rawlink import RawLink
 from micropen.host import Pen, open_pen
 from micropen.host.errors import PenRefused
+from micropen.host.pairing import HostKeys
 from micropen.protocol.messages import (
+    PROTOCOL_VERSION,
+    Ack,
     CalBank,
     CalCommit,
     Capability,
     CartridgeState,
     ErrorCode,
+    Event,
     EventCode,
     FaultCode,
     FwGetSlot,
     FwSlotId,
+    GetStatus,
+    Hello,
+    OpenSession,
     PenState,
     Run,
     RunMode,
     RunOutcome,
+    SetDepth,
     SimGet,
     SimParam,
 )
-from micropen.protocol.schema import Message
+from micropen.protocol.schema import Message, schema_hash
 
 pytestmark = pytest.mark.slow
 COMMAND_TIMEOUT_S = 3.0
@@ -169,6 +178,24 @@ def test_an_unpaired_host_reads_but_moves_nothing(program: Path, tmp_path: Path)
     finally:
         code = running.stop()
     assert code == 0, running.stderr()
+
+
+def test_records_wait_for_a_session_then_come_in_order(c_pen: CPen) -> None:
+    """The pen holds its records until a paired host opens a session: the first session gets
+    the boot event, then each command's reply before the records it caused."""
+    with RawLink(c_pen.pty, keys=HostKeys()) as link:
+        link.connect()
+        link.request(lambda c: Hello(c, PROTOCOL_VERSION, schema_hash()))  # no session yet
+        link.request(lambda c: GetStatus(c))  # in order: anything sent before it is here
+        assert link.notifications == []  # held
+        link.request(lambda c: OpenSession(c, link.session))
+        link.wait_for(lambda: len(link.notifications) >= 1, "the held boot event")
+        (booted,) = link.notifications
+        assert isinstance(booted, Event) and (booted.code, booted.value) == (EventCode.BOOTED, 0)
+        ack = link.request(lambda c: SetDepth(c, 1600, 1))
+        assert isinstance(ack, Ack)
+        link.wait_for(lambda: len(link.notifications) >= 2, "the soft-cap event")
+        assert link.notifications[1].code is EventCode.SOFT_CAP_OVERRIDE  # type: ignore[attr-defined]
 
 
 @pytest.mark.parametrize(

@@ -58,32 +58,53 @@ static void copy_text(char *dst, size_t size, const char *src)
 }
 
 /* ======================================================================== message rings */
-static void ring_init(pen_ring *r, pen_message *slots, size_t cap)
+typedef char pen_outq_holds_the_link_s_slots[PEN_OUTQ_MAX >= MP_LINK_TX_SLOTS ? 1 : -1];
+
+static void ring_init(pen_ring *r, uint8_t *slots, size_t stride, size_t cap)
 {
     r->slots = slots;
+    r->stride = stride;
     r->cap = cap;
     r->head = r->count = 0;
 }
 
-static pen_message *ring_at(pen_ring *r, size_t i) { return &r->slots[(r->head + i) % r->cap]; }
+static uint8_t *ring_slot(const pen_ring *r, size_t i)
+{
+    return r->slots + ((r->head + i) % r->cap) * r->stride;
+}
+
+static void ring_get(const pen_ring *r, size_t i, pen_message *m)
+{
+    const uint8_t *slot = ring_slot(r, i);
+    m->len = slot[0];
+    m->urgent = slot[1];
+    memcpy(m->bytes, slot + 2, m->len);
+}
+
+static void ring_put(uint8_t *slot, const pen_message *m)
+{
+    slot[0] = m->len;
+    slot[1] = m->urgent;
+    memcpy(slot + 2, m->bytes, m->len);
+}
 
 static int ring_push(pen_ring *r, const pen_message *m)
 {
-    if (r->count >= r->cap) {
+    if (r->count >= r->cap || (size_t)m->len + 2u > r->stride) {
         return 0;
     }
-    *ring_at(r, r->count) = *m;
+    ring_put(ring_slot(r, r->count), m);
     r->count++;
     return 1;
 }
 
 static int ring_push_front(pen_ring *r, const pen_message *m)
 {
-    if (r->count >= r->cap) {
+    if (r->count >= r->cap || (size_t)m->len + 2u > r->stride) {
         return 0;
     }
-    r->head = (r->head + r->cap - 1) % r->cap;
-    r->slots[r->head] = *m;
+    r->head = (r->head + r->cap - 1u) % r->cap;
+    ring_put(ring_slot(r, 0), m);
     r->count++;
     return 1;
 }
@@ -91,10 +112,12 @@ static int ring_push_front(pen_ring *r, const pen_message *m)
 static void ring_pop(pen_ring *r)
 {
     if (r->count > 0) {
-        r->head = (r->head + 1) % r->cap;
+        r->head = (r->head + 1u) % r->cap;
         r->count--;
     }
 }
+
+static void ring_clear(pen_ring *r) { r->head = r->count = 0; }
 
 /* ======================================================================== sessions */
 /* The host session named on this epoch after its Hello; only a paired host's session gets
@@ -126,12 +149,38 @@ static int in_service(const pen *p)
 }
 
 /* ======================================================================== sending */
+/* Run reports, events and fault reports are records: held for a host session, never lost.
+ * Telemetry is a live measurement: never held. */
+static int is_record(uint8_t id)
+{
+    return id == MP_ID_Event || id == MP_ID_FaultReport || id == MP_ID_RunReport;
+}
+
+static int hand_over_held(pen *p)
+{ /* to the open session, oldest first, as far as the link takes them (firmware.py
+   * _release_held); 0 while some wait for room */
+    pen_message m;
+    while (p->held.count > 0) {
+        ring_get(&p->held, 0, &m);
+        if (mp_link_send(&p->link, m.bytes, m.len, 0u, p->now_ms) < 0) {
+            return 0;
+        }
+        ring_pop(&p->held);
+    }
+    return 1;
+}
+
 static void pump(pen *p)
 { /* the queue into the link, in order, as far as the link takes it */
+    pen_message m;
     while (p->outq.count > 0) {
-        pen_message *m = ring_at(&p->outq, 0);
-        unsigned flags = m->urgent ? MP_SEND_URGENT : 0u;
-        if (mp_link_send(&p->link, m->bytes, m->len, flags, p->now_ms) < 0) {
+        ring_get(&p->outq, 0, &m);
+        if (m.len == 0) {
+            if (!hand_over_held(p)) {
+                return;
+            }
+        } else if (mp_link_send(&p->link, m.bytes, m.len, m.urgent ? MP_SEND_URGENT : 0u,
+                                p->now_ms) < 0) {
             return;
         }
         ring_pop(&p->outq);
@@ -154,20 +203,11 @@ static void queue_out(pen *p, const pen_message *m)
 
 static void hold(pen *p, const pen_message *m)
 { /* a record waits for a host session that can store it (firmware.py _hold) */
-    if (!ring_push(&p->held, m)) {
+    if (!is_record(m->bytes[0])) {
+        p->counters.telemetry_skipped++;
+    } else if (!ring_push(&p->held, m)) {
         p->counters.records_lost++;
     }
-}
-
-static void hand_over_held(pen *p)
-{ /* a session is open: everything held, oldest first (firmware.py _release_held) */
-    while (p->held.count > 0) {
-        if (!ring_push(&p->outq, ring_at(&p->held, 0))) {
-            p->counters.records_lost++;
-        }
-        ring_pop(&p->held);
-    }
-    pump(p);
 }
 
 /* A record (Event, FaultReport, RunReport): after the reply of the command being handled,
@@ -190,12 +230,12 @@ static void emit_record(pen *p, const pen_message *m)
 }
 
 static void flush_deferred(pen *p)
-{
+{ /* what a command caused, after its reply; the marker hands the held records over */
     size_t i, n = p->deferred_count;
     p->deferred_count = 0;
     for (i = 0; i < n; i++) {
         if (p->deferred[i].len == 0) {
-            hand_over_held(p);
+            queue_out(p, &p->deferred[i]);
         } else {
             emit_record(p, &p->deferred[i]);
         }
@@ -1069,6 +1109,11 @@ static void on_message(pen *p, const uint8_t *msg, size_t len, uint32_t t)
     uint8_t kind;
     int cached_ok;
     memset(&why, 0, sizeof why);
+    if (len == 0) { /* a data frame without a message */
+        make_nak(p, &reply, 0, MP_ERRORCODE_UNKNOWN_COMMAND, 0, 0);
+        send_reply(p, &reply);
+        return;
+    }
     if (mp_unpack(msg, len, &cmd, &why) != 0) {
         /* refused by the codec: a field out of range with its own code, value and bound;
          * MALFORMED or UNKNOWN_COMMAND with the id otherwise */
@@ -1129,27 +1174,29 @@ static void on_connected(pen *p, uint32_t peer_id, uint32_t t)
     if (p->service_held && !p->service_by_session) {
         leave_service(p, MP_SERVICEEXIT_SESSION_ENDED, t);
     }
-    /* oldest: what the link sent or queued; then what waited for it (outq); then the held */
-    for (i = p->outq.count; i > 0; i--) {
-        const pen_message *q = ring_at(&p->outq, i - 1u);
-        if (mp_message_kind(q->bytes[0]) == MP_KIND_NOTIFY && !ring_push_front(&p->held, q)) {
+    /* in the order they were made: what the link had (sent or queued), what is still held,
+     * what waited in the queue for the link */
+    for (i = 0; i < p->outq.count; i++) {
+        ring_get(&p->outq, i, &m);
+        if (m.len > 0 && is_record(m.bytes[0]) && !ring_push(&p->held, &m)) {
             p->counters.records_lost++;
         }
     }
-    p->outq.head = p->outq.count = 0;
+    ring_clear(&p->outq);
     while ((n = mp_link_take_unsent(&p->link, m.bytes, sizeof m.bytes, NULL)) > 0) {
         m.len = (uint8_t)n;
         m.urgent = 0;
-        if (mp_message_kind(m.bytes[0]) == MP_KIND_NOTIFY && !ring_push(&p->outq, &m)) {
+        if (is_record(m.bytes[0]) && !ring_push(&p->outq, &m)) {
             p->counters.records_lost++;
         }
     }
     for (i = p->outq.count; i > 0; i--) {
-        if (!ring_push_front(&p->held, ring_at(&p->outq, i - 1u))) {
+        ring_get(&p->outq, i - 1u, &m);
+        if (!ring_push_front(&p->held, &m)) {
             p->counters.records_lost++;
         }
     }
-    p->outq.head = p->outq.count = 0;
+    ring_clear(&p->outq);
 }
 
 static void host_alive(pen *p, uint32_t t)
@@ -1184,8 +1231,8 @@ void pen_init(pen *p, const pen_config *cfg, uint32_t now_ms)
     p->cfg.model = p->model;
     p->cfg.serial = p->serial;
     p->boot_ms = p->now_ms = now_ms;
-    ring_init(&p->held, p->held_slots, PEN_HELD_MAX);
-    ring_init(&p->outq, p->outq_slots, PEN_OUTQ_MAX);
+    ring_init(&p->held, &p->held_slots[0][0], sizeof p->held_slots[0], PEN_HELD_MAX);
+    ring_init(&p->outq, &p->outq_slots[0][0], sizeof p->outq_slots[0], PEN_OUTQ_MAX);
     memset(&lc, 0, sizeof lc);
     lc.pen_id = cfg->pen_id;
     if (cfg->port.hmac_sha256 != NULL && cfg->port.random_bytes != NULL) {
@@ -1326,8 +1373,5 @@ uint32_t pen_next_deadline_ms(pen *p, uint32_t now_ms)
     }
     at = mp_link_next_deadline_ms(&p->link, now_ms);
     link_wait = due(now_ms, at) ? 0u : at - now_ms;
-    if (p->outq.count > 0 && mp_link_send_room(&p->link) > 0) {
-        link_wait = 0; /* queued messages can go now */
-    }
     return link_wait < wait ? link_wait : wait;
 }

@@ -32,14 +32,14 @@
 #ifndef PEN_HELD_MAX
 #define PEN_HELD_MAX MP_L_HELD_RECORDS_MAX
 #endif
-/* Reliable messages waiting for room in the link, in order (replies and handed-over records). */
+/* Replies and records waiting, in order, for room in the link (at least MP_LINK_TX_SLOTS). */
 #ifndef PEN_OUTQ_MAX
-#define PEN_OUTQ_MAX (PEN_HELD_MAX + 64)
+#define PEN_OUTQ_MAX 64
 #endif
-/* Bytes of one queued message: id byte + the largest body the pen queues (Status, 56). */
-#ifndef PEN_MESSAGE_BYTES
+/* Bytes of a message the pen sends: id byte + its largest body (Identity, 63). */
 #define PEN_MESSAGE_BYTES 64
-#endif
+/* Bytes of a record: id byte + the largest record body (RunReport, 26). */
+#define PEN_RECORD_BYTES 27
 /* Messages one command may cause before its reply has gone (events, reports). */
 #ifndef PEN_DEFERRED_MAX
 #define PEN_DEFERRED_MAX 16
@@ -81,10 +81,10 @@ typedef struct pen_message {
     uint8_t bytes[PEN_MESSAGE_BYTES];
 } pen_message;
 
-/* A ring of messages (held records, the queue to the link). */
+/* A ring of messages in fixed slots of `stride` bytes: length, urgent flag, the message. */
 typedef struct pen_ring {
-    pen_message *slots;
-    size_t cap, head, count;
+    uint8_t *slots;
+    size_t stride, cap, head, count;
 } pen_ring;
 
 /* The current or last run of this boot. */
@@ -175,9 +175,10 @@ typedef struct pen {
     uint8_t pairing_count;
 
     /* outgoing records and replies */
-    pen_message held_slots[PEN_HELD_MAX];
-    pen_message outq_slots[PEN_OUTQ_MAX];
-    pen_ring held, outq;
+    uint8_t held_slots[PEN_HELD_MAX][2 + PEN_RECORD_BYTES];
+    uint8_t outq_slots[PEN_OUTQ_MAX][2 + PEN_MESSAGE_BYTES];
+    pen_ring held; /* records waiting for a host session, oldest first */
+    pen_ring outq; /* waiting for the link; an entry of length 0 marks "the held go here" */
     pen_message deferred[PEN_DEFERRED_MAX]; /* len 0: "hand the held records over here" */
     size_t deferred_count;
     uint8_t deferring;
