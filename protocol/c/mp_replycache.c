@@ -31,20 +31,21 @@ void mp_replycache_init(mp_replycache *c)
     memset(c, 0, sizeof *c);
 }
 
-static mp_replycache_session *find(const mp_replycache *c, uint32_t session)
+static int find(const mp_replycache *c, uint32_t session) /* its index, or -1 */
 {
     int i;
     for (i = 0; i < MP_REPLYCACHE_SESSIONS; i++) {
         if (c->s[i].in_use && c->s[i].session == session) {
-            return (mp_replycache_session *)&c->s[i];
+            return i;
         }
     }
-    return NULL;
+    return -1;
 }
 
 int mp_replycache_open(mp_replycache *c, uint32_t session)
 {
-    mp_replycache_session *s = find(c, session);
+    int found = find(c, session);
+    mp_replycache_session *s = found >= 0 ? &c->s[found] : NULL;
     int i;
     c->clock++;
     if (s != NULL) {
@@ -117,7 +118,8 @@ static long find_entry(const mp_replycache_session *s, uint32_t cmd_id)
 int mp_replycache_lookup(const mp_replycache *c, uint32_t session, const uint8_t *request,
                          size_t request_len, const uint8_t **reply, size_t *reply_len)
 {
-    const mp_replycache_session *s = find(c, session);
+    int found = find(c, session);
+    const mp_replycache_session *s = found >= 0 ? &c->s[found] : NULL;
     long off;
     const uint8_t *e;
     if (s == NULL || request == NULL || request_len < 5u || request_len > MESSAGE_MAX) {
@@ -173,7 +175,8 @@ static uint32_t allocate(mp_replycache_session *s, uint32_t size)
 int mp_replycache_store(mp_replycache *c, uint32_t session, const uint8_t *request,
                         size_t request_len, const uint8_t *reply, size_t reply_len)
 {
-    mp_replycache_session *s = find(c, session);
+    int found = find(c, session);
+    mp_replycache_session *s = found >= 0 ? &c->s[found] : NULL;
     uint32_t size;
     uint32_t off;
     long old;
@@ -213,6 +216,6 @@ int mp_replycache_store(mp_replycache *c, uint32_t session, const uint8_t *reque
 
 size_t mp_replycache_count(const mp_replycache *c, uint32_t session)
 {
-    const mp_replycache_session *s = find(c, session);
-    return s == NULL ? 0u : s->entries;
+    int found = find(c, session);
+    return found < 0 ? 0u : c->s[found].entries;
 }

@@ -4,10 +4,10 @@ ever does, nothing raises, and the receiver resynchronises at the next intact fr
 from __future__ import annotations
 
 import zlib
-from dataclasses import dataclass
 
 import pytest
 from cobs import cobs
+from framing_corpus import MAX_MESSAGE, Frame, Segment, feed_in_chunks, frames, make_frame, segments
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -18,43 +18,7 @@ from micropen.protocol.framing import (
     MAX_WIRE_FRAME,
     SACK,
     FrameDecoder,
-    encode_frame,
 )
-from micropen.protocol.schema import MAX_BODY
-
-MAX_MESSAGE = 1 + MAX_BODY  # id byte + body
-
-
-@dataclass(frozen=True)
-class Frame:
-    wire: bytes  # what encode_frame returned, delimiters included
-    raw: bytes  # what FrameDecoder.feed must return for it
-
-
-def make_frame(flags: int, epoch: int, seq: int, ack: int, message: bytes) -> Frame:
-    """The frame as encode_frame writes it, and the raw frame computed independently."""
-    body = HEADER.pack(flags, epoch, seq, ack) + message
-    raw = body + zlib.crc32(body).to_bytes(4, "little")
-    return Frame(encode_frame(flags, epoch, seq, ack, message), raw)
-
-
-frames = st.builds(
-    make_frame,
-    st.integers(0, 0xFF),
-    st.integers(0, 0xFF),
-    st.integers(0, 0xFFFF),
-    st.integers(0, 0xFFFF),
-    st.binary(max_size=MAX_MESSAGE),
-)
-
-
-def feed_in_chunks(decoder: FrameDecoder, stream: bytes, cuts: list[int]) -> list[bytes]:
-    out: list[bytes] = []
-    start = 0
-    for cut in [*sorted(cuts), len(stream)]:
-        out += decoder.feed(stream[start:cut])
-        start = cut
-    return out
 
 
 # ------------------------------------------------------------------------------ layout
@@ -105,37 +69,6 @@ def test_accepts_bytearray_and_memoryview() -> None:
 
 
 # ------------------------------------------------------------------------------ damage
-@dataclass(frozen=True)
-class Segment:
-    frame: Frame | None  # the frame this segment came from (None for pure garbage)
-    wire: bytes  # the bytes actually put on the line
-    intact: bool
-
-
-def _flip(wire: bytes, bits: list[int]) -> bytes:
-    out = bytearray(wire)
-    for bit in bits:
-        out[(bit // 8) % len(out)] ^= 1 << (bit % 8)
-    return bytes(out)
-
-
-@st.composite
-def segments(draw: st.DrawFn) -> Segment:
-    frame = draw(frames)
-    how = draw(st.sampled_from(["intact", "intact", "garbage", "truncated", "flipped", "junk"]))
-    if how == "intact":
-        return Segment(frame, frame.wire, True)
-    if how == "garbage":
-        return Segment(None, draw(st.binary(min_size=1, max_size=300)), False)
-    if how == "junk":  # a long run without any delimiter
-        return Segment(None, draw(st.binary(min_size=MAX_WIRE_FRAME, max_size=700)), False)
-    if how == "truncated":
-        cut = draw(st.integers(1, len(frame.wire) - 1))
-        return Segment(frame, frame.wire[:cut], False)
-    bits = draw(st.lists(st.integers(0, 8 * len(frame.wire) - 1), min_size=1, max_size=3))
-    return Segment(frame, _flip(frame.wire, bits), False)
-
-
 def _is_subsequence(sub: list[bytes], seq: list[bytes]) -> bool:
     it = iter(seq)
     return all(any(x == y for y in it) for x in sub)
