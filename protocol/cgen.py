@@ -296,13 +296,13 @@ def _render_header(registry: Mapping[int, type[Message]], tables: _Tables) -> st
     largest = max(cls.STRUCT.size for cls in tables.messages)
     w(f"#define MP_MAX_MESSAGE {largest + 1} /* id byte + the largest body of this schema */")
     w("")
-    w("/* results: >= 0 success, negative MP_E_* (shared with the core; defined once) */")
+    w("/* results: >= 0 success, negative MP_E_* (the core's, in mp_port.h, are -20 and below) */")
     for name, value, meaning in (
         ("MP_E_MALFORMED", -1, "wrong id or length, bad string, value of no enumeration"),
         ("MP_E_RANGE", -2, "a field outside its declared range"),
         ("MP_E_SPACE", -3, "the output buffer is too small"),
     ):
-        w(f"#ifndef {name}", f"#define {name} ({value}) /* {meaning} */", "#endif")
+        w(f"#define {name} ({value}) /* {meaning} */")
     w("")
     for enum in _exported_enums(registry):
         doc = _first_line(enum)
@@ -889,7 +889,9 @@ def _render_tables(w: _Writer, tables: _Tables) -> None:
         values = _enum_values(enum)
         spans.append((first, len(values)))
         first += len(values)
-        w(f"    /* {enum.__name__} */ " + ", ".join(f"{v & 0xFFFF_FFFF}u" for v in values) + ",")
+        w(f"    /* {enum.__name__} */")
+        for start in range(0, len(values), 12):
+            w("    " + " ".join(f"{v & 0xFFFF_FFFF}u," for v in values[start : start + 12]))
     if not tables.enums:
         w("    0u /* no enumerated field */")
     w("};", "", "static const mp__enum mp__enums[] = {")

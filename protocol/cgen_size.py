@@ -35,7 +35,7 @@ _CRC_DECLARATION = (
     "#ifndef MP_CRC32_H\n#define MP_CRC32_H\n#include <stddef.h>\n#include <stdint.h>\n"
     "uint32_t mp_crc32(uint32_t crc, const uint8_t *data, size_t n);\n#endif\n"
 )
-_STRUCT = re.compile(r"typedef\s+struct\s+(mp_\w+)\s*\{.*?\}\s*(\1)\s*;", re.S)
+_STRUCT = re.compile(r"\bstruct\s+(mp_\w+)\s*\{")  # a definition, typedef'd or not
 
 
 class SizeError(LocalProtocolError):
@@ -147,12 +147,13 @@ def _struct_sizes(cc: str, headers: list[Path], include: list[str], work: Path) 
     kit that is not a message (the core's link, deframer, reply cache…)."""
     names: list[str] = []
     for header in headers:
-        names += [m.group(1) for m in _STRUCT.finditer(header.read_text(encoding="ascii"))]
+        text = header.read_text(encoding="utf-8", errors="replace")
+        names += [m.group(1) for m in _STRUCT.finditer(text) if m.group(1) not in names]
     if not names:
         return {}
     probe = work / "probe.c"
     lines = ["#include <stdio.h>", *(f'#include "{h.name}"' for h in headers), "int main(void) {"]
-    lines += [f'    printf("%s %lu\\n", "{n}", (unsigned long)sizeof({n}));' for n in names]
+    lines += [f'    printf("%s %lu\\n", "{n}", (unsigned long)sizeof(struct {n}));' for n in names]
     lines += ["    return 0;", "}"]
     probe.write_text("\n".join(lines) + "\n", encoding="ascii")
     exe = work / "probe"
@@ -175,7 +176,7 @@ def _struct_sizes(cc: str, headers: list[Path], include: list[str], work: Path) 
 def _message_structs(headers: list[Path]) -> list[str]:
     found: list[str] = []
     for header in headers:
-        text = header.read_text(encoding="ascii")
+        text = header.read_text(encoding="utf-8", errors="replace")
         found += [f"mp_{m}" for m in re.findall(r"^#define MP_ID_(\w+) ", text, flags=re.M)]
     return found
 
