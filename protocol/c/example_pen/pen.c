@@ -1098,8 +1098,9 @@ static void send_reply(pen *p, const pen_message *r)
     }
 }
 
-/* One message from the host (firmware.py _on_bad_message and _on_message). */
-static void on_message(pen *p, const uint8_t *msg, size_t len, uint32_t t)
+/* One message from the host (firmware.py _on_bad_message and _on_message); `truncated`: the
+ * link kept only its first MP_LINK_RX_MESSAGE_MAX bytes (a build that lowered the macro). */
+static void on_message(pen *p, const uint8_t *msg, size_t len, int truncated, uint32_t t)
 {
     mp_message cmd;
     mp_refusal why;
@@ -1111,6 +1112,11 @@ static void on_message(pen *p, const uint8_t *msg, size_t len, uint32_t t)
     memset(&why, 0, sizeof why);
     if (len == 0) { /* a data frame without a message */
         make_nak(p, &reply, 0, MP_ERRORCODE_UNKNOWN_COMMAND, 0, 0);
+        send_reply(p, &reply);
+        return;
+    }
+    if (truncated) { /* longer than any message this build reads */
+        make_nak(p, &reply, cmd_id, MP_ERRORCODE_MALFORMED, msg[0], 0);
         send_reply(p, &reply);
         return;
     }
@@ -1235,6 +1241,7 @@ void pen_init(pen *p, const pen_config *cfg, uint32_t now_ms)
     ring_init(&p->outq, &p->outq_slots[0][0], sizeof p->outq_slots[0], PEN_OUTQ_MAX);
     memset(&lc, 0, sizeof lc);
     lc.pen_id = cfg->pen_id;
+    lc.window = MP_LINK_WINDOW_MAX; /* as many frames in flight as the build allows */
     if (cfg->port.hmac_sha256 != NULL && cfg->port.random_bytes != NULL) {
         lc.port = &p->cfg.port;
         lc.pairing_lookup = pairing_lookup;
@@ -1352,7 +1359,7 @@ void pen_receive(pen *p, const uint8_t *bytes, size_t n, uint32_t now_ms)
         } else if (kind == MP_EV_AUTHENTICATED_FRAME) {
             host_alive(p, now_ms);
         } else if (kind == MP_EV_MESSAGE) {
-            on_message(p, ev.msg, ev.len, now_ms);
+            on_message(p, ev.msg, ev.len, ev.truncated, now_ms);
         }
     }
     pump(p);

@@ -32,9 +32,10 @@
 #ifndef PEN_HELD_MAX
 #define PEN_HELD_MAX MP_L_HELD_RECORDS_MAX
 #endif
-/* Replies and records waiting, in order, for room in the link (at least MP_LINK_TX_SLOTS). */
+/* Replies and records waiting, in order, for room in the link (at least MP_LINK_TX_SLOTS:
+ * at a new epoch it holds what the link hands back). */
 #ifndef PEN_OUTQ_MAX
-#define PEN_OUTQ_MAX 64
+#define PEN_OUTQ_MAX (MP_LINK_TX_SLOTS + 32)
 #endif
 /* Bytes of a message the pen sends: id byte + its largest body (Identity, 63). */
 #define PEN_MESSAGE_BYTES 64
