@@ -14,6 +14,7 @@ import secrets
 import selectors
 import subprocess
 import sys
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -93,13 +94,17 @@ class CPen:
 
 
 def start_pen(
-    program: Path, folder: Path, *, serial: str = "C-000001", paired: bool = True
+    program: Path,
+    folder: Path,
+    *,
+    serial: str = "C-000001",
+    paired: bool = True,
+    args: Sequence[str] = (),
 ) -> CPen:
     """Start the pen; with ``paired`` it is provisioned with a pairing of this test's host
     keystore ($MICROPEN_HOME), which then holds the key for as long as the pen process lives."""
-    args = [str(program), "--serial", serial]
     pen_id = secrets.randbelow(0xFFFF_FFFF) + 1
-    args += ["--pen-id", str(pen_id)]
+    argv = [str(program), "--serial", serial, "--pen-id", str(pen_id), *args]
     keys = HostKeys()
     key = secrets.token_bytes(32)
     if paired:
@@ -107,11 +112,11 @@ def start_pen(
         fd = os.open(pairing, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
         with os.fdopen(fd, "w", encoding="ascii") as f:
             f.write(f"{keys.settle_host_id()} {key.hex()}\n")
-        args += ["--pairing", str(pairing)]
+        argv += ["--pairing", str(pairing)]
     log = folder / f"pen-{serial}.log"
     with log.open("w", encoding="utf-8") as err:
         proc = subprocess.Popen(
-            args,
+            argv,
             stdout=subprocess.PIPE,
             stderr=err,
             text=True,

@@ -180,6 +180,42 @@ def test_an_unpaired_host_reads_but_moves_nothing(program: Path, tmp_path: Path)
     assert code == 0, running.stderr()
 
 
+@pytest.mark.parametrize(
+    ("args", "state", "error"),
+    [
+        (["--cartridge-id", "0"], CartridgeState.ABSENT, ErrorCode.NO_CARTRIDGE),
+        (["--cartridge-lot", ""], CartridgeState.REFUSED, ErrorCode.CARTRIDGE_UNKNOWN),
+        (
+            ["--today", "20000", "--cartridge-made", "19000", "--cartridge-expiry", "19999"],
+            CartridgeState.REFUSED,
+            ErrorCode.CARTRIDGE_EXPIRED,
+        ),
+        (
+            ["--today", "20000", "--cartridge-made", "20001", "--cartridge-expiry", "20400"],
+            CartridgeState.REFUSED,
+            ErrorCode.CARTRIDGE_UNKNOWN,
+        ),
+    ],
+    ids=["absent", "no_lot", "expired", "made_later"],
+)
+def test_hazard_4_a_cartridge_it_cannot_trust_never_runs(
+    program: Path, tmp_path: Path, args: list[str], state: CartridgeState, error: ErrorCode
+) -> None:
+    running = start_pen(program, tmp_path, args=args)
+    try:
+        with open_pen(running.pty, command_timeout=COMMAND_TIMEOUT_S, log=False) as p:
+            assert p.cartridge().state is state
+            p.set_depth(0.5, area="neck")
+            p.set_rate(90, area="neck")
+            with pytest.raises(PenRefused) as refused:  # past the host's own check
+                p.run_coroutine(p.async_pen.request(lambda c: Run(c, 6, RunMode.STROKES, 5, 0)))
+            assert refused.value.code is error
+            assert p.status().run_id == 0
+    finally:
+        code = running.stop()
+    assert code == 0, running.stderr()
+
+
 def test_records_wait_for_a_session_then_come_in_order(c_pen: CPen) -> None:
     """The pen holds its records until a paired host opens a session: the first session gets
     the boot event, then each command's reply before the records it caused."""

@@ -395,7 +395,9 @@ static void cartridge_assess(pen *p)
         cartridge_refuse(c, MP_ERRORCODE_CARTRIDGE_UNKNOWN, c->expiry_day, c->made_day);
         return;
     }
-    expiry = c->made_day + MP_L_CARTRIDGE_SHELF_LIFE_DAYS;
+    expiry = c->made_day > U32_MAX_ - MP_L_CARTRIDGE_SHELF_LIFE_DAYS
+                 ? U32_MAX_
+                 : c->made_day + MP_L_CARTRIDGE_SHELF_LIFE_DAYS; /* the shelf life */
     if (c->expiry_day < expiry) {
         expiry = c->expiry_day;
     }
@@ -829,6 +831,7 @@ static void on_open_session(pen *p, const mp_OpenSession *m, uint32_t t, pen_mes
     resumed = mp_replycache_open(&p->replies, m->session);
     if (p->deferred_count < PEN_DEFERRED_MAX) { /* the held records go right after the reply */
         p->deferred[p->deferred_count].len = 0;
+        p->deferred[p->deferred_count].urgent = 0;
         p->deferred_count++;
     }
     make_ack(p, r, m->cmd_id, resumed > 0 ? 1u : 0u);
