@@ -1375,12 +1375,18 @@ size_t pen_transmit(pen *p, uint8_t *out, size_t cap, uint32_t now_ms)
     return mp_link_transmit(&p->link, out, cap, now_ms);
 }
 
+uint32_t pen_next_timer_ms(const pen *p, uint32_t now_ms)
+{
+    uint32_t at;
+    if (next_due(p, &at) == DUE_NONE) {
+        return U32_MAX_;
+    }
+    return due(now_ms, at) ? 0u : at - now_ms;
+}
+
 uint32_t pen_next_deadline_ms(pen *p, uint32_t now_ms)
 {
-    uint32_t at, wait = U32_MAX_, link_wait;
-    if (next_due(p, &at) != DUE_NONE) {
-        wait = due(now_ms, at) ? 0u : at - now_ms;
-    }
+    uint32_t at, wait = pen_next_timer_ms(p, now_ms), link_wait;
     at = mp_link_next_deadline_ms(&p->link, now_ms);
     link_wait = due(now_ms, at) ? 0u : at - now_ms;
     return link_wait < wait ? link_wait : wait;

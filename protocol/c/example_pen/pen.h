@@ -198,8 +198,12 @@ void pen_advance(pen *p, uint32_t now_ms);
 void pen_receive(pen *p, const uint8_t *bytes, size_t n, uint32_t now_ms);
 /* Bytes for the line, at most cap (cap >= MP_FRAME_MAX_WIRE); 0 when nothing is to be written. */
 size_t pen_transmit(pen *p, uint8_t *out, size_t cap, uint32_t now_ms);
-/* Milliseconds from now_ms until pen_advance must run again (UINT32_MAX: nothing scheduled). */
+/* Milliseconds from now_ms until pen_advance (and pen_transmit) must run again (UINT32_MAX:
+ * nothing scheduled). */
 uint32_t pen_next_deadline_ms(pen *p, uint32_t now_ms);
+/* The same for the firmware's own timers only (runs, watchdog, retraction, telemetry), not the
+ * link's transmissions: what to wait for while the line cannot take more bytes. */
+uint32_t pen_next_timer_ms(const pen *p, uint32_t now_ms);
 /* The capability flags the pen reports in Identity. */
 uint32_t pen_capabilities(const pen *p);
 

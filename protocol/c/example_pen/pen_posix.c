@@ -215,9 +215,11 @@ static int open_pty(char *name, size_t size, int *slave)
     return master;
 }
 
+static int outbox_has_room(void) { return OUTBOX_BYTES - outbox.len >= MP_FRAME_MAX_WIRE * 2u; }
+
 static void fill_outbox(pen *p, uint32_t now)
 { /* frames wait in the link (not here) while the host does not read */
-    while (OUTBOX_BYTES - outbox.len >= MP_FRAME_MAX_WIRE * 2u) {
+    while (outbox_has_room()) {
         size_t n = pen_transmit(p, outbox.buf + outbox.len, OUTBOX_BYTES - outbox.len, now);
         if (n == 0) {
             return;
@@ -247,7 +249,10 @@ static void serve(int master)
         pen_advance(&the_pen, now);
         fill_outbox(&the_pen, now);
         flush_outbox(master);
-        wait = pen_next_deadline_ms(&the_pen, now);
+        /* a full outbox waits for the host to read (POLLOUT), not for the link, which would
+         * only want to transmit more */
+        wait = outbox_has_room() ? pen_next_deadline_ms(&the_pen, now)
+                                 : pen_next_timer_ms(&the_pen, now);
         if (wait > MAX_SLEEP_MS) {
             wait = MAX_SLEEP_MS;
         }
