@@ -161,6 +161,10 @@ def core_lib(defines: tuple[str, ...] = ()) -> ctypes.CDLL:
         "core_pen_stats": (size, [vp, u32p, size]),
         "core_pen_close": (None, [vp]),
         "core_pen_admits": (None, [vp, u32p]),
+        "core_hkdf": (None, [u8p, size, u8p, size, u8p, size, vp, size]),
+        "core_session_keys": (None, [u8p, u32, u32, u8p, u32, u8p, vp, vp]),
+        "core_synack_tag": (None, [u8p, u32, u32, u8p, u32, u8p, vp]),
+        "core_resume_tag": (None, [u8p, u32, u32, u32, vp]),
     }
     for name, (restype, argtypes) in sig.items():
         fn = getattr(lib, name)
@@ -562,10 +566,13 @@ class Interop:
 
     def run_until(self, done: Callable[[], bool], limit_ms: int = 120_000) -> None:
         """Step until ``done()``; fails loudly when virtual time passes the limit."""
-        start = self.now
+        start, steps = self.now, 0
         while not done():
             if self.now - start > limit_ms:
                 raise AssertionError(f"not done after {limit_ms} ms of virtual time")
+            steps += 1
+            if steps > 100 * limit_ms:
+                raise AssertionError(f"virtual time stuck at {self.now} ms")
             self.step()
 
     def run_for(self, ms: int) -> None:

@@ -366,8 +366,27 @@ def test_karns_rule_and_a_fresh_sample_collapses_the_backoff() -> None:
     io.pen.data_to_send(at + 30)
     io.pen.receive(encode_frame(0x02, epoch, 0, 2, b""), at + 70)  # sent once: RTT 40 ms
     stats = io.pen.stats()
-    assert (stats["srtt_ms"], stats["rttvar_ms"]) == (40, 20)
+    assert (stats["srtt_ms"], stats["rttvar_ms"]) == (40, 20)  # SRTT = R, RTTVAR = R/2
     assert stats["rto_ms"] == 120  # SRTT + 4·RTTVAR, the backoff collapsed
+    io.pen.send(Ack(3, 0), at + 70)
+    io.pen.data_to_send(at + 70)
+    io.pen.receive(encode_frame(0x02, epoch, 0, 3, b""), at + 150)  # RTT 80 ms
+    stats = io.pen.stats()
+    # RTTVAR = 3/4·20 + 1/4·|40 − 80| = 25, SRTT = 7/8·40 + 1/8·80 = 45, RTO = 45 + 4·25
+    assert (stats["srtt_ms"], stats["rttvar_ms"], stats["rto_ms"]) == (45, 25, 145)
+
+
+def test_an_ack_half_the_sequence_space_ahead_acknowledges_nothing() -> None:
+    from micropen.protocol.framing import encode_frame
+
+    io = make_pair(auth=False)
+    connect(io)
+    io.pen.send(Ack(1, 0), io.now)
+    io.pen.data_to_send(io.now)  # seq 0
+    io.pen.receive(encode_frame(0x02, io.host.epoch, 0, 0x8000, b""), io.now)
+    assert io.pen.state()["in_flight"] == 1  # 32768 ahead is behind, in 16-bit arithmetic
+    io.pen.receive(encode_frame(0x02, io.host.epoch, 0, 1, b""), io.now)
+    assert io.pen.state()["in_flight"] == 0
 
 
 def test_three_duplicate_acks_fast_retransmit_the_first_frame() -> None:
@@ -380,10 +399,12 @@ def test_three_duplicate_acks_fast_retransmit_the_first_frame() -> None:
     sent = _data_frames(io.pen.data_to_send(io.now))
     assert len(sent) == 4
     dupack = encode_frame(0x02, io.host.epoch, 0, 0, b"")  # still waiting for frame 0
-    for _ in range(3):
+    for _ in range(2):
         io.pen.receive(dupack, io.now + 1)
+    assert io.pen.data_to_send(io.now + 1) == b""  # two are not yet a loss
+    io.pen.receive(dupack, io.now + 1)
     again = _data_frames(io.pen.data_to_send(io.now + 1))
-    assert again == [sent[0]]
+    assert again == [sent[0]]  # the third: the first frame again, at once
     assert io.pen.stats()["fast_retransmits"] == 1
 
 
@@ -568,3 +589,40 @@ def test_sanitized_replay_of_the_deterministic_scenarios() -> None:
         io.pen.stats()
         recorders.append(io.pen)
     replay(*recorders)
+
+
+def test_the_replay_window_is_64_frames() -> None:
+    """Bare acks sealed by linkauth.FrameAuth with the host's key and chosen counters: a
+    counter is accepted once, and only while it is less than 64 below the highest seen."""
+    from micropen.protocol.framing import HEADER, encode_frame
+    from micropen.protocol.linkauth import FrameAuth
+
+    io = make_pair(auth=True)
+    connect(io)
+    assert io.host.auth is not None
+    sealer = FrameAuth(io.host.auth.send_key, io.host.auth.receive_key, PEN_ID)
+    epoch = io.host.epoch
+    header = HEADER.pack(0x02, epoch, 0, 0)
+    steps = [
+        (0, False),  # never valid, even before any other counter
+        (1, True),
+        (200, True),
+        (137, True),  # 63 below the highest: in the window, not seen
+        (136, False),  # 64 below: too old
+        (137, False),  # seen
+        (201, True),
+        (138, True),
+        (0, False),  # never valid
+        (500, True),
+        (437, True),
+        (436, False),
+    ]
+    for counter, accepted in steps:
+        sealer.sent = counter - 1  # seal() numbers the frame sent + 1
+        frame = encode_frame(0x02, epoch, 0, 0, sealer.seal(header))
+        before = io.pen.stats()
+        io.pen.receive(frame, io.now)
+        after = io.pen.stats()
+        got = after["frames_authenticated"] - before["frames_authenticated"]
+        replays = after["auth_replays"] - before["auth_replays"]
+        assert (got, replays) == ((1, 0) if accepted else (0, 1)), counter

@@ -155,3 +155,38 @@ void core_deframer_stats(const mp_deframer *d, uint32_t *out)
     out[4] = d->stats.oversize;
     out[5] = d->stats.bytes_discarded;
 }
+
+static const mp_port *test_port(void)
+{
+    static mp_port port;
+    static core_rng rng;
+    core_port_make(&port, &rng, 1);
+    return &port;
+}
+
+void core_hkdf(const uint8_t *salt, size_t salt_len, const uint8_t *ikm, size_t ikm_len,
+               const uint8_t *info, size_t info_len, uint8_t *out, size_t out_len)
+{
+    mp_hkdf_sha256(test_port(), salt, salt_len, ikm, ikm_len, info, info_len, out, out_len);
+}
+
+void core_session_keys(const uint8_t *key, uint32_t epoch, uint32_t host_id,
+                       const uint8_t *host_nonce, uint32_t pen_id, const uint8_t *pen_nonce,
+                       uint8_t *to_pen, uint8_t *to_host)
+{
+    mp_session_keys(test_port(), key, (uint8_t)epoch, host_id, host_nonce, pen_id, pen_nonce,
+                    to_pen, to_host);
+}
+
+void core_synack_tag(const uint8_t *key, uint32_t epoch, uint32_t host_id,
+                     const uint8_t *host_nonce, uint32_t pen_id, const uint8_t *pen_nonce,
+                     uint8_t *tag)
+{
+    mp_synack_tag(test_port(), key, (uint8_t)epoch, host_id, host_nonce, pen_id, pen_nonce, tag);
+}
+
+void core_resume_tag(const uint8_t *key, uint32_t epoch, uint32_t nonce, uint32_t attempt,
+                     uint8_t *tag)
+{
+    mp_resume_tag(test_port(), key, (uint8_t)epoch, nonce, attempt, tag);
+}

@@ -53,4 +53,17 @@ void core_pen_admits(core_pen *p, uint32_t *out); /* admit_calls, admit_paired, 
 
 void core_deframer_stats(const mp_deframer *d, uint32_t *out); /* the six counters */
 
+
+
+/* the authentication primitives, with the OpenSSL port (tests compare them with linkauth.py) */
+void core_hkdf(const uint8_t *salt, size_t salt_len, const uint8_t *ikm, size_t ikm_len,
+               const uint8_t *info, size_t info_len, uint8_t *out, size_t out_len);
+void core_session_keys(const uint8_t *key, uint32_t epoch, uint32_t host_id,
+                       const uint8_t *host_nonce, uint32_t pen_id, const uint8_t *pen_nonce,
+                       uint8_t *to_pen, uint8_t *to_host);
+void core_synack_tag(const uint8_t *key, uint32_t epoch, uint32_t host_id,
+                     const uint8_t *host_nonce, uint32_t pen_id, const uint8_t *pen_nonce,
+                     uint8_t *tag);
+void core_resume_tag(const uint8_t *key, uint32_t epoch, uint32_t nonce, uint32_t attempt,
+                     uint8_t *tag);
 #endif
