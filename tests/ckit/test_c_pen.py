@@ -216,6 +216,36 @@ def test_hazard_4_a_cartridge_it_cannot_trust_never_runs(
     assert code == 0, running.stderr()
 
 
+def test_a_cartridge_retires_at_its_stroke_life(program: Path, tmp_path: Path) -> None:
+    """Locked in this bay before a reset with 249,990 of its 250,000 strokes used: a run of 20
+    stops at the exact 10th (CARTRIDGE_LIMIT), the cartridge retires, and nothing runs on it."""
+    running = start_pen(program, tmp_path, args=["--cartridge-strokes-used", "249990"])
+    try:
+        with open_pen(running.pty, command_timeout=COMMAND_TIMEOUT_S, log=False) as p:
+            info = p.cartridge()
+            assert (info.state, info.strokes_used) == (CartridgeState.LOCKED, 249_990)
+            with capture(p) as cap:
+                p.set_depth(0.5, area="neck")
+                p.set_rate(90, area="neck")
+                run_id = p.start_run(area="neck", strokes=20)
+                report = p.wait_run_end(run_id, timeout=WAIT_S)
+                retired = cap.wait_event(EventCode.CARTRIDGE_RETIRED, WAIT_S, run_id)
+                cap.wait_event(EventCode.RETRACTED, WAIT_S, run_id)  # at rest again
+            assert (report.outcome, report.strokes) == (RunOutcome.CARTRIDGE_LIMIT, 10)
+            assert retired.value == info.cartridge_id
+            info = p.cartridge()
+            assert (info.state, info.strokes_used) == (CartridgeState.EXHAUSTED, 250_000)
+            with pytest.raises(PenRefused) as refused:  # past the host's own check
+                p.run_coroutine(p.async_pen.request(lambda c: Run(c, 6, RunMode.STROKES, 5, 0)))
+            assert (refused.value.code, refused.value.value) == (
+                ErrorCode.CARTRIDGE_EXHAUSTED,
+                250_000,
+            )
+    finally:
+        code = running.stop()
+    assert code == 0, running.stderr()
+
+
 def test_records_wait_for_a_session_then_come_in_order(c_pen: CPen) -> None:
     """The pen holds its records until a paired host opens a session: the first session gets
     the boot event, then each command's reply before the records it caused."""

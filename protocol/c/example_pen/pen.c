@@ -371,8 +371,9 @@ static void cartridge_refuse(pen_cartridge *c, uint8_t error, uint32_t value, ui
     c->refusal_limit = as_i32(limit);
 }
 
-/* Judge the cartridge in the bay at power-on (cartridge.py CartridgeSlot.assess: unknown,
- * then expired; this pen keeps no record of earlier mountings). */
+/* Judge the cartridge in the bay at power-on (cartridge.py CartridgeSlot.assess): one that ran
+ * in this mounting before a reset (usage on its tag) is locked, or worn out; any other is
+ * judged unknown, then expired. This pen keeps no record of other mountings. */
 static void cartridge_assess(pen *p)
 {
     pen_cartridge *c = &p->cart;
@@ -381,6 +382,10 @@ static void cartridge_assess(pen *p)
     c->refusal_value = c->refusal_limit = 0;
     if (c->id == 0) {
         c->state = MP_CARTRIDGESTATE_ABSENT;
+        return;
+    }
+    if (c->strokes_used > 0 || c->run_ms_used > 0) { /* the same mounting, across a reset */
+        c->state = cartridge_worn(c) ? MP_CARTRIDGESTATE_EXHAUSTED : MP_CARTRIDGESTATE_LOCKED;
         return;
     }
     if (c->lot[0] == '\0') {
@@ -1261,6 +1266,8 @@ void pen_init(pen *p, const pen_config *cfg, uint32_t now_ms)
     copy_text(p->cart.lot, sizeof p->cart.lot, cfg->cartridge_lot);
     p->cart.made_day = cfg->cartridge_made_day;
     p->cart.expiry_day = cfg->cartridge_expiry_day;
+    p->cart.strokes_used = cfg->cartridge_strokes_used;
+    p->cart.run_ms_used = cfg->cartridge_run_ms_used;
     cartridge_assess(p);
     /* self-test: needles home, then IDLE (BOOT -> IDLE) */
     p->state = MP_PENSTATE_BOOT;

@@ -66,6 +66,8 @@ typedef struct pen_config {
     uint32_t cartridge_id;
     const char *cartridge_lot; /* <= 12 chars; empty: a tag the pen cannot trust */
     uint32_t cartridge_made_day, cartridge_expiry_day;
+    /* usage on its tag: not 0 when it was locked in this bay before a reset (same mounting) */
+    uint32_t cartridge_strokes_used, cartridge_run_ms_used;
     /* HMAC-SHA256 and random bytes for link authentication (NULL hooks: no authentication,
      * and then the pen obeys no command that needs a paired host) */
     mp_port port;

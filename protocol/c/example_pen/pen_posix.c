@@ -3,7 +3,7 @@
  *
  *     example_pen [--serial S] [--model M] [--pen-id N] [--pairing FILE] [--today DAY]
  *                 [--cartridge-id N] [--cartridge-lot LOT] [--cartridge-made DAY]
- *                 [--cartridge-expiry DAY]
+ *                 [--cartridge-expiry DAY] [--cartridge-strokes-used N] [--cartridge-ms-used MS]
  *
  * Prints one JSON line {"pty": "/dev/pts/N", "serial": "...", "pen_id": N} on stdout once the
  * pty is ready, then serves until SIGTERM or SIGINT and exits 0. A host opens the pty as a
@@ -288,7 +288,8 @@ static void usage(void)
 {
     fputs("usage: example_pen [--serial S] [--model M] [--pen-id N] [--pairing FILE]\n"
           "                   [--today DAY] [--cartridge-id N] [--cartridge-lot LOT]\n"
-          "                   [--cartridge-made DAY] [--cartridge-expiry DAY]\n",
+          "                   [--cartridge-made DAY] [--cartridge-expiry DAY]\n"
+          "                   [--cartridge-strokes-used N] [--cartridge-ms-used MS]\n",
           stdout);
 }
 
@@ -343,6 +344,10 @@ int main(int argc, char **argv)
         } else if (strcmp(opt, "--cartridge-made") == 0) {
             cfg.cartridge_made_day = parse_u32(opt, val, 0, 0xFFFFFFFFu);
             made_given = 1;
+        } else if (strcmp(opt, "--cartridge-strokes-used") == 0) {
+            cfg.cartridge_strokes_used = parse_u32(opt, val, 0, 0xFFFFFFFFu);
+        } else if (strcmp(opt, "--cartridge-ms-used") == 0) {
+            cfg.cartridge_run_ms_used = parse_u32(opt, val, 0, 0xFFFFFFFFu);
         } else if (strcmp(opt, "--cartridge-expiry") == 0) {
             cfg.cartridge_expiry_day = parse_u32(opt, val, 0, 0xFFFFFFFFu);
             expiry_given = 1;
