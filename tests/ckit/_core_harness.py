@@ -38,6 +38,17 @@ CORE_SOURCES = sorted(CORE.glob("mp_*.c"))
 PORT_SOURCES = [SHIMS / "core_port.c", SHIMS / "core_shim.c"]
 INCLUDE = [CORE, SHIMS]
 
+# one small build for every test of the macros (each build costs seconds): 4 frames in flight,
+# 8 waiting, 3 received messages held, of 16 bytes at most; 3 reply-cache sessions of 8
+SMALL = (
+    "MP_LINK_WINDOW_MAX=4",
+    "MP_LINK_BACKLOG=8",
+    "MP_LINK_RX_SLOTS=3",
+    "MP_LINK_RX_MESSAGE_MAX=16",
+    "MP_REPLYCACHE_SESSIONS=3",
+    "MP_REPLYCACHE_PER_SESSION=8",
+)
+
 EV_NONE, EV_CONNECTED, EV_MESSAGE, EV_AUTHENTICATED_FRAME = 0, 1, 2, 3
 SEND_URGENT, SEND_DATAGRAM = 1, 2
 E_ARG, E_FULL, E_DROPPED, E_BUFFER, E_COBS, E_SHORT, E_UNKNOWN = (-20, -21, -22, -23, -24, -25, -26)

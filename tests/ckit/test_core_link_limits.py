@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import cbuild
 import pytest
-from _core_harness import EV_CONNECTED, EV_MESSAGE, CPen, frames_of, replay
+from _core_harness import EV_CONNECTED, EV_MESSAGE, SMALL, CPen, frames_of, replay
 
 from micropen.protocol.framing import FrameDecoder, encode_frame
 from micropen.protocol.messages import Heartbeat
@@ -40,7 +40,7 @@ def test_messages_not_polled_hold_at_most_20_and_the_rest_come_again() -> None:
 
 
 def test_early_frames_leave_a_slot_for_the_one_that_fills_the_gap() -> None:
-    pen = CPen(defines=("MP_LINK_RX_SLOTS=3",))
+    pen = CPen(defines=SMALL)  # 3 receive slots
     pen.receive(encode_frame(SYN, 7, 1, 0, b""), 0)
     pen.events()
     early = [encode_frame(DATA_ACK, 7, i, 0, Heartbeat(i).encode()) for i in range(1, 6)]
@@ -74,7 +74,7 @@ def test_rst_for_more_than_four_unknown_epochs_at_once_answers_four() -> None:
 
 
 def test_a_message_longer_than_the_receive_slots_arrives_cut_and_flagged() -> None:
-    pen = CPen(defines=("MP_LINK_RX_MESSAGE_MAX=16",))
+    pen = CPen(defines=SMALL)  # slots of 16 bytes
     pen.receive(encode_frame(SYN, 7, 1, 0, b""), 0)
     pen.events()
     message = bytes([0x12]) + bytes(range(40))

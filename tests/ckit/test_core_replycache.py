@@ -9,8 +9,7 @@ import sys
 from pathlib import Path
 
 import cbuild
-import pytest
-from _core_harness import E_ARG, E_FULL, E_UNKNOWN, CReplyCache, replay
+from _core_harness import E_ARG, E_FULL, E_UNKNOWN, SMALL, CReplyCache, replay
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -20,7 +19,6 @@ from micropen.sim.replycache import SessionCaches
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "protocol"))
 from strategies import any_message
 
-SMALL = ("MP_REPLYCACHE_SESSIONS=3", "MP_REPLYCACHE_PER_SESSION=8")  # bytes never bind here
 COMMANDS = any_message([Kind.COMMAND])
 REPLIES = any_message([Kind.REPLY])
 
@@ -148,10 +146,8 @@ def test_the_byte_budget_evicts_oldest_first_and_never_answers_wrong(
 
 
 def test_an_entry_larger_than_the_budget_is_refused() -> None:
-    c = CReplyCache(("MP_REPLYCACHE_BYTES=256",))
+    c = CReplyCache(("MP_REPLYCACHE_BYTES=256",))  # not sanitized: one more build is enough
     c.open(1)
     assert c.store(1, b"\x12" + b"\x01" * 240, b"\x4b" * 20) == E_FULL
     assert c.store(1, b"\x02\x01\0\0\0", b"\x41" * 9) == 0
-    if not cbuild.sanitizers_work():
-        pytest.skip("stored and refused; no sanitizer run on this toolchain")
-    replay(c)
+    assert c.lookup(1, b"\x02\x01\0\0\0") == b"\x41" * 9
