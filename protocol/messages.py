@@ -17,9 +17,12 @@ from __future__ import annotations
 
 import struct
 import zlib
+from collections.abc import Callable, Sequence
 from enum import IntEnum, IntFlag
+from typing import cast
 
 from . import limits as L
+from .errors import LocalProtocolError
 from .schema import Kind, Message, field
 
 PROTOCOL_VERSION = 1
@@ -204,6 +207,7 @@ class Capability(IntFlag):
     DEVICE_FAULT_INJECTION = 16
     BENCH_INSTRUMENTS = 32
     LINK_AUTHENTICATION = 64  # pairs with hosts; needles move only for a paired host
+    TELEMETRY_BATCH = 128  # streams TelemetryBatch on the reliable link when asked to
 
 
 class SimParam(IntEnum):
@@ -316,6 +320,72 @@ class Telemetry(Message, msg_id=0x44, kind=Kind.NOTIFY):
     battery_mv: int = field("u16", unit="mV")
     cartridge_id: int = field("u32")
     cartridge_strokes: int = field("u32")
+
+
+TELEMETRY_BATCH_SAMPLES = 8  # Telemetry bodies in one TelemetryBatch (8 × 27 = 216 bytes)
+TELEMETRY_BATCH_DELAY_MAX_MS = 100  # the longest any sample may wait in the pen for its batch
+TELEMETRY_SEQ_MOD = 1 << 32  # sample numbers wrap (after 49 days at 1 kHz)
+
+
+class TelemetryBatch(Message, msg_id=0x4F, kind=Kind.NOTIFY):
+    """Up to 8 consecutive telemetry samples in one frame, sent on the reliable link: lossless
+    and in order with the pen's replies and records. A pen that reports the TELEMETRY_BATCH
+    capability sends these instead of single Telemetry datagrams, for the rest of the link
+    epoch, once the host asked with SetTelemetryBatch; to any other host it sends singles.
+
+    ``samples`` holds ``sample_count`` Telemetry bodies back to back (the Telemetry layout
+    without its id byte: a peer unpacks each with the Telemetry decoder), then zeros.
+
+    The pen numbers every sample it takes from boot (``first_seq``, +1 per sample, mod
+    2^32), sent or not, so a host sees a gap in the numbers as samples it did not get. A
+    batch leaves when it is full, when its first sample is ``max_delay_ms`` old
+    (SetTelemetryBatch, at most 100 ms), and before any reply or record the pen sends after
+    its samples (so the stream and the records keep the pen's order). The pen keeps at most
+    8 messages waiting or unacknowledged on the link for telemetry: a batch that finds more
+    (a stalled or slow link) is dropped and its samples counted as skipped, so nothing
+    piles up. Samples are sent only to a named host session (OpenSession) and never held for
+    a later one: samples taken with no session, and batches the link had not delivered when
+    a new epoch opens, are dropped (a gap in the numbers)."""
+
+    first_seq: int = field("u32", doc="number of the first sample (the pen's count since boot)")
+    sample_count: int = field("u8", lo=1, hi=TELEMETRY_BATCH_SAMPLES, doc="samples carried")
+    samples: bytes = field(
+        "bytes",
+        size=TELEMETRY_BATCH_SAMPLES * Telemetry.STRUCT.size,
+        doc="sample_count Telemetry bodies (27 bytes each, no id byte), then zeros",
+    )
+
+
+TELEMETRY_SAMPLE_BYTES = Telemetry.STRUCT.size
+_BATCH_BYTES = TELEMETRY_BATCH_SAMPLES * TELEMETRY_SAMPLE_BYTES
+
+
+def pack_telemetry(first_seq: int, samples: Sequence[Telemetry]) -> TelemetryBatch:
+    """A TelemetryBatch carrying ``samples`` (1–8, numbered from ``first_seq``)."""
+    if not 1 <= len(samples) <= TELEMETRY_BATCH_SAMPLES:
+        raise LocalProtocolError(
+            f"a TelemetryBatch carries 1–{TELEMETRY_BATCH_SAMPLES} samples, not {len(samples)}"
+        )
+    body = b"".join(sample.encode()[1:] for sample in samples)
+    return TelemetryBatch(first_seq, len(samples), body.ljust(_BATCH_BYTES, b"\0"))
+
+
+def unpack_telemetry(batch: TelemetryBatch) -> list[Telemetry]:
+    """The batch's samples, each decoded and range-checked exactly as a single Telemetry
+    (RemoteProtocolError naming the field when one is out of range)."""
+    raw, decode, size = batch.samples, _decode_sample, TELEMETRY_SAMPLE_BYTES
+    return [decode(raw, at, at + size) for at in range(0, batch.sample_count * size, size)]
+
+
+def telemetry_sample(batch: TelemetryBatch, index: int) -> Telemetry:
+    """Sample ``index`` (0-based, below ``sample_count``) of a batch, decoded and checked."""
+    if not 0 <= index < batch.sample_count:
+        raise LocalProtocolError(f"sample {index} of a batch of {batch.sample_count}")
+    at = index * TELEMETRY_SAMPLE_BYTES
+    return _decode_sample(batch.samples, at, at + TELEMETRY_SAMPLE_BYTES)
+
+
+_decode_sample = cast(Callable[[bytes, int, int], Telemetry], Telemetry._decode)
 
 
 class Event(Message, msg_id=0x45, kind=Kind.NOTIFY):
@@ -669,6 +739,29 @@ class SetServiceMode(Message, msg_id=0x1B, kind=Kind.COMMAND, reply=Ack):
 
     cmd_id: int = field("u32", doc=_CMD)
     enabled: int = field("u8", hi=1)
+
+
+class SetTelemetryBatch(Message, msg_id=0x1C, kind=Kind.COMMAND, reply=Ack):
+    """Ask for telemetry in TelemetryBatch frames (pens reporting the TELEMETRY_BATCH
+    capability; others answer UNKNOWN_COMMAND). Holds for this link epoch: a new epoch, and so
+    every host that never asks, gets single Telemetry datagrams. The rate is SetTelemetry's.
+    Samples taken before this command are sent before its Ack."""
+
+    cmd_id: int = field("u32", doc=_CMD)
+    max_samples: int = field(
+        "u8",
+        hi=TELEMETRY_BATCH_SAMPLES,
+        doc="samples per batch at most; 0: single Telemetry datagrams again",
+        refuse=ErrorCode.TELEMETRY_OUT_OF_RANGE,
+    )
+    max_delay_ms: int = field(
+        "u8",
+        lo=1,
+        hi=TELEMETRY_BATCH_DELAY_MAX_MS,
+        unit="ms",
+        doc="a batch leaves when its first sample is this old, full or not",
+        refuse=ErrorCode.TELEMETRY_OUT_OF_RANGE,
+    )
 
 
 # ---------------------------------------------------------------------------------------------

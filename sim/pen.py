@@ -83,6 +83,7 @@ class SimConfig:
     calibration: str = "nominal"
     today_day: int = field(default_factory=_rtc_today)  # the pen's real-time clock
     link_faults: bool = True
+    telemetry_batch: bool = True  # False: a pen from before TelemetryBatch (sends singles only)
     boot_seed: int | None = None  # None: boot ids from the OS's randomness (as a real pen)
     state: str | None = None  # a file keeping the unit's NVM between processes
 
@@ -131,7 +132,7 @@ def _parse_value(key: str, raw: str) -> Any:
     try:
         if key in ("seed", "hardware_revision", "today_day", "boot_seed"):
             return int(raw)
-        if key in ("manufacturing_errors", "cartridge", "link_faults"):
+        if key in ("manufacturing_errors", "cartridge", "link_faults", "telemetry_batch"):
             return _parse_bool(raw)
         if key == "firmware":
             major, minor, patch = (int(part) for part in raw.split("."))
@@ -214,6 +215,7 @@ class SimulatedPen:
             | Capability.BENCH_INSTRUMENTS
             | Capability.LINK_AUTHENTICATION
             | (Capability.LINK_FAULT_INJECTION if config.link_faults else 0)
+            | (Capability.TELEMETRY_BATCH if config.telemetry_batch else 0)
         )
         self._capabilities = int(capabilities)
         self._swap_at: float | None = None  # the bootloader is swapping: next step's end
