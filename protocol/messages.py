@@ -23,7 +23,7 @@ from typing import cast
 
 from . import limits as L
 from .errors import LocalProtocolError
-from .schema import Kind, Message, field
+from .schema import Field, Kind, Message, field
 
 PROTOCOL_VERSION = 1
 
@@ -373,8 +373,18 @@ def pack_telemetry(first_seq: int, samples: Sequence[Telemetry]) -> TelemetryBat
 def unpack_telemetry(batch: TelemetryBatch) -> list[Telemetry]:
     """The batch's samples, each decoded and range-checked exactly as a single Telemetry
     (RemoteProtocolError naming the field when one is out of range)."""
-    raw, decode, size = batch.samples, _decode_sample, TELEMETRY_SAMPLE_BYTES
-    return [decode(raw, at, at + size) for at in range(0, batch.sample_count * size, size)]
+    raw, count, size = batch.samples, batch.sample_count, TELEMETRY_SAMPLE_BYTES
+    if _ONLY_STATE_CHECKED:  # one unpack for the batch: only the state can be out of range
+        body = raw if count == TELEMETRY_BATCH_SAMPLES else raw[: count * size]
+        try:
+            return [
+                _new_sample(Telemetry, (a, _STATES[b], c, d, e, f, g, h, i, j))
+                for a, b, c, d, e, f, g, h, i, j in _iter_samples(body)
+            ]
+        except KeyError:
+            pass  # a state no PenState has: the sample decoder below names it
+    decode = _decode_sample
+    return [decode(raw, at, at + size) for at in range(0, count * size, size)]
 
 
 def telemetry_sample(batch: TelemetryBatch, index: int) -> Telemetry:
@@ -386,6 +396,22 @@ def telemetry_sample(batch: TelemetryBatch, index: int) -> Telemetry:
 
 
 _decode_sample = cast(Callable[[bytes, int, int], Telemetry], Telemetry._decode)
+_iter_samples = Telemetry.STRUCT.iter_unpack
+_new_sample = tuple.__new__
+_STATES = dict(PenState._value2member_map_)
+
+
+def _full_range(f: Field) -> bool:
+    bits = 8 * f.byte_size
+    signed = f.struct_code.islower()
+    lo, hi = (-(1 << (bits - 1)), (1 << (bits - 1)) - 1) if signed else (0, (1 << bits) - 1)
+    return f.enum is None and f.kind not in ("str", "bytes") and (f.lo, f.hi) == (lo, hi)
+
+
+# unpack_telemetry's fast path holds while the state is Telemetry's only field with a check
+_ONLY_STATE_CHECKED = [f.name for f in Telemetry.FIELDS if not _full_range(f)] == ["state"] and (
+    Telemetry.FIELDS[1].enum is PenState
+)
 
 
 class Event(Message, msg_id=0x45, kind=Kind.NOTIFY):

@@ -4,7 +4,9 @@
 host-side protocol :class:`Link` in the same process: handshake, depth and rate, telemetry,
 one timed run, heartbeats — every byte framed, CRC-checked, acknowledged and decoded on both
 sides, as over a serial line. The host polls the line every ``HOST_POLL_S`` (as a host reading
-a serial port with a timeout does) and heartbeats every ``HEARTBEAT_S``.
+a serial port with a timeout does) and writes at least every ``HEARTBEAT_S``: its
+acknowledgements of the pen's telemetry batches when there are any (every authenticated frame
+feeds the pen's watchdog), a heartbeat when it has written nothing for that long.
 
     python3 -c "from micropen.sim.benchmark import measure_sim; print(measure_sim())"
 """
@@ -87,12 +89,14 @@ class _Host:
             for event in link.events():
                 if isinstance(event, MessageReceived):
                     self._on_message(event.message)
-        if link.connected and now >= self._next_heartbeat:
+        if link.connected and now >= self._next_heartbeat:  # nothing written for 125 ms
             self._heartbeats += 1
             link.send(Heartbeat(self._heartbeats), now)
-            self._next_heartbeat = now + HEARTBEAT_S
         out = link.data_to_send(now)  # the link's timers run at every look
         if out:  # nothing to write: no write
+            # every authenticated frame feeds the pen's watchdog (an acknowledgement too): a
+            # heartbeat is due only after HEARTBEAT_S without writing anything
+            self._next_heartbeat = now + HEARTBEAT_S
             pen.receive_data(out, now)
 
     def _on_message(self, message: Message) -> None:

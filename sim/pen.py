@@ -54,6 +54,8 @@ __all__ = ["SimConfig", "SimulatedPen"]
 _U32 = 0xFFFF_FFFF
 _BOOT_SEED_MAX = (1 << 64) - 1
 CARTRIDGE_AGE_DAYS = 30  # the boot cartridge was made a month before "today"
+_BROWNOUT, _UPDATE = BootReason.BROWNOUT, BootReason.UPDATE  # read at every advance (an Enum
+# attribute costs a Python call on CPython 3.11)
 
 
 def _pen_id(rng: random.Random) -> int:
@@ -418,10 +420,10 @@ class SimulatedPen:
                 continue
             fw = self.firmware
             arrival = None if faults is None else faults.next_inbound()
-            reset, reason = fw.brownout_at, BootReason.BROWNOUT
+            reset, reason = fw.brownout_at, _BROWNOUT
             update_reset = fw.update.reset_at
             if update_reset is not None and (reset is None or update_reset < reset):
-                reset, reason = update_reset, BootReason.UPDATE
+                reset, reason = update_reset, _UPDATE
             if reset is not None and reset <= now and (arrival is None or reset <= arrival):
                 fw.advance(reset)
                 self._power_cycle(reset, reason)

@@ -104,3 +104,42 @@ def test_set_telemetry_batch_declares_its_refusals() -> None:
     assert {f.refuse for f in fields.values() if f.name != "cmd_id"} == {
         ErrorCode.TELEMETRY_OUT_OF_RANGE
     }
+
+
+@given(
+    count=st.integers(1, 8),
+    raw=st.binary(min_size=216, max_size=216),
+    valid_states=st.booleans(),
+)
+def test_the_one_unpack_fast_path_decodes_as_the_sample_decoder_does(
+    count: int, raw: bytes, valid_states: bool
+) -> None:
+    """Any bytes at all: the batch's fast path gives exactly what decoding each sample with
+    Telemetry's own decoder gives, or the same refusal."""
+    body = bytearray(raw)
+    if valid_states:  # the state byte of each sample (offset 4) a PenState (0–5)
+        for i in range(8):
+            body[27 * i + 4] %= 6
+    body = bytes(body)
+    batch = TelemetryBatch(0, count, body)
+    try:
+        expected: list[Telemetry] | type[Exception] = [
+            Telemetry._decode(body, 27 * i, 27 * (i + 1))  # type: ignore[misc]
+            for i in range(count)
+        ]
+    except RemoteProtocolError:
+        expected = RemoteProtocolError
+    if expected is RemoteProtocolError:
+        with pytest.raises(RemoteProtocolError):
+            unpack_telemetry(batch)
+    else:
+        got = unpack_telemetry(batch)
+        assert got == expected
+        assert all(type(s) is Telemetry and isinstance(s.state, PenState) for s in got)
+
+
+def test_the_fast_path_is_on_for_the_telemetry_layout() -> None:
+    """It may only run while the state is the one Telemetry field with a range or enum."""
+    from micropen.protocol import messages
+
+    assert messages._ONLY_STATE_CHECKED
