@@ -340,12 +340,13 @@ class TelemetryBatch(Message, msg_id=0x4F, kind=Kind.NOTIFY):
     2^32), sent or not, so a host sees a gap in the numbers as samples it did not get. A
     batch leaves when it is full, when its first sample is ``max_delay_ms`` old
     (SetTelemetryBatch, at most 100 ms), and before any reply or record the pen sends after
-    its samples (so the stream and the records keep the pen's order). The pen keeps at most
-    8 messages waiting or unacknowledged on the link for telemetry: a batch that finds more
-    (a stalled or slow link) is dropped and its samples counted as skipped, so nothing
-    piles up. Samples are sent only to a named host session (OpenSession) and never held for
-    a later one: samples taken with no session, and batches the link had not delivered when
-    a new epoch opens, are dropped (a gap in the numbers)."""
+    its samples (so the stream and the records keep the pen's order). A batch is queued only
+    while fewer than 8 messages of any kind wait for or occupy the link's window; one that
+    finds more (a stalled or slow link) is dropped and its samples counted as skipped, so no
+    telemetry piles up and replies and records keep the rest of the window. Samples are sent
+    only to a named host session (OpenSession) and never held for a later one: samples
+    taken with no session, and batches the link had not delivered when a new epoch opens,
+    are dropped (a gap in the numbers)."""
 
     first_seq: int = field("u32", doc="number of the first sample (the pen's count since boot)")
     sample_count: int = field("u8", lo=1, hi=TELEMETRY_BATCH_SAMPLES, doc="samples carried")
