@@ -32,6 +32,7 @@ from micropen.protocol import timing as T
 from micropen.protocol.errors import MicropenError
 from micropen.protocol.messages import (
     PROTOCOL_VERSION,
+    TELEMETRY_BATCH_SAMPLES,
     Ack,
     CalBank,
     CalCommit,
@@ -59,6 +60,7 @@ from micropen.protocol.messages import (
     SetRate,
     SetServiceMode,
     SetTelemetry,
+    SetTelemetryBatch,
     SetWatchdog,
     SimGet,
     SimParam,
@@ -67,6 +69,7 @@ from micropen.protocol.messages import (
     Status,
     Stop,
     Telemetry,
+    TelemetryBatch,
     calibration_crc,
 )
 from micropen.protocol.schema import Kind, Message, schema_hash
@@ -91,6 +94,7 @@ from .runs import RunBook
 from .security_events import ALARMING, describe
 from .supervisor import Supervisor
 from .tasks import TaskScope, shielded
+from .telemetry import TelemetryStream
 from .transports import Transport, make_transport
 
 __all__ = ["AsyncPen", "ConnectionNotice"]
@@ -104,6 +108,9 @@ STOP_TIMEOUT_S = T.HOST_STOP_TIMEOUT_S
 REPORT_AFTER_STOP_S = 2.0  # the run report follows the Stop's Ack at once
 RUN_REPORT_GRACE_S = 2.0  # beyond the pen's watchdog, how long a run's waiters wait for a link
 RATE_WATCH_HZ = 20  # telemetry the host turns on for run() when it is off: its rate check
+# Telemetry batches asked of a pen that offers them: up to 8 samples a frame, none older than
+# this when its frame leaves the pen (the latency batching adds to the display and the rate check)
+TELEMETRY_BATCH_DELAY_MS = 100
 
 
 @dataclass(frozen=True, slots=True)
@@ -133,6 +140,7 @@ class AsyncPen:
         recorder: Any = None,
         open_session: bool = True,
         keys: HostKeys | None = None,
+        batch_telemetry: bool = True,
     ) -> None:
         self.transport = transport
         self.keys = keys  # this host's pairings (None: never authenticate)
@@ -145,6 +153,10 @@ class AsyncPen:
         # log them) and answers nothing from its reply cache: what a stop-only host uses when
         # its log cannot be written. Stop and EmergencyStop need no session.
         self.open_session = open_session
+        # ask a pen that offers it for TelemetryBatch frames (False: singles, as a host from
+        # before batches); either way listeners see one Telemetry per sample
+        self.batch_telemetry = batch_telemetry
+        self.telemetry_stream = TelemetryStream()
         self.identity: Identity | None = None
         self.last_status: Status | None = None
         self.telemetry_hz = 0  # as last set on the pen (from the handshake's status, then ours)
@@ -296,6 +308,7 @@ class AsyncPen:
             reply.capabilities & Capability.SIMULATOR
         )
         self._warn_if_unauthenticated(reply)
+        self.telemetry_stream.boot(reply.boot_id)
         rebooted = previous is not None and previous.boot_id != reply.boot_id
         rebooted_notice = ConnectionNotice("rebooted", f"boot {reply.boot_id:08x}")
         if self.recorder is not None:  # ready to record before the pen hands anything over
@@ -303,6 +316,8 @@ class AsyncPen:
             if rebooted:  # logged before anything of the new boot is
                 recorded(lambda: self.recorder.on_notification(rebooted_notice))
         resumed = False
+        if self.open_session and self.batch_telemetry:
+            await self._ask_for_batches(reply)
         if self.open_session:
             opened = await self._handshake_request(lambda c: OpenSession(c, self.session))
             resumed = isinstance(opened, Ack) and opened.value == 1
@@ -329,6 +344,18 @@ class AsyncPen:
             self.counters["reconnects"] += 1
             self._notify(ConnectionNotice("reconnected", self.transport.description))
         self._supervisor.up()
+
+    async def _ask_for_batches(self, identity: Identity) -> None:
+        """Telemetry in batches, on this link epoch, from a pen that offers them (a pen that
+        does not, or a host that does not ask, keeps single samples). Asked before the session
+        opens, so every sample the session gets comes in batches."""
+        if not identity.capabilities & Capability.TELEMETRY_BATCH:
+            return
+        samples, delay = TELEMETRY_BATCH_SAMPLES, TELEMETRY_BATCH_DELAY_MS
+        try:
+            await self._handshake_request(lambda c: SetTelemetryBatch(c, samples, delay))
+        except PenRefused as refused:  # offered and then refused: keep the singles
+            log.warning("%s refused telemetry batches (%s)", self.transport.description, refused)
 
     async def _hello(self) -> Identity:
         try:
@@ -411,6 +438,15 @@ class AsyncPen:
         if message.KIND is Kind.REPLY:
             self.requests.resolve(message)
             return
+        if type(message) is TelemetryBatch:  # the one place batches become samples
+            for sample in self.telemetry_stream.unpack(message):
+                self._on_notification(sample)
+            return
+        if type(message) is Telemetry:
+            self.telemetry_stream.single()
+        self._on_notification(message)
+
+    def _on_notification(self, message: Message) -> None:
         if self.recorder is not None:
             try:
                 self.recorder.on_notification(message)
@@ -811,6 +847,10 @@ class AsyncPen:
         stats: dict[str, Any] = dict(self._pump.link.statistics().as_dict())
         stats.update(self.counters)
         stats["pending"] = len(self.requests)
+        stream = self.telemetry_stream
+        stats["telemetry_batches"] = stream.batches
+        stats["telemetry_missing"] = stream.missing  # samples the pen took and we never got
+        stats["telemetry_bad_samples"] = stream.bad_samples
         return stats
 
     @property

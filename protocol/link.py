@@ -506,6 +506,12 @@ class Link:
         """Nothing waits to be sent or acknowledged."""
         return not self._unacked and not self._backlog and not self._datagrams
 
+    @property
+    def counters(self) -> LinkStats:
+        """The live counters, not a copy: cheap enough to read after every receive (the
+        framing counters are filled in only by :meth:`statistics`). Read them, never write."""
+        return self._stats
+
     def statistics(self) -> LinkStats:
         s = self._stats
         f: FramerStats = self._decoder.stats

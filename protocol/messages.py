@@ -17,10 +17,13 @@ from __future__ import annotations
 
 import struct
 import zlib
+from collections.abc import Callable, Sequence
 from enum import IntEnum, IntFlag
+from typing import cast
 
 from . import limits as L
-from .schema import Kind, Message, field
+from .errors import LocalProtocolError
+from .schema import Field, Kind, Message, field
 
 PROTOCOL_VERSION = 1
 
@@ -204,6 +207,7 @@ class Capability(IntFlag):
     DEVICE_FAULT_INJECTION = 16
     BENCH_INSTRUMENTS = 32
     LINK_AUTHENTICATION = 64  # pairs with hosts; needles move only for a paired host
+    TELEMETRY_BATCH = 128  # streams TelemetryBatch on the reliable link when asked to
 
 
 class SimParam(IntEnum):
@@ -317,6 +321,99 @@ class Telemetry(Message, msg_id=0x44, kind=Kind.NOTIFY):
     battery_mv: int = field("u16", unit="mV")
     cartridge_id: int = field("u32")
     cartridge_strokes: int = field("u32")
+
+
+TELEMETRY_BATCH_SAMPLES = 8  # Telemetry bodies in one TelemetryBatch (8 × 27 = 216 bytes)
+TELEMETRY_BATCH_DELAY_MAX_MS = 100  # the longest any sample may wait in the pen for its batch
+TELEMETRY_SEQ_MOD = 1 << 32  # sample numbers wrap (after 49 days at 1 kHz)
+
+
+class TelemetryBatch(Message, msg_id=0x4F, kind=Kind.NOTIFY):
+    """Up to 8 consecutive telemetry samples in one frame, sent on the reliable link: lossless
+    and in order with the pen's replies and records. A pen that reports the TELEMETRY_BATCH
+    capability sends these instead of single Telemetry datagrams, for the rest of the link
+    epoch, once the host asked with SetTelemetryBatch; to any other host it sends singles.
+
+    ``samples`` holds ``sample_count`` Telemetry bodies back to back (the Telemetry layout
+    without its id byte: a peer unpacks each with the Telemetry decoder), then zeros.
+
+    The pen numbers every sample it takes from boot (``first_seq``, +1 per sample, mod
+    2^32), sent or not, so a host sees a gap in the numbers as samples it did not get. A
+    batch leaves when it is full, when its first sample is ``max_delay_ms`` old
+    (SetTelemetryBatch, at most 100 ms), and before any reply or record the pen sends after
+    its samples (so the stream and the records keep the pen's order). A batch is queued only
+    while fewer than 8 messages of any kind wait for or occupy the link's window; one that
+    finds more (a stalled or slow link) is dropped and its samples counted as skipped, so no
+    telemetry piles up and replies and records keep the rest of the window. Samples are sent
+    only to a named host session (OpenSession) and never held for a later one: samples
+    taken with no session, and batches the link had not delivered when a new epoch opens,
+    are dropped (a gap in the numbers)."""
+
+    first_seq: int = field("u32", doc="number of the first sample (the pen's count since boot)")
+    sample_count: int = field("u8", lo=1, hi=TELEMETRY_BATCH_SAMPLES, doc="samples carried")
+    samples: bytes = field(
+        "bytes",
+        size=TELEMETRY_BATCH_SAMPLES * Telemetry.STRUCT.size,
+        doc="sample_count Telemetry bodies (27 bytes each, no id byte), then zeros",
+    )
+
+
+TELEMETRY_SAMPLE_BYTES = Telemetry.STRUCT.size
+_BATCH_BYTES = TELEMETRY_BATCH_SAMPLES * TELEMETRY_SAMPLE_BYTES
+
+
+def pack_telemetry(first_seq: int, samples: Sequence[Telemetry]) -> TelemetryBatch:
+    """A TelemetryBatch carrying ``samples`` (1–8, numbered from ``first_seq``)."""
+    if not 1 <= len(samples) <= TELEMETRY_BATCH_SAMPLES:
+        raise LocalProtocolError(
+            f"a TelemetryBatch carries 1–{TELEMETRY_BATCH_SAMPLES} samples, not {len(samples)}"
+        )
+    body = b"".join(sample.encode()[1:] for sample in samples)
+    return TelemetryBatch(first_seq, len(samples), body.ljust(_BATCH_BYTES, b"\0"))
+
+
+def unpack_telemetry(batch: TelemetryBatch) -> list[Telemetry]:
+    """The batch's samples, each decoded and range-checked exactly as a single Telemetry
+    (RemoteProtocolError naming the field when one is out of range)."""
+    raw, count, size = batch.samples, batch.sample_count, TELEMETRY_SAMPLE_BYTES
+    if _ONLY_STATE_CHECKED:  # one unpack for the batch: only the state can be out of range
+        body = raw if count == TELEMETRY_BATCH_SAMPLES else raw[: count * size]
+        try:
+            return [
+                _new_sample(Telemetry, (a, _STATES[b], c, d, e, f, g, h, i, j))
+                for a, b, c, d, e, f, g, h, i, j in _iter_samples(body)
+            ]
+        except KeyError:
+            pass  # a state no PenState has: the sample decoder below names it
+    decode = _decode_sample
+    return [decode(raw, at, at + size) for at in range(0, count * size, size)]
+
+
+def telemetry_sample(batch: TelemetryBatch, index: int) -> Telemetry:
+    """Sample ``index`` (0-based, below ``sample_count``) of a batch, decoded and checked."""
+    if not 0 <= index < batch.sample_count:
+        raise LocalProtocolError(f"sample {index} of a batch of {batch.sample_count}")
+    at = index * TELEMETRY_SAMPLE_BYTES
+    return _decode_sample(batch.samples, at, at + TELEMETRY_SAMPLE_BYTES)
+
+
+_decode_sample = cast(Callable[[bytes, int, int], Telemetry], Telemetry._decode)
+_iter_samples = Telemetry.STRUCT.iter_unpack
+_new_sample = tuple.__new__
+_STATES = dict(PenState._value2member_map_)
+
+
+def _full_range(f: Field) -> bool:
+    bits = 8 * f.byte_size
+    signed = f.struct_code.islower()
+    lo, hi = (-(1 << (bits - 1)), (1 << (bits - 1)) - 1) if signed else (0, (1 << bits) - 1)
+    return f.enum is None and f.kind not in ("str", "bytes") and (f.lo, f.hi) == (lo, hi)
+
+
+# unpack_telemetry's fast path holds while the state is Telemetry's only field with a check
+_ONLY_STATE_CHECKED = [f.name for f in Telemetry.FIELDS if not _full_range(f)] == ["state"] and (
+    Telemetry.FIELDS[1].enum is PenState
+)
 
 
 class Event(Message, msg_id=0x45, kind=Kind.NOTIFY):
@@ -670,6 +767,29 @@ class SetServiceMode(Message, msg_id=0x1B, kind=Kind.COMMAND, reply=Ack):
 
     cmd_id: int = field("u32", lo=1, doc=_CMD_ID)
     enabled: int = field("u8", hi=1)
+
+
+class SetTelemetryBatch(Message, msg_id=0x1C, kind=Kind.COMMAND, reply=Ack):
+    """Ask for telemetry in TelemetryBatch frames (pens reporting the TELEMETRY_BATCH
+    capability; others answer UNKNOWN_COMMAND). Holds for this link epoch: a new epoch, and so
+    every host that never asks, gets single Telemetry datagrams. The rate is SetTelemetry's.
+    Samples taken before this command are sent before its Ack."""
+
+    cmd_id: int = field("u32", doc=_CMD)
+    max_samples: int = field(
+        "u8",
+        hi=TELEMETRY_BATCH_SAMPLES,
+        doc="samples per batch at most; 0: single Telemetry datagrams again",
+        refuse=ErrorCode.TELEMETRY_OUT_OF_RANGE,
+    )
+    max_delay_ms: int = field(
+        "u8",
+        lo=1,
+        hi=TELEMETRY_BATCH_DELAY_MAX_MS,
+        unit="ms",
+        doc="a batch leaves when its first sample is this old, full or not",
+        refuse=ErrorCode.TELEMETRY_OUT_OF_RANGE,
+    )
 
 
 # ---------------------------------------------------------------------------------------------

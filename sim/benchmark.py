@@ -4,7 +4,9 @@
 host-side protocol :class:`Link` in the same process: handshake, depth and rate, telemetry,
 one timed run, heartbeats — every byte framed, CRC-checked, acknowledged and decoded on both
 sides, as over a serial line. The host polls the line every ``HOST_POLL_S`` (as a host reading
-a serial port with a timeout does) and heartbeats every ``HEARTBEAT_S``.
+a serial port with a timeout does) and writes at least every ``HEARTBEAT_S``: its
+acknowledgements of the pen's telemetry batches when there are any (every authenticated frame
+feeds the pen's watchdog), a heartbeat when it has written nothing for that long.
 
     python3 -c "from micropen.sim.benchmark import measure_sim; print(measure_sim())"
 """
@@ -21,7 +23,10 @@ from micropen.protocol.events import MessageReceived
 from micropen.protocol.link import Link, Role
 from micropen.protocol.messages import (
     PROTOCOL_VERSION,
+    TELEMETRY_BATCH_SAMPLES,
+    TELEMETRY_SEQ_MOD,
     Ack,
+    Capability,
     Heartbeat,
     Hello,
     Identity,
@@ -33,7 +38,10 @@ from micropen.protocol.messages import (
     SetDepth,
     SetRate,
     SetTelemetry,
+    SetTelemetryBatch,
     Telemetry,
+    TelemetryBatch,
+    unpack_telemetry,
 )
 from micropen.protocol.schema import Message, schema_hash
 
@@ -46,6 +54,7 @@ HOST_POLL_S = 0.05
 HEARTBEAT_S = 0.125  # a quarter of the default 500 ms watchdog
 COMMAND_POLL_S = 0.001
 COMMAND_TIMEOUT_S = 2.0
+BATCH_DELAY_MS = 100  # what the host library asks for (host/connection.py)
 
 
 class _Host:
@@ -62,6 +71,9 @@ class _Host:
         self.replies: dict[int, Message] = {}
         self.report: RunReport | None = None
         self.telemetry = 0
+        self.batches = 0
+        self.missing = 0  # gaps in the pen's sample numbers
+        self._next_seq: int | None = None
         self.last_sample: Telemetry | None = None
         self._cmd_id = 0
         self._heartbeats = 0
@@ -71,18 +83,32 @@ class _Host:
         self.clock.advance(dt)
         now = self.clock.now()
         pen, link = self.pen, self.link
-        link.receive_data(pen.data_to_send(now), now)
-        for event in link.events():
-            if isinstance(event, MessageReceived):
-                self._on_message(event.message)
-        if link.connected and now >= self._next_heartbeat:
+        data = pen.data_to_send(now)
+        if data:  # a read that returned nothing hands nothing to the link
+            link.receive_data(data, now)
+            for event in link.events():
+                if isinstance(event, MessageReceived):
+                    self._on_message(event.message)
+        if link.connected and now >= self._next_heartbeat:  # nothing written for 125 ms
             self._heartbeats += 1
             link.send(Heartbeat(self._heartbeats), now)
+        out = link.data_to_send(now)  # the link's timers run at every look
+        if out:  # nothing to write: no write
+            # every authenticated frame feeds the pen's watchdog (an acknowledgement too): a
+            # heartbeat is due only after HEARTBEAT_S without writing anything
             self._next_heartbeat = now + HEARTBEAT_S
-        pen.receive_data(link.data_to_send(now), now)
+            pen.receive_data(out, now)
 
     def _on_message(self, message: Message) -> None:
-        if isinstance(message, Telemetry):
+        if isinstance(message, TelemetryBatch):  # unpacked into samples, as the host does
+            samples = unpack_telemetry(message)
+            self.batches += 1
+            self.telemetry += len(samples)
+            self.last_sample = samples[-1]
+            if self._next_seq is not None:
+                self.missing += (message.first_seq - self._next_seq) % TELEMETRY_SEQ_MOD
+            self._next_seq = (message.first_seq + len(samples)) % TELEMETRY_SEQ_MOD
+        elif isinstance(message, Telemetry):
             self.telemetry += 1
             self.last_sample = message
         elif isinstance(message, RunReport):
@@ -124,9 +150,17 @@ def _area_for(rate_sps: int) -> L.AreaProfile:
 
 
 def measure_sim(
-    minutes: float = 30.0, rate_sps: int = 110, telemetry_hz: int = 100, seed: int = 0
+    minutes: float = 30.0,
+    rate_sps: int = 110,
+    telemetry_hz: int = 100,
+    seed: int = 0,
+    *,
+    batch: bool = True,
 ) -> dict[str, float | int]:
-    """Run one timed treatment of ``minutes`` in virtual time; figures of the run."""
+    """Run one timed treatment of ``minutes`` in virtual time; figures of the run.
+
+    With ``batch`` the host asks the pen for TelemetryBatch frames (8 samples, 100 ms at
+    most), as the host library does; without, it gets one Telemetry datagram per sample."""
     profile = _area_for(rate_sps)
     duration_ms = min(max(round(minutes * 60_000), L.RUN_DURATION_MIN_MS), L.RUN_DURATION_MAX_MS)
     clock = VirtualClock()
@@ -136,6 +170,8 @@ def measure_sim(
     host.connect()
     identity = host.command(lambda c: Hello(c, PROTOCOL_VERSION, schema_hash()))
     assert isinstance(identity, Identity)
+    if batch and identity.capabilities & Capability.TELEMETRY_BATCH:
+        host.command(lambda c: SetTelemetryBatch(c, TELEMETRY_BATCH_SAMPLES, BATCH_DELAY_MS))
     host.command(lambda c: OpenSession(c, 1 + seed))  # notifications flow to a session
     host.command(lambda c: SetDepth(c, profile.default_um, 0))
     host.command(lambda c: SetRate(c, rate_sps))
@@ -162,6 +198,8 @@ def measure_sim(
         "strokes": report.strokes,
         "telemetry_samples": host.telemetry,
         "telemetry_skipped": pen.firmware.telemetry_skipped,
+        "telemetry_batches": host.batches,
+        "telemetry_missing": host.missing,
         "frames_pen_to_host": pen_stats.frames_sent,
         "frames_host_to_pen": host_stats.frames_sent,
         "retransmits": pen_stats.retransmits + host_stats.retransmits,

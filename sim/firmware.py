@@ -41,10 +41,13 @@ from micropen.protocol.events import BadMessage, Connected, MessageReceived
 from micropen.protocol.link import Link, Role
 from micropen.protocol.messages import (
     PROTOCOL_VERSION,
+    TELEMETRY_BATCH_SAMPLES,
+    TELEMETRY_SAMPLE_BYTES,
     Ack,
     CalCommit,
     CalRead,
     CalWrite,
+    Capability,
     CartridgeState,
     ClearFault,
     EmergencyStop,
@@ -80,6 +83,7 @@ from micropen.protocol.messages import (
     SetRate,
     SetServiceMode,
     SetTelemetry,
+    SetTelemetryBatch,
     SetWatchdog,
     SimGet,
     SimMountCartridge,
@@ -89,6 +93,7 @@ from micropen.protocol.messages import (
     Status,
     Stop,
     Telemetry,
+    TelemetryBatch,
     Unpair,
 )
 from micropen.protocol.schema import REGISTRY, Kind, Message, schema_hash
@@ -133,6 +138,26 @@ _NOISE_BATTERY = phys_model.NOISE_BATTERY_MV
 _ELECTRONICS_MA = phys_model.ELECTRONICS_MA
 _BATTERY_R_OHM = phys_model.BATTERY_R_OHM
 _new_message = tuple.__new__
+_exp = math.exp
+_trunc = math.trunc  # int() of a float, six times cheaper on CPython 3.11
+_MOTOR_NOLOAD_MA = phys_model.MOTOR_NOLOAD_MA
+_MOTOR_MA_PER_SPS = phys_model.MOTOR_MA_PER_SPS
+_MOTOR_ACCEL_MA_PER_SPS = phys_model.MOTOR_ACCEL_MA_PER_SPS
+_HEAT_C_PER_A = phys_model.HEAT_C_PER_A
+_THERMAL_TAU_S = phys_model.THERMAL_TAU_S
+_V_PER_AS = phys_model._V_PER_AS
+_BATTERY_EMPTY_V = phys_model.BATTERY_EMPTY_V
+_RATE_SETTLE_S = L.RATE_DRIFT_SETTLE_MS / 1000.0
+_Steady = tuple[list[int], list[int], list[int], float, float, float]
+_NOISE_LAST_SLICE = phys_model.NOISE_TABLE_SIZE - 5  # Noise.take(5) slices below this index
+STEADY_FAST_PATH = True  # Firmware._steady_ticks; tests turn it off to compare
+# Telemetry batches (TelemetryBatch): at most this many messages (any kind) waiting for or in
+# the link's window when a batch is queued; a batch finding more is dropped and counted, so a
+# stalled or slow link never builds a backlog of telemetry (records and replies always queue)
+TELEMETRY_QUEUE_LIMIT = 8
+_pack_sample = Telemetry.STRUCT.pack_into
+_BATCH_BYTES = TELEMETRY_BATCH_SAMPLES * TELEMETRY_SAMPLE_BYTES
+_PADDING = [bytes(_BATCH_BYTES - n * TELEMETRY_SAMPLE_BYTES) for n in range(9)]
 
 
 class FirmwareBug(MicropenError):
@@ -149,6 +174,11 @@ class BootReason(int, Enum):
 AUTH_HOLD_S = D.AUTH_HOLD_S  # a paired host heard from this recently has a live link
 AUTH_BURST = D.AUTH_BURST  # frames failing authentication within a second: a security event
 S = PenState
+# module constants for the per-tick and per-frame paths: an Enum attribute costs ~0.3 µs on 3.11
+_RUNNING = S.RUNNING
+_BENCH_FIXTURE = L.Area.BENCH_FIXTURE
+_NOTIFY, _HOST_NOTIFY = Kind.NOTIFY, Kind.HOST_NOTIFY
+_COMMAND, _SIM_COMMAND = Kind.COMMAND, Kind.SIM_COMMAND
 _ACTIVE_STATES = frozenset({S.RUNNING, S.STOPPING})
 _SECURITY_EVENTS = frozenset(
     {
@@ -245,7 +275,16 @@ class Firmware:
         self.run: RunRecord | None = None
         self.slot = CartridgeSlot()
         self.brownout_at: float | None = None
-        self.telemetry_skipped = 0
+        self.telemetry_skipped = 0  # samples taken and never handed to the link
+        self.telemetry_seq = 0  # number of the next sample (every sample taken since boot)
+        self.telemetry_batches = 0  # TelemetryBatch messages handed to the link
+        self._batch_max = 0  # samples per batch asked for on this link epoch (0: singles)
+        self._batch_delay = 0.0  # a batch leaves when its first sample is this old (s)
+        self._batch = bytearray(_BATCH_BYTES)
+        self._batch_n = 0  # samples in the batch being filled
+        self._batch_first = 0  # number of its first sample
+        self._batch_due = _INF  # when it leaves, full or not
+        self._steady_tables: tuple[tuple[object, ...], _Steady | None] | None = None
         self.notifications_lost = 0
         self.last_retract_ms: float | None = None
         self._run_count = 0
@@ -335,6 +374,9 @@ class Firmware:
         ph = self.physics
         while True:
             due = min(self._next_tick, self._next_tel, self._deadline)
+            fast = due <= now and due == self._next_tick and STEADY_FAST_PATH
+            if fast and self._steady_ticks(now):
+                continue
             target = due if due < now else now
             if ph.t < target and ph.step(target, self._stroke_limit):
                 self._stroke_limit_reached(ph.t)
@@ -349,6 +391,260 @@ class Firmware:
             if t >= self._next_tel:
                 self._telemetry(t)
 
+    def _steady_ticks(self, now: float) -> bool:
+        """The control ticks of a run at speed, up to ``now``, without the general loop.
+
+        While the pen runs with its motor at the set speed and the needles at depth, a tick is
+        always the same work: the closed-form physics step, the sensors, the monitors and, at
+        a telemetry instant, the sample. When the monitors are *provably* quiet until ``now``
+        (``_quiet_until``: the sensor readings cannot reach any limit with the largest draw
+        of the noise table and the physics' bounds over the span — otherwise this declines
+        and the general loop runs every monitor), this does the ticks inline: the physics
+        with the same arithmetic in the same order, each reading from the same noise draws
+        (the readings of a sample from tables of the noise table, precomputed for this
+        steady state), so every value and every sample is the same to the last bit
+        (``tests/sim/test_steady_ticks.py`` runs both and compares). It hands back to the
+        general loop at anything else: a deadline, a sample between ticks, the stroke limit
+        within a step, the end of the noise table. Returns whether it did a tick."""
+        ph = self.physics
+        if (
+            self.state is not _RUNNING
+            or self._tick_every != 1
+            or not ph.motor_drive
+            or ph.stalled
+            or ph.act_pos_um != ph.act_target_um
+            or ph.t >= self._next_tick
+            or self._over_since is not None
+            or self._rate_off_since is not None
+            or self._temp_warned
+        ):
+            return False
+        wt = ph.motor_cmd_sps * ph._speed_gain  # Physics.motor_target() for a driven motor
+        omega = ph.omega
+        if omega != wt:
+            return False
+        steady = self._quiet_until(now, wt)
+        if steady is None:
+            return False
+        depth_at, rate_at, current_at, belief, sensed_ma, sensed_load = steady
+        noise = self.noise
+        table = noise.table
+        heat_base = ph.ambient_c + ph.extra_heat_c
+        boot_t, limit = self.boot_t, self._stroke_limit
+        # telemetry batches are filled right here (_telemetry's batching branch, inline)
+        batching = self._batch_max if self._open_session() is not None else 0
+        cart = self.slot.cartridge
+        cart_id = 0 if cart is None else cart.cartridge_id
+        cart_used = 0 if cart is None else cart.strokes_used
+        batch, batch_delay = self._batch, self._batch_delay
+        ph_t, phase, temp_c, v_oc = ph.t, ph.phase, ph.temp_c, ph.v_oc
+        # the schedule in locals, written back before anything else reads it
+        tick_k, next_tick, tel_k, next_tel = (
+            self._tick_k,
+            self._next_tick,
+            self._tel_k,
+            self._next_tel,
+        )
+        tel_period, deadline = self._tel_period, self._deadline
+        seq, n, noise_i = self.telemetry_seq, self._batch_n, noise._i
+        i = last = -1
+        t = next_tick
+        while t <= now and t < deadline and next_tel >= t:
+            i = noise_i
+            if i >= _NOISE_LAST_SLICE:  # Noise.take(5) would wrap: the general loop does it
+                break
+            # == Physics.step(t, stroke limit) with the motor settled and the needles still
+            dt = t - ph_t
+            if dt <= 0.0:
+                break
+            gained = wt * dt
+            if phase + gained >= limit:
+                break  # the general loop stops the run at the exact crossing
+            phase = phase + gained
+            mean_w = gained / dt
+            lag = wt - mean_w
+            current = (
+                _MOTOR_NOLOAD_MA
+                + _MOTOR_MA_PER_SPS * mean_w
+                + (_MOTOR_ACCEL_MA_PER_SPS * lag if lag > 0.0 else 0.0)
+            )
+            t_ss = heat_base + _HEAT_C_PER_A * current * 1e-3
+            temp_c = t_ss + (temp_c - t_ss) * _exp(-dt / _THERMAL_TAU_S)
+            v = v_oc - (current + _ELECTRONICS_MA) * 1e-3 * dt * _V_PER_AS
+            v_oc = v if v > _BATTERY_EMPTY_V else _BATTERY_EMPTY_V
+            ph_t = t
+            # == self._sample(t): five draws (readings below); the monitors are quiet
+            noise_i = i + 5
+            last = i
+            # == _tick's next tick
+            tick_k += 1
+            next_tick = boot_t + tick_k * TICK_S
+            if next_tel <= t:  # a sample at this instant (as advance() takes it next)
+                if batching:  # == self._telemetry(t) for a batch
+                    tel_k += 1
+                    next_tel = boot_t + tel_k * tel_period
+                    strokes = _trunc(phase)
+                    m_temp = (temp_c + _NOISE_TEMP * table[i + 3]) * 10.0
+                    temp_dc = _trunc(m_temp + 0.5) if m_temp > 0.0 else -_trunc(0.5 - m_temp)
+                    battery = (v_oc - sensed_load) * 1000.0 + _NOISE_BATTERY * table[i + 4]
+                    if n == 0:
+                        self._batch_first = seq
+                        self._batch_due = due = t + batch_delay
+                        if due < deadline:
+                            deadline = self._deadline = due
+                    seq = (seq + 1) & _U32
+                    _pack_sample(
+                        batch,
+                        n * TELEMETRY_SAMPLE_BYTES,
+                        _trunc((t - boot_t) * 1000.0 + 1e-6) & _U32,
+                        _RUNNING,
+                        depth_at[i],
+                        rate_at[i + 1],
+                        strokes & _U32,
+                        current_at[i + 2],
+                        -0x8000 if temp_dc < -0x8000 else (0x7FFF if temp_dc > 0x7FFF else temp_dc),
+                        0 if battery <= 0.0 else (
+                            0xFFFF if battery >= 65534.5 else _trunc(battery + 0.5)
+                        ),
+                        cart_id,
+                        (0 if cart is None else cart_used + strokes) & _U32,
+                    )  # fmt: skip
+                    n += 1
+                    if n >= batching:
+                        self._batch_n = n
+                        self._flush_batch(t)  # reschedules: the deadline may move
+                        n, deadline = 0, self._deadline
+                    if next_tel <= t or next_tick <= t:
+                        break  # off the grid: the general loop re-aligns
+                else:  # singles, or no session: _telemetry with the readings in place
+                    self._tick_k, self._next_tick, noise._i = tick_k, next_tick, noise_i
+                    ph.t, ph.phase, ph.temp_c, ph.v_oc = ph_t, phase, temp_c, v_oc
+                    self._readings(t, i, belief, omega, sensed_ma, sensed_load)
+                    self._telemetry(t)
+                    tel_k, next_tel, seq = self._tel_k, self._next_tel, self.telemetry_seq
+                    n, deadline = self._batch_n, self._deadline
+            if next_tick <= t:
+                break  # off the grid: the general loop re-aligns
+            t = next_tick
+        self._tick_k, self._next_tick, self._tel_k, self._next_tel = (
+            tick_k,
+            next_tick,
+            tel_k,
+            next_tel,
+        )
+        self.telemetry_seq, self._batch_n, noise._i = seq, n, noise_i
+        if last < 0:
+            return False
+        ph.t, ph.phase, ph.temp_c, ph.v_oc = ph_t, phase, temp_c, v_oc
+        self._readings(ph_t, last, belief, omega, sensed_ma, sensed_load)
+        if self._next_tick <= ph_t:
+            self._retick(ph_t)
+        if self._next_tel <= ph_t:
+            self._align_telemetry(ph_t)
+        elif ph_t < now < min(self._next_tick, self._next_tel, self._deadline):
+            # == advance()'s step to ``now``, between ticks, with nothing due before it
+            dt = now - ph_t
+            gained = wt * dt
+            if phase + gained < limit:
+                mean_w = gained / dt
+                lag = wt - mean_w
+                current = (
+                    _MOTOR_NOLOAD_MA
+                    + _MOTOR_MA_PER_SPS * mean_w
+                    + (_MOTOR_ACCEL_MA_PER_SPS * lag if lag > 0.0 else 0.0)
+                )
+                t_ss = heat_base + _HEAT_C_PER_A * current * 1e-3
+                ph.temp_c = t_ss + (temp_c - t_ss) * _exp(-dt / _THERMAL_TAU_S)
+                v = v_oc - (current + _ELECTRONICS_MA) * 1e-3 * dt * _V_PER_AS
+                ph.v_oc = v if v > _BATTERY_EMPTY_V else _BATTERY_EMPTY_V
+                ph.phase = phase + gained
+                ph.t = now
+        return True
+
+    def _readings(
+        self, t: float, i: int, belief: float, omega: float, sensed_ma: float, load: float
+    ) -> None:
+        """What _sample(t) reads from draws i..i+4 in the steady state of _steady_ticks."""
+        ph, table = self.physics, self.noise.table
+        self._sampled_at = t
+        self._m_depth = belief + _NOISE_DEPTH * table[i]
+        self._m_rate = omega * (1.0 + _NOISE_RATE * table[i + 1])
+        self._m_current = sensed_ma + _NOISE_CURRENT * table[i + 2] if sensed_ma else 0.0
+        self._m_temp_dc = (ph.temp_c + _NOISE_TEMP * table[i + 3]) * 10.0
+        self._m_battery = (ph.v_oc - load) * 1000.0 + _NOISE_BATTERY * table[i + 4]
+
+    def _quiet_until(self, now: float, wt: float) -> _Steady | None:
+        """The steady state's sample tables, when no monitor can act up to ``now``: every
+        reading a tick could take, with any draw of the noise table (each reading grows with
+        its draw, so the table's extremes bound it) and the temperature and battery anywhere
+        they can get to within the span (the physics' own exponential and linear laws, with
+        1 % more current than now), stays inside every limit — with a margin for the rounding
+        of the bounds themselves. None: run the monitors.
+
+        What does not change while the run is steady (depth, rate and current readings, their
+        tables) is worked out once per steady state; the temperature and battery every time."""
+        ph = self.physics
+        run = self.run
+        key = (
+            ph.act_pos_um, self._cal_offset, self._cal_gain, ph.depth_drift_um, ph.omega, wt,
+            self.depth_set_um, self.rate_set_sps, run is not None and run.area != _BENCH_FIXTURE,
+            L.STALL_CURRENT_MA, L.DEPTH_FAULT_TOL_UM, L.RATE_ACCEPT_TOL_PCT, self.noise.table,
+        )  # fmt: skip
+        steady = self._steady_tables
+        if steady is None or steady[0] != key:
+            steady = self._steady_tables = (key, self._steady_state(wt))
+        state = steady[1]
+        if state is None:
+            return None
+        sensed_ma, load = state[4], state[5]
+        span = min(now, self._deadline) - ph.t
+        # the mean current of a step and the temperature it heads for (1 % and 1 mA spare)
+        current_hi = sensed_ma * 1.01 + 1.0
+        t_ss_hi = ph.ambient_c + ph.extra_heat_c + _HEAT_C_PER_A * current_hi * 1e-3
+        v_lo = ph.v_oc - (current_hi + _ELECTRONICS_MA) * 1e-3 * span * _V_PER_AS - 1e-6
+        # the temperature heads for t_ss exponentially: over the span it gains at most this
+        rise = max(0.0, t_ss_hi - ph.temp_c) * (1.0 - _exp(-span / _THERMAL_TAU_S))
+        temp_hi = ph.temp_c + rise + 1e-3
+        noise = self.noise
+        if (v_lo - load) * 1000.0 + _NOISE_BATTERY * noise.low >= L.BATTERY_STOP_MV + 1.0 and (
+            temp_hi + _NOISE_TEMP * noise.high
+        ) * 10.0 < L.TEMP_WARN_DC - 0.5:
+            return state
+        return None
+
+    def _steady_state(self, wt: float) -> _Steady | None:
+        """_quiet_until's part that holds while the run is steady: the depth, current and rate
+        readings within their limits for every draw, and telemetry's tables of them."""
+        ph, noise = self.physics, self.noise
+        omega = ph.omega
+        pos = ph.act_pos_um
+        belief = (pos - self._cal_offset) / self._cal_gain if pos > 0.0 else 0.0
+        belief += ph.depth_drift_um  # _sample adds them in this order
+        lag = wt - omega  # current_ma(): the acceleration term is 0 at speed
+        sensed_ma = (
+            _MOTOR_NOLOAD_MA
+            + _MOTOR_MA_PER_SPS * omega
+            + (_MOTOR_ACCEL_MA_PER_SPS * (lag if lag > 0 else 0))
+        )
+        load = (sensed_ma + _ELECTRONICS_MA) * 1e-3 * _BATTERY_R_OHM
+        low, high = noise.low, noise.high
+        depth_set = self.depth_set_um
+        if not (
+            (not sensed_ma or sensed_ma + _NOISE_CURRENT * high <= L.STALL_CURRENT_MA - 1.0)
+            and abs(belief + _NOISE_DEPTH * high - depth_set) <= L.DEPTH_FAULT_TOL_UM - 0.5
+            and abs(belief + _NOISE_DEPTH * low - depth_set) <= L.DEPTH_FAULT_TOL_UM - 0.5
+        ):
+            return None
+        run = self.run
+        if run is not None and run.area != _BENCH_FIXTURE:  # _monitor_rate watches
+            set_sps = self.rate_set_sps
+            band = L.RATE_ACCEPT_TOL_PCT * set_sps * (1.0 - 1e-9)
+            for z in (low, high):
+                if not abs(omega * (1.0 + _NOISE_RATE * z) - set_sps) * 100.0 <= band:
+                    return None
+        depth_at, rate_at, current_at = _sample_tables(noise.table, belief, omega, sensed_ma)
+        return depth_at, rate_at, current_at, belief, sensed_ma, load
+
     def next_deadline(self) -> float | None:
         due = min(self._next_tick, self._next_tel, self._deadline)
         if self.brownout_at is not None:
@@ -359,8 +655,9 @@ class Firmware:
 
     def _reschedule(self) -> None:
         self._deadline = min(
-            self._wd_at, self._run_end_at, self._retract_at, self._retract_limit_at
-        )
+            self._wd_at, self._run_end_at, self._retract_at, self._retract_limit_at,
+            self._batch_due,
+        )  # fmt: skip
 
     def _deadlines_due(self, t: float) -> None:
         if t >= self._wd_at:
@@ -373,6 +670,8 @@ class Firmware:
             self._retracted(t)
         if t >= self._retract_limit_at:
             self._check_retracted(t)
+        if t >= self._batch_due:
+            self._flush_batch(t)
         self._reschedule()
 
     def _retick(self, t: float) -> None:
@@ -388,7 +687,7 @@ class Firmware:
 
     def _tick(self, t: float) -> None:
         self._sample(t)
-        if self.state is PenState.RUNNING:
+        if self.state is _RUNNING:
             self._monitor_run(t)
             temp = self._m_temp_dc
             if temp >= L.TEMP_WARN_DC or (self._temp_warned and temp < TEMP_REARM_DC):
@@ -442,7 +741,7 @@ class Firmware:
         """Hazard 6: the stroke rate the pen's own sensor measures must stay within
         RATE_ACCEPT_TOL_PCT of the set rate, once the motor has had time to reach it."""
         run = self.run
-        if run is None or run.area == L.Area.BENCH_FIXTURE:
+        if run is None or run.area == _BENCH_FIXTURE:
             return  # calibration measures the drift: it must be able to run with it
         if t - self._rate_set_at < L.RATE_DRIFT_SETTLE_MS / 1000.0:
             return
@@ -465,7 +764,7 @@ class Firmware:
                 self._notify(Event(0, EventCode.TEMPERATURE_WARNING, round(temp), 0), t)
         elif temp < TEMP_REARM_DC:
             self._temp_warned = False
-        if self.state is not PenState.RUNNING:
+        if self.state is not _RUNNING:
             self._scrub_calibration(t)
 
     def _scrub_calibration(self, t: float) -> None:
@@ -529,7 +828,7 @@ class Firmware:
         run, ph = self.run, self.physics
         if run is None or run.end_t is not None:
             return
-        strokes = int(ph.phase)
+        strokes = _trunc(ph.phase)
         ph.brake()
         ph.move_actuator(0.0)
         run.end_t, run.strokes, run.outcome = t, strokes, outcome
@@ -633,43 +932,92 @@ class Firmware:
         self._next_tel = self.boot_t + self._tel_k * self._tel_period
         if self._next_tel <= t:
             self._align_telemetry(t)
+        seq = self.telemetry_seq
+        self.telemetry_seq = (seq + 1) & _U32
         link = self.link
-        if not link.accepts_datagram:  # no link, or replies and records wait: skip, count
+        batching = self._batch_max
+        if batching:  # asked for on this epoch: reliable batches, for a named session only
+            if self._open_session() is None:
+                self._drop_batch()
+                self.telemetry_skipped += 1
+                return
+        elif not link.accepts_datagram:  # no link, or replies and records wait: skip, count
             self.telemetry_skipped += 1
             return
         if self._sampled_at != t:  # the control tick at this instant has just read them
             self._sample(t)
         cart = self.slot.cartridge
         state = self.state
-        if state is PenState.RUNNING:
+        if state is _RUNNING:
             strokes = int(self.physics.phase)
             cart_strokes = 0 if cart is None else cart.strokes_used + strokes
         else:
             strokes = self._last_strokes()
             cart_strokes = 0 if cart is None else cart.strokes_used
-        temp = int(self._m_temp_dc + 0.5) if self._m_temp_dc > 0.0 else -int(0.5 - self._m_temp_dc)
+        temp = self._m_temp_dc
+        temp = _trunc(temp + 0.5) if temp > 0.0 else -_trunc(0.5 - temp)
         depth, rate = self._m_depth, self._m_rate * 100.0
         current, battery = self._m_current, self._m_battery
         # Every value is clamped to its field's range right here (inline: this runs at up to
         # 1 kHz), so the validating constructor is skipped; the host's decoder checks them all.
-        sample = _new_message(
-            Telemetry,
-            (
-                int((t - self.boot_t) * 1000.0 + 1e-6) & _U32,
-                state,
-                0 if depth <= 0.0 else (0xFFFF if depth >= 65534.5 else int(depth + 0.5)),
-                0 if rate <= 0.0 else (0xFFFF if rate >= 65534.5 else int(rate + 0.5)),
-                strokes & _U32,
-                0 if current <= 0.0 else (0xFFFF if current >= 65534.5 else int(current + 0.5)),
-                -0x8000 if temp < -0x8000 else (0x7FFF if temp > 0x7FFF else temp),
-                0 if battery <= 0.0 else (0xFFFF if battery >= 65534.5 else int(battery + 0.5)),
-                0 if cart is None else cart.cartridge_id,
-                cart_strokes & _U32,
-            ),
+        values = (
+            _trunc((t - self.boot_t) * 1000.0 + 1e-6) & _U32,
+            state,
+            0 if depth <= 0.0 else (0xFFFF if depth >= 65534.5 else _trunc(depth + 0.5)),
+            0 if rate <= 0.0 else (0xFFFF if rate >= 65534.5 else _trunc(rate + 0.5)),
+            strokes & _U32,
+            0 if current <= 0.0 else (0xFFFF if current >= 65534.5 else _trunc(current + 0.5)),
+            -0x8000 if temp < -0x8000 else (0x7FFF if temp > 0x7FFF else temp),
+            0 if battery <= 0.0 else (0xFFFF if battery >= 65534.5 else _trunc(battery + 0.5)),
+            0 if cart is None else cart.cartridge_id,
+            cart_strokes & _U32,
         )
+        if batching:
+            n = self._batch_n
+            if n == 0:
+                self._batch_first = seq
+                self._batch_due = t + self._batch_delay
+                if self._batch_due < self._deadline:
+                    self._deadline = self._batch_due
+            _pack_sample(self._batch, n * TELEMETRY_SAMPLE_BYTES, *values)
+            self._batch_n = n = n + 1
+            if n >= batching:
+                self._flush_batch(t)
+            return
         # live treatment data is for a paired host only; a datagram never goes ahead of a reply
+        sample = _new_message(Telemetry, values)
         if link.peer_id is None or not link.send(sample, t, reliable=False):
             self.telemetry_skipped += 1
+
+    def _flush_batch(self, t: float) -> None:
+        """The batch being filled goes to the link, reliably — unless telemetry would pile up
+        there (TELEMETRY_QUEUE_LIMIT) or no session takes it: then it is dropped and counted."""
+        n = self._batch_n
+        if n == 0:
+            return
+        self._batch_n = 0
+        if self._batch_due != _INF:
+            self._batch_due = _INF
+            self._reschedule()
+        link = self.link
+        if link.in_flight + link.backlog >= TELEMETRY_QUEUE_LIMIT or self._open_session() is None:
+            self.telemetry_skipped += n
+            return
+        used = n * TELEMETRY_SAMPLE_BYTES
+        body = bytes(self._batch) if n == TELEMETRY_BATCH_SAMPLES else self._batch[:used]
+        if n != TELEMETRY_BATCH_SAMPLES:
+            body = bytes(body) + _PADDING[n]
+        # built without the validating constructor: 1 <= n <= 8 and the body is 216 bytes
+        link.send(_new_message(TelemetryBatch, (self._batch_first, n, body)), t)
+        self.telemetry_batches += 1
+
+    def _drop_batch(self) -> None:
+        """Samples waiting for their batch are not sent (a new epoch, no session)."""
+        if self._batch_n:
+            self.telemetry_skipped += self._batch_n
+            self._batch_n = 0
+            self._batch_due = _INF
+            self._reschedule()
 
     def _align_telemetry(self, t: float) -> None:
         if self.telemetry_hz == 0:
@@ -699,7 +1047,7 @@ class Firmware:
         return cart.strokes_used + live
 
     def _ms(self, t: float) -> int:
-        return int((t - self.boot_t) * 1000.0 + 1e-6) & _U32
+        return _trunc((t - self.boot_t) * 1000.0 + 1e-6) & _U32
 
     # ================================================================== bytes in, messages out
     def feed(self, data: bytes, t: float) -> None:
@@ -708,7 +1056,7 @@ class Firmware:
         self._now = t
         self._sampled_at = -_INF  # a command may change what the sensors see at this instant
         link.receive_data(data, t)
-        stats = link.statistics()
+        stats = link.counters
         rejected = stats.auth_failures + stats.auth_replays + stats.syns_refused
         # Only frames whose tag verified prove a paired host is there: they alone feed the
         # watchdog (a run is a paired host's), so nobody else — a bare SYN, a SYN claiming a
@@ -727,9 +1075,11 @@ class Firmware:
                 self._on_bad_message(event.payload, event.error, t)
             elif isinstance(event, Connected):  # a new epoch: handshake and session anew
                 self._handshake_epoch = self._session_epoch = None
+                self._drop_batch()  # telemetry is never held for a later host
+                self._batch_max = 0  # singles until this epoch's host asks for batches
                 if self.service.held and self.service.session is None:
                     self._leave_service(ServiceExit.SESSION_ENDED, t)
-                self._proven_at_connect = link.statistics().frames_authenticated
+                self._proven_at_connect = link.counters.frames_authenticated
                 self._take_back_unacknowledged()
 
     def _admit_syn(self, host_id: int | None) -> bool:
@@ -763,7 +1113,7 @@ class Firmware:
 
     def _host_alive(self, t: float) -> None:
         self._last_rx = t
-        if self.state is PenState.RUNNING:
+        if self.state is _RUNNING:
             self._wd_at = t + self.watchdog_ms / 1000.0
             self._reschedule()
 
@@ -778,9 +1128,11 @@ class Firmware:
         if self._deferred is not None:
             self._deferred.append((message, urgent))
             return
-        if message.KIND is Kind.NOTIFY and self._open_session() is None:
+        if message.KIND is _NOTIFY and self._open_session() is None:
             self._hold(message)
             return
+        if self._batch_n:  # samples taken before this message go ahead of it
+            self._flush_batch(t)
         try:
             self.link.send(message, t, urgent=urgent)
         except MicropenError:  # backlog full: nobody has listened for thousands of messages
@@ -793,6 +1145,8 @@ class Firmware:
         out a run report or a fault report."""
         if isinstance(message, Telemetry):
             self.telemetry_skipped += 1
+        elif isinstance(message, TelemetryBatch):
+            self.telemetry_skipped += message.sample_count
         elif len(self._held) >= L.HELD_RECORDS_MAX:
             self.notifications_lost += 1
         elif isinstance(message, Event) and message.code in _SECURITY_EVENTS:
@@ -834,9 +1188,9 @@ class Firmware:
 
     def _on_message(self, m: Message, t: float) -> None:
         kind = m.KIND
-        if kind is Kind.HOST_NOTIFY:
+        if kind is _HOST_NOTIFY:
             return  # heartbeat: its frame already fed the watchdog
-        if kind is not Kind.COMMAND and kind is not Kind.SIM_COMMAND:
+        if kind is not _COMMAND and kind is not _SIM_COMMAND:
             body = m.encode()[1:5]
             cmd_id = int.from_bytes(body, "little") if len(body) == 4 else 0
             self._notify(Nak(cmd_id, ErrorCode.UNKNOWN_COMMAND, m.ID, 0), t)
@@ -1081,6 +1435,14 @@ class Firmware:
         self._align_telemetry(t)
         return Ack(m.cmd_id, 0)
 
+    def _on_set_telemetry_batch(self, m: SetTelemetryBatch, t: float) -> Message:
+        if not self.unit.capabilities & Capability.TELEMETRY_BATCH:  # a pen from before it
+            return Nak(m.cmd_id, ErrorCode.UNKNOWN_COMMAND, m.ID, 0)
+        self._flush_batch(t)  # what was taken so far goes out as it was asked for
+        self._batch_max = m.max_samples
+        self._batch_delay = m.max_delay_ms / 1000.0
+        return Ack(m.cmd_id, m.max_samples)
+
     def _on_get_cartridge(self, m: GetCartridge, t: float) -> Message:
         return self.slot.info(m.cmd_id, self._cartridge_strokes(), self._cartridge_ms(t))
 
@@ -1303,6 +1665,23 @@ class Firmware:
         self._fault(FaultCode.FLUID_INGRESS, 1, t)
 
 
+def _u16(value: float) -> int:
+    """A reading as its u16 telemetry field (what _telemetry writes)."""
+    return 0 if value <= 0.0 else (0xFFFF if value >= 65534.5 else _trunc(value + 0.5))
+
+
+def _sample_tables(
+    table: list[float], belief: float, omega: float, sensed_ma: float
+) -> tuple[list[int], list[int], list[int]]:
+    """Telemetry's depth, rate and current fields for every draw of the noise table, in a
+    steady state (_sample's readings and _telemetry's rounding, value for value)."""
+    return (
+        [_u16(belief + _NOISE_DEPTH * z) for z in table],
+        [_u16(omega * (1.0 + _NOISE_RATE * z) * 100.0) for z in table],
+        [_u16(sensed_ma + _NOISE_CURRENT * z if sensed_ma else 0.0) for z in table],
+    )
+
+
 def _clamp(value: float, hi: int) -> int:
     v = int(value + 0.5) if value > 0.0 else 0
     return v if v < hi else hi
@@ -1318,6 +1697,7 @@ _HANDLERS: dict[type[Message], _Handler] = {
     EmergencyStop: Firmware._on_emergency_stop,
     SetWatchdog: Firmware._on_set_watchdog,
     SetTelemetry: Firmware._on_set_telemetry,
+    SetTelemetryBatch: Firmware._on_set_telemetry_batch,
     GetCartridge: Firmware._on_get_cartridge,
     CalRead: Firmware._on_cal_read,
     CalWrite: Firmware._on_cal_write,

@@ -55,6 +55,8 @@ __all__ = ["SimConfig", "SimulatedPen"]
 _U32 = 0xFFFF_FFFF
 _BOOT_SEED_MAX = (1 << 64) - 1
 CARTRIDGE_AGE_DAYS = 30  # the boot cartridge was made a month before "today"
+_BROWNOUT, _UPDATE = BootReason.BROWNOUT, BootReason.UPDATE  # read at every advance (an Enum
+# attribute costs a Python call on CPython 3.11)
 
 
 def _pen_id(rng: random.Random) -> int:
@@ -84,6 +86,7 @@ class SimConfig:
     calibration: str = "nominal"
     today_day: int = field(default_factory=_rtc_today)  # the pen's real-time clock
     link_faults: bool = True
+    telemetry_batch: bool = True  # False: a pen from before TelemetryBatch (sends singles only)
     boot_seed: int | None = None  # None: boot ids from the OS's randomness (as a real pen)
     state: str | None = None  # a file keeping the unit's NVM between processes
 
@@ -132,7 +135,7 @@ def _parse_value(key: str, raw: str) -> Any:
     try:
         if key in ("seed", "hardware_revision", "today_day", "boot_seed"):
             return int(raw)
-        if key in ("manufacturing_errors", "cartridge", "link_faults"):
+        if key in ("manufacturing_errors", "cartridge", "link_faults", "telemetry_batch"):
             return _parse_bool(raw)
         if key == "firmware":
             major, minor, patch = (int(part) for part in raw.split("."))
@@ -213,6 +216,7 @@ class SimulatedPen:
             | Capability.DEVICE_FAULT_INJECTION
             | Capability.BENCH_INSTRUMENTS
             | (Capability.LINK_FAULT_INJECTION if config.link_faults else 0)
+            | (Capability.TELEMETRY_BATCH if config.telemetry_batch else 0)
         )
         self._capabilities = int(capabilities)
         self._swap_at: float | None = None  # the bootloader is swapping: next step's end
@@ -415,10 +419,10 @@ class SimulatedPen:
                 continue
             fw = self.firmware
             arrival = None if faults is None else faults.next_inbound()
-            reset, reason = fw.brownout_at, BootReason.BROWNOUT
+            reset, reason = fw.brownout_at, _BROWNOUT
             update_reset = fw.update.reset_at
             if update_reset is not None and (reset is None or update_reset < reset):
-                reset, reason = update_reset, BootReason.UPDATE
+                reset, reason = update_reset, _UPDATE
             if reset is not None and reset <= now and (arrival is None or reset <= arrival):
                 fw.advance(reset)
                 self._power_cycle(reset, reason)

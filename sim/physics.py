@@ -100,11 +100,12 @@ class UnitErrors:
 class Noise:
     """Seeded standard-normal draws from a fixed table: reproducible and a list index cheap."""
 
-    __slots__ = ("_i", "table")
+    __slots__ = ("_i", "high", "low", "table")
 
     def __init__(self, seed: int) -> None:
         rng = random.Random(f"micropen-sensor-noise-{seed}")
         self.table = [rng.gauss(0.0, 1.0) for _ in range(NOISE_TABLE_SIZE)]
+        self.low, self.high = min(self.table), max(self.table)  # no draw is beyond these
         self._i = 0
 
     def draw(self) -> float:

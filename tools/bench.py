@@ -46,12 +46,43 @@ def sim(
     minutes: float = typer.Option(30.0, help="simulated treatment length", min=0.01),
     rate: int = typer.Option(110, help="strokes/s", min=50, max=150),
     telemetry_hz: int = typer.Option(100, help="telemetry rate", min=0, max=1000),
+    singles: bool = typer.Option(
+        False, "--singles", help="one Telemetry datagram per sample (a host that never asks)"
+    ),
     as_json: bool = typer.Option(False, "--json", help="one JSON line"),
 ) -> None:
     """A simulated treatment in virtual time: how many times faster than real time."""
     from micropen.sim.benchmark import measure_sim
 
-    report("simulator (virtual time)", measure_sim(minutes, rate, telemetry_hz), as_json)
+    figures = measure_sim(minutes, rate, telemetry_hz, batch=not singles)
+    report("simulator (virtual time)", figures, as_json)
+
+
+@app.command("host-telemetry")
+def host_telemetry(
+    seconds: float = typer.Option(5.0, help="measured window per mode (s)"),
+    hz: int = typer.Option(1000, help="telemetry rate of each pen"),
+    pens: int = typer.Option(1, help="simulated pens streaming at once (one process each)"),
+    as_json: bool = typer.Option(False, "--json", help="one JSON line"),
+) -> None:
+    """Host CPU per pen streaming telemetry (batched and single), against a raw pty floor."""
+    if not 0.5 <= seconds <= 600:
+        typer.echo(f"error: --seconds {seconds} is outside 0.5–600 s", err=True)
+        raise typer.Exit(2)
+    if not 1 <= hz <= TELEMETRY_MAX_HZ:
+        typer.echo(f"error: --hz {hz} is outside 1–{TELEMETRY_MAX_HZ} Hz", err=True)
+        raise typer.Exit(2)
+    if not 1 <= pens <= 32:
+        typer.echo(f"error: --pens {pens} is outside 1–32", err=True)
+        raise typer.Exit(2)
+    from .bench_host_telemetry import measure_host_telemetry
+
+    try:
+        figures = measure_host_telemetry(seconds, hz, pens)
+    except MicropenError as exc:
+        typer.echo(f"error: the benchmark could not run: {exc}", err=True)
+        raise typer.Exit(1) from None
+    report("host CPU per pen streaming telemetry", figures, as_json)
 
 
 @app.command()

@@ -51,6 +51,7 @@ from micropen.protocol.messages import (
     SetRate,
     SetServiceMode,
     SetTelemetry,
+    SetTelemetryBatch,
     SetWatchdog,
     SimGet,
     SimMountCartridge,
@@ -125,6 +126,7 @@ def _valid_command(cls: type, cmd_id: int) -> object:
         Run: (CHEEKS, RunMode.STROKES, 10, 0),
         SetWatchdog: (500,),
         SetTelemetry: (0,),
+        SetTelemetryBatch: (8, 100),
         CalRead: (CalBank.ACTIVE,),
         CalWrite: (1, 0, 0, 0, 0, 9, calibration_crc(1, 0, 0, 0, 0, 9)),
         CalCommit: (calibration_crc(1, 0, 0, 0, 0, 9),),
@@ -183,6 +185,9 @@ _BIG_STROKES = (ErrorCode.STROKES_OUT_OF_RANGE, -1, 1_000_000)
         (SetWatchdog, "<IH", (4242, 99), (ErrorCode.WATCHDOG_OUT_OF_RANGE, 99, 100)),
         (SetWatchdog, "<IH", (4242, 2001), (ErrorCode.WATCHDOG_OUT_OF_RANGE, 2001, 2000)),
         (SetTelemetry, "<IH", (4242, 1001), (ErrorCode.TELEMETRY_OUT_OF_RANGE, 1001, 1000)),
+        (SetTelemetryBatch, "<IBB", (4242, 9, 50), (ErrorCode.TELEMETRY_OUT_OF_RANGE, 9, 8)),
+        (SetTelemetryBatch, "<IBB", (4242, 8, 0), (ErrorCode.TELEMETRY_OUT_OF_RANGE, 0, 1)),
+        (SetTelemetryBatch, "<IBB", (4242, 8, 101), (ErrorCode.TELEMETRY_OUT_OF_RANGE, 101, 100)),
         # several fields out of range: the first in declared order is the one answered
         (Run, "<IBBII", (4242, 10, 0, 2_000_000, 0), (ErrorCode.UNKNOWN_AREA, 10, 9)),
         # a u32 beyond i32 travels in Nak.value as its bit pattern

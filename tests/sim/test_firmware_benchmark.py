@@ -22,3 +22,15 @@ def test_measure_sim_runs_a_short_treatment() -> None:
 def test_measure_sim_refuses_a_rate_no_area_allows() -> None:
     with pytest.raises(LocalProtocolError, match="no treatment area allows 100"):
         measure_sim(minutes=0.1, rate_sps=100)  # not one of the six speed levels
+
+
+def test_measure_sim_batched_and_single_carry_the_same_samples() -> None:
+    batched = measure_sim(minutes=0.2, rate_sps=110, telemetry_hz=100, seed=3)
+    singles = measure_sim(minutes=0.2, rate_sps=110, telemetry_hz=100, seed=3, batch=False)
+    assert batched["telemetry_samples"] == singles["telemetry_samples"] >= 12 * 100 - 2
+    assert batched["telemetry_missing"] == 0 and batched["telemetry_skipped"] == 0
+    # 100 Hz, at most 8 samples a frame and 100 ms a sample may wait: 8 in each
+    assert batched["telemetry_batches"] <= batched["telemetry_samples"] // 8 + 2
+    assert singles["telemetry_batches"] == 0
+    assert batched["strokes"] == singles["strokes"]
+    assert batched["frames_pen_to_host"] < singles["frames_pen_to_host"] / 4
