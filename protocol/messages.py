@@ -775,7 +775,7 @@ class SetTelemetryBatch(Message, msg_id=0x1C, kind=Kind.COMMAND, reply=Ack):
     every host that never asks, gets single Telemetry datagrams. The rate is SetTelemetry's.
     Samples taken before this command are sent before its Ack."""
 
-    cmd_id: int = field("u32", doc=_CMD)
+    cmd_id: int = field("u32", lo=1, doc=_CMD_ID)
     max_samples: int = field(
         "u8",
         hi=TELEMETRY_BATCH_SAMPLES,

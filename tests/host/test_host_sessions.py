@@ -214,8 +214,9 @@ async def test_a_pen_that_never_comes_back_ends_the_wait_after_its_watchdog() ->
 
 
 async def test_a_slow_handshake_on_reconnect_is_retried_not_fatal() -> None:
-    """The line is alive (telemetry flows) but every Identity is lost for 2.5 s: the Hello
-    times out, and the host tries again instead of giving up for good."""
+    """Every Identity is lost for 2.5 s after a reconnect: the handshake fails — the Hello
+    times out, or (since a pen sends no telemetry before Hello) the silent link is declared
+    lost first — and the host tries again instead of giving up for good."""
     async with await AsyncPen.open("sim://?seed=3", log=False, command_timeout=10) as pen:
         await pen.set_telemetry(50)
         deliver = pen._on_message
@@ -232,9 +233,9 @@ async def test_a_slow_handshake_on_reconnect_is_retried_not_fatal() -> None:
         pull_the_cable(pen, 900)  # then the host reconnects and must handshake again
         async with asyncio.timeout(15):
             await until(
-                lambda: any("no answer to Hello" in n for n in notices),
+                lambda: any("no answer to Hello" in n or "no frame from" in n for n in notices),
                 within=10,
-                what="a Hello timing out",
+                what="a handshake failing",
             )
             await pen.wait_connected(10)
             assert isinstance(await pen.status(), Status)
