@@ -403,8 +403,9 @@ class AsyncPen:
             self.runs.fail_active(
                 ConnectionLost(
                     f"the link to {self.transport.description} has been down for "
-                    f"{seconds:.1f} s ({reason}); the pen stopped on its own (watchdog) and "
-                    "keeps the run's report for the next connection"
+                    f"{seconds:.1f} s ({reason}); a pen that is still powered has stopped "
+                    "on its own by now (its watchdog) and keeps the run's report for the next "
+                    "connection — check the pen, then reconnect to collect the report"
                 )
             )
 

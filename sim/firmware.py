@@ -984,9 +984,10 @@ class Firmware:
             if n >= batching:
                 self._flush_batch(t)
             return
-        # live treatment data is for a paired host only; a datagram never goes ahead of a reply
+        # live treatment data is for a paired host's session only (after its Hello: the schema
+        # check), never for whoever opened a link; a datagram never goes ahead of a reply
         sample = _new_message(Telemetry, values)
-        if link.peer_id is None or not link.send(sample, t, reliable=False):
+        if self._open_session() is None or not link.send(sample, t, reliable=False):
             self.telemetry_skipped += 1
 
     def _flush_batch(self, t: float) -> None:

@@ -9,6 +9,7 @@ not at all. The same declarations always give the same bytes. See docs/c-kit.md.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 from pathlib import Path
 from typing import Annotated
@@ -32,10 +33,14 @@ app = typer.Typer(
 def _check_out(out: Path, names: list[str], force: bool) -> list[str]:
     """Refuse an OUT that is not a folder, or a non-empty one without --force; return the
     names of the files there that are not the kit's (kept as they are)."""
-    if out.exists() and not out.is_dir():
-        raise InvalidInput(
-            f"{out} is a file, not a folder; give a folder for the C kit (created if missing)"
-        )
+    if not str(out).strip():
+        raise InvalidInput("OUT is empty; give a folder for the C kit (created if missing)")
+    for folder in (out, *out.parents):
+        if folder.exists() and not folder.is_dir():
+            raise InvalidInput(
+                f"{folder} is a file, not a folder; give a folder for the C kit (created if "
+                "missing)"
+            )
     present = sorted(p.name for p in out.iterdir()) if out.is_dir() else []
     if present and not force:
         raise InvalidInput(
@@ -47,6 +52,33 @@ def _check_out(out: Path, names: list[str], force: bool) -> list[str]:
         if (out / name).is_dir():
             raise InvalidInput(f"{out / name} is a folder; the kit writes a file by that name")
     return [name for name in present if name not in names]
+
+
+def _write_kit(out: Path, files: dict[str, tuple[str, bytes]]) -> list[dict[str, object]]:
+    """Every file or none: a write that fails or is interrupted (Ctrl-C, a full disk) removes
+    the files this run created, so a half kit is never left to be mistaken for a whole one."""
+    created_folder = not out.exists()
+    out.mkdir(parents=True, exist_ok=True)
+    new = [name for name in files if not (out / name).exists()]
+    written: list[dict[str, object]] = []
+    try:
+        for name, (origin, data) in files.items():
+            try:
+                write_atomically(out / name, data, 0o644)
+            except OSError as exc:
+                raise OSError(exc.errno, exc.strerror, str(out / name)) from None
+            written.append(
+                {"name": name, "origin": origin, "bytes": len(data),
+                 "sha256": hashlib.sha256(data).hexdigest()}
+            )  # fmt: skip
+    except BaseException:
+        for name in new:
+            (out / name).unlink(missing_ok=True)
+        if created_folder:
+            with contextlib.suppress(OSError):
+                out.rmdir()
+        raise
+    return written
 
 
 @app.command("gen-c")
@@ -61,14 +93,7 @@ def gen_c(
     with errors_to_exit():
         files = cgen.kit_files()
         others = _check_out(out, list(files), force)
-    out.mkdir(parents=True, exist_ok=True)
-    written = []
-    for name, (origin, data) in files.items():
-        write_atomically(out / name, data, 0o644)
-        written.append(
-            {"name": name, "origin": origin, "bytes": len(data),
-             "sha256": hashlib.sha256(data).hexdigest()}
-        )  # fmt: skip
+    written = _write_kit(out, files)
     core = [w["name"] for w in written if w["origin"] == "core"]
     result = {
         "out": str(out),

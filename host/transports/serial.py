@@ -45,8 +45,13 @@ def _open_error(port: str, exc: Exception) -> TransportError:
         hint = "no such device: is the pen plugged in? list pens with `micropen pens`"
     elif code == errno.EACCES:
         hint = "permission denied: add yourself to the 'dialout' group (then log in again)"
-    elif code == errno.EBUSY:
-        hint = "the port is busy: another program has it open"
+    elif code in (errno.EBUSY, errno.EAGAIN) or "exclusively lock" in str(exc):
+        # pyserial's exclusive lock (flock) fails with EAGAIN wrapped in its own exception
+        hint = (
+            "another program holds the port — another micropen command (a running `micropen "
+            "run` stops the pen on Ctrl-C in its own terminal), `micropen monitor`, or a "
+            "terminal program; close it and try again"
+        )
     else:
         hint = str(exc)
     return TransportError(f"cannot open {port}: {hint}")

@@ -132,3 +132,41 @@ def test_the_core_ships_in_the_wheel() -> None:
     data = project["tool"]["setuptools"]["package-data"]["micropen.protocol"]
     assert {"c/*.c", "c/*.h"} <= set(data)
     assert cgen.CORE_DIR == ROOT / "protocol" / "c"
+
+
+@pytest.mark.parametrize("where", ["", "afile/sub"])
+def test_an_empty_out_or_one_under_a_file_is_bad_input(tmp_path: Path, where: str) -> None:
+    """Found by the outside review: "" silently meant the working folder, and a folder under
+    a file was exit 1 ("Not a directory") where the file itself was exit 2."""
+    (tmp_path / "afile").write_text("x", encoding="ascii")
+    result = subprocess.run(
+        [_micropen(), "protocol", "gen-c", where],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        timeout=60,
+    )
+    assert result.returncode == 2, result.stderr
+    assert result.stderr.count("\n") == 1 and "error:" in result.stderr
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["afile"]
+
+
+def test_a_failed_write_leaves_no_half_kit(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every file or none: the third file's write fails (a full disk, Ctrl-C) and the two
+    written before it are removed with the folder this run created."""
+    from micropen.tools import protocol_cli
+
+    calls: list[Path] = []
+
+    def failing(path: Path, data: bytes, mode: int) -> None:
+        calls.append(path)
+        if len(calls) == 3:
+            raise OSError(28, "No space left on device")
+        path.write_bytes(data)
+
+    monkeypatch.setattr(protocol_cli, "write_atomically", failing)
+    out = tmp_path / "kit"
+    with pytest.raises(OSError) as failed:
+        protocol_cli._write_kit(out, cgen.kit_files())
+    assert str(calls[2]) in str(failed.value)  # the error names the file
+    assert not out.exists()

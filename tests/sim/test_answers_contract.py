@@ -182,3 +182,22 @@ def test_a_flood_of_refused_commands_cannot_crowd_out_a_run_report() -> None:
     assert [f.fault.name for f in host.faults()] == ["WATCHDOG"]
     denied = host.events(EventCode.SECURITY_DENIED)
     assert 0 < len(denied) <= 64  # the security events held are bounded; the rest counted
+
+
+def test_telemetry_waits_for_the_handshake_and_the_session_of_each_epoch() -> None:
+    """Found by the document review: after a reconnect, samples came before Hello — before
+    the schema check that says whether the host can read them at all."""
+    from micropen.protocol.messages import SetTelemetry, Telemetry
+
+    host = Host(seed=6)
+    host.ready()
+    host.ack(SetTelemetry, 100)
+    host.run_for(0.2)
+    assert host.of(Telemetry), "telemetry flows in a session"
+    host.connect()  # a new epoch, no Hello yet
+    host.inbox.clear()
+    host.run_for(0.3)
+    assert not host.of(Telemetry), "samples before Hello"
+    host.hello()
+    host.run_for(0.2)
+    assert host.of(Telemetry), "telemetry resumes once the session is named again"
