@@ -41,6 +41,7 @@ __all__ = [
     "FrameDecoder",
     "FramerStats",
     "encode_frame",
+    "encode_raw_frame",
 ]
 
 HEADER = struct.Struct("<BBHH")  # flags, epoch, seq, ack
@@ -62,9 +63,14 @@ _pack_crc = CRC.pack
 
 def encode_frame(flags: int, epoch: int, seq: int, ack: int, message: bytes = b"") -> bytes:
     """Bytes to write for one frame, delimiters included."""
-    raw = _pack_header(flags, epoch, seq, ack) + message
+    return encode_raw_frame(_pack_header(flags, epoch, seq, ack) + message)
+
+
+def encode_raw_frame(raw: bytes) -> bytes:
+    """Bytes to write for a frame already laid out as header and message (the link builds the
+    header once for the tag and the frame): CRC, COBS and delimiters added."""
     stuffed: bytes = _cobs_encode(raw + _pack_crc(_crc32(raw)))
-    return b"\0" + stuffed + b"\0"
+    return b"".join((b"\0", stuffed, b"\0"))
 
 
 def _too_long(piece: bytes) -> bool:

@@ -63,7 +63,7 @@ from enum import Enum, IntFlag
 
 from .errors import LocalProtocolError, RemoteProtocolError
 from .events import BadMessage, Connected, LinkEvent, LinkLost, MessageReceived, PeerReset
-from .framing import HEADER, SACK, FrameDecoder, FramerStats, encode_frame
+from .framing import HEADER, SACK, FrameDecoder, FramerStats, encode_frame, encode_raw_frame
 from .linkauth import (
     NONCE_BYTES,
     OFFER,
@@ -118,6 +118,7 @@ _HSIZE = HEADER.size
 _SACK_FRAME = HEADER.size + SACK.size + 4  # shortest frame that can hold a SACK bitmap
 _pack_sack = SACK.pack
 _pack_header = HEADER.pack
+_encode_raw_frame = encode_raw_frame
 _unpack_sack = SACK.unpack_from
 
 
@@ -584,10 +585,11 @@ class Link:
                 flags |= _SACK
                 payload = _pack_sack(self._sack_bitmap()) + payload
                 self._stats.sacks_sent += 1
+        raw = _pack_header(flags, self.epoch, seq, ack) + payload
         auth = self.auth
         if auth is not None:  # every frame of an authenticated epoch carries counter and tag
-            payload += auth.seal(_pack_header(flags, self.epoch, seq, ack) + payload)
-        frame = encode_frame(flags, self.epoch, seq, ack, payload)
+            raw += auth.seal(raw)
+        frame = _encode_raw_frame(raw)
         self._out += frame
         self._stats.frames_sent += 1
         self._stats.bytes_sent += len(frame)
