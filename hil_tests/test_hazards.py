@@ -174,11 +174,15 @@ def test_hazard_3_stroke_accounting(runnable_pen: Pen) -> None:
         )
         pen.stop()
         report = pen.wait_run_end(run_id, timeout=2)
-        cap.wait_telemetry(lambda s: s.state is PenState.IDLE, 2.0, "the pen at rest")
+        started = cap.wait_event(EventCode.RUN_STARTED, 1.0, run_id)
+        # a sample at rest *after this run* (samples come in batches up to 100 ms late; one at
+        # rest from before the run proves nothing)
+        cap.wait_telemetry(
+            lambda s: s.state is PenState.IDLE and s.t_ms > started.t_ms, 2.0, "the pen at rest"
+        )
     after = wait_idle(pen)
     assert report.outcome is RunOutcome.STOPPED and report.strokes >= 30
     strokes_accounted(before, after, report)
-    started = cap.wait_event(EventCode.RUN_STARTED, 1.0, run_id)
     assert max(s.run_strokes for s in cap.telemetry() if s.t_ms > started.t_ms) == report.strokes
     assert cap.telemetry()[-1].cartridge_strokes == after.cartridge_strokes
 
