@@ -381,7 +381,9 @@ class Link:
     ) -> bool:
         """Queue a message for reliable delivery (urgent ones jump the backlog), or with
         ``reliable=False`` as a datagram: sent once, if at all. Returns False when a datagram
-        was dropped (see :attr:`accepts_datagram`); a reliable message is always queued."""
+        was dropped (see :attr:`accepts_datagram`); a reliable message is always queued (a full
+        backlog drops a waiting fallback datagram for it first, else raises). To a peer without
+        datagrams a datagram waits in the backlog behind every reliable message, even later ones."""
         if self.state is _CLOSED:
             raise LocalProtocolError("the link is closed: connect() first")
         if not reliable:
