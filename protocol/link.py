@@ -401,9 +401,10 @@ class Link:
             self._backlog.append((message.encode(), False, True))  # behind everything
             return True
         payload = message.encode()
+        excess = len(self._backlog) + 1 - self.max_backlog
+        if excess > 0:  # never refused while fallback datagrams waiting can make room
+            self._drop_oldest_fallbacks(excess)
         backlog = self._backlog
-        while len(backlog) >= self.max_backlog and self._drop_oldest_fallback():
-            pass  # a reliable message is never refused while a fallback datagram waits
         if urgent and len(self._unacked) < self.window + URGENT_SLACK and self.connected:
             self._transmit_new(payload, True, now)
             return True
@@ -420,14 +421,19 @@ class Link:
             backlog.append((payload, False, False))
         return True
 
-    def _drop_oldest_fallback(self) -> bool:
-        """Drop the oldest fallback datagram waiting in the backlog (counted); False: none."""
-        for i, item in enumerate(self._backlog):
-            if item[2]:
-                del self._backlog[i]
+    def _drop_oldest_fallbacks(self, n: int) -> None:
+        """Drop the n oldest fallback datagrams waiting in the backlog (counted), only if n of
+        them wait: dropping fewer would not make the room needed."""
+        if sum(1 for item in self._backlog if item[2]) < n:
+            return
+        kept: deque[tuple[bytes, bool, bool]] = deque()
+        for item in self._backlog:
+            if item[2] and n > 0:
+                n -= 1
                 self._stats.datagrams_dropped += 1
-                return True
-        return False
+            else:
+                kept.append(item)
+        self._backlog = kept
 
     @property
     def accepts_datagram(self) -> bool:

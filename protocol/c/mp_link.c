@@ -446,22 +446,31 @@ int mp_link_accepts_datagram(const mp_link *l)
            mp_link_send_room(l) > 0u;
 }
 
-/* Drop the oldest fallback datagram waiting in the backlog (Link._drop_oldest_fallback).
- * Returns 1, or 0 when none waits. */
-static int drop_oldest_fallback(mp_link *l)
+/* Drop the n oldest fallback datagrams waiting in the backlog, only if n of them wait
+ * (Link._drop_oldest_fallbacks). Returns 1 when dropped, 0 when fewer wait (none dropped). */
+static int drop_oldest_fallbacks(mp_link *l, int n)
 {
-    uint8_t k;
+    uint8_t k = 0, waiting = 0;
     for (k = 0; k < l->n_backlog; k++) {
+        waiting = (uint8_t)(waiting + ((l->tx[l->backlog[k]].flags & TX_FALLBACK) != 0u));
+    }
+    if (waiting < n) {
+        return 0;
+    }
+    k = 0;
+    while (n > 0) {
         uint8_t slot = l->backlog[k];
         if (l->tx[slot].flags & TX_FALLBACK) {
             l->n_backlog--;
             memmove(l->backlog + k, l->backlog + k + 1, (size_t)(l->n_backlog - k));
             free_tx(l, slot);
             l->stats.datagrams_dropped++;
-            return 1;
+            n--;
+        } else {
+            k++;
         }
     }
-    return 0;
+    return 1;
 }
 
 int mp_link_send(mp_link *l, const uint8_t *msg, size_t len, unsigned flags, uint32_t now_ms)
@@ -480,10 +489,11 @@ int mp_link_send(mp_link *l, const uint8_t *msg, size_t len, unsigned flags, uin
         return MP_E_DROPPED;
     }
     free_slots = tx_free_count(l);
-    /* a reliable message is never refused while a fallback datagram waits in the backlog */
-    while (!fallback && (free_slots == 0 || (!urgent && free_slots <= MP_LINK_URGENT_SLACK)) &&
-           drop_oldest_fallback(l)) {
-        free_slots++;
+    if (!fallback) { /* never refused while fallback datagrams waiting can make room */
+        int need = (urgent ? 1 : MP_LINK_URGENT_SLACK + 1) - free_slots;
+        if (need > 0 && drop_oldest_fallbacks(l, need)) {
+            free_slots += need;
+        }
     }
     if (free_slots == 0 || (!urgent && free_slots <= MP_LINK_URGENT_SLACK)) {
         return MP_E_FULL;

@@ -237,8 +237,8 @@ int mp_link_poll(mp_link *l, mp_link_event *ev);
  * every ordinary one. A datagram (sent reliably: the pen declines datagrams) waits behind
  * everything; an ordinary message is queued ahead of the datagrams waiting behind the last
  * ordinary one (what is in flight stays), and when no slot is free for it the oldest waiting
- * datagram is dropped (counted in datagrams_dropped) to make room. Nothing is written to the
- * line until mp_link_transmit. */
+ * datagrams are dropped (counted in datagrams_dropped) to make room, if enough of them wait
+ * to make it (else none is). Nothing is written to the line until mp_link_transmit. */
 int mp_link_send(mp_link *l, const uint8_t *msg, size_t len, unsigned flags, uint32_t now_ms);
 
 /* Whether MP_SEND_DATAGRAM would be sent now. */

@@ -149,6 +149,19 @@ def test_a_reply_is_refused_only_when_no_sample_is_left_to_drop() -> None:
         replay(io.pen)
 
 
+def test_no_sample_is_dropped_when_dropping_would_not_make_room() -> None:
+    io = connected()
+    fill_window(io, 16)
+    assert io.pen.send(sample(0), io.now, flags=DATAGRAM) == 0
+    for i in range(15):  # 16 in flight + 1 sample + 15 replies: the 32 ordinary slots
+        assert io.pen.send(Ack(100 + i, 0), io.now) == 0
+    for i in range(2):  # two of the 4 kept slots taken by urgent answers
+        assert io.pen.send(Ack(1_000 + i, 1), io.now, flags=URGENT) == 0
+    assert io.pen.send(Ack(999, 0), io.now) == E_FULL  # one sample would free 3 of 5 needed
+    assert io.pen.stats()["datagrams_dropped"] == 0
+    assert io.pen.state()["backlog"] == 16
+
+
 def test_take_unsent_names_a_fallback_datagram() -> None:
     io = connected()
     fill_window(io, 16)
