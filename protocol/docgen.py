@@ -436,7 +436,12 @@ def _link_section() -> list[str]:
         "is full: the line is busy recovering and replies and records get all of it), and "
         f"beyond {link.DATAGRAM_QUEUE_LIMIT} waiting to be written. To a peer without "
         "datagrams they go as reliable messages while at most "
-        f"{link.DATAGRAM_FALLBACK_BACKLOG} messages wait for the window.",
+        f"{link.DATAGRAM_FALLBACK_BACKLOG} messages wait for the window, and still never "
+        "ahead of a reply or record: a reliable message sent while such fallback datagrams "
+        "wait for the window is queued ahead of them (they keep their order; frames in flight "
+        "stay; urgent ones still go first), and a full backlog drops the oldest waiting "
+        "fallback datagram (counted in `datagrams_dropped`) before it refuses a reliable "
+        "message.",
         "* **Liveness.** A host with `liveness_timeout` set closes the link (`LinkLost`) when "
         "the pen has sent nothing for that long; heartbeats keep an idle link alive.",
         "* **Reconnect.** The host's `connect()` opens a new epoch and *returns* the messages "

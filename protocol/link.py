@@ -36,8 +36,12 @@ What it guarantees, in both directions (pen-to-host events are never lost either
   recovering), or when ``DATAGRAM_QUEUE_LIMIT`` of them wait unsent. Telemetry uses them.
 * **Capabilities.** SYN and SYNACK carry the SACK flag when their sender understands SACK
   bitmaps and datagrams. A side sends neither to a peer that did not say so: to such a peer
-  (an older pen or host) a datagram goes reliably, as before, unless more than
-  ``DATAGRAM_FALLBACK_BACKLOG`` messages wait for the window.
+  (an older pen or host) a datagram goes reliably unless more than
+  ``DATAGRAM_FALLBACK_BACKLOG`` messages wait for the window. Such a fallback message still
+  never goes ahead of a reliable one: a reliable message sent while fallback messages wait in
+  the backlog is queued ahead of all of them (they keep their own order; what is in flight
+  stays), and a full backlog drops the oldest waiting fallback message (counted in
+  ``datagrams_dropped``) before it refuses a reliable one.
 * **Epochs.** The host opens a link with SYN carrying a fresh random epoch; the pen answers
   SYNACK. Frames of another epoch are stale and dropped; a pen that does not know the epoch of a
   data frame (it rebooted) answers RST so the host resynchronises instead of guessing.
@@ -235,6 +239,7 @@ class _Outgoing:
     tx: int = 0  # number of its latest transmission, in the order this side sent frames
     retransmitted: bool = False
     sacked: bool = False  # the receiver holds it (it never discards a frame it reported)
+    fallback: bool = False  # a datagram sent reliably to a peer without datagrams
 
 
 def _seq_diff(a: int, b: int) -> int:
@@ -287,7 +292,8 @@ class Link:
         self._stats = LinkStats(rto_s=rto_initial)
         self._events: deque[LinkEvent] = deque()
         self._out = bytearray()
-        self._backlog: deque[tuple[bytes, bool]] = deque()
+        # (payload, urgent, fallback): urgent ones first, fallback datagrams behind the rest
+        self._backlog: deque[tuple[bytes, bool, bool]] = deque()
         self._unacked: dict[int, _Outgoing] = {}  # insertion order == seq order
         self._datagrams: list[bytes] = []
         self._dgram_tx = 0  # number of the next datagram sent (its own count, per epoch)
@@ -376,7 +382,9 @@ class Link:
     ) -> bool:
         """Queue a message for reliable delivery (urgent ones jump the backlog), or with
         ``reliable=False`` as a datagram: sent once, if at all. Returns False when a datagram
-        was dropped (see :attr:`accepts_datagram`); a reliable message is always queued."""
+        was dropped (see :attr:`accepts_datagram`); a reliable message is always queued (a full
+        backlog drops a waiting fallback datagram for it first, else raises). To a peer without
+        datagrams a datagram waits in the backlog behind every reliable message, even later ones."""
         if self.state is _CLOSED:
             raise LocalProtocolError("the link is closed: connect() first")
         if not reliable:
@@ -388,18 +396,45 @@ class Link:
             if self._peer_sack:
                 self._datagrams.append(message.encode())
                 return True
+            if len(self._backlog) >= self.max_backlog:
+                self._stats.datagrams_dropped += 1
+                return False
+            self._backlog.append((message.encode(), False, True))  # behind everything
+            return True
         payload = message.encode()
+        excess = len(self._backlog) + 1 - self.max_backlog
+        if excess > 0:  # never refused while fallback datagrams waiting can make room
+            self._drop_oldest_fallbacks(excess)
+        backlog = self._backlog
         if urgent and len(self._unacked) < self.window + URGENT_SLACK and self.connected:
             self._transmit_new(payload, True, now)
             return True
-        if len(self._backlog) >= self.max_backlog:
+        if len(backlog) >= self.max_backlog:
             raise LocalProtocolError(f"send backlog full ({self.max_backlog} messages)")
         if urgent:  # ahead of every queued ordinary message, behind earlier urgent ones
-            ahead = sum(1 for _ in itertools.takewhile(lambda item: item[1], self._backlog))
-            self._backlog.insert(ahead, (payload, urgent))
+            ahead = sum(1 for _ in itertools.takewhile(lambda item: item[1], backlog))
+            backlog.insert(ahead, (payload, True, False))
+        elif backlog and backlog[-1][2]:
+            # ahead of the fallback datagrams that wait behind the last reliable message
+            behind = sum(1 for _ in itertools.takewhile(lambda item: item[2], reversed(backlog)))
+            backlog.insert(len(backlog) - behind, (payload, False, False))
         else:
-            self._backlog.append((payload, urgent))
+            backlog.append((payload, False, False))
         return True
+
+    def _drop_oldest_fallbacks(self, n: int) -> None:
+        """Drop the n oldest fallback datagrams waiting in the backlog (counted), only if n of
+        them wait: dropping fewer would not make the room needed."""
+        if sum(1 for item in self._backlog if item[2]) < n:
+            return
+        kept: deque[tuple[bytes, bool, bool]] = deque()
+        for item in self._backlog:
+            if item[2] and n > 0:
+                n -= 1
+                self._stats.datagrams_dropped += 1
+            else:
+                kept.append(item)
+        self._backlog = kept
 
     @property
     def accepts_datagram(self) -> bool:
@@ -446,8 +481,8 @@ class Link:
         self.handle_timeout(now)
         if self.state is _ESTABLISHED:
             while self._backlog and len(self._unacked) < self.window:
-                payload, urgent = self._backlog.popleft()
-                self._transmit_new(payload, urgent, now)
+                payload, urgent, fallback = self._backlog.popleft()
+                self._transmit_new(payload, urgent, now, fallback)
             if self._datagrams:
                 self._emit_datagrams()
             elif self._need_ack and now >= self._ack_due:
@@ -522,11 +557,13 @@ class Link:
         return LinkStats(**{k: getattr(s, k) for k in LinkStats.__slots__})  # type: ignore[attr-defined]
 
     # ---------------------------------------------------------------- sending
-    def _transmit_new(self, payload: bytes, urgent: bool, now: float) -> None:
+    def _transmit_new(
+        self, payload: bytes, urgent: bool, now: float, fallback: bool = False
+    ) -> None:
         seq = self._snd_next
         self._snd_next = (seq + 1) % SEQ_MOD
         self._tx = tx = self._tx + 1
-        entry = _Outgoing(seq, payload, urgent, now, tx)
+        entry = _Outgoing(seq, payload, urgent, now, tx, fallback=fallback)
         self._unacked[seq] = entry
         self._stats.messages_sent += 1
         self._emit_data(entry)
@@ -625,7 +662,7 @@ class Link:
         self._retransmit_at = now + s.rto_s if self._unacked else None
 
     def _drain_unsent(self) -> list[Message]:
-        payloads = [e.payload for e in self._unacked.values()] + [p for p, _ in self._backlog]
+        payloads = [e.payload for e in self._unacked.values()] + [p for p, _, _ in self._backlog]
         self._unacked.clear()
         self._backlog.clear()
         self._drop_datagrams()
@@ -748,7 +785,7 @@ class Link:
             ):
                 self._stats.syns_refused += 1
                 return
-            requeue = [(e.payload, e.urgent) for e in self._unacked.values()]
+            requeue = [(e.payload, e.urgent, e.fallback) for e in self._unacked.values()]
             self._unacked.clear()
             self._backlog.extendleft(reversed(requeue))
             self._transition(_Input.RECV_SYN, local=False)

@@ -8,6 +8,8 @@
 #define TX_RETRANSMITTED 0x02u /* sent more than once in this epoch (Karn: no RTT sample) */
 #define TX_NEED 0x04u          /* to be (re)transmitted by the next mp_link_transmit */
 #define TX_SENT 0x08u          /* transmitted at least once in this epoch */
+#define TX_FALLBACK 0x10u      /* MP_SEND_DATAGRAM sent reliably: behind every reliable message */
+#define TX_KEPT (TX_URGENT | TX_FALLBACK) /* what a message keeps across epochs */
 
 #define RX_FREE 0u
 #define RX_EARLY 1u   /* arrived beyond a gap, waits for it */
@@ -428,7 +430,7 @@ static void add_inflight(mp_link *l, uint8_t slot, uint32_t now) /* Link._transm
     mp_link_tx *e = &l->tx[slot];
     e->seq = l->snd_next;
     l->snd_next = (uint16_t)(l->snd_next + 1u);
-    e->flags = (uint8_t)((e->flags & TX_URGENT) | TX_NEED);
+    e->flags = (uint8_t)((e->flags & TX_KEPT) | TX_NEED);
     e->sent_at = now;
     e->tx = 0;
     l->inflight[l->n_inflight++] = slot;
@@ -444,22 +446,55 @@ int mp_link_accepts_datagram(const mp_link *l)
            mp_link_send_room(l) > 0u;
 }
 
+/* Drop the n oldest fallback datagrams waiting in the backlog, only if n of them wait
+ * (Link._drop_oldest_fallbacks). Returns 1 when dropped, 0 when fewer wait (none dropped). */
+static int drop_oldest_fallbacks(mp_link *l, int n)
+{
+    uint8_t k = 0, waiting = 0;
+    for (k = 0; k < l->n_backlog; k++) {
+        waiting = (uint8_t)(waiting + ((l->tx[l->backlog[k]].flags & TX_FALLBACK) != 0u));
+    }
+    if (waiting < n) {
+        return 0;
+    }
+    k = 0;
+    while (n > 0) {
+        uint8_t slot = l->backlog[k];
+        if (l->tx[slot].flags & TX_FALLBACK) {
+            l->n_backlog--;
+            memmove(l->backlog + k, l->backlog + k + 1, (size_t)(l->n_backlog - k));
+            free_tx(l, slot);
+            l->stats.datagrams_dropped++;
+            n--;
+        } else {
+            k++;
+        }
+    }
+    return 1;
+}
+
 int mp_link_send(mp_link *l, const uint8_t *msg, size_t len, unsigned flags, uint32_t now_ms)
 {
     int urgent = (flags & MP_SEND_URGENT) != 0u;
+    int fallback = (flags & MP_SEND_DATAGRAM) != 0u;
     int free_slots;
     int i;
     uint8_t slot = 0;
     mp_link_tx *e;
-    if (msg == NULL || len == 0u || len > MP_LINK_MAX_MESSAGE ||
-        (urgent && (flags & MP_SEND_DATAGRAM))) {
+    if (msg == NULL || len == 0u || len > MP_LINK_MAX_MESSAGE || (urgent && fallback)) {
         return MP_E_ARG;
     }
-    if ((flags & MP_SEND_DATAGRAM) && !mp_link_accepts_datagram(l)) {
+    if (fallback && !mp_link_accepts_datagram(l)) {
         l->stats.datagrams_dropped++;
         return MP_E_DROPPED;
     }
     free_slots = tx_free_count(l);
+    if (!fallback) { /* never refused while fallback datagrams waiting can make room */
+        int need = (urgent ? 1 : MP_LINK_URGENT_SLACK + 1) - free_slots;
+        if (need > 0 && drop_oldest_fallbacks(l, need)) {
+            free_slots += need;
+        }
+    }
     if (free_slots == 0 || (!urgent && free_slots <= MP_LINK_URGENT_SLACK)) {
         return MP_E_FULL;
     }
@@ -473,7 +508,7 @@ int mp_link_send(mp_link *l, const uint8_t *msg, size_t len, unsigned flags, uin
     l->tx_used[slot] = 1;
     memcpy(e->msg, msg, len);
     e->len = (uint8_t)len;
-    e->flags = urgent ? TX_URGENT : 0u;
+    e->flags = urgent ? TX_URGENT : fallback ? TX_FALLBACK : 0u;
     if (urgent && l->n_inflight < l->cfg.window + MP_LINK_URGENT_SLACK && l->established) {
         add_inflight(l, slot, now_ms);
         return 0;
@@ -485,6 +520,13 @@ int mp_link_send(mp_link *l, const uint8_t *msg, size_t len, unsigned flags, uin
         }
         memmove(l->backlog + ahead + 1, l->backlog + ahead, (size_t)(l->n_backlog - ahead));
         l->backlog[ahead] = slot;
+    } else if (!fallback) { /* ahead of the fallback datagrams behind the last reliable one */
+        uint8_t at = l->n_backlog;
+        while (at > 0u && (l->tx[l->backlog[at - 1u]].flags & TX_FALLBACK)) {
+            at--;
+        }
+        memmove(l->backlog + at + 1, l->backlog + at, (size_t)(l->n_backlog - at));
+        l->backlog[at] = slot;
     } else {
         l->backlog[l->n_backlog] = slot;
     }
@@ -978,7 +1020,7 @@ static void on_syn(mp_link *l, const mp_frame *f, uint32_t now) /* Link._on_syn 
         memmove(l->backlog + l->n_inflight, l->backlog, l->n_backlog);
         for (k = 0; k < l->n_inflight; k++) {
             l->backlog[k] = l->inflight[k];
-            l->tx[l->inflight[k]].flags &= TX_URGENT;
+            l->tx[l->inflight[k]].flags &= TX_KEPT;
         }
         l->n_backlog = (uint8_t)(l->n_backlog + l->n_inflight);
         l->n_inflight = 0;
@@ -1113,7 +1155,9 @@ int mp_link_take_unsent(mp_link *l, uint8_t *msg, size_t cap, unsigned *flags)
     }
     memcpy(msg, e->msg, e->len);
     if (flags != NULL) {
-        *flags = (e->flags & TX_URGENT) ? MP_SEND_URGENT : 0u;
+        *flags = (e->flags & TX_URGENT) ? MP_SEND_URGENT
+                 : (e->flags & TX_FALLBACK) ? MP_SEND_DATAGRAM
+                                            : 0u;
     }
     if (l->n_inflight > 0u) {
         l->n_inflight--;

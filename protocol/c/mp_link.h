@@ -23,8 +23,9 @@
  *
  * What it declines, as an older peer would (CORE.md lists each choice): it never sets SACK in
  * its SYNACK, so the host sends it neither SACK bitmaps nor datagrams, and it sends none; a
- * message sent with MP_SEND_DATAGRAM goes as an ordinary reliable message while few messages
- * wait for the window (MP_LINK_DATAGRAM_FALLBACK_BACKLOG), else it is dropped and counted.
+ * message sent with MP_SEND_DATAGRAM goes as a reliable message while few messages wait for
+ * the window (MP_LINK_DATAGRAM_FALLBACK_BACKLOG), else it is dropped and counted; it never goes
+ * ahead of a reply or record sent after it, and a full backlog drops it first.
  */
 #ifndef MP_LINK_H
 #define MP_LINK_H
@@ -227,12 +228,17 @@ int mp_link_poll(mp_link *l, mp_link_event *ev);
 
 /* Queue a message (id byte + body, 1..MP_LINK_MAX_MESSAGE bytes). Returns 0, or:
  *   MP_E_FULL    no send slot (MP_LINK_BACKLOG messages wait beyond the window; the last
- *                MP_LINK_URGENT_SLACK slots are kept for MP_SEND_URGENT);
- *   MP_E_DROPPED a datagram not sent: the link is not established, or more than
- *                MP_LINK_DATAGRAM_FALLBACK_BACKLOG messages wait for the window;
+ *                MP_LINK_URGENT_SLACK slots are kept for MP_SEND_URGENT) and no datagram
+ *                waits in the backlog;
+ *   MP_E_DROPPED a datagram not sent: the link is not established, no ordinary slot is free,
+ *                or more than MP_LINK_DATAGRAM_FALLBACK_BACKLOG messages wait for the window;
  *   MP_E_ARG     len 0 or too long, or URGENT with DATAGRAM.
  * An urgent message is transmitted at once (up to 4 beyond the window), or queued ahead of
- * every ordinary one. Nothing is written to the line until mp_link_transmit. */
+ * every ordinary one. A datagram (sent reliably: the pen declines datagrams) waits behind
+ * everything; an ordinary message is queued ahead of the datagrams waiting behind the last
+ * ordinary one (what is in flight stays), and when no slot is free for it the oldest waiting
+ * datagrams are dropped (counted in datagrams_dropped) to make room, if enough of them wait
+ * to make it (else none is). Nothing is written to the line until mp_link_transmit. */
 int mp_link_send(mp_link *l, const uint8_t *msg, size_t len, unsigned flags, uint32_t now_ms);
 
 /* Whether MP_SEND_DATAGRAM would be sent now. */
@@ -260,7 +266,8 @@ int mp_link_peer_id(const mp_link *l, uint32_t *host_id);
 
 /* Take back the oldest message this side has not had acknowledged (in flight first, then the
  * backlog). Returns its length (copied into msg), 0 when none is left, MP_E_BUFFER when cap is
- * too small (the message stays). *flags (may be NULL) gets MP_SEND_URGENT if it was urgent.
+ * too small (the message stays). *flags (may be NULL) gets MP_SEND_URGENT if it was urgent,
+ * MP_SEND_DATAGRAM if it was sent as a datagram.
  * The pen calls it on MP_EV_CONNECTED, as sim/firmware.py calls Link.take_unsent(): records go
  * back to be held for the next session, replies are dropped. */
 int mp_link_take_unsent(mp_link *l, uint8_t *msg, size_t cap, unsigned *flags);

@@ -6,8 +6,10 @@ repeated, same epoch with another nonce), data frames around the receive window 
 early, urgent, duplicate, beyond the window, of another epoch), acknowledgements, datagrams,
 RST/SYNACK frames, garbage, sends (ordinary, urgent, datagram), time passing, take_unsent and
 close. After every step both must have delivered the same messages and announced the same
-epochs, and agree on state and counters; timing is not compared (the C RTO is integer
-milliseconds). Each run is replayed in the sanitized driver at the end.
+epochs, agree on state and counters, and have sent the same message under every sequence
+number of the epoch (so replies, records and fallback datagrams leave in the same order);
+timing is not compared (the C RTO is integer milliseconds). Each run is replayed in the
+sanitized driver at the end.
 """
 
 from __future__ import annotations
@@ -23,7 +25,7 @@ from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, precondition, rule
 
 from micropen.protocol.events import BadMessage, Connected, MessageReceived
-from micropen.protocol.framing import encode_frame
+from micropen.protocol.framing import HEADER, FrameDecoder, encode_frame
 from micropen.protocol.link import Link, Role
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "protocol"))
@@ -48,6 +50,8 @@ class PenLinks(RuleBasedStateMachine):
         self.py_delivered: list[tuple[str, object]] = []
         self.host_seq = 0  # where the test's own numbering of data frames is
         self.sent = 0  # data frames the pens sent so far in this epoch (an upper bound)
+        self.c_frames: dict[tuple[int, int], bytes] = {}  # (connects, seq) -> message sent
+        self.py_frames: dict[tuple[int, int], bytes] = {}
 
     # ------------------------------------------------------------------ feeding both
     def feed(self, data: bytes) -> None:
@@ -146,31 +150,51 @@ class PenLinks(RuleBasedStateMachine):
 
     # ------------------------------------------------------------------ the pen's side
     @rule(
-        messages=st.lists(any_message().map(lambda m: m.encode()), min_size=1, max_size=6),
-        kind=st.sampled_from([0, 0, 1, 2]),
+        messages=st.lists(
+            st.tuples(any_message().map(lambda m: m.encode()), st.sampled_from([0, 0, 1, 2])),
+            min_size=1,
+            max_size=24,
+        ),
     )
-    def send(self, messages: list[bytes], kind: int) -> None:
-        for message in messages:
+    def send(self, messages: list[tuple[bytes, int]]) -> None:
+        for message, kind in messages:
             self._send(message, kind)
-        self.c.data_to_send(self.now)
-        self.py.data_to_send(self.now / 1000.0)
+        self.transmit()
 
     def _send(self, message: bytes, kind: int) -> None:
+        dropped = self.c.stats()["datagrams_dropped"]
         rc = self.c.send(message, self.now, kind)
         if rc in (E_FULL, E_DROPPED) and not (rc == E_DROPPED and not self.py.accepts_datagram):
             return  # the C pen's fixed backlog, or its datagram fallback limit (documented)
         t = self.now / 1000.0
         if kind == 2:
             assert self.py.send(_decode(message), t, reliable=False) == (rc == 0)
-        else:
-            assert rc == 0
-            self.py.send(_decode(message), t, urgent=kind == 1)
+            return
+        assert rc == 0
+        evicted = self.c.stats()["datagrams_dropped"] - dropped
+        if evicted:  # the C pen's fixed backlog was full: the same limit for the Python pen
+            self.py.max_backlog = self.py.backlog - evicted + 1
+        self.py.send(_decode(message), t, urgent=kind == 1)
+        self.py.max_backlog = 4096
 
     @rule(ms=st.sampled_from([0, 1, 30, 99, 100, 101, 250, 1000, 1500]))
     def time_passes(self, ms: int) -> None:
         self.now += ms
-        self.c.data_to_send(self.now)
-        self.py.data_to_send(self.now / 1000.0)
+        self.transmit()
+
+    def transmit(self) -> None:
+        connects = self.c.stats()["connects"]
+        self.record(self.c.data_to_send(self.now), connects, self.c_frames)
+        self.record(self.py.data_to_send(self.now / 1000.0), connects, self.py_frames)
+
+    @staticmethod
+    def record(data: bytes, connects: int, frames: dict[tuple[int, int], bytes]) -> None:
+        """Each data frame's message under (epoch opened, seq): retransmissions repeat it."""
+        for raw in FrameDecoder().feed(data):
+            flags, _, seq, _ = HEADER.unpack_from(raw)
+            if flags & DATA:
+                message = raw[HEADER.size : -4]
+                assert frames.setdefault((connects, seq), message) == message
 
     @rule()
     def take_unsent(self) -> None:
@@ -189,6 +213,10 @@ class PenLinks(RuleBasedStateMachine):
     @invariant()
     def same_deliveries(self) -> None:
         assert self.c_delivered == self.py_delivered
+
+    @invariant()
+    def same_frames_sent(self) -> None:
+        assert self.c_frames == self.py_frames
 
     @invariant()
     def same_state(self) -> None:
