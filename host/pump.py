@@ -141,7 +141,9 @@ class LinkPump:
         while True:
             now = self.now()
             beat_due = now - self._last_heartbeat >= self.heartbeat_interval
-            if self._beating.is_set() and beat_due and now >= self._silent_until:
+            # no heartbeat on a closed link (between LinkLost and the supervisor's reaction):
+            # send() would raise and end the ticker
+            if self._beating.is_set() and beat_due and now >= self._silent_until and link.connected:
                 self._last_heartbeat = now
                 link.send(Heartbeat(next(self._heartbeats) & 0xFFFF_FFFF), now)
             link.handle_timeout(now)
