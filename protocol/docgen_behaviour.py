@@ -9,20 +9,11 @@ from __future__ import annotations
 from collections.abc import Iterable
 
 from . import answers, behaviour, limits, timing
+from .docgen_md import table as _table
 from .messages import Ack, ErrorCode, EventCode, PenState
 from .schema import REGISTRY, Kind
 
 __all__ = ["answers_section", "behaviour_section"]
-
-
-def _table(header: Iterable[str], rows: Iterable[Iterable[object]]) -> list[str]:
-    head = list(header)
-    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
-    lines += [
-        "| " + " | ".join(str(c).replace("|", "\\|").replace("\n", " ") for c in row) + " |"
-        for row in rows
-    ]
-    return [*lines, ""]
 
 
 def _mm(um: int) -> str:

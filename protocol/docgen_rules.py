@@ -6,24 +6,13 @@ firmware (which runs on the same constants) does."""
 
 from __future__ import annotations
 
-from collections.abc import Iterable
-
 from . import answers, device, limits, timing
+from .docgen_md import table as _table
 from .messages import Capability, FaultCode, RunOutcome
 
 __all__ = ["rules_section"]
 
 L, D = limits, device
-
-
-def _table(header: Iterable[str], rows: Iterable[Iterable[object]]) -> list[str]:
-    head = list(header)
-    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
-    lines += [
-        "| " + " | ".join(str(c).replace("|", "\\|").replace("\n", " ") for c in row) + " |"
-        for row in rows
-    ]
-    return [*lines, ""]
 
 
 def _dc(tenths: int) -> str:
