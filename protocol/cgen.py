@@ -149,15 +149,7 @@ def _field_kind(owner: type[Message], f: Field) -> None:
 def _exported_enums(registry: Mapping[int, type[Message]]) -> list[_AnyIntEnum]:
     """messages.py's enumerations, limits.Area, schema.Kind and any other one a field or a
     refusal names, each once, in that order."""
-    found: list[_AnyIntEnum] = [
-        obj
-        for obj in vars(messages).values()
-        if isinstance(obj, type)
-        and issubclass(obj, IntEnum | IntFlag)
-        and obj.__module__ == messages.__name__
-        and len(obj.__members__) > 0
-    ]
-    found += [limits.Area, Kind]
+    found: list[_AnyIntEnum] = [*messages.protocol_enums(), Kind]
     for cls in (registry[i] for i in sorted(registry)):
         for f in cls.FIELDS:
             if f.enum is not None:

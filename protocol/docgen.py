@@ -19,7 +19,7 @@ import random
 import struct
 import sys
 from collections.abc import Iterable, Iterator
-from enum import Enum, IntEnum, IntFlag
+from enum import IntFlag
 from pathlib import Path
 
 from . import framing, limits, link, messages, timing
@@ -115,19 +115,6 @@ def _message_anchor(cls: type[Message]) -> str:
 
 def _messages() -> list[type[Message]]:
     return [REGISTRY[msg_id] for msg_id in sorted(REGISTRY)]
-
-
-def _enums() -> list[type[Enum]]:
-    """Enums a message field or the reader needs: those of messages.py, and limits.Area."""
-    found = [
-        obj
-        for obj in vars(messages).values()
-        if isinstance(obj, type)
-        and issubclass(obj, IntEnum | IntFlag)
-        and obj.__module__ == messages.__name__
-        and len(obj) > 0  # not a base class that only adds behaviour (messages.Word)
-    ]
-    return [*found, limits.Area]
 
 
 def _sample(cls: type[Message]) -> Message:
@@ -562,7 +549,7 @@ def _message_section(cls: type[Message]) -> list[str]:
 
 def _enum_section() -> list[str]:
     lines = ["## Enumerations", ""]
-    for enum in _enums():
+    for enum in messages.protocol_enums():
         kind = "bit flags" if issubclass(enum, IntFlag) else "values"
         lines += [f"### {enum.__name__}", "", f"`{enum.__module__}.{enum.__name__}`, {kind}."]
         lines += [""]

@@ -839,3 +839,18 @@ def calibration_crc(
 COMMANDS = tuple(
     cls for cls in Message.__subclasses__() if cls.KIND in (Kind.COMMAND, Kind.SIM_COMMAND)
 )
+
+
+def protocol_enums() -> list[type[IntEnum] | type[IntFlag]]:
+    """Every enumeration a peer needs, once, in declaration order: those of this module (not
+    a base like :class:`Word` that only adds behaviour) and ``limits.Area``. The reference
+    (docgen), the C kit (cgen) and its tests list the same ones from here."""
+    found: list[type[IntEnum] | type[IntFlag]] = [
+        obj
+        for obj in globals().values()
+        if isinstance(obj, type)
+        and issubclass(obj, IntEnum | IntFlag)
+        and obj.__module__ == __name__
+        and len(obj.__members__) > 0
+    ]
+    return [*found, L.Area]

@@ -28,6 +28,7 @@ from .errors import FieldOutOfRange, LocalProtocolError, RemoteProtocolError
 
 __all__ = [
     "REGISTRY",
+    "WIRE_RANGES",
     "Field",
     "Kind",
     "Message",
@@ -39,7 +40,7 @@ __all__ = [
 ]
 
 _STRUCT_CODES = {"u8": "B", "u16": "H", "u32": "I", "i8": "b", "i16": "h", "i32": "i"}
-_RANGES = {
+WIRE_RANGES = {
     "u8": (0, 0xFF),
     "u16": (0, 0xFFFF),
     "u32": (0, 0xFFFF_FFFF),
@@ -121,9 +122,9 @@ def field(
         if size <= 0 or refuse is not None:
             raise ValueError(f"a {kind} field needs size= and cannot be out of range")
         return Field(kind, 0, size, unit, doc, None, size)
-    if kind not in _RANGES:
-        raise ValueError(f"unknown field kind {kind!r}; valid: {', '.join(_RANGES)}, str")
-    tlo, thi = _RANGES[kind]
+    if kind not in WIRE_RANGES:
+        raise ValueError(f"unknown field kind {kind!r}; valid: {', '.join(WIRE_RANGES)}, str")
+    tlo, thi = WIRE_RANGES[kind]
     if enum is not None:
         values = [m.value for m in enum]
         lo, hi = min(values), max(values)

@@ -38,7 +38,15 @@ import cbuild
 
 from micropen.protocol import cgen, limits, messages
 from micropen.protocol.errors import FieldOutOfRange, RemoteProtocolError
-from micropen.protocol.schema import REGISTRY, Field, Kind, Message, decode_message, field
+from micropen.protocol.schema import (
+    REGISTRY,
+    WIRE_RANGES,
+    Field,
+    Kind,
+    Message,
+    decode_message,
+    field,
+)
 
 C_TYPES = {
     "u8": ("uint8_t", ctypes.c_uint8, False),
@@ -48,14 +56,7 @@ C_TYPES = {
     "i16": ("int16_t", ctypes.c_int16, True),
     "i32": ("int32_t", ctypes.c_int32, True),
 }
-TYPE_RANGE = {
-    "u8": (0, 0xFF),
-    "u16": (0, 0xFFFF),
-    "u32": (0, 0xFFFF_FFFF),
-    "i8": (-0x80, 0x7F),
-    "i16": (-0x8000, 0x7FFF),
-    "i32": (-0x8000_0000, 0x7FFF_FFFF),
-}
+TYPE_RANGE = WIRE_RANGES  # the schema's own bounds per wire type
 # a CRC-32 for the tests only, while the hand-written core (protocol/c/mp_crc32.*) is absent
 STUB_CRC_H = """#ifndef MP_CRC32_H
 #define MP_CRC32_H
@@ -473,15 +474,7 @@ def _cal_crc_signature() -> tuple[list[str], list[str]]:
 
 # ------------------------------------------------------------------------------ expectations
 def _public_enums() -> list[type[IntEnum] | type[IntFlag]]:
-    found: list[type[IntEnum] | type[IntFlag]] = [
-        obj
-        for obj in vars(messages).values()
-        if isinstance(obj, type)
-        and issubclass(obj, IntEnum | IntFlag)
-        and obj.__module__ == messages.__name__
-        and len(obj.__members__) > 0
-    ]
-    return [*found, limits.Area, Kind]
+    return [*messages.protocol_enums(), Kind]
 
 
 def constants(registry: Mapping[int, type[Message]] | None = None) -> dict[str, int]:
