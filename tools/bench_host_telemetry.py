@@ -28,12 +28,9 @@ import asyncio
 import contextlib
 import json
 import os
-import select
-import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -41,13 +38,12 @@ import typer
 
 from micropen.host import AsyncPen
 from micropen.host.transports import make_transport
-from micropen.protocol.errors import MicropenError
 from micropen.protocol.messages import Telemetry
+from micropen.tools.bench_child import announced_child
 
 __all__ = ["measure_floor", "measure_host_telemetry"]
 
 WARMUP_S = 1.0
-START_TIMEOUT_S = 20.0  # a pen process prints its pty within this, or the bench fails
 
 # writes ``size`` bytes ``rate`` times a second once this process writes anything to it
 _WRITER_CHILD = r"""
@@ -66,28 +62,6 @@ while True:
     if pause > 0:
         time.sleep(pause)
 """
-
-
-@contextlib.contextmanager
-def _child(args: list[str], env: dict[str, str] | None = None) -> Iterator[str]:
-    """A child process that prints a device path on its first line; stopped on the way out."""
-    proc = subprocess.Popen(args, stdout=subprocess.PIPE, text=True, env=env)
-    try:
-        assert proc.stdout is not None
-        ready, _, _ = select.select([proc.stdout], [], [], START_TIMEOUT_S)
-        line = proc.stdout.readline().strip() if ready else ""
-        if not line:
-            raise MicropenError(
-                f"{' '.join(args[:6])} printed no device path within {START_TIMEOUT_S:.0f} s "
-                f"(exit status {proc.poll()})"
-            )
-        yield line.split()[0]
-    finally:
-        proc.terminate()
-        with contextlib.suppress(subprocess.TimeoutExpired):
-            proc.wait(5)
-        if proc.poll() is None:
-            proc.kill()
 
 
 async def _stream(
@@ -171,7 +145,7 @@ def measure_floor(
     size = max(2, round(bytes_per_frame))
     args = [sys.executable, "-c", _WRITER_CHILD, str(size), str(frames_per_s)]
     with contextlib.ExitStack() as stack:
-        paths = [stack.enter_context(_child(args)) for _ in range(pens)]
+        paths = [stack.enter_context(announced_child(args)) for _ in range(pens)]
         return asyncio.run(_read_floor(paths, seconds, warmup))
 
 
@@ -183,7 +157,10 @@ def measure_host_telemetry(
     serve = [sys.executable, "-m", "micropen.tools.cli", "sim", "serve", "--pty"]
     with tempfile.TemporaryDirectory(prefix="micropen-bench-") as tmp, contextlib.ExitStack() as st:
         # each pen in its own process: its CPU is not this host's
-        paths = [st.enter_context(_child([*serve, "--seed", str(seed + n)])) for n in range(pens)]
+        paths = [
+            st.enter_context(announced_child([*serve, "--seed", str(seed + n)]))
+            for n in range(pens)
+        ]
         batched = asyncio.run(_stream(paths, hz, seconds, True, Path(tmp), warmup))
         singles = asyncio.run(_stream(paths, hz, seconds, False, Path(tmp), warmup))
     floor = measure_floor(

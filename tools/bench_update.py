@@ -52,7 +52,6 @@ import os
 import random
 import secrets
 import statistics
-import subprocess
 import sys
 import tempfile
 import threading
@@ -63,6 +62,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import typer
+
+from micropen.tools.bench_child import announced_child
 
 if TYPE_CHECKING:
     from micropen.host import AsyncPen
@@ -224,31 +225,12 @@ async def _session(
 
 # ------------------------------------------------------------------------------ pty
 @contextlib.contextmanager
-def _child(args: list[str], env: dict[str, str] | None = None) -> Iterator[str]:
-    """A child process that prints where to find it on its first line; ended on the way out."""
-    proc = subprocess.Popen(args, stdout=subprocess.PIPE, text=True, env=env)
-    try:
-        assert proc.stdout is not None
-        line = proc.stdout.readline().strip()
-        if not line:
-            raise RuntimeError(f"{args!r} printed no device path")
-        yield line.split()[0]
-    finally:
-        proc.terminate()
-        with contextlib.suppress(subprocess.TimeoutExpired):
-            proc.wait(5)
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
-
-
-@contextlib.contextmanager
 def raw_pty(total: int) -> Iterator[Callable[[list[bytes]], float]]:
     """A sink child on a raw pty; yields ``send(pieces) -> seconds`` (the pieces must add up to
     ``total`` bytes: the child answers one byte per ``total`` bytes read)."""
     import serial
 
-    with _child([sys.executable, "-c", _SINK_CHILD, str(total)]) as path:
+    with announced_child([sys.executable, "-c", _SINK_CHILD, str(total)]) as path:
         port = serial.Serial(path, timeout=5.0, exclusive=True)
         fd = port.fileno()
         os.set_blocking(fd, True)  # the writes wait for room, the answer is read by pyserial
@@ -280,7 +262,7 @@ def measure_pty(
     cli = [sys.executable, "-m", "micropen.tools.cli"]  # the installed `micropen`, this Python
     serve = [*cli, "sim", "serve", "--pty", "--seed", str(seed)]
     env = {**os.environ, "MICROPEN_HOME": str(home)}
-    with raw_pty(total) as send, _child(serve, env) as path:
+    with raw_pty(total) as send, announced_child(serve, env) as path:
         options = _host_keys(home)
         session = _session(path, images, warmup, windows, repeat, lambda: send(pieces), **options)
         return asyncio.run(session)
