@@ -10,7 +10,7 @@ from collections.abc import Iterable
 
 from . import answers, behaviour, limits, timing
 from .docgen_md import table as _table
-from .messages import Ack, ErrorCode, EventCode, PenState
+from .messages import ErrorCode, EventCode, PenState
 from .schema import REGISTRY, Kind
 
 __all__ = ["answers_section", "behaviour_section"]
@@ -287,8 +287,9 @@ def answers_section() -> list[str]:
             for code, m in answers.NAK_MEANING.items()
         ),
     )
-    acks = [cls for cls in REGISTRY.values() if cls.REPLY is Ack]
-    lines += ["### Ack values", "", "`Ack.value` per command (0 for every command not listed):", ""]
+    acks = answers.commands_answered_by_ack()
+    default = answers.ACK_VALUE_DEFAULT
+    lines += ["### Ack values", "", f"`Ack.value` per command ({default} for any not listed):", ""]
     lines += _table(
         ("command", "Ack.value"),
         ((f"`{c.__name__}`", answers.ACK_VALUE[c]) for c in acks if c in answers.ACK_VALUE),
