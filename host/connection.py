@@ -32,6 +32,7 @@ from micropen.protocol import timing as T
 from micropen.protocol.errors import MicropenError
 from micropen.protocol.messages import (
     PROTOCOL_VERSION,
+    TELEMETRY_BATCH_DELAY_MAX_MS,
     TELEMETRY_BATCH_SAMPLES,
     Ack,
     CalBank,
@@ -110,7 +111,6 @@ RUN_REPORT_GRACE_S = 2.0  # beyond the pen's watchdog, how long a run's waiters 
 RATE_WATCH_HZ = 20  # telemetry the host turns on for run() when it is off: its rate check
 # Telemetry batches asked of a pen that offers them: up to 8 samples a frame, none older than
 # this when its frame leaves the pen (the latency batching adds to the display and the rate check)
-TELEMETRY_BATCH_DELAY_MS = 100
 
 
 @dataclass(frozen=True, slots=True)
@@ -349,9 +349,9 @@ class AsyncPen:
         """Telemetry in batches, on this link epoch, from a pen that offers them (a pen that
         does not, or a host that does not ask, keeps single samples). Asked before the session
         opens, so every sample the session gets comes in batches."""
-        if not identity.capabilities & Capability.TELEMETRY_BATCH:
-            return
-        samples, delay = TELEMETRY_BATCH_SAMPLES, TELEMETRY_BATCH_DELAY_MS
+        if not self.authenticated or not identity.capabilities & Capability.TELEMETRY_BATCH:
+            return  # an unpaired host gets no telemetry at all: asking would be refused
+        samples, delay = TELEMETRY_BATCH_SAMPLES, TELEMETRY_BATCH_DELAY_MAX_MS
         try:
             await self._handshake_request(lambda c: SetTelemetryBatch(c, samples, delay))
         except PenRefused as refused:  # offered and then refused: keep the singles
@@ -594,7 +594,7 @@ class AsyncPen:
             # a Stop went out while this Run was unanswered: the pen may have obeyed the
             # (urgent) Stop first and this Run after it — stop again, so the Stop wins
             log.warning("run %d started after a Stop was sent: stopping it again", run_id)
-            await shielded(self._request(lambda c: Stop(c), urgent=True, timeout=STOP_TIMEOUT_S))
+            self._send_stop_now()  # its report ends the run, as for any stop
         if self.recorder is not None:
             lot = (await self.cartridge()).lot
             self.recorder.on_run_started(

@@ -374,7 +374,12 @@ class Firmware:
         ph = self.physics
         while True:
             due = min(self._next_tick, self._next_tel, self._deadline)
-            fast = due <= now and due == self._next_tick and STEADY_FAST_PATH
+            fast = (
+                due <= now
+                and due == self._next_tick
+                and self.state is _RUNNING
+                and STEADY_FAST_PATH
+            )
             if fast and self._steady_ticks(now):
                 continue
             target = due if due < now else now
@@ -541,24 +546,6 @@ class Firmware:
             self._retick(ph_t)
         if self._next_tel <= ph_t:
             self._align_telemetry(ph_t)
-        elif ph_t < now < min(self._next_tick, self._next_tel, self._deadline):
-            # == advance()'s step to ``now``, between ticks, with nothing due before it
-            dt = now - ph_t
-            gained = wt * dt
-            if phase + gained < limit:
-                mean_w = gained / dt
-                lag = wt - mean_w
-                current = (
-                    _MOTOR_NOLOAD_MA
-                    + _MOTOR_MA_PER_SPS * mean_w
-                    + (_MOTOR_ACCEL_MA_PER_SPS * lag if lag > 0.0 else 0.0)
-                )
-                t_ss = heat_base + _HEAT_C_PER_A * current * 1e-3
-                ph.temp_c = t_ss + (temp_c - t_ss) * _exp(-dt / _THERMAL_TAU_S)
-                v = v_oc - (current + _ELECTRONICS_MA) * 1e-3 * dt * _V_PER_AS
-                ph.v_oc = v if v > _BATTERY_EMPTY_V else _BATTERY_EMPTY_V
-                ph.phase = phase + gained
-                ph.t = now
         return True
 
     def _readings(
@@ -1004,10 +991,9 @@ class Firmware:
         if link.in_flight + link.backlog >= TELEMETRY_QUEUE_LIMIT or self._open_session() is None:
             self.telemetry_skipped += n
             return
-        used = n * TELEMETRY_SAMPLE_BYTES
-        body = bytes(self._batch) if n == TELEMETRY_BATCH_SAMPLES else self._batch[:used]
-        if n != TELEMETRY_BATCH_SAMPLES:
-            body = bytes(body) + _PADDING[n]
+        if n != TELEMETRY_BATCH_SAMPLES:  # a short batch: the unused samples are zeros
+            self._batch[n * TELEMETRY_SAMPLE_BYTES :] = _PADDING[n]
+        body = bytes(self._batch)
         # built without the validating constructor: 1 <= n <= 8 and the body is 216 bytes
         link.send(_new_message(TelemetryBatch, (self._batch_first, n, body)), t)
         self.telemetry_batches += 1
