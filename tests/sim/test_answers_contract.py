@@ -103,30 +103,34 @@ def _staged_walk() -> tuple[_Walk, dict[ErrorCode, Callable[[], None]]]:
     return walk, fixes
 
 
-def test_a_run_with_every_problem_is_refused_in_the_documented_order() -> None:
+@pytest.fixture(scope="module")
+def walk_answers() -> list[Nak]:
+    """The staged Run asked again and again, one problem fixed after each refusal (bounded:
+    one more ask than there are problems); the refusals in the order they came."""
     walk, fixes = _staged_walk()
     for _ in range(len(fixes) + 1):
         reply = walk.ask()
         if isinstance(reply, Ack):
-            break
+            return walk.answers
         assert reply.error in fixes, f"unexpected refusal {reply}"
         fixes.pop(reply.error)()
-    assert isinstance(reply, Ack), f"still refused: {reply}"
-    seen = [nak.error for nak in walk.answers]
+    raise AssertionError(f"still refused after every fix: {walk.answers[-1]}")
+
+
+def test_a_run_with_every_problem_is_refused_in_the_documented_order(
+    walk_answers: list[Nak],
+) -> None:
+    seen = [nak.error for nak in walk_answers]
     documented = [check.error for check in answers.COMMAND_CHECKS[Run]]
     positions = [documented.index(code) for code in seen]
     assert positions == sorted(positions), f"refused in the order {seen}"
     assert len(seen) == 11, seen  # every staged problem was reported, one at a time
 
 
-def test_the_walks_refusals_carry_the_documented_value_and_limit() -> None:
-    walk, fixes = _staged_walk()
-    while True:
-        reply = walk.ask()
-        if isinstance(reply, Ack):
-            break
-        fixes.pop(reply.error)()
-    by_code = {nak.error: (nak.value, nak.limit) for nak in walk.answers}
+def test_the_walks_refusals_carry_the_documented_value_and_limit(
+    walk_answers: list[Nak],
+) -> None:
+    by_code = {nak.error: (nak.value, nak.limit) for nak in walk_answers}
     assert by_code[E.SERVICE_MODE_REQUIRED] == (9, 0)  # the area
     assert by_code[E.STROKES_OUT_OF_RANGE] == (0, 1)  # the strokes, the bound broken
     assert by_code[E.UNCALIBRATED] == (0, 0)
