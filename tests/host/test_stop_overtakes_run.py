@@ -17,8 +17,9 @@ import pytest
 from _waits import sim_of, until
 
 from micropen.host import AsyncPen
-from micropen.protocol.framing import HEADER
-from micropen.protocol.messages import PenState, Run, RunOutcome
+from micropen.protocol.framing import HEADER, SACK
+from micropen.protocol.link import Flag
+from micropen.protocol.messages import Ack, PenState, Run, RunOutcome, Stop
 
 
 @pytest.fixture
@@ -44,7 +45,8 @@ def _drop_the_first_run_frame(pen: AsyncPen) -> list[bytes]:
             if not piece:
                 continue
             raw = cobs.decode(piece)
-            carries_run = len(raw) > HEADER.size and raw[0] & 0x01 and raw[HEADER.size] == Run.ID
+            start = HEADER.size + (SACK.size if raw[0] & Flag.SACK else 0)  # a bitmap first
+            carries_run = len(raw) > start and raw[0] & Flag.DATA and raw[start] == Run.ID
             if carries_run and not dropped:
                 dropped.append(raw)
                 continue
@@ -62,7 +64,9 @@ async def test_a_stop_that_overtakes_a_lost_run_still_stops_it(pen: AsyncPen) ->
     dropped = _drop_the_first_run_frame(pen)
     starting = asyncio.create_task(pen.start_run(area="forehead", seconds=60))
     await until(lambda: dropped, within=1.0, what="the Run frame lost on the line")
-    await pen.stop()  # urgent: obeyed before the retransmitted Run arrives
+    stopped = await pen.request(lambda c: Stop(c), urgent=True)
+    # the overtaking happened: the pen obeyed this Stop with no run going (Ack.value: none)
+    assert isinstance(stopped, Ack) and stopped.value == 0
     run_id = await starting
     report = await pen.wait_run_end(run_id, timeout=2.0)
     assert report.outcome is RunOutcome.STOPPED
