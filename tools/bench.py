@@ -52,9 +52,12 @@ def sim(
     as_json: bool = typer.Option(False, "--json", help="one JSON line"),
 ) -> None:
     """A simulated treatment in virtual time: how many times faster than real time."""
-    from micropen.sim.benchmark import measure_sim
+    from micropen.sim.benchmark import BATCH_DELAY_MS, HEARTBEAT_S, measure_sim
+    from micropen.sim.benchmark_floor import measure_floor
 
     figures = measure_sim(minutes, rate, telemetry_hz, batch=not singles)
+    if not singles:  # the protocol's own cost of the same scenario, measured in this run
+        figures.update(measure_floor(minutes, telemetry_hz, BATCH_DELAY_MS, HEARTBEAT_S))
     report("simulator (virtual time)", figures, as_json)
 
 
