@@ -14,6 +14,8 @@ The counts are the fewest the protocol allows: a batch holds at most
 ``TELEMETRY_BATCH_SAMPLES`` samples and leaves within the host's batch delay, so at ``hz`` a
 treatment needs ``samples / min(8, hz × delay)`` batch rounds; with no batches the host still
 writes a heartbeat every ``HEARTBEAT_S`` (the watchdog's quarter) and the pen acknowledges it.
+Every batch costs its own acknowledgement: batches leave 80 ms apart, and an ack held longer
+than the pen's smallest retransmission timeout (25 ms) only buys a retransmission.
 The physics, the control ticks and the monitors are left out (a different firmware could
 step them analytically), so ``ceiling_realtime_factor`` is an upper bound: no simulator on this
 protocol, in this interpreter, on this machine, runs the scenario faster.
