@@ -76,6 +76,7 @@ from micropen.protocol.messages import (
 from micropen.protocol.schema import Kind, Message, schema_hash
 
 from . import readiness, safety
+from .cartridge_guard import CartridgeGuard
 from .errors import (
     ConnectionLost,
     DifferentPen,
@@ -141,8 +142,11 @@ class AsyncPen:
         open_session: bool = True,
         keys: HostKeys | None = None,
         batch_telemetry: bool = True,
+        cartridge_guard: CartridgeGuard | None = None,
     ) -> None:
         self.transport = transport
+        # the fleet registry asked before each run (None: the pen's own lockout only)
+        self.cartridge_guard = cartridge_guard
         self.keys = keys  # this host's pairings (None: never authenticate)
         self.url = url
         self.is_simulated = transport.is_simulated
@@ -577,6 +581,7 @@ class AsyncPen:
         identity = self._require_identity()
         safety.check_depth(status.depth_set_um / 1000, identity, profile, override, run=True)
         safety.check_rate(status.rate_set_sps, identity, profile)
+        lot = await self._admit_cartridge(identity.serial, status)
         self.runs.in_flight = True
         stops_before = self._stops_sent
         try:
@@ -596,7 +601,8 @@ class AsyncPen:
             log.warning("run %d started after a Stop was sent: stopping it again", run_id)
             self._send_stop_now()  # its report ends the run, as for any stop
         if self.recorder is not None:
-            lot = (await self.cartridge()).lot
+            if lot is None:
+                lot = (await self.cartridge()).lot
             self.recorder.on_run_started(
                 self,
                 run_id,
@@ -607,6 +613,19 @@ class AsyncPen:
                 override_reason=self._override_reason,
             )
         return run_id
+
+    async def _admit_cartridge(self, serial: str, status: Status) -> str | None:
+        """The fleet registry's word on the mounted cartridge (hazard 4: used on another pen,
+        recalled lot); raises CartridgeRefused, logged. Returns the lot it read, if any."""
+        if self.cartridge_guard is None or not status.cartridge_id:
+            return None
+        info = await self.cartridge()
+        await self.cartridge_guard.admit(serial, info.cartridge_id, info.lot, self._host_event)
+        return info.lot
+
+    def _host_event(self, code: str, value: int, run_id: int, detail: str) -> None:
+        if self.recorder is not None:
+            self.recorder.on_host_event(code, value, run_id, detail)
 
     async def _resolve_run(self, before: Status, unknown: HostError) -> int:
         """A Run went unanswered: ask the pen whether it started. The pen handles commands in

@@ -15,6 +15,7 @@
         ├── DifferentPen                             another unit answered after a reconnect
         ├── OutcomeUnknown                           a command may or may not have executed
         ├── PenNotReady                              the pen's own status forbids a run now
+        │   └── CartridgeRefused (cartridge_guard)    the fleet registry refused the cartridge
         ├── RateDrift                                the host stopped a run: stroke rate off
         ├── RunEndedElsewhere                        another host session received the report
         └── PenRebooted                              the pen restarted under a pending command
