@@ -150,7 +150,8 @@ class CartridgeGuard:
             return  # no cartridge: the pen's own check refuses the run, with its own words
         mount = Mount(serial, self.site, cartridge_id, lot)
         try:
-            verdict = await asyncio.wait_for(self.registry.claim(mount), self.timeout_s)
+            async with asyncio.timeout(self.timeout_s):  # a scope: a caller's cancel gets through
+                verdict = await self.registry.claim(mount)
         except (RegistryUnavailable, TimeoutError) as exc:
             self._unreachable(mount, exc, record)
             return
