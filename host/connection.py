@@ -21,6 +21,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import random
 import time
 from collections.abc import AsyncIterator, Callable
@@ -217,6 +218,10 @@ class AsyncPen:
             options["keys"] = HostKeys()
         if "recorder" not in options:
             options["recorder"] = _default_recorder(log, operator, purpose)
+        if "cartridge_guard" not in options and os.environ.get("MICROPEN_REGISTRY"):
+            from .fleet.registry import guard_from_env  # the bench asks the fleet's registry
+
+            options["cartridge_guard"] = guard_from_env()
         transport = make_transport(url, **transport_options)
         pen = cls(transport, url=url, **options)
         await pen._start()

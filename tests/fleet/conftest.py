@@ -16,6 +16,7 @@ from pathlib import Path
 import pytest
 from _fleet_certs import make_pki
 from _fleet_helpers import ADMIN, OPERATOR, PEN_SERIALS, WATCHER, FleetBroker, password
+from _pg import pg_cluster, pg_db  # noqa: F401  (fixtures for the database tests)
 
 from micropen.host.fleet.mosquitto import LocalMosquitto, TLSFiles, find_mosquitto, fleet_acl
 

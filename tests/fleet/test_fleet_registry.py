@@ -1,0 +1,110 @@
+"""The fleet cartridge registry against a real PostgreSQL (hazard 4).
+
+A cartridge used on one simulated pen is refused on another; claims race safely; a recalled
+lot is refused everywhere; a registry that cannot be reached refuses by default."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+from typing import Any
+
+import psycopg
+import pytest
+
+from micropen.host import AsyncPen
+from micropen.host.cartridge_guard import (
+    CartridgeGuard,
+    CartridgeRefused,
+    Claim,
+    Mount,
+    RegistryUnavailable,
+    UsedElsewhere,
+)
+from micropen.host.errors import InvalidInput
+from micropen.host.fleet.registry import PostgresRegistry, guard_from_env, recall_lot
+from micropen.protocol.messages import RunOutcome
+
+LOT = "L2612-07"
+SHARED = 0x00C0FFEE
+
+pytestmark = pytest.mark.looptime(False)  # real database I/O: the wall clock
+
+
+async def _pen(seed: int, dsn: str, site: str, log: Path) -> AsyncPen:
+    guard = CartridgeGuard(PostgresRegistry(dsn), site=site)
+    pen = await AsyncPen.open(f"sim://?seed={seed}", log=log, cartridge_guard=guard)
+    transport: Any = pen.transport
+    transport.pen.mount_cartridge(SHARED, LOT, 20_400, 20_900, transport.now())
+    return pen
+
+
+async def test_a_cartridge_used_on_one_pen_is_refused_on_another(
+    pg_db: str, tmp_path: Path
+) -> None:
+    first = await _pen(11, pg_db, "clinic-1", tmp_path / "a.sqlite")
+    second = await _pen(12, pg_db, "clinic-2", tmp_path / "b.sqlite")
+    try:
+        report = await first.run(depth_mm=0.5, rate_sps=90, area="forehead", strokes=100)
+        assert report.outcome is RunOutcome.COMPLETED
+        with pytest.raises(CartridgeRefused, match=r"used on pen .* \(site clinic-1\)"):
+            await second.run(depth_mm=0.5, rate_sps=90, area="forehead", strokes=100)
+        assert (await second.status()).run_strokes == 0
+        # the registry keeps the first pen's claim: its next run goes ahead
+        assert (await first.run(depth_mm=0.5, rate_sps=90, area="forehead", strokes=5)).strokes == 5
+    finally:
+        await asyncio.gather(first.close(), second.close())
+    with psycopg.connect(pg_db) as conn:
+        rows = conn.execute("SELECT pen_serial, site FROM cartridge_claims").fetchall()
+    assert rows == [(first.identity.serial, "clinic-1")]  # type: ignore[union-attr]
+
+
+async def test_pens_racing_for_one_cartridge_cannot_both_win(pg_db: str) -> None:
+    registry = PostgresRegistry(pg_db)
+    mounts = [Mount(f"SIM-{i:06d}", "clinic-1", SHARED, LOT) for i in range(12)]
+    verdicts = await asyncio.gather(*(registry.claim(m) for m in mounts))
+    assert sum(isinstance(v, Claim) for v in verdicts) == 1
+    assert sum(isinstance(v, UsedElsewhere) for v in verdicts) == 11
+
+
+async def test_a_recalled_lot_is_refused_on_every_pen(pg_db: str) -> None:
+    registry = PostgresRegistry(pg_db)
+    assert isinstance(await registry.claim(Mount("SIM-1", "s", 7, LOT)), Claim)
+    first = await recall_lot(pg_db, LOT, "sterility breach at the supplier", "qa-lead")
+    assert not first.already and first.pens == ["SIM-1"]
+    again = await recall_lot(pg_db, LOT, "a second reason", "someone else")
+    assert again.already and again.reason == "sterility breach at the supplier"
+    seen: list[str] = []
+    guard = CartridgeGuard(registry, site="s")
+    for serial, cartridge in (("SIM-1", 7), ("SIM-2", 8)):  # its own claim is no excuse
+        with pytest.raises(CartridgeRefused, match="recalled lot .*sterility breach"):
+            await guard.admit(serial, cartridge, LOT, lambda code, *_: seen.append(code))
+    assert seen == ["fleet_lot_recalled"] * 2
+    with pytest.raises(InvalidInput, match="reason of at least 5"):
+        await recall_lot(pg_db, "L2", "bad", "qa")
+
+
+async def test_an_unreachable_registry_refuses_by_default(tmp_path: Path) -> None:
+    dsn = f"postgresql://postgres@/none?host={tmp_path}"  # no server there
+    with pytest.raises(RegistryUnavailable):
+        await PostgresRegistry(dsn).claim(Mount("SIM-1", "s", 7, LOT))
+    guard = guard_from_env({"MICROPEN_REGISTRY": dsn, "MICROPEN_SITE": "clinic-1"})
+    assert guard is not None and guard.policy.action == "refuse"
+    with pytest.raises(CartridgeRefused, match="unreachable"):
+        await guard.admit("SIM-1", 7, LOT, lambda *_: None)
+
+
+def test_the_bench_configures_the_registry_in_its_environment() -> None:
+    assert guard_from_env({}) is None
+    env = {
+        "MICROPEN_REGISTRY": "postgresql://bench@fleet-db/micropen",
+        "MICROPEN_SITE": "clinic-1",
+        "MICROPEN_REGISTRY_UNREACHABLE": "allow:clinic network outage, ticket 42",
+    }
+    guard = guard_from_env(env)
+    assert guard is not None and guard.site == "clinic-1"
+    assert guard.policy.action == "allow" and "ticket 42" in guard.policy.reason
+    with pytest.raises(InvalidInput, match="not a postgresql:// URL"):
+        guard_from_env({"MICROPEN_REGISTRY": "mysql://x", "MICROPEN_SITE": "s"})
+    with pytest.raises(InvalidInput, match="MICROPEN_SITE is not"):
+        guard_from_env({"MICROPEN_REGISTRY": "postgresql://x/y"})
