@@ -6,6 +6,9 @@ lot is refused everywhere; a registry that cannot be reached refuses by default.
 from __future__ import annotations
 
 import asyncio
+import json
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -108,3 +111,47 @@ def test_the_bench_configures_the_registry_in_its_environment() -> None:
         guard_from_env({"MICROPEN_REGISTRY": "mysql://x", "MICROPEN_SITE": "s"})
     with pytest.raises(InvalidInput, match="MICROPEN_SITE is not"):
         guard_from_env({"MICROPEN_REGISTRY": "postgresql://x/y"})
+
+
+def _cli(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "micropen.tools.cli", "fleet", *args],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+
+
+async def test_recall_and_trace_from_the_command_line(pg_db: str) -> None:
+    registry = PostgresRegistry(pg_db)
+    for serial, cartridge in (("SIM-000001", 7), ("SIM-000002", 8)):
+        assert isinstance(await registry.claim(Mount(serial, "clinic-1", cartridge, LOT)), Claim)
+    done = _cli("recall-lot", LOT, "--reason", "supplier sterility breach", "--db", pg_db, "--by",
+                "qa-lead", "--json")  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    recalled = json.loads(done.stdout)
+    assert recalled["pens"] == ["SIM-000001", "SIM-000002"] and not recalled["already_recalled"]
+    again = _cli("recall-lot", LOT, "--reason", "again, later", "--db", pg_db)
+    assert again.returncode == 0 and "was already recalled" in again.stdout
+    assert "supplier sterility breach" in again.stdout
+    trace = _cli("trace-lot", LOT, "--db", pg_db, "--json")
+    assert trace.returncode == 0, trace.stderr
+    uses = json.loads(trace.stdout)["uses"]
+    assert [(u["pen_serial"], u["cartridge_id"]) for u in uses] == [
+        ("SIM-000001", 7),
+        ("SIM-000002", 8),
+    ]
+    as_csv = _cli("trace-lot", LOT, "--db", pg_db, "--csv")
+    assert as_csv.stdout.splitlines()[0].startswith("site,pen_serial,cartridge_id")
+    assert len(as_csv.stdout.splitlines()) == 3
+
+
+def test_the_registry_commands_fail_in_one_line(tmp_path: Path) -> None:
+    nowhere = f"postgresql://postgres@/none?host={tmp_path}"
+    done = _cli("trace-lot", LOT, "--db", nowhere)
+    assert done.returncode == 1 and "cannot reach the fleet database" in done.stderr
+    assert "Traceback" not in done.stderr and len(done.stderr.strip().splitlines()) == 1
+    bad = _cli("recall-lot", LOT, "--reason", "short", "--db", "mysql://x/y")
+    assert bad.returncode == 2 and "not a postgresql:// URL" in bad.stderr
+    short = _cli("recall-lot", LOT, "--reason", "bad", "--db", nowhere)
+    assert short.returncode == 2 and "reason of at least 5" in short.stderr

@@ -1,0 +1,150 @@
+"""``micropen fleet recall-lot`` and ``micropen fleet trace-lot``: the fleet-wide cartridge
+registry from the command line (hazard 4). Library code: :mod:`micropen.host.fleet.registry`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import csv
+import getpass
+import sys
+from collections.abc import Coroutine, Iterator
+from contextlib import contextmanager
+from typing import Annotated, Any, TypeVar
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from .common import JsonOption, emit_json, errors_to_exit, fail
+
+T = TypeVar("T")
+
+DbOption = Annotated[
+    str,
+    typer.Option(
+        "--db", envvar="MICROPEN_FLEET_DB", help="The fleet database: postgresql://USER@HOST/DB"
+    ),
+]
+
+
+def register(app: typer.Typer) -> None:
+    app.command("recall-lot")(recall_lot)
+    app.command("trace-lot")(trace_lot)
+
+
+@contextmanager
+def _database_errors(dsn: str) -> Iterator[None]:
+    import psycopg
+
+    try:
+        yield
+    except psycopg.errors.UndefinedTable:
+        fail(f"{_where(dsn)} has no fleet schema yet; run micropen fleet db migrate --db URL")
+    except psycopg.OperationalError as exc:
+        first = (str(exc).strip().splitlines() or ["no answer"])[0]
+        fail(f"cannot reach the fleet database {_where(dsn)}: {first}; check --db")
+
+
+def _where(dsn: str) -> str:
+    from psycopg.conninfo import conninfo_to_dict
+
+    try:
+        info = conninfo_to_dict(dsn)
+    except Exception:
+        return "(malformed --db URL)"
+    return f"{info.get('dbname', '?')} on {info.get('host', 'localhost')}"
+
+
+def _run(dsn: str, work: Coroutine[Any, Any, T]) -> T:
+    if not dsn.startswith(("postgresql://", "postgres://")):
+        work.close()
+        fail(f"--db {dsn!r} is not a postgresql:// URL", 2)
+    with errors_to_exit(), _database_errors(dsn):
+        return asyncio.run(work)
+
+
+def recall_lot(
+    lot: Annotated[str, typer.Argument(help="The lot as printed on the cartridges")],
+    reason: Annotated[str, typer.Option("--reason", help="Why (shown at every refused run)")],
+    db: DbOption,
+    by: Annotated[str | None, typer.Option("--by", help="Who recalls (default: you)")] = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Block a cartridge lot on every pen of the fleet (benches with MICROPEN_REGISTRY set
+    refuse its cartridges before a run)."""
+    from micropen.host.fleet.registry import recall_lot as recall
+
+    result = _run(db, recall(db, lot, reason, by or getpass.getuser()))
+    document = {
+        "lot": result.lot,
+        "reason": result.reason,
+        "recalled_by": result.recalled_by,
+        "recalled_at": result.recalled_at.isoformat(),
+        "already_recalled": result.already,
+        "pens": result.pens,
+    }
+    if as_json:
+        emit_json(document)
+        return
+    when = f"{result.recalled_at:%Y-%m-%d %H:%M} UTC"
+    head = "was already recalled" if result.already else "is recalled fleet-wide"
+    typer.echo(f"lot {result.lot} {head} ({when}, by {result.recalled_by}): {result.reason}")
+    pens = ", ".join(result.pens) if result.pens else "none"
+    typer.echo(f"pens with cartridges of this lot on record: {pens}")
+    if result.pens:
+        typer.echo(f"trace them: micropen fleet trace-lot {result.lot} --db URL")
+
+
+def trace_lot(
+    lot: Annotated[str, typer.Argument(help="The lot as printed on the cartridges")],
+    db: DbOption,
+    as_csv: Annotated[bool, typer.Option("--csv", help="CSV on stdout")] = False,
+    as_json: JsonOption = False,
+) -> None:
+    """Where a lot's cartridges were used: sites, pens, cartridges, sessions, runs, strokes."""
+    from micropen.host.fleet.registry import lot_trace
+
+    rows = _run(db, lot_trace(db, lot))
+    for row in rows:
+        for key in ("first_seen", "last_seen"):
+            row[key] = row[key].isoformat() if row[key] is not None else None
+    if as_json:
+        emit_json({"lot": lot, "uses": rows})
+        return
+    if as_csv:
+        writer = csv.DictWriter(sys.stdout, fieldnames=list(_COLUMNS), extrasaction="ignore")
+        writer.writeheader()
+        for row in rows:
+            writer.writerow({**row, "sessions": " ".join(row["sessions"] or [])})
+        return
+    if not rows:
+        typer.echo(f"no cartridge of lot {lot} is on record")
+        return
+    table = Table(title=f"lot {lot}: {len(rows)} cartridge use(s)")
+    for name in _COLUMNS.values():
+        table.add_column(name)
+    for row in rows:
+        table.add_row(
+            row["site"],
+            row["pen_serial"],
+            f"{row['cartridge_id']:08X}",
+            row["first_seen"] or "",
+            row["last_seen"] or "",
+            str(row["runs"]),
+            f"{row['strokes']:,}",
+            " ".join(row["sessions"] or []),
+        )
+    Console().print(table)
+
+
+_COLUMNS = {
+    "site": "site",
+    "pen_serial": "pen",
+    "cartridge_id": "cartridge",
+    "first_seen": "first seen (UTC)",
+    "last_seen": "last seen (UTC)",
+    "runs": "runs",
+    "strokes": "strokes",
+    "sessions": "sessions",
+}
