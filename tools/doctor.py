@@ -45,6 +45,7 @@ from .doctor_checks import (
     check_keystore,
     check_micropen,
     check_python,
+    check_registry,
     problem,
     run_command,
 )
@@ -199,6 +200,7 @@ def _devices(bench: Bench) -> list[Check]:
 def _network_and_clock(bench: Bench) -> list[Check]:
     return [
         ("broker", lambda: check_broker(bench.mqtt)),
+        ("registry", lambda: check_registry(bench.env)),
         ("clock", lambda: check_clock(bench.now())),
         ("clock-sync", lambda: check_clock_sync(bench.timedatectl, bench.run)),
     ]

@@ -16,7 +16,7 @@ import sqlite3
 import stat
 import subprocess
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import closing, contextmanager
 from dataclasses import dataclass
 from datetime import datetime
@@ -37,6 +37,7 @@ __all__ = [
     "check_keystore",
     "check_micropen",
     "check_python",
+    "check_registry",
     "run_command",
 ]
 
@@ -353,6 +354,40 @@ def _unreachable(url: str, exc: OSError, timeout: float) -> Verdict:
             "the host is down or a firewall drops the connection: check both",
         )
     return problem(f"{url}: {exc.strerror or exc}", "check the network and the broker URL")
+
+
+def check_registry(env: Mapping[str, str], *, timeout: float = BROKER_TIMEOUT_S) -> Verdict:
+    """The fleet cartridge registry (MICROPEN_REGISTRY) answers and holds the fleet schema: a
+    bench whose registry is down refuses every run under the default policy."""
+    if not env.get("MICROPEN_REGISTRY", "").strip():
+        return skipped("no fleet cartridge registry configured (MICROPEN_REGISTRY)")
+    import psycopg
+
+    from micropen.host.errors import InvalidInput
+    from micropen.host.fleet.registry import guard_from_env
+
+    try:
+        guard = guard_from_env(env)
+    except InvalidInput as exc:
+        fix = "correct MICROPEN_REGISTRY, MICROPEN_SITE and MICROPEN_REGISTRY_UNREACHABLE"
+        return problem(str(exc), fix)
+    assert guard is not None
+    dsn = env["MICROPEN_REGISTRY"].strip()
+    policy = guard.policy.action
+    try:
+        with psycopg.connect(dsn, connect_timeout=max(1, round(timeout))) as conn:
+            conn.execute("SELECT 1 FROM recalled_lots LIMIT 1")
+    except psycopg.errors.UndefinedTable:
+        fix = "run micropen fleet db migrate --db URL"
+        return problem("the fleet database has no registry tables", fix)
+    except psycopg.Error as exc:
+        verdict = problem if policy == "refuse" else warning
+        return verdict(
+            f"the fleet cartridge registry does not answer ({_one_line(str(exc))}); "
+            f"when unreachable: {policy}",
+            "check the database server, the network and MICROPEN_REGISTRY",
+        )
+    return ok(f"fleet cartridge registry answers (site {guard.site}; when unreachable: {policy})")
 
 
 # --- the clock ------------------------------------------------------------------------------

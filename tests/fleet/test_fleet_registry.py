@@ -155,3 +155,24 @@ def test_the_registry_commands_fail_in_one_line(tmp_path: Path) -> None:
     assert bad.returncode == 2 and "not a postgresql:// URL" in bad.stderr
     short = _cli("recall-lot", LOT, "--reason", "bad", "--db", nowhere)
     assert short.returncode == 2 and "reason of at least 5" in short.stderr
+
+
+def test_doctor_checks_the_registry_a_bench_is_configured_with(
+    pg_db: str, pg_cluster: str, tmp_path: Path
+) -> None:
+    from micropen.tools.doctor_checks import Status, check_registry
+
+    site = {"MICROPEN_SITE": "clinic-1"}
+    assert check_registry({}).status is Status.SKIPPED
+    good = check_registry({"MICROPEN_REGISTRY": pg_db, **site})
+    assert good.status is Status.OK and "site clinic-1" in good.detail
+    bare = check_registry({"MICROPEN_REGISTRY": pg_cluster, **site})  # no fleet schema there
+    assert bare.status is Status.PROBLEM and "fleet db migrate" in bare.fix
+    nowhere = f"postgresql://postgres@/none?host={tmp_path}"
+    down = check_registry({"MICROPEN_REGISTRY": nowhere, **site})
+    assert down.status is Status.PROBLEM and "when unreachable: refuse" in down.detail
+    allowed = {"MICROPEN_REGISTRY_UNREACHABLE": "allow:network outage, ticket 9"}
+    assert check_registry({"MICROPEN_REGISTRY": nowhere, **site, **allowed}).status is (
+        Status.WARNING
+    )
+    assert check_registry({"MICROPEN_REGISTRY": pg_db}).status is Status.PROBLEM  # no site
