@@ -26,7 +26,7 @@ from . import (
     doctor,
     firmware_cli,
     fleet_cli,
-    fleet_registry_cli,
+    fleet_query_cli,
     hil_cli,
     log_cli,
     pair_cli,
@@ -81,7 +81,7 @@ app.command()(pen_cli.monitor)
 app.add_typer(log_cli.app, name="log")
 app.add_typer(cal_cli.calibrate_app, name="calibrate")
 app.add_typer(cal_cli.cal_app, name="cal")
-fleet_registry_cli.register(fleet_cli.app)
+fleet_query_cli.register(fleet_cli.app)
 app.add_typer(fleet_cli.app, name="fleet", help="Fleet telemetry and remote stop over MQTT.")
 app.add_typer(sim_cli.app, name="sim", help="Serve the simulated pen (pty, TCP).")
 app.add_typer(firmware_cli.app, name="firmware")

@@ -15,8 +15,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import date, timedelta
 from enum import StrEnum
+from typing import Protocol
 
 from .measurements import Quantity
+from .record import CalibrationRecord
 from .records import RecordStore
 
 __all__ = [
@@ -24,6 +26,7 @@ __all__ = [
     "DUE_SOON_DAYS",
     "DueState",
     "DueStatus",
+    "FinishedRecords",
     "all_due",
     "check_due",
 ]
@@ -90,10 +93,16 @@ class DueStatus:
         }
 
 
+class FinishedRecords(Protocol):
+    """Where the rule reads a pen's records: a bench's store, or the fleet database's."""
+
+    def last_finished(self, pen_serial: str, quantity: Quantity) -> CalibrationRecord | None: ...
+
+
 def check_due(
     serial: str,
     *,
-    store: RecordStore | None = None,
+    store: FinishedRecords | None = None,
     today: date | None = None,
     interval_days: int | None = None,
 ) -> DueStatus:

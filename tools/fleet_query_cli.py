@@ -1,5 +1,6 @@
-"""``micropen fleet recall-lot`` and ``micropen fleet trace-lot``: the fleet-wide cartridge
-registry from the command line (hazard 4). Library code: :mod:`micropen.host.fleet.registry`.
+"""``micropen fleet recall-lot``, ``trace-lot`` and ``report``: the fleet database from the
+command line — the cartridge registry (hazard 4) and what every pen of the fleet did. Library
+code: :mod:`micropen.host.fleet.registry`, :mod:`micropen.host.fleet.report`.
 """
 
 from __future__ import annotations
@@ -31,6 +32,7 @@ DbOption = Annotated[
 def register(app: typer.Typer) -> None:
     app.command("recall-lot")(recall_lot)
     app.command("trace-lot")(trace_lot)
+    app.command("report")(report)
 
 
 @contextmanager
@@ -148,3 +150,52 @@ _COLUMNS = {
     "strokes": "strokes",
     "sessions": "sessions",
 }
+
+
+def report(
+    db: DbOption,
+    site: Annotated[str | None, typer.Option("--site", help="Only this site's pens")] = None,
+    as_csv: Annotated[bool, typer.Option("--csv", help="CSV on stdout")] = False,
+    as_json: JsonOption = False,
+) -> None:
+    """Per site and pen: sessions, runs, strokes, cartridges, faults, overrides, and the
+    calibration status with its due date."""
+    from micropen.host.fleet.report import fleet_report
+
+    async def work() -> list[Any]:
+        return await asyncio.to_thread(fleet_report, db, site=site)
+
+    pens = _run(db, work())
+    if as_json:
+        emit_json({"site": site, "pens": [p.to_dict() for p in pens]})
+        return
+    if as_csv:
+        writer = csv.writer(sys.stdout)
+        writer.writerow([*_REPORT_COLUMNS, "calibration", "due", "days_left"])
+        for p in pens:
+            d, cal = p.to_dict(), p.calibration.to_dict()
+            writer.writerow([*(d[c] for c in _REPORT_COLUMNS), cal["state"], cal["due"],
+                             cal["days_left"]])  # fmt: skip
+        return
+    if not pens:
+        typer.echo("no pen on record" + (f" at site {site}" if site else ""))
+        return
+    table = Table(title=f"fleet: {len(pens)} pen(s)" + (f" at {site}" if site else ""))
+    for name in ("site", "pen", "sessions", "runs", "strokes", "cartridges", "faults",
+                 "overrides", "calibration", "due", "last seen (UTC)"):  # fmt: skip
+        table.add_column(name)
+    for p in pens:
+        cal = p.calibration
+        table.add_row(
+            p.site, p.serial, str(p.sessions), str(p.runs), f"{p.strokes:,}", str(p.cartridges),
+            str(p.faults), str(p.overrides), cal.state.value.replace("_", " "),
+            f"{cal.due} ({cal.days_left} d)" if cal.due else "–",
+            f"{p.last_seen:%Y-%m-%d %H:%M}" if p.last_seen else "–",
+        )  # fmt: skip
+    Console().print(table)
+
+
+_REPORT_COLUMNS = (
+    "site", "serial", "model", "firmware", "sessions", "runs", "strokes", "cartridges", "faults",
+    "overrides", "last_seen",
+)  # fmt: skip
