@@ -204,7 +204,7 @@ class UnitInfo:
     firmware: tuple[int, int, int]
     hardware_revision: int
     capabilities: int
-    today_day: int
+    today: Callable[[float], int]  # the real-time clock's day at a time of the pen's clock
 
 
 @dataclass(slots=True)
@@ -324,7 +324,7 @@ class Firmware:
         ph.brake()
         ph.move_actuator(0.0)
         self._load_calibration()
-        self.slot.assess(self.bay.cartridge, self.unit.today_day, self.nvm.cartridges)
+        self.slot.assess(self.bay.cartridge, self.unit.today(t), self.nvm.cartridges)
         self._sample(t)
         self._notify(Event(0, EventCode.BOOTED, int(reason), 0), t)
         for code, value in self.update.boot.notes:  # what the bootloader did on the way up
@@ -1636,11 +1636,11 @@ class Firmware:
                 self._fault(FaultCode.CARTRIDGE_REMOVED, i32(old.cartridge_id), t)
             records.locked_id = 0  # this mounting is over: putting it back is a re-mount
             self.bay.cartridge = None
-            self.slot.assess(None, self.unit.today_day, records)
+            self.slot.assess(None, self.unit.today(t), records)
             self._notify(Event(0, EventCode.CARTRIDGE_REMOVED, i32(old.cartridge_id), 0), t)
         if cartridge is not None:
             self.bay.cartridge = cartridge
-            self.slot.assess(cartridge, self.unit.today_day, records)
+            self.slot.assess(cartridge, self.unit.today(t), records)
             self._notify(Event(0, EventCode.CARTRIDGE_MOUNTED, i32(cartridge.cartridge_id), 0), t)
 
     def fluid_ingress(self, t: float) -> None:

@@ -66,10 +66,12 @@ def _pen_id(rng: random.Random) -> int:
     return rng.getrandbits(32) or 1
 
 
-def _rtc_today() -> int:
-    """Days since 1970-01-01 today (UTC): the simulated pen's real-time clock, used for
-    cartridge expiry and instrument due dates. Tests pin ``today_day`` for repeatability."""
-    return (datetime.now(UTC).date() - date(1970, 1, 1)).days
+def _rtc_now() -> tuple[int, float]:
+    """Days since 1970-01-01 today (UTC), and seconds into that day: where the simulated pen's
+    real-time clock starts. Tests pin ``today_day`` for repeatability."""
+    now = datetime.now(UTC)
+    midnight = now.replace(hour=0, minute=0, second=0, microsecond=0)
+    return (now.date() - date(1970, 1, 1)).days, (now - midnight).total_seconds()
 
 
 @dataclass(frozen=True)
@@ -84,7 +86,11 @@ class SimConfig:
     manufacturing_errors: bool = True
     cartridge: bool = True
     calibration: str = "nominal"
-    today_day: int = field(default_factory=_rtc_today)  # the pen's real-time clock
+    # The pen's real-time clock (cartridge expiry, instrument due dates) at power-on: the day,
+    # and seconds into it; it runs on with the pen's clock, so a long `sim serve` sees the
+    # date change at midnight UTC. Default: now. A pinned day starts at its midnight.
+    today_day: int = -1
+    day_seconds: float = field(default=-1.0, compare=False)  # not what the unit is
     link_faults: bool = True
     telemetry_batch: bool = True  # False: a pen from before TelemetryBatch (sends singles only)
     boot_seed: int | None = None  # None: boot ids from the OS's randomness (as a real pen)
@@ -104,6 +110,15 @@ class SimConfig:
             raise LocalProtocolError(
                 f"calibration {self.calibration!r}; valid: {', '.join(CAL_MODES)}"
             )
+        if self.today_day == -1:  # the real date and time, unless pinned
+            rtc_day, rtc_seconds = _rtc_now()
+            object.__setattr__(self, "today_day", rtc_day)
+            if self.day_seconds == -1.0:
+                object.__setattr__(self, "day_seconds", rtc_seconds)
+        elif self.day_seconds == -1.0:
+            object.__setattr__(self, "day_seconds", 0.0)
+        if not 0.0 <= self.day_seconds < 86_400.0:
+            raise LocalProtocolError(f"day_seconds {self.day_seconds} outside 0..86400")
         if not 0 <= self.today_day <= _U32:
             raise LocalProtocolError(f"today_day {self.today_day} outside 0..{_U32}")
         if self.boot_seed is not None and (
@@ -137,6 +152,8 @@ def _parse_value(key: str, raw: str) -> Any:
             return int(raw)
         if key in ("manufacturing_errors", "cartridge", "link_faults", "telemetry_batch"):
             return _parse_bool(raw)
+        if key == "day_seconds":
+            return float(raw)
         if key == "firmware":
             major, minor, patch = (int(part) for part in raw.split("."))
             return (major, minor, patch)
@@ -163,6 +180,7 @@ class SimulatedPen:
     def __init__(self, config: SimConfig = SimConfig(), *, now: float = 0.0) -> None:
         self.config = config
         seed = config.seed
+        self._rtc_origin = now  # the real-time clock reads config.today_day here
         self._rng = random.Random(f"micropen-pen-{seed}")
         # Boot ids: a new one at every power-on, from the OS's randomness, as a real pen draws
         # them; repeatable only when a test asks for it (boot_seed).
@@ -262,8 +280,13 @@ class SimulatedPen:
             (major, minor, min(patch, 0xFF)),
             config.hardware_revision,
             self._capabilities,
-            config.today_day,
+            self.today,
         )
+
+    def today(self, t: float) -> int:
+        """The real-time clock's day (days since 1970-01-01, UTC) at the pen's time ``t``."""
+        config = self.config
+        return config.today_day + int((config.day_seconds + t - self._rtc_origin) // 86_400)
 
     def _boot_cartridge(self) -> Cartridge:
         today = self.config.today_day

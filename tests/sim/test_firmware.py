@@ -749,6 +749,7 @@ def test_from_query_parses_every_option() -> None:
         state="/var/tmp/pen-7.json",
     )
     assert SimConfig.from_query("") == SimConfig()
+    assert SimConfig.from_query("day_seconds=86399.5").day_seconds == 86_399.5
     assert SimConfig.from_query("?seed=3").seed == 3
 
 
