@@ -153,7 +153,7 @@ class LinkPump:
             # the next heartbeat is a deadline only once heartbeats flow (before that it lies in
             # the past, and waking for it would spin)
             wake = now + TICK_MAX_S
-            if self._beating.is_set():
+            if self._beating.is_set() and link.connected:  # no beat to wait for on a closed link
                 beat = max(self._last_heartbeat + self.heartbeat_interval, self._silent_until)
                 wake = min(wake, beat)
             deadline = link.next_deadline()

@@ -10,17 +10,24 @@ thousands.
 from __future__ import annotations
 
 from micropen.host import AsyncPen
+from micropen.host.pump import LinkPump
 from micropen.host.transports.sim import SimTransport
 from micropen.protocol.messages import SimParam
 
 
 def _count_wakeups(pen: AsyncPen) -> list[float]:
-    link = pen._pump.link
+    return _count_wakeups_of(pen._pump)
+
+
+def _count_wakeups_of(pump: LinkPump) -> list[float]:
+    link = pump.link
     handle_timeout = link.handle_timeout
     wakeups: list[float] = []
 
     def counted(now: float) -> None:
         wakeups.append(now)
+        if len(wakeups) > 10_000:  # a spinning ticker: end it, so the test fails, not hangs
+            raise AssertionError(f"the ticker spins: {len(wakeups)} wake-ups by {now:.6f} s")
         handle_timeout(now)
 
     link.handle_timeout = counted  # type: ignore[method-assign]
@@ -45,3 +52,42 @@ async def test_the_ticker_does_not_spin_while_the_host_is_silent() -> None:
         pen.go_silent(0.3)
         await pen.status()  # leaves after the silence
         assert len(wakeups) < 60, f"{len(wakeups)} ticker wake-ups in 0.3 s of silence"
+
+
+class _Line:
+    """A transport that keeps what the pump writes and never delivers anything."""
+
+    is_simulated = True
+    bench = None
+
+    def __init__(self) -> None:
+        self.written: list[bytes] = []
+
+    def write(self, data: bytes) -> None:
+        self.written.append(data)
+
+
+async def test_no_heartbeat_on_a_closed_link_and_the_ticker_lives_on() -> None:
+    """Between LinkLost and the supervisor's reaction the link is closed while heartbeats are
+    due: sending one raised and ended the ticker (seen once as a HIL flake)."""
+    import asyncio
+
+    loop = asyncio.get_running_loop()
+    beating = asyncio.Event()
+    beating.set()  # the session was ready: heartbeats flow
+    pump = LinkPump(
+        _Line(),  # type: ignore[arg-type]
+        clock=loop.time,
+        on_message=lambda message: None,
+        on_tick=lambda: None,
+        beating=beating,
+        counters={},
+    )
+    assert not pump.link.connected  # closed: no epoch was opened
+    ticker = asyncio.create_task(pump.ticker())
+    wakeups = _count_wakeups_of(pump)
+    await asyncio.sleep(1.0)  # 8 heartbeat intervals of the default 500 ms watchdog
+    assert not ticker.done(), ticker.exception() if ticker.done() else None
+    assert len(wakeups) <= 25, f"{len(wakeups)} ticker wake-ups in 1 s on a closed link"
+    assert pump.transport.written == []  # type: ignore[attr-defined]
+    ticker.cancel()
