@@ -45,8 +45,10 @@ def test_opt_in_is_explicit_and_run_can_never_be_allowed() -> None:
 
 
 def test_parse_a_command() -> None:
-    raw = encode(command_payload("stop", command_id="abc", sender="desk 3"))
-    assert parse_command(raw) == Command("abc", "stop", {}, "desk 3")
+    raw = encode(command_payload("stop", command_id="abc", sender="desk 3", sent_at=5.0))
+    assert parse_command(raw, sender="operator") == Command(
+        "abc", "stop", {}, "operator", display_name="desk 3", sent_at=5.0
+    )
 
 
 @pytest.mark.parametrize(
@@ -54,12 +56,15 @@ def test_parse_a_command() -> None:
     [
         (b"{", "not JSON", False),
         (b"[]", "not a JSON object", False),
-        (json.dumps({"schema": "micropen.command/1", "command": "stop"}).encode(), "'id'", False),
+        (json.dumps({"schema": "micropen.command/2", "command": "stop"}).encode(), "'id'", False),
+        (json.dumps({"schema": "micropen.command/1", "id": "x", "command": "stop"}).encode(),
+         "micropen.command/2", True),
+        (json.dumps({"schema": "micropen.command/2", "id": "x", "sent_at": 1}).encode(),
+         "'command'", True),
+        (json.dumps({"schema": "micropen.command/2", "id": "x", "command": "status",
+                     "sent_at": 1, "args": [1]}).encode(), "'args'", True),
         (json.dumps({"schema": "micropen.command/2", "id": "x", "command": "stop"}).encode(),
-         "micropen.command/1", True),
-        (json.dumps({"schema": "micropen.command/1", "id": "x"}).encode(), "'command'", True),
-        (json.dumps({"schema": "micropen.command/1", "id": "x", "command": "stop", "args": [1]})
-         .encode(), "'args'", True),
+         "sent_at: Field required", True),
     ],
 )  # fmt: skip
 def test_bad_commands_are_refused_with_a_reason(payload: bytes, match: str, has_id: bool) -> None:
