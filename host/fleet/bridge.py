@@ -375,7 +375,7 @@ class FleetBridge:
         try:
             async with asyncio.timeout(2.0):
                 await asyncio.shield(publish)
-        except BaseException:  # noqa: BLE001 - best effort; the exception in flight matters
+        except BaseException:  # best effort: the exception in flight is what matters
             log.exception("fleet bridge %s: could not publish its offline status", self.serial)
         log.error("fleet bridge %s ended abnormally (%s); status set offline", self.serial, reason)
 
@@ -487,7 +487,8 @@ class FleetBridge:
                 raise
             except Exception as exc:  # a parser bug must not end the bridge either
                 log.exception("fleet: command from %s on %s could not be read", sender, self.serial)
-                raise CommandRefused("bad-request", f"unreadable command ({type(exc).__name__})")
+                why = f"unreadable command ({type(exc).__name__})"
+                raise CommandRefused("bad-request", why) from None
             reply = await self._once(command)
         except CommandRefused as refused:
             reply = self._refusal(refused, command, sender)
@@ -504,7 +505,7 @@ class FleetBridge:
         try:
             await client.publish(self.topics.reply, encode(reply), qos=1)
         except aiomqtt.MqttError as exc:  # the session notices a lost broker by itself
-            log.warning("fleet: reply %s on %s not published: %s", reply.get("id"), self.serial, exc)
+            log.warning("fleet: reply %s on %s lost: %s", reply.get("id"), self.serial, exc)
         except Exception:
             log.exception("fleet: reply %s on %s not published", reply.get("id"), self.serial)
 
@@ -512,11 +513,12 @@ class FleetBridge:
         """Execute each command id once: a redelivery, even one arriving while the first is
         still running, gets the same reply; an id seen before (in this run or, via the durable
         replay store, an earlier one) or a command outside the time window is refused."""
-        earlier = self._recent.get(command.id)
-        if earlier is not None:
-            return await asyncio.shield(earlier)
         try:
-            self.replay.admit(command)
+            self.replay.check_age(command)  # the window first: even a redelivery expires
+            earlier = self._recent.get(command.id)
+            if earlier is not None:
+                return await asyncio.shield(earlier)
+            self.replay.admit(command)  # committed before it runs: at most once, durably
         except CommandRefused as refused:
             return self._refusal(refused, command, command.sender) or {}
         reply: asyncio.Future[dict[str, Any]] = asyncio.get_running_loop().create_future()
@@ -541,8 +543,8 @@ class FleetBridge:
             return self._refusal(refused, command, command.sender) or {}
         except TimeoutError:
             late = f"no result within {self.config.command_timeout} s; check the pen's status"
-            refused = CommandRefused("pen", late, command.id)
-            return self._refusal(refused, command, command.sender) or {}
+            timed_out = CommandRefused("pen", late, command.id)
+            return self._refusal(timed_out, command, command.sender) or {}
         self._record_command(command.name, command.id, command, None, command.sender)
         return P.reply_payload(
             self.config.site, self.serial, command.id, result=result, sender=command.sender

@@ -416,5 +416,6 @@ def _stopped(command: Command) -> dict[str, Any]:
     if command.ignored is not None:
         result["ignored_args"] = command.ignored
     elif command.args:
-        result["ignored_args"] = f"stop takes no arguments; ignored: {', '.join(sorted(command.args))}"
+        names = ", ".join(sorted(command.args))
+        result["ignored_args"] = f"stop takes no arguments; ignored: {names}"
     return result

@@ -67,9 +67,8 @@ class ReplayGuard:
         except sqlite3.Error as exc:
             raise FleetError(f"cannot open the replay store {self.path}: {exc}") from exc
 
-    def admit(self, command: Command) -> None:
-        """Return if ``command`` may run now (its id is then committed as used); else
-        CommandRefused ``expired`` (outside the window) or ``replay`` (id already used)."""
+    def check_age(self, command: Command) -> float:
+        """The time now if ``command`` is inside the window, else CommandRefused ``expired``."""
         now = self._clock()
         age = now - command.sent_at
         if age > self.max_age:
@@ -83,6 +82,12 @@ class ReplayGuard:
                 f"{self.skew:g} s): synchronise the console's clock (NTP)", command.id,
                 command.name,
             )  # fmt: skip
+        return now
+
+    def admit(self, command: Command) -> None:
+        """Return if ``command`` may run now (its id is then committed as used); else
+        CommandRefused ``expired`` (outside the window) or ``replay`` (id already used)."""
+        now = self.check_age(command)
         db = self._open()
         try:
             db.execute("DELETE FROM seen WHERE keep_until < ?", (now,))

@@ -3,9 +3,10 @@
 Generated config: password file (``mosquitto_passwd -b``), the fleet ACL (pen bridges log in as
 their serial and may write only under their own topics at the sites of the test roster;
 watchers read-only; an operator may also write ``cmd/operator``), ``allow_anonymous false``,
-client ids replaced by usernames, the documented size limits, persistence in a tmp folder, a plain listener,
-a TLS listener and a mutual-TLS listener with a CA and certificates made here. The fixture waits
-for every port to accept connections (retry with a deadline) and reaps the broker at teardown.
+client ids replaced by usernames, the documented size limits, persistence in a tmp folder, a
+plain listener, a TLS listener and a mutual-TLS listener with a CA and certificates made here.
+The fixture waits for every port to accept connections (retry with a deadline) and reaps the
+broker at teardown.
 Tests skip only when the mosquitto binary is absent (CI installs it: .ci/run).
 """
 
@@ -41,8 +42,10 @@ def _start_broker(folder: Path) -> FleetBroker:
         users=users,
         acl=fleet_acl(
             pens=[(site, serial) for serial in pens for site in TEST_SITES],
-            admins=[ADMIN], operators=[OPERATOR], watchers=[WATCHER, *ARCHIVERS],
-        ),  # fmt: skip
+            admins=[ADMIN],
+            operators=[OPERATOR],
+            watchers=[WATCHER, *ARCHIVERS],
+        ),
         tls=[
             TLSFiles(pki.ca, pki.server_cert, pki.server_key),
             TLSFiles(pki.ca, pki.server_cert, pki.server_key, require_certificate=True),

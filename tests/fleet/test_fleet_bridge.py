@@ -205,7 +205,8 @@ async def test_retained_duplicate_and_malformed_commands(
             await admin.publish(topics.command_topic(ADMIN), b"not json", qos=1)
             await seen.wait_for(lambda ms: len(_payloads(ms, "reply")) >= 3)
             await b.wait_drained(5)
-        await admin.publish(topics.command_topic(ADMIN), b"", retain=True, qos=1)  # clear the retained command
+        clear = topics.command_topic(ADMIN)
+        await admin.publish(clear, b"", retain=True, qos=1)  # clear the retained command
     replies = _payloads(seen.messages, "reply")
     assert [r["id"] for r in replies] == ["stale", "same-id", "same-id"]
     assert replies[0]["ok"] is False and "retained" in replies[0]["error"]["reason"]

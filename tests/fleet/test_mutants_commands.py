@@ -211,7 +211,8 @@ async def test_the_envelope_is_checked_before_sending(pen: AsyncPen) -> None:
             f"telemetry rate {hz} Hz is outside 0–1000",
         )
     check_envelope(pen, _cmd("s", "stop", {"area": "elbow"}))  # a stop is never refused (hazard 2)
-    assert "unknown treatment area 'elbow'" in _refused(pen, "set_depth", depth_mm=0.5, area="elbow").reason
+    elbow = _refused(pen, "set_depth", depth_mm=0.5, area="elbow")
+    assert "unknown treatment area 'elbow'" in elbow.reason
 
 
 async def test_arguments_must_be_numbers_of_the_right_kind(pen: AsyncPen) -> None:
