@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import time
 
 import pytest
 from hypothesis import given
@@ -16,11 +17,14 @@ from micropen.host.fleet.commands import (
     CommandPolicy,
     CommandRefused,
     RecentReplies,
+    nesting,
     parse_command,
 )
 from micropen.host.fleet.errors import BrokerConfigError
 from micropen.host.fleet.payloads import command_payload
 from micropen.host.fleet.topics import encode
+
+SCHEMA = "micropen.command/2"
 
 
 def test_default_policy_allows_only_status_and_stop() -> None:
@@ -93,3 +97,55 @@ def test_recent_replies_are_bounded() -> None:
     for i in range(5):
         recent.add(str(i), {"id": str(i)})
     assert recent.get("0") is None and recent.get("4") == {"id": "4"}
+
+
+def _depth(value: object) -> int:
+    if isinstance(value, dict):
+        return 1 + max(map(_depth, value.values()), default=0)
+    if isinstance(value, list):
+        return 1 + max(map(_depth, value), default=0)
+    return 0
+
+
+_JSON = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.text(alphabet='[]{}"\\ab\n'),
+    lambda inner: (
+        st.lists(inner, max_size=3)
+        | st.dictionaries(st.text(alphabet='[]{}"\\a', max_size=3), inner, max_size=3)
+    ),
+    max_leaves=20,
+)
+
+
+@given(_JSON, st.integers(1, 4))
+def test_nesting_measures_what_json_parses_without_recursing(value: object, limit: int) -> None:
+    """The bracket scan agrees with the parsed depth (brackets and quotes inside strings
+    included), and the shallow copy is valid JSON no deeper than the limit."""
+    data = json.dumps(value).encode()
+    deepest, shallow = nesting(data, limit)
+    assert deepest == _depth(value)
+    assert _depth(json.loads(shallow)) <= limit
+    if deepest <= limit:
+        assert shallow == data
+
+
+def test_a_payload_built_to_make_a_scanner_quadratic_is_read_in_linear_time() -> None:
+    """An unterminated string of 32,000 escaped quotes took a regex scanner 18 s."""
+    for data in (b'"' + b'\\"' * 32_000, b"[" * 65_536, b'"\\' * 32_768):
+        started = time.perf_counter()
+        with pytest.raises(CommandRefused, match="not JSON"):
+            parse_command(data)
+        assert time.perf_counter() - started < 2.0
+
+
+def test_unicode_and_control_characters_never_reach_the_log_as_a_name_or_id() -> None:
+    for name in ("st\u202eop", "stop\nFAKE LOG LINE", "ｓｔｏｐ"):
+        with pytest.raises(CommandRefused, match="'command' must be a command name") as refused:
+            parse_command(json.dumps({"schema": SCHEMA, "id": "u1", "command": name}).encode())
+        assert refused.value.name is None
+    with pytest.raises(CommandRefused, match="id: String should match pattern"):
+        parse_command(
+            json.dumps(
+                {"schema": SCHEMA, "id": "\u0430bc", "command": "stop", "sent_at": 1}
+            ).encode()
+        )
