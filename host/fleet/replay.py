@@ -13,10 +13,13 @@ table in the outbox: the outbox holds what goes *out* and is deleted on PUBACK; 
 came *in* and expires by time; keeping them apart keeps each schema and its migrations simple,
 and a damaged or deleted replay file costs at most one window of protection, never queued
 events. Same durability rules as the outbox: WAL, ``synchronous=FULL``, commit before acting.
+If the store fails (disk full), commands are refused, except ``stop``, which runs anyway: a
+stop executed twice does no harm, a stop refused may (hazard 2).
 """
 
 from __future__ import annotations
 
+import logging
 import sqlite3
 import time
 from collections.abc import Callable
@@ -28,6 +31,7 @@ from .errors import FleetError
 __all__ = ["ReplayGuard"]
 
 FORMAT = 1
+log = logging.getLogger("micropen.fleet")
 
 
 class ReplayGuard:
@@ -95,8 +99,12 @@ class ReplayGuard:
                 "INSERT OR IGNORE INTO seen VALUES (?, ?, ?, ?, ?)",
                 (command.id, command.sender, command.sent_at, now, command.sent_at + self.max_age),
             ).rowcount
-        except sqlite3.Error as exc:  # refuse rather than risk running a command twice
-            raise CommandRefused(
+        except sqlite3.Error as exc:
+            if command.name == "stop":  # fail safe (hazard 2): stopping twice does no harm
+                log.error("replay store %s failed (%s); stop %s runs anyway", self.path, exc,
+                          command.id)  # fmt: skip
+                return
+            raise CommandRefused(  # refuse rather than risk running a command twice
                 "internal", f"the replay store {self.path} failed ({exc}); the command was not "
                 "run", command.id, command.name,
             ) from exc  # fmt: skip

@@ -26,6 +26,7 @@ from _fleet_helpers import ADMIN, OPERATOR, WATCHER, Collector, FleetBroker, sub
 import micropen.host.fleet.bridge as bridge_module
 from micropen.host import AsyncPen
 from micropen.host.fleet import BridgeConfig, FleetBridge, send_command
+from micropen.host.fleet.mosquitto import LISTENER_SETTINGS, broker_settings, fleet_acl
 from micropen.host.fleet.topics import PenTopics, decode
 from micropen.host.treatment_log import TreatmentLog
 from micropen.protocol.messages import PenState, RunOutcome
@@ -447,3 +448,45 @@ async def test_retained_and_qos_2_commands(
             await send(b"", retain=True)  # clear the retained command
     assert kept["ok"] is False and "retained" in kept["error"]["reason"]
     assert [r["ok"] for r in _replies(seen) if r["id"] == "exactly-once"] == [True]
+
+
+# ------------------------------------------------------------------ the documented setup
+DOC = Path(__file__).resolve().parents[2] / "docs" / "fleet.md"
+
+
+def test_the_documented_broker_config_and_acl_are_what_the_code_writes() -> None:
+    text = DOC.read_text(encoding="utf-8")
+    for line in [*broker_settings(), *LISTENER_SETTINGS]:
+        assert f"\n{line}" in text, f"docs/fleet.md lacks {line!r}"
+    assert "message_size_limit 262144" in broker_settings()  # 256 KiB, as the docs say
+    acl = fleet_acl(
+        pens=[("clinic-1", "SIM-000003")], watchers=["dashboard"], operators=["nurse-station"],
+        admins=["admin"],
+    )  # fmt: skip
+    rules = "\n".join(line for line in acl.splitlines() if not line.startswith("#")).strip()
+    blocks = [block.strip("\n") for block in text.split("```")[1::2]]
+    documented = next(b for b in blocks if "user SIM-000003" in b)
+    assert [line.strip() for line in documented.strip().splitlines()] == rules.splitlines()
+
+
+def test_the_acl_command_turns_a_roster_into_rules(tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    from micropen.tools.fleet_cli import app
+
+    roster = tmp_path / "pens.csv"
+    roster.write_text("site,serial\nclinic-1,SIM-000003\nclinic-2 SIM-000004  # moved\n")
+    out = tmp_path / "acl"
+    runner = CliRunner()
+    result = runner.invoke(app, ["acl", str(roster), "--operator", "nurse", "--out", str(out),
+                                 "--json"])  # fmt: skip
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.stdout) == {
+        "pens": 2, "sites": ["clinic-1", "clinic-2"], "out": str(out), "acl": None,
+    }  # fmt: skip
+    text = out.read_text()
+    assert "topic write micropen/v1/clinic-2/SIM-000004/status" in text
+    assert "topic write micropen/v1/+/+/cmd/nurse" in text and "pattern" not in text
+    roster.write_text("clinic-1,SIM-000003,extra\n")
+    bad = runner.invoke(app, ["acl", str(roster), "--json"])
+    assert bad.exit_code == 2 and "pens.csv:1" in bad.output and "one pen a line" in bad.output

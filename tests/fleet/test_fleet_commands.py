@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import json
+import sqlite3
 import time
+from pathlib import Path
 
 import pytest
 from hypothesis import given
@@ -22,6 +24,7 @@ from micropen.host.fleet.commands import (
 )
 from micropen.host.fleet.errors import BrokerConfigError
 from micropen.host.fleet.payloads import command_payload
+from micropen.host.fleet.replay import ReplayGuard
 from micropen.host.fleet.topics import encode
 
 SCHEMA = "micropen.command/2"
@@ -149,3 +152,42 @@ def test_unicode_and_control_characters_never_reach_the_log_as_a_name_or_id() ->
                 {"schema": SCHEMA, "id": "\u0430bc", "command": "stop", "sent_at": 1}
             ).encode()
         )
+
+
+class _BrokenDisk:
+    def execute(self, *args: object) -> object:
+        raise sqlite3.OperationalError("disk I/O error")
+
+    def close(self) -> None:
+        pass
+
+
+def test_the_replay_store_remembers_across_reopen_and_forgets_after_the_window(
+    tmp_path: Path,
+) -> None:
+    now = [1_000.0]
+    path = tmp_path / "replay.sqlite"
+    guard = ReplayGuard(path, max_age=60, skew=5, clock=lambda: now[0])
+    guard.admit(Command("a", "stop", sent_at=1_000.0))
+    guard.close()
+    again = ReplayGuard(path, max_age=60, skew=5, clock=lambda: now[0])
+    with pytest.raises(CommandRefused, match="already received") as refused:
+        again.admit(Command("a", "stop", sent_at=1_000.0))
+    assert refused.value.code == "replay"
+    now[0] += 60.5  # past its window: refused as too old, and its row may go
+    with pytest.raises(CommandRefused, match="older than 60 s"):
+        again.admit(Command("a", "stop", sent_at=1_000.0))
+    again.admit(Command("b", "status", sent_at=now[0]))
+    assert len(again) == 1  # "a" was pruned: the store is bounded by the window
+    with pytest.raises(CommandRefused, match="in the future"):
+        again.admit(Command("c", "status", sent_at=now[0] + 5.5))
+    again.admit(Command("d", "status", sent_at=now[0] + 4.5))  # within the 5 s skew
+
+
+def test_a_failing_replay_store_refuses_commands_but_never_a_stop(tmp_path: Path) -> None:
+    guard = ReplayGuard(tmp_path / "replay.sqlite", clock=lambda: 10.0)
+    guard._db = _BrokenDisk()  # type: ignore[assignment]
+    with pytest.raises(CommandRefused, match="disk I/O error") as refused:
+        guard.admit(Command("s", "status", sent_at=10.0))
+    assert refused.value.code == "internal"
+    guard.admit(Command("t", "stop", sent_at=10.0))  # runs: a stop refused may harm
