@@ -371,11 +371,14 @@ class FleetBridge:
         why = "bridge cancelled" if isinstance(exc, asyncio.CancelledError) else "bridge failed"
         reason = f"{why}: {type(exc).__name__}"
         gone = P.offline_status(self.config.site, self.serial, reason, at=self._clock())
-        publish = client.publish(self.topics.status, encode(gone), qos=1, retain=True)
+        publish = asyncio.ensure_future(
+            client.publish(self.topics.status, encode(gone), qos=1, retain=True)
+        )
         try:
             async with asyncio.timeout(2.0):
-                await asyncio.shield(publish)
+                await asyncio.shield(publish)  # a second cancel of the bridge does not stop it
         except BaseException:  # best effort: the exception in flight is what matters
+            publish.cancel()
             log.exception("fleet bridge %s: could not publish its offline status", self.serial)
         log.error("fleet bridge %s ended abnormally (%s); status set offline", self.serial, reason)
 

@@ -190,7 +190,7 @@ def _int_or_float(text: str) -> int | float:
     return int(text) if len(text.lstrip("-")) <= MAX_INT_DIGITS else float(text)
 
 
-def _loads(data: bytes) -> tuple[Any, list[str]]:
+def _loads(data: str) -> tuple[Any, list[str]]:
     """json.loads with bounded integers; the duplicate keys it met."""
     duplicates: list[str] = []
 
@@ -242,11 +242,12 @@ def parse_command(
         raise CommandRefused(
             "too-large", f"command payload is {len(data)} bytes; at most {MAX_COMMAND_BYTES}"
         )
-    try:
+    try:  # UTF-8 only (json.loads would guess UTF-16/32 from bytes): then no byte of a
+        data.decode("utf-8")  # multi-byte character is a quote, backslash or bracket
         deepest, readable = nesting(data)
-        obj, duplicates = _loads(readable)
-    except (ValueError, UnicodeDecodeError, RecursionError):
-        raise CommandRefused("bad-request", "command payload is not JSON") from None
+        obj, duplicates = _loads(readable.decode("utf-8"))
+    except (ValueError, RecursionError):  # UnicodeDecodeError is a ValueError
+        raise CommandRefused("bad-request", "command payload is not JSON (UTF-8)") from None
     if not isinstance(obj, dict):
         raise CommandRefused("bad-request", "command payload is not a JSON object")
     raw_id, name = obj.get("id"), obj.get("command")

@@ -191,3 +191,12 @@ def test_a_failing_replay_store_refuses_commands_but_never_a_stop(tmp_path: Path
         guard.admit(Command("s", "status", sent_at=10.0))
     assert refused.value.code == "internal"
     guard.admit(Command("t", "stop", sent_at=10.0))  # runs: a stop refused may harm
+
+
+def test_only_utf8_is_read() -> None:
+    """json.loads guesses UTF-16 from bytes; a UTF-16 payload could hide its brackets."""
+    payload = json.dumps({"schema": SCHEMA, "id": "w", "command": "stop", "sent_at": 1})
+    assert parse_command(payload.encode()).name == "stop"
+    for encoding in ("utf-16", "utf-16-be", "utf-32"):
+        with pytest.raises(CommandRefused, match=r"not JSON \(UTF-8\)"):
+            parse_command(payload.encode(encoding))
