@@ -32,6 +32,7 @@ from micropen.host.fleet import (
     send_command,
 )
 from micropen.host.fleet.commands import OPT_IN
+from micropen.host.fleet.mosquitto import fleet_acl, read_roster
 
 from .common import JsonOption, PenOption, emit_json, errors_to_exit, fail
 
@@ -273,6 +274,43 @@ def command(
     if not reply["ok"]:
         error = reply.get("error") or {}
         fail(f"{name} on {serial} refused ({error.get('code')}): {error.get('reason')}", 1)
+
+
+# --- ACL from a roster ----------------------------------------------------------------------
+@app.command()
+def acl(
+    roster: Annotated[Path, typer.Argument(help="Pen roster: one 'site,serial' a line")],
+    admin: Annotated[list[str] | None, typer.Option("--admin", help="Admin user (repeat)")] = None,
+    operator: Annotated[
+        list[str] | None, typer.Option("--operator", help="Operator user: may send commands")
+    ] = None,
+    watcher: Annotated[
+        list[str] | None, typer.Option("--watcher", help="Read-only user (dashboards)")
+    ] = None,
+    out: Annotated[Path | None, typer.Option("--out", help="Write the ACL here")] = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Write the broker ACL that binds each pen of the roster to its site (mosquitto acl_file);
+    without --out it is printed."""
+    with errors_to_exit():
+        pens = read_roster(roster)
+        text = fleet_acl(
+            pens=pens, admins=admin or (), operators=operator or (), watchers=watcher or ()
+        )
+    if out is not None:
+        try:
+            out.write_text(text, encoding="utf-8")
+        except OSError as exc:
+            fail(f"cannot write the ACL to {str(out)!r}: {exc}; give a writable --out path", 1)
+    if as_json:
+        emit_json({
+            "pens": len(pens), "sites": sorted({site for site, _ in pens}),
+            "out": str(out) if out is not None else None, "acl": None if out else text,
+        })  # fmt: skip
+    elif out is None:
+        sys.stdout.write(text)
+    else:
+        console.print(f"ACL for {len(pens)} pen entries written to {out}", highlight=False)
 
 
 def _parse_arg(text: str) -> tuple[str, Any]:

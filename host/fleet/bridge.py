@@ -40,9 +40,18 @@ from ..treatment_log import TreatmentLog
 from . import payloads as P
 from .batcher import TelemetryBatcher
 from .broker import BrokerConfig
-from .commands import Command, CommandPolicy, CommandRefused, RecentReplies, execute, parse_command
+from .commands import (
+    MAX_COMMAND_BYTES,
+    Command,
+    CommandPolicy,
+    CommandRefused,
+    RecentReplies,
+    execute,
+    parse_command,
+)
 from .errors import BrokerConfigError, BrokerRefused, FleetError
 from .outbox import Outbox
+from .replay import ReplayGuard
 from .topics import PenTopics, check_level, encode
 
 __all__ = ["BridgeConfig", "FleetBridge"]
@@ -65,11 +74,18 @@ class BridgeConfig:
     calibration_due: str | None = None  # YYYY-MM-DD when known
     command_timeout: float = 5.0
     backoff: tuple[float, ...] = BACKOFF
+    command_max_age: float = 60.0  # s: older commands are refused (replay protection)
+    command_clock_skew: float = 5.0  # s a command's sent_at may lie ahead of the bridge's clock
 
     def __post_init__(self) -> None:
         check_level("site", self.site)
         if self.telemetry_interval <= 0 or self.status_interval <= 0:
             raise BrokerConfigError("telemetry and status intervals must be positive seconds")
+        if not (self.command_max_age > 0 and self.command_clock_skew >= 0):
+            raise BrokerConfigError(
+                f"command window {self.command_max_age} s / clock skew "
+                f"{self.command_clock_skew} s: give positive seconds (default 60 / 5)"
+            )
 
 
 class FleetBridge:
@@ -110,6 +126,10 @@ class FleetBridge:
         self._treatment_log = treatment_log
         self._log_session: int | None = None
         self._recent: RecentReplies[asyncio.Future[dict[str, Any]]] = RecentReplies()
+        self.replay = ReplayGuard(
+            Path(self.config.queue_dir) / f"replay-{self.config.site}-{self.serial}.sqlite",
+            max_age=self.config.command_max_age, skew=self.config.command_clock_skew, clock=clock,
+        )  # fmt: skip
         self._last_fault: dict[str, Any] | None = None
         self._link_up = pen.connected
         self._client: aiomqtt.Client | None = None
@@ -150,6 +170,7 @@ class FleetBridge:
             if self._final_stats is None:
                 self._final_stats = self.statistics()
                 self.outbox.close()
+                self.replay.close()
 
     async def _end(self, task: asyncio.Task[None], timeout: float) -> None:
         """Let the bridge say goodbye for ``timeout`` s, then cancel it; log how it ended."""
@@ -307,7 +328,7 @@ class FleetBridge:
     async def _session(self, client: aiomqtt.Client) -> None:
         async with client:
             self._session_connected = True
-            await client.subscribe(self.topics.cmd, qos=1)
+            await client.subscribe(self.topics.command_filter, qos=1)
             self._client = client
             self._connected.set()
             self.counters["connects"] += 1
@@ -325,6 +346,10 @@ class FleetBridge:
                     await ending.wait()  # the first child to end (or stop()) ends the session
                 if self._stop.is_set():
                     await self._goodbye(client)
+            except BaseException as exc:
+                if not _only(exc, (aiomqtt.MqttError, FleetError)):  # a bug or a cancel: the
+                    await self._failed(client, exc)  # clean DISCONNECT that follows drops the
+                raise  # will, so say offline first (a lost connection leaves the will to fire)
             finally:
                 self._client = None
                 self._connected.clear()
@@ -340,6 +365,22 @@ class FleetBridge:
                     await self._publish_batch(batch)
                 await client.publish(self.topics.status, encode(bye), qos=1, retain=True)
         self._notice("stopped")
+
+    async def _failed(self, client: aiomqtt.Client, exc: BaseException) -> None:
+        """The retained offline status when the bridge ends abnormally (shielded, 2 s)."""
+        why = "bridge cancelled" if isinstance(exc, asyncio.CancelledError) else "bridge failed"
+        reason = f"{why}: {type(exc).__name__}"
+        gone = P.offline_status(self.config.site, self.serial, reason, at=self._clock())
+        publish = asyncio.ensure_future(
+            client.publish(self.topics.status, encode(gone), qos=1, retain=True)
+        )
+        try:
+            async with asyncio.timeout(2.0):
+                await asyncio.shield(publish)  # a second cancel of the bridge does not stop it
+        except BaseException:  # best effort: the exception in flight is what matters
+            publish.cancel()
+            log.exception("fleet bridge %s: could not publish its offline status", self.serial)
+        log.error("fleet bridge %s ended abnormally (%s); status set offline", self.serial, reason)
 
     async def _status_loop(self, client: aiomqtt.Client, ending: asyncio.Event) -> None:
         while not ending.is_set():
@@ -425,33 +466,74 @@ class FleetBridge:
     # ------------------------------------------------------------------ remote commands
     async def _commands(self, client: aiomqtt.Client, scope: TaskScope) -> None:
         async for message in client.messages:
-            if message.topic.matches(self.topics.cmd):
-                scope.start(self._handle(client, _payload_bytes(message), message.retain))
+            sender = self.topics.command_sender(str(message.topic))
+            if sender is not None:
+                scope.start(self._handle(client, message, sender))
 
-    async def _handle(self, client: aiomqtt.Client, data: bytes, retained: bool) -> None:
+    async def _handle(self, client: aiomqtt.Client, message: aiomqtt.Message, sender: str) -> None:
+        """Answer one command. Nothing a payload does may end the bridge: every exception is
+        a refusal (logged), and the reply's failure is logged, not raised."""
         self.counters["commands"] += 1
+        reply: dict[str, Any] | None = None
+        command: Command | None = None
         try:
-            command = parse_command(data, retained=retained)
-        except CommandRefused as refused:
-            reply = self._refusal(refused, None)
-        else:
+            size = _payload_size(message)
+            if size > MAX_COMMAND_BYTES:  # before anything reads it: never reaches the parser
+                raise CommandRefused(
+                    "too-large", f"command payload is {size} bytes; at most {MAX_COMMAND_BYTES}"
+                )
+            try:
+                command = parse_command(
+                    _payload_bytes(message), retained=message.retain, sender=sender
+                )
+            except CommandRefused:
+                raise
+            except Exception as exc:  # a parser bug must not end the bridge either
+                log.exception("fleet: command from %s on %s could not be read", sender, self.serial)
+                why = f"unreadable command ({type(exc).__name__})"
+                raise CommandRefused("bad-request", why) from None
             reply = await self._once(command)
-        if reply is not None:
+        except CommandRefused as refused:
+            reply = self._refusal(refused, command, sender)
+        except Exception as exc:
+            log.exception("fleet: command on %s failed inside the bridge", self.serial)
+            cid = command.id if command is not None else None
+            internal = CommandRefused(
+                "internal", f"the bridge failed on this command ({type(exc).__name__}); it may "
+                "not have run: check the pen's status", cid,
+            )  # fmt: skip
+            reply = self._refusal(internal, command, sender)
+        if reply is None:
+            return
+        try:
             await client.publish(self.topics.reply, encode(reply), qos=1)
+        except aiomqtt.MqttError as exc:  # the session notices a lost broker by itself
+            log.warning("fleet: reply %s on %s lost: %s", reply.get("id"), self.serial, exc)
+        except Exception:
+            log.exception("fleet: reply %s on %s not published", reply.get("id"), self.serial)
 
     async def _once(self, command: Command) -> dict[str, Any]:
         """Execute each command id once: a redelivery, even one arriving while the first is
-        still running, gets the same reply."""
-        earlier = self._recent.get(command.id)
-        if earlier is not None:
-            return await asyncio.shield(earlier)
+        still running, gets the same reply; an id seen before (in this run or, via the durable
+        replay store, an earlier one) or a command outside the time window is refused."""
+        try:
+            self.replay.check_age(command)  # the window first: even a redelivery expires
+            earlier = self._recent.get(command.id)
+            if earlier is not None:
+                return await asyncio.shield(earlier)
+            self.replay.admit(command)  # committed before it runs: at most once, durably
+        except CommandRefused as refused:
+            return self._refusal(refused, command, command.sender) or {}
         reply: asyncio.Future[dict[str, Any]] = asyncio.get_running_loop().create_future()
+        reply.add_done_callback(lambda f: f.cancelled() or f.exception())  # retrieved: no warning
         self._recent.add(command.id, reply)
         try:
             reply.set_result(await self._execute(command))
-        except BaseException:
-            self._recent.discard(command.id)  # not answered: a redelivery may try again
-            reply.cancel()
+        except BaseException as exc:  # the id stays used (durably): a command runs at most once;
+            reply.set_exception(CommandRefused(  # copies waiting on it are refused, not crashed
+                "internal", f"the bridge failed on this command ({type(exc).__name__}); it may "
+                "not have run: check the pen's status", command.id, command.name,
+            ))  # fmt: skip
             raise
         return reply.result()
 
@@ -461,23 +543,28 @@ class FleetBridge:
             async with asyncio.timeout(self.config.command_timeout):
                 result = await execute(self.pen, command)
         except CommandRefused as refused:
-            return self._refusal(refused, command) or {}
+            return self._refusal(refused, command, command.sender) or {}
         except TimeoutError:
             late = f"no result within {self.config.command_timeout} s; check the pen's status"
-            return self._refusal(CommandRefused("pen", late, command.id), command) or {}
-        self._record_command(command.name, command.id, command, None)
-        return P.reply_payload(self.config.site, self.serial, command.id, result=result)
+            timed_out = CommandRefused("pen", late, command.id)
+            return self._refusal(timed_out, command, command.sender) or {}
+        self._record_command(command.name, command.id, command, None, command.sender)
+        return P.reply_payload(
+            self.config.site, self.serial, command.id, result=result, sender=command.sender
+        )
 
-    def _refusal(self, refused: CommandRefused, command: Command | None) -> dict[str, Any] | None:
+    def _refusal(
+        self, refused: CommandRefused, command: Command | None, sender: str | None = None
+    ) -> dict[str, Any] | None:
         """Log a refusal; its reply (None when the command had no readable id)."""
         self.counters["commands_refused"] += 1
         name = command.name if command is not None else (refused.name or "?")
-        self._record_command(name, refused.command_id, command, refused)
+        self._record_command(name, refused.command_id, command, refused, sender)
         if refused.command_id is None:
             return None
         return P.reply_payload(
             self.config.site, self.serial, refused.command_id,
-            error=(refused.code, refused.reason),
+            error=(refused.code, refused.reason), sender=sender,
         )  # fmt: skip
 
     def _record_command(
@@ -486,25 +573,33 @@ class FleetBridge:
         command_id: str | None,
         command: Command | None,
         refused: CommandRefused | None,
+        sender: str | None = None,
     ) -> None:
         """Every remote command is logged three ways: Python logging, the bridge's event
-        stream (QoS 1, queued) and, when attached, the treatment log."""
-        detail: dict[str, Any] = {"id": command_id, "ok": refused is None}
-        if command is not None and command.sender:
-            detail["from"] = command.sender
+        stream (QoS 1, queued) and, when attached, the treatment log. The sender is the
+        authenticated broker user; the payload's 'from' is kept apart as unverified."""
+        detail: dict[str, Any] = {"id": command_id, "ok": refused is None, "sender": sender}
+        if command is not None and command.display_name:
+            detail["from_unverified"] = command.display_name
         if command is not None and command.args:
-            detail["args"] = command.args
+            detail["args"] = command.args  # validated: ≤ 16 plain values
+        if command is not None and command.ignored:
+            detail["ignored_args"] = command.ignored
         if refused is not None:
             detail["error"] = {"code": refused.code, "reason": refused.reason}
         level = logging.INFO if refused is None else logging.WARNING
         log.log(level, "fleet: remote command %s on %s: %s", name, self.serial, detail)
         ident = self.pen.identity
         boot = ident.boot_id if ident is not None else 0
-        self._queue("events", P.event_payload(
-            self.config.site, self.serial, boot_id=boot, kind="remote-command", code=name,
-            value=int(refused is None), run_id=0, pen_t_ms=None, at=self._clock(), detail=detail,
-        ))  # fmt: skip
-        self._notice("remote-command", command=name, **detail)
+        try:
+            self._queue("events", P.event_payload(
+                self.config.site, self.serial, boot_id=boot, kind="remote-command", code=name,
+                value=int(refused is None), run_id=0, pen_t_ms=None, at=self._clock(),
+                detail=detail,
+            ))  # fmt: skip
+            self._notice("remote-command", command=name, **detail)
+        except Exception:  # logging a command must never end the bridge
+            log.exception("fleet: remote command %s on %s not queued", name, self.serial)
         self._treatment_log_event(name, refused is None, detail)
 
     def _treatment_log_event(self, name: str, ok: bool, detail: dict[str, Any]) -> None:
@@ -553,10 +648,24 @@ def _auth_refused(exc: BaseException) -> bool:
     return isinstance(exc, aiomqtt.MqttCodeError) and value in AUTH_REFUSED
 
 
+def _only(exc: BaseException, kinds: tuple[type[BaseException], ...]) -> bool:
+    """Whether ``exc`` (or every leaf of an exception group) is one of ``kinds``."""
+    if isinstance(exc, BaseExceptionGroup):
+        return all(_only(leaf, kinds) for leaf in exc.exceptions)
+    return isinstance(exc, kinds)
+
+
 def _first_leaf(exc: BaseException) -> BaseException:
     while isinstance(exc, BaseExceptionGroup):
         exc = exc.exceptions[0]
     return exc
+
+
+def _payload_size(message: aiomqtt.Message) -> int:
+    payload = message.payload
+    if isinstance(payload, bytes | bytearray):
+        return len(payload)
+    return len(str(payload)) if payload is not None else 0
 
 
 def _payload_bytes(message: aiomqtt.Message) -> bytes:

@@ -7,6 +7,7 @@ into the void; replies are matched by the command's id, never by arrival order.
 from __future__ import annotations
 
 import asyncio
+import time
 import uuid
 from typing import Any
 
@@ -32,13 +33,18 @@ async def send_command(
 ) -> dict[str, Any]:
     """Publish one command to a pen's bridge and return its reply payload ({id, ok, ...}).
 
-    Raises FleetError when no reply arrives within ``timeout`` (the bridge is offline, or the
-    broker's ACL dropped the command: MQTT does not tell the sender)."""
+    The command goes to ``.../cmd/{broker user}``; ``sender`` is only a display name (the
+    bridge records it as unverified). Raises FleetError when no reply arrives within
+    ``timeout`` (the bridge is offline, or the broker's ACL dropped the command: MQTT does not
+    tell the sender)."""
     topics = PenTopics(site, serial)
-    payload = command_payload(command, args=args, sender=sender)
+    payload = command_payload(command, args=args, sender=sender, sent_at=time.time())
+    # the topic's last level is this broker user: the ACL lets only this user write it, so the
+    # bridge logs an authenticated sender (an anonymous test broker proves nothing: "anonymous")
+    target = topics.command_topic(broker.username or "anonymous")
     async with broker.client(f"micropen-console-{uuid.uuid4().hex[:12]}") as client:
         await client.subscribe(topics.reply, qos=1)
-        await client.publish(topics.cmd, encode(payload), qos=1)
+        await client.publish(target, encode(payload), qos=1)
         try:
             async with asyncio.timeout(timeout):
                 return await _reply(client, payload["id"])

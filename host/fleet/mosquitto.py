@@ -1,14 +1,21 @@
 """A local mosquitto broker with the fleet's authentication: for tests, benchmarks and a
 single-site deployment.
 
-:func:`fleet_acl` writes the access rules the fleet relies on: the bridge of pen S logs in as
-user S (``%u``) and may write only its own status/telemetry/events/sessions/reply topics and
-read only its own ``cmd`` topic; watchers read the tree; operators also write ``cmd`` topics;
-admins may do anything. :class:`LocalMosquitto` generates a config (password file made with
-``mosquitto_passwd -b``, that ACL, ``allow_anonymous false``, persistence in its folder so a
-restart keeps retained and queued messages, optional TLS listeners), starts the broker on
-loopback, waits until its port accepts connections (retry with a deadline, not a sleep) and
-stops it on exit.
+:func:`fleet_acl` writes the access rules the fleet relies on, from a roster of pens
+(site, serial): the bridge of pen S at site X logs in as user S and may write only
+``micropen/v1/X/S/{status,telemetry,events,sessions,reply}`` and read only
+``micropen/v1/X/S/cmd/+`` — the site is part of the rule, so a pen's credentials cannot
+publish under another site (mosquitto's ``%u`` pattern cannot bind a site, hence one block per
+pen, generated: ``micropen fleet acl ROSTER``). Watchers read the tree; operator U may write
+commands only on ``micropen/v1/+/+/cmd/U`` (so the topic names the authenticated sender);
+admins may do anything. :func:`broker_settings` are the limits the docs recommend: every
+listener replaces the client id with the username (no client can take over another user's
+session, say the bridge's), and packets/payloads above a size are refused by the broker.
+
+:class:`LocalMosquitto` generates a config (password file made with ``mosquitto_passwd -b``, that
+ACL, ``allow_anonymous false``, those settings, persistence in its folder so a restart keeps
+retained and queued messages, optional TLS listeners), starts the broker on loopback, waits until
+its port accepts connections (retry with a deadline, not a sleep) and stops it on exit.
 """
 
 from __future__ import annotations
@@ -26,11 +33,28 @@ from pathlib import Path
 from types import TracebackType
 from typing import Self
 
-from .errors import FleetError
+from .errors import BrokerConfigError, FleetError
+from .topics import TOPIC_ROOT, check_level
 
-__all__ = ["LocalMosquitto", "TLSFiles", "find_mosquitto", "fleet_acl", "free_port"]
+__all__ = [
+    "LISTENER_SETTINGS",
+    "MAX_PACKET_BYTES",
+    "MESSAGE_SIZE_LIMIT",
+    "LocalMosquitto",
+    "TLSFiles",
+    "broker_settings",
+    "find_mosquitto",
+    "fleet_acl",
+    "free_port",
+    "read_roster",
+]
 
 PEN_WRITES = ("status", "telemetry", "events", "sessions", "reply")
+MESSAGE_SIZE_LIMIT = 256 * 1024  # bytes of payload: fleet payloads are < 4 KB; 50 MB is refused
+MAX_PACKET_BYTES = MESSAGE_SIZE_LIMIT + 4096  # a whole packet; above it the client is dropped
+# every listener: the client id is replaced by the username, so no client can connect under
+# another user's client id and kick that client (the bridge) off
+LISTENER_SETTINGS = ("use_username_as_clientid true",)
 
 
 def find_mosquitto() -> str | None:
@@ -51,23 +75,83 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
+def read_roster(path: Path) -> list[tuple[str, str]]:
+    """(site, serial) pairs of a roster file: one pen a line, ``site,serial`` (or separated by
+    blanks); blank lines, ``#`` comments and a ``site,serial`` header are skipped. A pen may be
+    listed at several sites. Errors name the line and the fix."""
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise BrokerConfigError(f"cannot read the pen roster {str(path)!r}: {exc}") from None
+    pens: list[tuple[str, str]] = []
+    for number, line in enumerate(text.splitlines(), 1):
+        fields = line.split("#", 1)[0].replace(",", " ").split()
+        if not fields or [f.lower() for f in fields] == ["site", "serial"]:
+            continue
+        if len(fields) != 2:
+            raise BrokerConfigError(
+                f"{path}:{number}: {line.strip()!r} is not 'site,serial'; write one pen a line"
+            )
+        try:
+            pens.append((check_level("site", fields[0]), check_level("pen serial", fields[1])))
+        except BrokerConfigError as exc:
+            raise BrokerConfigError(f"{path}:{number}: {exc}") from None
+    return pens
+
+
 def fleet_acl(
     *,
+    pens: Iterable[tuple[str, str]] = (),
     admins: Iterable[str] = (),
     operators: Iterable[str] = (),
     watchers: Iterable[str] = (),
 ) -> str:
-    """The mosquitto ACL file of a fleet: per-pen patterns plus named roles."""
-    lines = ["# micropen fleet ACL: pen bridges log in with the pen serial as username (%u)"]
-    lines += [f"pattern write micropen/v1/+/%u/{channel}" for channel in PEN_WRITES]
-    lines.append("pattern read micropen/v1/+/%u/cmd")
+    """The mosquitto ACL file of a fleet: one block per pen (site, serial) of the roster, which
+    binds the pen's user to its site, plus the named roles. No ``pattern`` lines: a pattern
+    applies to every user, and ``%u`` cannot say which site a pen belongs to."""
+    by_serial: dict[str, list[str]] = {}
+    for site, serial in pens:
+        sites = by_serial.setdefault(check_level("pen serial", serial), [])
+        if check_level("site", site) not in sites:
+            sites.append(site)
+    lines = [
+        "# micropen fleet ACL (generated: micropen fleet acl ROSTER). A pen's bridge logs in",
+        "# with the pen's serial as username and may write only its own topics at its own site;",
+        "# an operator writes commands only under cmd/<its username>: the bridge logs that",
+        "# topic level as the authenticated sender.",
+    ]
+    for serial, sites in by_serial.items():
+        lines += ["", f"user {serial}"]
+        for site in sites:
+            base = f"{TOPIC_ROOT}/{site}/{serial}"
+            lines += [f"topic write {base}/{channel}" for channel in PEN_WRITES]
+            lines.append(f"topic read {base}/cmd/+")
     for user in watchers:
-        lines += ["", f"user {user}", "topic read micropen/v1/#"]
+        lines += ["", f"user {_user(user)}", f"topic read {TOPIC_ROOT}/#"]
     for user in operators:
-        lines += ["", f"user {user}", "topic read micropen/v1/#", "topic write micropen/v1/+/+/cmd"]
+        lines += [
+            "", f"user {_user(user)}", f"topic read {TOPIC_ROOT}/#",
+            f"topic write {TOPIC_ROOT}/+/+/cmd/{user}",
+        ]  # fmt: skip
     for user in admins:
-        lines += ["", f"user {user}", "topic readwrite #"]
+        lines += ["", f"user {_user(user)}", "topic readwrite #"]
     return "\n".join(lines) + "\n"
+
+
+def _user(name: str) -> str:
+    """A role's username: one topic level (it ends an operator's command topic)."""
+    return check_level("broker user", name)
+
+
+def broker_settings() -> list[str]:
+    """The broker-wide lines of the recommended mosquitto config (the listeners apart, each
+    with :data:`LISTENER_SETTINGS`)."""
+    return [
+        "allow_anonymous false",
+        "per_listener_settings false",
+        f"message_size_limit {MESSAGE_SIZE_LIMIT}",
+        f"max_packet_size {MAX_PACKET_BYTES}",
+    ]
 
 
 @dataclass(frozen=True, slots=True)
@@ -92,7 +176,12 @@ class LocalMosquitto:
         tls: Iterable[TLSFiles] = (),
         allow_anonymous: bool = False,
         max_queued_messages: int = 100_000,
+        username_as_clientid: bool | None = None,
+        message_size_limit: int = MESSAGE_SIZE_LIMIT,
+        max_packet_size: int = MAX_PACKET_BYTES,
     ) -> None:
+        """``username_as_clientid`` defaults to on unless anonymous clients are allowed (an
+        anonymous client has no username to use: mosquitto would refuse it)."""
         binary = find_mosquitto()
         if binary is None:
             raise FleetError(
@@ -108,6 +197,10 @@ class LocalMosquitto:
         self.users = dict(users or {})
         self.log_path = self.workdir / "mosquitto.log"
         self._proc: subprocess.Popen[bytes] | None = None
+        self.username_as_clientid = (
+            not allow_anonymous if username_as_clientid is None else username_as_clientid
+        )
+        self.sizes = (message_size_limit, max_packet_size)
         self._write_config(acl, allow_anonymous, max_queued_messages)
 
     # --- config ---------------------------------------------------------------------------
@@ -127,6 +220,8 @@ class LocalMosquitto:
             "log_type notice",
             "log_type information",
             "connection_messages true",
+            f"message_size_limit {self.sizes[0]}",
+            f"max_packet_size {self.sizes[1]}",
         ]
         if self.users:
             passwd = self.workdir / "passwd"
@@ -136,10 +231,11 @@ class LocalMosquitto:
             acl_path = self.workdir / "acl"
             acl_path.write_text(acl, encoding="utf-8")
             lines.append(f"acl_file {acl_path}")
-        lines += ["", f"listener {self.port} 127.0.0.1"]
+        per_listener = list(LISTENER_SETTINGS) if self.username_as_clientid else []
+        lines += ["", f"listener {self.port} 127.0.0.1", *per_listener]
         for files, port in zip(self.tls, self.tls_ports, strict=True):
             lines += [
-                "", f"listener {port} 127.0.0.1", f"cafile {files.cafile}",
+                "", f"listener {port} 127.0.0.1", *per_listener, f"cafile {files.cafile}",
                 f"certfile {files.certfile}", f"keyfile {files.keyfile}",
                 f"require_certificate {'true' if files.require_certificate else 'false'}",
             ]  # fmt: skip

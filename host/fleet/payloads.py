@@ -8,6 +8,7 @@ the same id and a consumer keeps one.
 
 from __future__ import annotations
 
+import time
 import uuid
 from collections.abc import Sequence
 from typing import Any
@@ -219,13 +220,15 @@ def session_payload(
 
 def command_payload(
     command: str, *, command_id: str | None = None, args: dict[str, Any] | None = None,
-    sender: str | None = None,
+    sender: str | None = None, sent_at: float | None = None,
 ) -> dict[str, Any]:  # fmt: skip
-    """What a console sends to ``.../cmd``; the id defaults to a random one."""
+    """What a console sends to ``.../cmd/{user}``; the id defaults to a random one, ``sent_at``
+    to now (the bridge refuses commands older than its window); ``sender`` is a display name."""
     d: dict[str, Any] = {
         "schema": SCHEMAS["cmd"].name,
         "id": command_id or uuid.uuid4().hex,
         "command": command,
+        "sent_at": time.time() if sent_at is None else sent_at,
     }
     if args:
         d["args"] = args
@@ -241,11 +244,15 @@ def reply_payload(
     *,
     result: Any = None,
     error: tuple[str, str] | None = None,
+    sender: str | None = None,
 ) -> dict[str, Any]:
-    """``ok`` with a result, or not ok with ``error=(code, reason)``."""
+    """``ok`` with a result, or not ok with ``error=(code, reason)``; ``sender`` is the broker
+    user the command came from."""
     d = _head("reply", site, serial)
     d["id"] = command_id
     d["ok"] = error is None
+    if sender is not None:
+        d["sender"] = sender
     if error is None:
         d["result"] = result
     else:

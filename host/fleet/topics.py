@@ -6,7 +6,8 @@ Topic tree (version 1)::
     micropen/v1/{site}/{serial}/telemetry   QoS 0             micropen.telemetry/1 (batches)
     micropen/v1/{site}/{serial}/events      QoS 1, queued     micropen.event/1 (events, faults)
     micropen/v1/{site}/{serial}/sessions    QoS 1, queued     micropen.session/1 (run reports)
-    micropen/v1/{site}/{serial}/cmd         QoS 1, inbound    micropen.command/1
+    micropen/v1/{site}/{serial}/cmd/{user}  QoS 1, inbound    micropen.command/2 ({user}: the
+                                                              broker user; the ACL binds it)
     micropen/v1/{site}/{serial}/reply       QoS 1             micropen.reply/1
 
 Every payload is one UTF-8 JSON object whose ``schema`` names its kind and major version.
@@ -148,13 +149,18 @@ SCHEMAS: dict[str, Schema] = {
             },
         ),
         Schema(
-            "micropen.command/1", "cmd", 1, False, False,
+            "micropen.command/2", "cmd", 1, False, False,
             {
                 "schema": "kind and major version of this payload",
-                "id": "caller's unique id, echoed by the reply",
+                "id": "caller's unique id (1–128 of A-Z a-z 0-9 . _ : -), echoed by the reply; "
+                "a bridge runs each id at most once",
                 "command": "status or stop (others only if the bridge allows them)",
-                "args?": "object of arguments, e.g. {\"depth_mm\": 0.5}",
-                "from?": "who sent it (free text, logged)",
+                "sent_at": "console wall-clock time of sending, s since 1970; older than the "
+                "bridge's window (60 s) is refused",
+                "args?": "object of at most 16 plain values (number, text, true/false, null), "
+                "e.g. {\"depth_mm\": 0.5}",
+                "from?": "display name, unverified (logged as from_unverified; the sender is "
+                "the broker user in the topic)",
             },
         ),
         Schema(
@@ -164,7 +170,9 @@ SCHEMAS: dict[str, Schema] = {
                 "id": "the command's id",
                 "ok": "true when the command was executed",
                 "result?": "command result (ok only), e.g. the pen status for 'status'",
-                "error?": "{code, reason} (not ok): not-allowed, envelope, bad-request, pen",
+                "error?": "{code, reason} (not ok): not-allowed, envelope, bad-request, pen, "
+                "replay, expired, internal",
+                "sender?": "broker user the command came from (its cmd/{user} topic level)",
             },
         ),
     )
@@ -220,7 +228,22 @@ class PenTopics:
 
     @property
     def cmd(self) -> str:
+        """The root of the pen's command topics; commands go to ``cmd/{user}`` below it."""
         return self.topic("cmd")
+
+    def command_topic(self, user: str) -> str:
+        """Where broker user ``user`` publishes commands for this pen (the ACL lets only
+        ``user`` write there, so the level names the authenticated sender)."""
+        return f"{self.cmd}/{check_level('broker user', user)}"
+
+    @property
+    def command_filter(self) -> str:
+        return f"{self.cmd}/+"
+
+    def command_sender(self, topic: str) -> str | None:
+        """The sender level of a command topic of this pen, or None for any other topic."""
+        head, _, user = topic.rpartition("/")
+        return user if head == self.cmd and user else None
 
     @property
     def reply(self) -> str:

@@ -17,6 +17,16 @@ from micropen.host.fleet.mosquitto import LocalMosquitto
 
 PEN_SERIALS = [f"SIM-{seed:06d}" for seed in range(1, 21)]
 ADMIN, WATCHER, OPERATOR = "admin", "watcher", "operator"
+# the broker replaces each client id by its username (docs/fleet.md), so two clients of one
+# user cannot be connected at once: tests that need several get these accounts
+ARCHIVERS = ("archiver-1", "archiver-2")
+# the ACL binds every pen to the sites of its roster: the test roster lists each test pen at
+# each of these sites (a test that bridges a pen at another site sees its publishes dropped)
+TEST_SITES = (
+    "pub", "retain", "stop", "deny", "env", "odd", "log", "auth", "acl", "nobody", "will",
+    "table", "cli", "restart", "requeue", "scale", "watch", "clinic", "shared",
+    "attack", "replay", "sender", "bigcmd", "takeover", "fail", "stopargs",
+)  # fmt: skip
 
 
 def password(user: str) -> str:

@@ -120,9 +120,11 @@ async def test_remote_stop_stops_a_running_pen(
     [session] = _payloads(seen.messages, "sessions")
     assert session["outcome"] == "STOPPED"
     [logged] = [e for e in _payloads(seen.messages, "events") if e["kind"] == "remote-command"]
-    assert (logged["code"], logged["value"], logged["detail"]["from"]) == (
+    detail = logged["detail"]
+    assert (logged["code"], logged["value"], detail["sender"], detail["from_unverified"]) == (
         "stop",
         1,
+        OPERATOR,  # the broker user of the cmd/{user} topic, not the payload's free text
         "test console",
     )
 
@@ -193,17 +195,18 @@ async def test_retained_duplicate_and_malformed_commands(
         admin,
         seen,
     ):
-        await admin.publish(topics.cmd, stale, qos=1, retain=True)
+        await admin.publish(topics.command_topic(ADMIN), stale, qos=1, retain=True)
         async with FleetBridge(pen, fleet_broker.config(SERIAL), _config(tmp_path, "odd")) as b:
             await b.wait_connected(5)
             await seen.wait_for(lambda ms: _payloads(ms, "reply"))
             stop = encode(command_payload("stop", command_id="same-id"))
-            await admin.publish(topics.cmd, stop, qos=1)
-            await admin.publish(topics.cmd, stop, qos=1)
-            await admin.publish(topics.cmd, b"not json", qos=1)
+            await admin.publish(topics.command_topic(ADMIN), stop, qos=1)
+            await admin.publish(topics.command_topic(ADMIN), stop, qos=1)
+            await admin.publish(topics.command_topic(ADMIN), b"not json", qos=1)
             await seen.wait_for(lambda ms: len(_payloads(ms, "reply")) >= 3)
             await b.wait_drained(5)
-        await admin.publish(topics.cmd, b"", retain=True, qos=1)  # clear the retained command
+        clear = topics.command_topic(ADMIN)
+        await admin.publish(clear, b"", retain=True, qos=1)  # clear the retained command
     replies = _payloads(seen.messages, "reply")
     assert [r["id"] for r in replies] == ["stale", "same-id", "same-id"]
     assert replies[0]["ok"] is False and "retained" in replies[0]["error"]["reason"]
@@ -230,7 +233,8 @@ async def test_remote_commands_are_recorded_in_the_treatment_log(
         ("remote-command", "status", 1), ("remote-command", "run", 0),
     ]  # fmt: skip
     assert json.loads(events[1].detail)["error"]["code"] == "not-allowed"
-    assert json.loads(events[1].detail)["from"] == "nurse-station"
+    detail = json.loads(events[1].detail)
+    assert (detail["sender"], detail["from_unverified"]) == (OPERATOR, "nurse-station")
 
 
 async def test_wrong_credentials_stop_the_bridge_with_a_clear_error(

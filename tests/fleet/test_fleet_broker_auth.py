@@ -12,7 +12,7 @@ import ssl
 
 import aiomqtt
 import pytest
-from _fleet_helpers import ADMIN, OPERATOR, WATCHER, FleetBroker, subscribed
+from _fleet_helpers import ADMIN, ARCHIVERS, OPERATOR, WATCHER, FleetBroker, subscribed
 
 from micropen.host.fleet.broker import BrokerConfig, parse_broker_url
 from micropen.host.fleet.errors import BrokerConfigError
@@ -59,7 +59,7 @@ async def test_a_pen_cannot_send_commands_to_another_pen(fleet_broker: FleetBrok
     target, own = PenTopics("clinic", "PEN-B"), PenTopics("clinic", "PEN-A")
     async with subscribed(fleet_broker.config(ADMIN), "micropen/v1/clinic/#") as (_, seen):
         async with fleet_broker.config("PEN-A").client("pen-a") as pen_a:
-            await pen_a.publish(target.cmd, b'{"command": "stop"}', qos=1)
+            await pen_a.publish(target.command_topic("PEN-A"), b'{"command": "stop"}', qos=1)
             await pen_a.publish(own.status, b"{}", qos=1)
         await seen.wait_for(lambda ms: ms)
     assert [str(m.topic) for m in seen.messages] == [own.status]
@@ -71,21 +71,26 @@ async def test_watchers_are_read_only_and_operators_may_command(
     pen = PenTopics("clinic", "PEN-B")
     async with subscribed(fleet_broker.config(ADMIN), "micropen/v1/clinic/#") as (_, seen):
         async with fleet_broker.config(WATCHER).client("watcher") as watcher:
-            await watcher.publish(pen.cmd, b"watcher", qos=1)
+            await watcher.publish(pen.command_topic(WATCHER), b"watcher", qos=1)
             await watcher.publish(pen.status, b"watcher", qos=1)
         async with fleet_broker.config(OPERATOR).client("operator") as operator:
             await operator.publish(pen.status, b"operator", qos=1)  # denied: not a pen
-            await operator.publish(pen.cmd, b"operator", qos=1)
+            await operator.publish(pen.command_topic(ADMIN), b"as admin", qos=1)  # not its name
+            await operator.publish(pen.cmd, b"no sender level", qos=1)  # denied: no name
+            await operator.publish(pen.command_topic(OPERATOR), b"operator", qos=1)
         await seen.wait_for(lambda ms: ms)
-    assert [(str(m.topic), m.payload) for m in seen.messages] == [(pen.cmd, b"operator")]
+    assert [(str(m.topic), m.payload) for m in seen.messages] == [
+        (pen.command_topic(OPERATOR), b"operator")
+    ]
 
 
 async def test_a_pen_reads_only_its_own_command_topic(fleet_broker: FleetBroker) -> None:
     pen_a, pen_b = PenTopics("clinic", "PEN-A"), PenTopics("clinic", "PEN-B")
-    async with subscribed(fleet_broker.config("PEN-A"), pen_a.cmd, pen_b.cmd) as (_, seen):
+    filters = (pen_a.command_filter, pen_b.command_filter)
+    async with subscribed(fleet_broker.config("PEN-A"), *filters) as (_, seen):
         async with fleet_broker.config(OPERATOR).client("operator") as operator:
-            await operator.publish(pen_b.cmd, b"for B", qos=1)
-            await operator.publish(pen_a.cmd, b"for A", qos=1)
+            await operator.publish(pen_b.command_topic(OPERATOR), b"for B", qos=1)
+            await operator.publish(pen_a.command_topic(OPERATOR), b"for A", qos=1)
         await seen.wait_for(lambda ms: ms)
     assert [m.payload for m in seen.messages] == [b"for A"]
 
@@ -169,10 +174,10 @@ async def test_shared_subscriptions_split_messages_between_consumers(
     """docs/fleet.md advises `$share/archivers/...` for archivers; MQTT 3.1.1 clients too."""
     shared = "$share/archivers/micropen/v1/shared/+/sessions"
     topic = PenTopics("shared", "PEN-A").sessions
-    admin = fleet_broker.config(ADMIN)
+    one, two = (fleet_broker.config(user) for user in ARCHIVERS)  # one client per user
     async with (
-        subscribed(admin, shared, identifier="archiver-1") as (_, first),
-        subscribed(admin, shared, identifier="archiver-2") as (_, second),
+        subscribed(one, shared, identifier="archiver-1") as (_, first),
+        subscribed(two, shared, identifier="archiver-2") as (_, second),
         fleet_broker.config("PEN-A").client("pen-a") as pen,
     ):
         for i in range(20):

@@ -27,11 +27,11 @@ from micropen.host.fleet.commands import (
 from micropen.host.fleet.errors import BrokerConfigError
 from micropen.protocol.messages import FaultCode, PenState, SimParam
 
-SCHEMA = "micropen.command/1"
+SCHEMA = "micropen.command/2"
 
 
 def _raw(**fields: Any) -> bytes:
-    return json.dumps({"schema": SCHEMA, **fields}).encode()
+    return json.dumps({"schema": SCHEMA, "sent_at": 1.0, **fields}).encode()
 
 
 def _cmd(cid: str, name: str, args: dict[str, Any] | None = None) -> Command:
@@ -43,7 +43,7 @@ def _cmd(cid: str, name: str, args: dict[str, Any] | None = None) -> Command:
 @pytest.mark.parametrize("length", [1, 128])
 def test_ids_and_names_of_1_to_128_chars_are_read(length: int) -> None:
     command = parse_command(_raw(id="i" * length, command="n" * length))
-    assert command == Command("i" * length, "n" * length, {}, None)
+    assert command == Command("i" * length, "n" * length, {}, None, sent_at=1.0)
 
 
 def test_an_empty_or_129_char_id_is_refused() -> None:
@@ -65,15 +65,15 @@ def test_a_retained_command_is_refused_before_its_schema_is_read() -> None:
     with pytest.raises(CommandRefused, match="retained commands are refused"):
         parse_command(payload, retained=True)
     with pytest.raises(
-        CommandRefused, match="schema 'other/9'; this bridge reads micropen.command/1"
+        CommandRefused, match="schema 'other/9'; this bridge reads micropen.command/2"
     ):
         parse_command(payload)
 
 
 @pytest.mark.parametrize("schema", ["alpha/1", "micropen.command/0", None])
 def test_any_other_schema_is_refused(schema: str | None) -> None:
-    fields = {"id": "s1", "command": "stop"} | ({"schema": schema} if schema else {})
-    with pytest.raises(CommandRefused, match="this bridge reads micropen.command/1") as refused:
+    fields = {"id": "s1", "command": "stop", "sent_at": 1} | ({"schema": schema} if schema else {})
+    with pytest.raises(CommandRefused, match="this bridge reads micropen.command/2") as refused:
         parse_command(json.dumps(fields).encode())
     assert (refused.value.code, refused.value.command_id) == ("bad-request", "s1")
 
@@ -89,11 +89,12 @@ def test_retained_must_be_named() -> None:
         parse_command(_raw(id="k1", command="stop"), True)  # type: ignore[misc]
 
 
-def test_args_default_to_empty_and_a_sender_must_be_text() -> None:
-    assert parse_command(_raw(id="a", command="stop", args={"x": 1}, **{"from": "desk"})) == (
-        Command("a", "stop", {"x": 1}, "desk")
-    )
-    assert parse_command(_raw(id="a", command="stop", **{"from": 3})).sender is None
+def test_args_default_to_empty_and_a_display_name_must_be_printable_text() -> None:
+    assert parse_command(
+        _raw(id="a", command="status", args={"x": 1}, **{"from": "desk"}), sender="op"
+    ) == Command("a", "status", {"x": 1}, "op", "desk", 1.0)
+    for bad in (3, "", "x" * 129, "desk\n2", "evil\u202etxt"):  # dropped, never refused
+        assert parse_command(_raw(id="a", command="stop", **{"from": bad})).display_name is None
     assert parse_command(_raw(id="a", command="stop")).args == {}
 
 
@@ -209,7 +210,9 @@ async def test_the_envelope_is_checked_before_sending(pen: AsyncPen) -> None:
             "envelope",
             f"telemetry rate {hz} Hz is outside 0–1000",
         )
-    assert "unknown treatment area 'elbow'" in _refused(pen, "stop", area="elbow").reason
+    check_envelope(pen, _cmd("s", "stop", {"area": "elbow"}))  # a stop is never refused (hazard 2)
+    elbow = _refused(pen, "set_depth", depth_mm=0.5, area="elbow")
+    assert "unknown treatment area 'elbow'" in elbow.reason
 
 
 async def test_arguments_must_be_numbers_of_the_right_kind(pen: AsyncPen) -> None:
