@@ -12,8 +12,12 @@ Delivery:
   ``status_interval``; the last will (retained) says ``online: false`` if the bridge vanishes.
 * telemetry — QoS 0 batches every ``telemetry_interval``; numbered, so loss shows as a jump in
   ``seq``. Batches due while the broker is down are dropped *and numbered*, so the gap shows.
-* events, faults, run reports — QoS 1 through the on-disk :class:`Outbox`, committed by the pen
-  listener before the host acknowledges the pen's frame, deleted only after the PUBACK.
+* events, faults, run reports, and the fleet records (``records/{kind}``, host/fleet/records.py)
+  — QoS 1 through the on-disk :class:`Outbox`, committed by the bridge's record sink (the path
+  the treatment log is written on) before the host acknowledges the pen's frame; an outbox that
+  cannot store them ends the link epoch unacknowledged (the pen keeps the record); deleted only
+  after the PUBACK. Calibration records are queued from the calibration store (a scan at each
+  connect and every ``status_interval``; each record once: Outbox ``remember``).
 """
 
 from __future__ import annotations
@@ -24,13 +28,14 @@ import json
 import logging
 import time
 import uuid
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable, Coroutine, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import aiomqtt
 
+from micropen.protocol.errors import MicropenError
 from micropen.protocol.messages import Event, FaultReport, RunReport, Status, Telemetry
 
 from ..connection import AsyncPen, ConnectionNotice
@@ -38,6 +43,7 @@ from ..errors import HostError
 from ..tasks import TaskScope, cancel_and_wait, wait_event
 from ..treatment_log import TreatmentLog
 from . import payloads as P
+from . import records as R
 from .batcher import TelemetryBatcher
 from .broker import BrokerConfig
 from .commands import Command, CommandPolicy, CommandRefused, RecentReplies, execute, parse_command
@@ -65,6 +71,7 @@ class BridgeConfig:
     calibration_due: str | None = None  # YYYY-MM-DD when known
     command_timeout: float = 5.0
     backoff: tuple[float, ...] = BACKOFF
+    calibration_store: Path | None = None  # calibration records of this pen are published
 
     def __post_init__(self) -> None:
         check_level("site", self.site)
@@ -123,6 +130,14 @@ class FleetBridge:
         self._final_stats: dict[str, Any] | None = None
         self._session_connected = False
         self._remove_listener = pen.add_listener(self._on_pen_message)
+        self._remove_sink = pen.add_record_sink(self._on_record)
+        try:
+            self._queue_records(self._session_records())
+        except FleetError:
+            self._remove_sink()
+            self._remove_listener()
+            self.outbox.close()
+            raise
 
     # ------------------------------------------------------------------ lifecycle
     async def __aenter__(self) -> FleetBridge:
@@ -147,6 +162,7 @@ class FleetBridge:
                 await self._end(task, timeout)
         finally:  # cancelled meanwhile too: the task is ended and the outbox released
             self._remove_listener()
+            self._remove_sink()
             if self._final_stats is None:
                 self._final_stats = self.statistics()
                 self.outbox.close()
@@ -231,30 +247,105 @@ class FleetBridge:
 
     # ------------------------------------------------------------------ pen side
     def _on_pen_message(self, message: Any) -> None:
-        """Runs on the pen's loop before the pen's frame is acknowledged: commit first."""
+        """Telemetry and link state (records went through :meth:`_on_record` already)."""
         if isinstance(message, Telemetry):
             self.batcher.add(message)
-            return
-        ident = self.pen.identity
-        boot = ident.boot_id if ident is not None else 0
-        site, serial, now = self.config.site, self.serial, self._clock()
-        if isinstance(message, RunReport):
-            self._queue("sessions", P.session_payload(site, serial, boot, message, now))
-        elif isinstance(message, FaultReport):
-            payload = P.fault_payload(site, serial, boot, message, now)
-            self._last_fault = {k: payload[k] for k in ("code", "value", "run_id", "at")}
-            self._queue("events", payload)
-        elif isinstance(message, Event):
-            self._queue("events", P.pen_event_payload(site, serial, boot, message, now))
         elif isinstance(message, ConnectionNotice):
             self._link_up = message.kind != "lost"
-            self._queue("events", P.event_payload(
+            self._status_dirty.set()
+
+    def _on_record(self, item: Any) -> None:
+        """The record sink: runs on the pen's loop before the pen's frame is acknowledged.
+        Everything an item makes is committed in one outbox transaction; an OutboxError is
+        raised to the connection, which then does not acknowledge the record."""
+        ident = self.pen.identity
+        boot = ident.boot_id if ident is not None else 0
+        now = self._clock()
+        legacy = self._legacy_payloads(item, boot, now)
+        records = R.from_pen_record(self.config.site, self.serial, boot, item, now)
+        if isinstance(item, ConnectionNotice) and item.kind == "rebooted":
+            records += self._session_records()
+        self._queue_records(records, legacy=legacy)
+        self._status_dirty.set()
+
+    def _session_records(self) -> list[dict[str, Any]]:
+        ident = self.pen.identity
+        assert ident is not None
+        return [R.session_record(
+            self.config.site, ident, host_session=self.pen.session,
+            simulated=self.pen.is_simulated, at=self._clock(),
+        )]  # fmt: skip
+
+    def _queue_records(
+        self,
+        records: list[dict[str, Any]],
+        *,
+        legacy: Sequence[tuple[str, dict[str, Any]]] = (),
+        remember: bool = False,
+    ) -> int:
+        """Commit records (and the legacy channel payloads of the same item) in one outbox
+        transaction; OutboxError (counted) if the outbox cannot."""
+        rows = [(p["id"], self.topics.topic(c), encode(p)) for c, p in legacy]
+        rows += [
+            (f"records/{_kind(p)}/{p['id']}", R.record_topic(p["site"], p["serial"], _kind(p)),
+             encode(p))
+            for p in records
+        ]  # fmt: skip
+        if not rows:
+            return 0
+        try:
+            added = self.outbox.put_many(rows, remember=remember)
+        except FleetError:
+            self.counters["outbox_errors"] += 1
+            log.error(
+                "fleet outbox: %d record(s) NOT queued; the pen is not acknowledged", len(rows)
+            )
+            raise
+        self.counters["queued"] += added
+        self._drained.clear()
+        self._outbox_wake.set()
+        return added
+
+    def _legacy_payloads(
+        self, message: Any, boot: int, now: float
+    ) -> list[tuple[str, dict[str, Any]]]:
+        """The events/sessions channel payloads (micropen.event/1, micropen.session/1)."""
+        site, serial = self.config.site, self.serial
+        if isinstance(message, RunReport):
+            return [("sessions", P.session_payload(site, serial, boot, message, now))]
+        if isinstance(message, FaultReport):
+            payload = P.fault_payload(site, serial, boot, message, now)
+            self._last_fault = {k: payload[k] for k in ("code", "value", "run_id", "at")}
+            return [("events", payload)]
+        if isinstance(message, Event):
+            return [("events", P.pen_event_payload(site, serial, boot, message, now))]
+        if isinstance(message, ConnectionNotice):
+            return [("events", P.event_payload(
                 site, serial, boot_id=boot, kind="link", code=message.kind, value=0, run_id=0,
                 pen_t_ms=None, at=now, detail=message.detail,
-            ))  # fmt: skip
-        else:
-            return
-        self._status_dirty.set()
+            ))]  # fmt: skip
+        return []
+
+    def publish_calibrations(self) -> int:
+        """Queue this pen's finished calibration records not queued before; how many."""
+        path = self.config.calibration_store
+        if path is None or not Path(path).exists():
+            return 0
+        from ..calibration.records import RecordStore
+
+        found = [r for r in RecordStore(path).history(self.serial) if r.finished_at is not None]
+        ids = {f"records/calibration/calibration:{r.record_id}": r for r in found}
+        done = self.outbox.published(ids)
+        fresh = [r for key, r in ids.items() if key not in done]
+        records = [R.calibration_record(self.config.site, r.to_dict(), at=self._clock())
+                   for r in fresh]  # fmt: skip
+        return self._queue_records(records, remember=True)
+
+    def _scan_calibrations(self) -> None:
+        try:
+            self.publish_calibrations()
+        except MicropenError as exc:  # the store is read again at the next scan
+            log.warning("fleet: calibration records of %s not queued: %s", self.serial, exc)
 
     def _queue(self, channel: str, payload: dict[str, Any]) -> None:
         try:
@@ -343,6 +434,7 @@ class FleetBridge:
 
     async def _status_loop(self, client: aiomqtt.Client, ending: asyncio.Event) -> None:
         while not ending.is_set():
+            self._scan_calibrations()
             self._status_dirty.clear()  # before reading: a change during the read is not lost
             await self._publish_status(client)
             await wait_event(self._status_dirty, self.config.status_interval)
@@ -545,6 +637,11 @@ class FleetBridge:
                 callback(notice)
             except Exception:
                 log.exception("fleet notice listener %r failed", callback)
+
+
+def _kind(payload: dict[str, Any]) -> str:
+    """The record kind of a record payload: its topic's last level."""
+    return R.KIND_OF_SCHEMA[str(payload["schema"])]
 
 
 def _auth_refused(exc: BaseException) -> bool:

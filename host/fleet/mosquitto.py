@@ -30,7 +30,7 @@ from .errors import FleetError
 
 __all__ = ["LocalMosquitto", "TLSFiles", "find_mosquitto", "fleet_acl", "free_port"]
 
-PEN_WRITES = ("status", "telemetry", "events", "sessions", "reply")
+PEN_WRITES = ("status", "telemetry", "events", "sessions", "reply", "records/#")
 
 
 def find_mosquitto() -> str | None:
