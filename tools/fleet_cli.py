@@ -33,6 +33,7 @@ from micropen.host.fleet import (
 )
 from micropen.host.fleet.commands import OPT_IN
 
+from . import fleet_ingest_cli
 from .common import JsonOption, PenOption, emit_json, errors_to_exit, fail
 
 app = typer.Typer(
@@ -287,3 +288,7 @@ def _parse_arg(text: str) -> tuple[str, Any]:
 
 if __name__ == "__main__":
     app()
+
+
+# --- ingest, db, export (fleet records into PostgreSQL) --------------------------------------
+fleet_ingest_cli.register(app)

@@ -192,7 +192,7 @@ for _schema in (
         {
             **_RECORD,
             "boot_id": "pen boot id",
-            "host_session": "the host's session number with the pen",
+            "host_session": "the host's session number with the pen (null in exports)",
             "model": "pen model",
             "firmware": "pen firmware major.minor.patch",
             "protocol_version": "wire protocol version",
