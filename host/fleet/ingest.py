@@ -196,7 +196,9 @@ class IngestWorker:
     # ------------------------------------------------------------------ database
     async def _connection(self) -> psycopg.AsyncConnection[Any]:
         if self._db is None or self._db.closed:
-            self._db = await psycopg.AsyncConnection.connect(self.dsn, autocommit=False)
+            self._db = await psycopg.AsyncConnection.connect(
+                self.dsn, autocommit=False, application_name=self.config.client_id
+            )  # named in pg_stat_activity: which worker holds what
             self.counters["db_connects"] += 1
         return self._db
 

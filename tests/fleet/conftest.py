@@ -16,6 +16,7 @@ from pathlib import Path
 import pytest
 from _fleet_certs import make_pki
 from _fleet_helpers import ADMIN, OPERATOR, PEN_SERIALS, WATCHER, FleetBroker, password
+from _fleet_pg import fleet_db, pg_cluster  # noqa: F401  (PostgreSQL fixtures)
 
 from micropen.host.fleet.mosquitto import LocalMosquitto, TLSFiles, find_mosquitto, fleet_acl
 
