@@ -213,10 +213,12 @@ class IngestWorker:
                 stored = rejects = 0
                 async with db.transaction(), db.cursor() as cur:
                     for topic, data, stmts, bad, _ in prepared:
-                        if bad is None and await self._try(db, cur, stmts):
-                            stored += 1
-                            continue
-                        reason = bad or "the database refused it (see the server log)"
+                        if bad is None:
+                            bad = await self._try(db, cur, stmts)
+                            if bad is None:
+                                stored += 1
+                                continue
+                        reason = bad
                         sql, params = rejected(topic, data, reason)
                         await cur.execute(sql, params)
                         rejects += 1
@@ -237,17 +239,18 @@ class IngestWorker:
     async def _try(
         self, db: psycopg.AsyncConnection[Any], cur: psycopg.AsyncCursor[Any],
         stmts: list[Statement],
-    ) -> bool:  # fmt: skip
-        """Run one message's statements in a savepoint; False if the database refused them
-        (a constraint, a value out of range): the batch goes on without it."""
+    ) -> str | None:  # fmt: skip
+        """Run one message's statements in a savepoint; why the database refused them (a
+        constraint, a value out of range: the batch goes on without it), None when stored."""
         try:
             async with db.transaction():
                 for sql, params in stmts:
                     await cur.execute(sql, params)
         except (psycopg.IntegrityError, psycopg.DataError) as exc:
-            log.warning("ingest: a record was refused by the database: %s", exc)
-            return False
-        return True
+            why = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+            log.warning("ingest: a record was refused by the database: %s", why)
+            return f"refused by the database: {why}"
+        return None
 
     def _prepare(
         self, message: aiomqtt.Message
