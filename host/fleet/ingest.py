@@ -53,6 +53,10 @@ RECORDS_FILTER = f"{TOPIC_ROOT}/+/+/records/#"
 BACKOFF = (0.1, 0.25, 0.5, 1.0, 2.0, 5.0)
 
 
+class _Stopped(Exception):
+    """stop() while the database was unreachable: the batch in hand is left unacknowledged."""
+
+
 @dataclass(frozen=True)
 class IngestConfig:
     group: str = "micropen-ingest"
@@ -137,6 +141,8 @@ class IngestWorker:
                 try:
                     await self._session()
                     attempt = 0
+                except _Stopped:
+                    break
                 except aiomqtt.MqttError as exc:
                     self.counters["mqtt_disconnects"] += 1
                     self._notice("disconnected", reason=str(exc) or type(exc).__name__)
@@ -167,31 +173,45 @@ class IngestWorker:
             await client.subscribe(self.config.subscription, qos=1)
             self._notice("subscribed", subscription=self.config.subscription,
                          broker=self.broker.url)  # fmt: skip
-            consume = asyncio.ensure_future(self._consume(client))
-            stopping = asyncio.ensure_future(self._stop.wait())
-            try:
-                await asyncio.wait({consume, stopping}, return_when=asyncio.FIRST_COMPLETED)
-            finally:
-                for task in (consume, stopping):
-                    task.cancel()
-                await asyncio.gather(consume, stopping, return_exceptions=True)
-            if consume.done() and not consume.cancelled() and consume.exception() is not None:
-                raise consume.exception()  # type: ignore[misc]
+            await self._consume(client)
+            # a clean stop: leave the group first, so the broker routes nothing more to this
+            # (persistent) session, then store and ack what had already arrived
+            await client.unsubscribe(self.config.subscription)
+            while len(client.messages):
+                await self._batch(client, await anext(client.messages))
+            self._notice("left-group", subscription=self.config.subscription)
 
     async def _consume(self, client: aiomqtt.Client) -> None:
+        """Batches until stop() (a batch being stored is finished first, then acked)."""
         messages = client.messages
-        while True:
-            batch = [await anext(messages)]
-            while len(messages) and len(batch) < self.config.batch_max:
-                batch.append(await anext(messages))
-            self.counters["received"] += len(batch)
-            times = await self._store(batch)
-            committed = self._clock()
-            for message in batch:
-                client._client.ack(message.mid, message.qos)
-                self.counters["acked"] += 1
-            self.counters["batches"] += 1
-            self.latencies.extend(committed - at for at in times)
+        stopping = asyncio.ensure_future(self._stop.wait())
+        try:
+            while not self._stop.is_set():
+                arriving = asyncio.ensure_future(anext(messages))
+                await asyncio.wait({arriving, stopping}, return_when=asyncio.FIRST_COMPLETED)
+                if not arriving.done():
+                    arriving.cancel()
+                    await asyncio.gather(arriving, return_exceptions=True)
+                    return
+                await self._batch(client, arriving.result())
+        finally:
+            stopping.cancel()
+
+    async def _batch(self, client: aiomqtt.Client, first: aiomqtt.Message) -> None:
+        """Store ``first`` and what else has arrived (up to batch_max) in one transaction;
+        then, and only then, acknowledge them, in arrival order."""
+        messages = client.messages
+        batch = [first]
+        while len(messages) and len(batch) < self.config.batch_max:
+            batch.append(await anext(messages))
+        self.counters["received"] += len(batch)
+        times = await self._store(batch)
+        committed = self._clock()
+        for message in batch:
+            client._client.ack(message.mid, message.qos)
+            self.counters["acked"] += 1
+        self.counters["batches"] += 1
+        self.latencies.extend(committed - at for at in times)
 
     # ------------------------------------------------------------------ database
     async def _connection(self) -> psycopg.AsyncConnection[Any]:
@@ -234,7 +254,7 @@ class IngestWorker:
                 delay = self.config.backoff[min(attempt, len(self.config.backoff) - 1)]
                 attempt += 1
                 if await wait_event(self._stop, delay):
-                    raise asyncio.CancelledError from exc
+                    raise _Stopped from exc  # the batch stays unacknowledged: redelivered
 
     async def _try(
         self, db: psycopg.AsyncConnection[Any], cur: psycopg.AsyncCursor[Any],
