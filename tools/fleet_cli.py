@@ -109,6 +109,14 @@ def bridge(
     calibration_due: Annotated[
         str | None, typer.Option("--calibration-due", help="YYYY-MM-DD, shown by watchers")
     ] = None,
+    calibration_store: Annotated[
+        Path | None,
+        typer.Option(
+            "--calibration-store",
+            help="Publish this pen's calibration records from this store (default: the "
+            "bench's calibration.sqlite, if there is one)",
+        ),
+    ] = None,
     seconds: Annotated[
         float | None, typer.Option("--seconds", help="Stop after S seconds (default: run on)")
     ] = None,
@@ -116,7 +124,8 @@ def bridge(
         bool, typer.Option("--json", help="One JSON line per notice, then a summary line")
     ] = False,
 ) -> None:
-    """Publish a pen's status, telemetry, events and run reports; accept status/stop."""
+    """Publish a pen's status, telemetry, events, run reports and fleet records; accept
+    status/stop."""
     broker = _broker(mqtt, username, password_file, cafile, client_cert, client_key)
     with errors_to_exit():
         config = BridgeConfig(
@@ -124,6 +133,7 @@ def bridge(
             queue_dir=queue_dir or paths.fleet_outbox_dir(),
             allow=frozenset(allow or ()),
             calibration_due=_check_date(calibration_due),
+            calibration_store=calibration_store or paths.calibration_db(),
         )
     with errors_to_exit(), _broker_errors():
         stats = asyncio.run(_run_bridge(pen, broker, config, telemetry_hz, seconds, as_json))

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -205,3 +206,31 @@ async def test_records_reach_the_broker_with_exact_counts(
               and p["action"] == "used"]  # fmt: skip
     assert used["run_id"] == report.run_id and used["lot"]
     assert len({p["id"] for p in payloads}) == len(payloads)
+
+
+async def test_calibration_records_are_queued_once_from_the_store(tmp_path: Path) -> None:
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "calibration"))
+    from _cal_helpers import make_record
+
+    from micropen.host.calibration.records import RecordStore
+
+    pen = await AsyncPen.open("sim://?seed=13", log=False, command_timeout=5)
+    assert pen.identity is not None
+    store = RecordStore(tmp_path / "calibration.sqlite")
+    mine, other = make_record(serial=pen.identity.serial), make_record(serial="SIM-999999")
+    for record in (mine, other):
+        store.begin(record)
+        store.finish(record)
+    config = BridgeConfig(site=SITE, queue_dir=tmp_path / "q", calibration_store=store.path)
+    bridge = FleetBridge(pen, NOWHERE, config)
+    try:
+        assert bridge.publish_calibrations() == 1, "this pen's finished record, not the other's"
+        [entry] = [e for e in bridge.outbox.peek() if "/records/calibration" in e.topic]
+        payload = decode(entry.payload, "records/calibration")
+        assert payload["record_id"] == mine.record_id
+        assert payload["certificate_number"] == mine.certificate_number
+        bridge.outbox.delete(entry.seq)  # delivered
+        assert bridge.publish_calibrations() == 0, "a later scan does not queue it again"
+    finally:
+        await bridge.close()
+        await pen.close()
