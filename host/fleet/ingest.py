@@ -53,6 +53,10 @@ RECORDS_FILTER = f"{TOPIC_ROOT}/+/+/records/#"
 BACKOFF = (0.1, 0.25, 0.5, 1.0, 2.0, 5.0)
 
 
+# (topic, payload, statements, why it is rejected or None, the record's 'at' or None)
+_Prepared = tuple[str, bytes, list[Statement], str | None, float | None]
+
+
 class _Stopped(Exception):
     """stop() while the database was unreachable: the batch in hand is left unacknowledged."""
 
@@ -230,21 +234,15 @@ class IngestWorker:
         while True:
             try:
                 db = await self._connection()
-                stored = rejects = 0
-                async with db.transaction(), db.cursor() as cur:
-                    for topic, data, stmts, bad, _ in prepared:
-                        if bad is None:
-                            bad = await self._try(db, cur, stmts)
-                            if bad is None:
-                                stored += 1
-                                continue
-                        reason = bad
-                        sql, params = rejected(topic, data, reason)
-                        await cur.execute(sql, params)
-                        rejects += 1
+                try:  # the fast path: the whole batch pipelined, no round trip per statement
+                    stored, rejects = await self._store_pipelined(db, prepared)
+                except (psycopg.IntegrityError, psycopg.DataError):
+                    # one message refused: the transaction is rolled back; redo the batch
+                    # with a savepoint per message, keeping the refused one as rejected
+                    stored, rejects = await self._store_one_by_one(db, prepared)
                 self.counters["stored"] += stored
                 self.counters["rejected"] += rejects
-                return [p[4] for p in prepared if p[4] is not None]
+                return [p[4] for p in prepared if p[4] is not None and p[3] is None]
             except psycopg.OperationalError as exc:
                 self.counters["db_errors"] += 1
                 self._notice("db-unavailable", reason=str(exc).strip().splitlines()[0][:200])
@@ -255,6 +253,35 @@ class IngestWorker:
                 attempt += 1
                 if await wait_event(self._stop, delay):
                     raise _Stopped from exc  # the batch stays unacknowledged: redelivered
+
+    async def _store_pipelined(
+        self, db: psycopg.AsyncConnection[Any], prepared: list[_Prepared]
+    ) -> tuple[int, int]:
+        stored = rejects = 0
+        async with db.transaction(), db.pipeline(), db.cursor() as cur:
+            for topic, data, stmts, bad, _ in prepared:
+                if bad is not None:
+                    await cur.execute(*rejected(topic, data, bad))
+                    rejects += 1
+                    continue
+                for sql, params in stmts:
+                    await cur.execute(sql, params)
+                stored += 1
+        return stored, rejects
+
+    async def _store_one_by_one(
+        self, db: psycopg.AsyncConnection[Any], prepared: list[_Prepared]
+    ) -> tuple[int, int]:
+        stored = rejects = 0
+        async with db.transaction(), db.cursor() as cur:
+            for topic, data, stmts, bad, _ in prepared:
+                why = bad if bad is not None else await self._try(db, cur, stmts)
+                if why is None:
+                    stored += 1
+                    continue
+                await cur.execute(*rejected(topic, data, why))
+                rejects += 1
+        return stored, rejects
 
     async def _try(
         self, db: psycopg.AsyncConnection[Any], cur: psycopg.AsyncCursor[Any],
@@ -272,9 +299,7 @@ class IngestWorker:
             return f"refused by the database: {why}"
         return None
 
-    def _prepare(
-        self, message: aiomqtt.Message
-    ) -> tuple[str, bytes, list[Statement], str | None, float | None]:
+    def _prepare(self, message: aiomqtt.Message) -> _Prepared:
         """(topic, payload, statements, why rejected or None, record time or None)."""
         topic = str(message.topic)
         payload = message.payload
