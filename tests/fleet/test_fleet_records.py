@@ -137,7 +137,7 @@ async def test_a_full_outbox_leaves_the_pens_record_unacknowledged(tmp_path: Pat
         await pen.set_depth(0.5)
         await pen.set_rate(90)
         run = asyncio.create_task(pen.run(depth_mm=0.5, rate_sps=90, area="forehead",
-                                          strokes=400))  # fmt: skip
+                                          strokes=200))  # fmt: skip
         await _until(lambda: sim.state is PenState.RUNNING and sim.physics.phase >= 5, 5.0,
                      "the run delivering strokes")  # fmt: skip
         box = bridge.outbox
@@ -165,7 +165,7 @@ async def test_a_full_outbox_leaves_the_pens_record_unacknowledged(tmp_path: Pat
     finally:
         await again.close()
     [report] = [m for m in seen if isinstance(m, RunReport)]
-    assert (report.run_id, report.outcome, report.strokes) == (1, RunOutcome.COMPLETED, 400)
+    assert (report.run_id, report.outcome, report.strokes) == (1, RunOutcome.COMPLETED, 200)
 
 
 async def test_records_reach_the_broker_with_exact_counts(
