@@ -20,10 +20,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import random
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Iterable
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
@@ -142,6 +143,7 @@ class AsyncPen:
         open_session: bool = True,
         keys: HostKeys | None = None,
         batch_telemetry: bool = True,
+        record_sinks: Iterable[RecordSink] = (),
     ) -> None:
         self.transport = transport
         self.keys = keys  # this host's pairings (None: never authenticate)
@@ -177,7 +179,9 @@ class AsyncPen:
         # obeyed after it (an urgent Stop overtakes a lost Run frame), so it is stopped again
         self._stops_sent = 0
         self._listeners: list[Callable[[Any], None]] = []
-        self._record_sinks: list[RecordSink] = []  # stores beside the log (record_sinks.py)
+        # stores beside the log (record_sinks.py); given here, a sink hears of the connection
+        # (on_connected) before the pen hands anything over, as the recorder does
+        self._record_sinks: list[RecordSink] = list(record_sinks)
         self._override_reason: str | None = None
         ready = asyncio.Event()
         self._pump = LinkPump(
@@ -317,6 +321,10 @@ class AsyncPen:
             recorded(lambda: self.recorder.on_connected(self, first))
             if rebooted:  # logged before anything of the new boot is
                 recorded(lambda: self.recorder.on_notification(rebooted_notice))
+        for sink in list(self._record_sinks):
+            connected = getattr(sink, "on_connected", None)
+            if connected is not None:
+                recorded(functools.partial(connected, self, first))
         if rebooted:  # the sinks, too, hear of the new boot before its records
             recorded(lambda: self._to_sinks(rebooted_notice))
         resumed = False

@@ -11,6 +11,11 @@ acknowledged, right after the treatment log took it:
 * host records: :class:`OverrideRecord` (before the deeper depth is sent to the pen) and
   :class:`RunStartRecord` (after the pen accepted the run; it carries the cartridge's lot).
 
+A sink given to the connection when it is made (``AsyncPen.open(url, record_sinks=[...])``)
+sees every record of the session, also those the pen hands over right after the handshake; if
+it has an ``on_connected(pen, first)`` method, that is called before the pen session opens
+(the pen's identity is known then), as the treatment log's recorder is.
+
 A sink stores the record and returns, or raises a :class:`MicropenError` (its own error type)
 when it could not: the connection then ends the link epoch before any acknowledgement leaves,
 exactly as for a treatment log that cannot write (the pen keeps the record and re-sends it to

@@ -32,6 +32,7 @@ from micropen.host.fleet import (
     send_command,
 )
 from micropen.host.fleet.commands import OPT_IN
+from micropen.host.fleet.record_outbox import RecordOutbox
 
 from . import fleet_ingest_cli
 from .common import JsonOption, PenOption, emit_json, errors_to_exit, fail
@@ -151,15 +152,18 @@ async def _run_bridge(
     seconds: float | None,
     as_json: bool,
 ) -> dict[str, Any]:
-    pen = await AsyncPen.open(pen_url)
+    # the record sink goes in with the connection: it stores what the pen hands over at once
+    records = RecordOutbox(config)
+    pen = await AsyncPen.open(pen_url, record_sinks=[records])
     try:
         if telemetry_hz is not None:
             await pen.set_telemetry(telemetry_hz)
-        async with FleetBridge(pen, broker, config) as fleet_bridge:
+        async with FleetBridge(pen, broker, config, records=records) as fleet_bridge:
             fleet_bridge.add_notice_listener(emit_json if as_json else _print_notice)
             await fleet_bridge.wait(seconds)
         return fleet_bridge.statistics()
     finally:
+        records.close()
         await pen.close()
 
 

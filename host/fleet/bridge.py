@@ -28,7 +28,7 @@ import json
 import logging
 import time
 import uuid
-from collections.abc import Callable, Coroutine, Sequence
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -36,19 +36,19 @@ from typing import Any
 import aiomqtt
 
 from micropen.protocol.errors import MicropenError
-from micropen.protocol.messages import Event, FaultReport, RunReport, Status, Telemetry
+from micropen.protocol.messages import Status, Telemetry
 
 from ..connection import AsyncPen, ConnectionNotice
 from ..errors import HostError
 from ..tasks import TaskScope, cancel_and_wait, wait_event
 from ..treatment_log import TreatmentLog
 from . import payloads as P
-from . import records as R
 from .batcher import TelemetryBatcher
 from .broker import BrokerConfig
 from .commands import Command, CommandPolicy, CommandRefused, RecentReplies, execute, parse_command
 from .errors import BrokerConfigError, BrokerRefused, FleetError
 from .outbox import Outbox
+from .record_outbox import RecordOutbox
 from .topics import PenTopics, check_level, encode
 
 __all__ = ["BridgeConfig", "FleetBridge"]
@@ -90,6 +90,7 @@ class FleetBridge:
         *,
         treatment_log: TreatmentLog | None = None,
         clock: Callable[[], float] = time.time,
+        records: RecordOutbox | None = None,
     ) -> None:
         if pen.identity is None:
             raise FleetError("open the pen (AsyncPen.open) before bridging it")
@@ -100,10 +101,11 @@ class FleetBridge:
         self.broker = broker.for_pen(self.serial)
         self.policy = CommandPolicy(self.config.allow)
         self.stream = uuid.uuid4().hex[:12]
-        self.outbox = Outbox(
-            Path(self.config.queue_dir) / f"outbox-{self.config.site}-{self.serial}.sqlite",
-            clock=clock,
-        )
+        # the record sink: given (registered at AsyncPen.open, so it saw the handshake's
+        # records) or made here and registered now
+        self.records = records if records is not None else RecordOutbox(self.config, clock=clock)
+        self.records.attach(pen)  # opens the outbox (no-op when the connection did)
+        self.outbox: Outbox = self.records.outbox
         self.batcher = TelemetryBatcher(
             interval=self.config.telemetry_interval, max_hz=self.config.telemetry_max_hz
         )
@@ -129,15 +131,11 @@ class FleetBridge:
         self._notice_listeners: list[Callable[[dict[str, Any]], None]] = []
         self._final_stats: dict[str, Any] | None = None
         self._session_connected = False
+        self.records.on_queued = self._queued
         self._remove_listener = pen.add_listener(self._on_pen_message)
-        self._remove_sink = pen.add_record_sink(self._on_record)
-        try:
-            self._queue_records(self._session_records())
-        except FleetError:
-            self._remove_sink()
-            self._remove_listener()
-            self.outbox.close()
-            raise
+        self._remove_sink: Callable[[], None] = _nothing
+        if records is None:  # given ones were registered by AsyncPen.open and stay there
+            self._remove_sink = pen.add_record_sink(self.records)
 
     # ------------------------------------------------------------------ lifecycle
     async def __aenter__(self) -> FleetBridge:
@@ -165,7 +163,7 @@ class FleetBridge:
             self._remove_sink()
             if self._final_stats is None:
                 self._final_stats = self.statistics()
-                self.outbox.close()
+                self.records.close()  # a sink left on the pen stores nothing more
 
     async def _end(self, task: asyncio.Task[None], timeout: float) -> None:
         """Let the bridge say goodbye for ``timeout`` s, then cancel it; log how it ended."""
@@ -236,6 +234,8 @@ class FleetBridge:
         if self._final_stats is not None:
             return dict(self._final_stats)
         stats: dict[str, Any] = dict(self.counters)
+        for key, value in self.records.counters.items():
+            stats[key] += value  # what the record sink queued (or could not)
         stats.update(
             outbox=len(self.outbox),
             outbox_oldest_s=self.outbox.oldest_age(),
@@ -254,92 +254,16 @@ class FleetBridge:
             self._link_up = message.kind != "lost"
             self._status_dirty.set()
 
-    def _on_record(self, item: Any) -> None:
-        """The record sink: runs on the pen's loop before the pen's frame is acknowledged.
-        Everything an item makes is committed in one outbox transaction; an OutboxError is
-        raised to the connection, which then does not acknowledge the record."""
-        ident = self.pen.identity
-        boot = ident.boot_id if ident is not None else 0
-        now = self._clock()
-        legacy = self._legacy_payloads(item, boot, now)
-        records = R.from_pen_record(self.config.site, self.serial, boot, item, now)
-        if isinstance(item, ConnectionNotice) and item.kind == "rebooted":
-            records += self._session_records()
-        self._queue_records(records, legacy=legacy)
+    def _queued(self) -> None:
+        """The record sink queued something: status changed, the drain has work."""
+        self._last_fault = self.records.last_fault
         self._status_dirty.set()
-
-    def _session_records(self) -> list[dict[str, Any]]:
-        ident = self.pen.identity
-        assert ident is not None
-        return [R.session_record(
-            self.config.site, ident, host_session=self.pen.session,
-            simulated=self.pen.is_simulated, at=self._clock(),
-        )]  # fmt: skip
-
-    def _queue_records(
-        self,
-        records: list[dict[str, Any]],
-        *,
-        legacy: Sequence[tuple[str, dict[str, Any]]] = (),
-        remember: bool = False,
-    ) -> int:
-        """Commit records (and the legacy channel payloads of the same item) in one outbox
-        transaction; OutboxError (counted) if the outbox cannot."""
-        rows = [(p["id"], self.topics.topic(c), encode(p)) for c, p in legacy]
-        rows += [
-            (f"records/{_kind(p)}/{p['id']}", R.record_topic(p["site"], p["serial"], _kind(p)),
-             encode(p))
-            for p in records
-        ]  # fmt: skip
-        if not rows:
-            return 0
-        try:
-            added = self.outbox.put_many(rows, remember=remember)
-        except FleetError:
-            self.counters["outbox_errors"] += 1
-            log.error(
-                "fleet outbox: %d record(s) NOT queued; the pen is not acknowledged", len(rows)
-            )
-            raise
-        self.counters["queued"] += added
         self._drained.clear()
         self._outbox_wake.set()
-        return added
-
-    def _legacy_payloads(
-        self, message: Any, boot: int, now: float
-    ) -> list[tuple[str, dict[str, Any]]]:
-        """The events/sessions channel payloads (micropen.event/1, micropen.session/1)."""
-        site, serial = self.config.site, self.serial
-        if isinstance(message, RunReport):
-            return [("sessions", P.session_payload(site, serial, boot, message, now))]
-        if isinstance(message, FaultReport):
-            payload = P.fault_payload(site, serial, boot, message, now)
-            self._last_fault = {k: payload[k] for k in ("code", "value", "run_id", "at")}
-            return [("events", payload)]
-        if isinstance(message, Event):
-            return [("events", P.pen_event_payload(site, serial, boot, message, now))]
-        if isinstance(message, ConnectionNotice):
-            return [("events", P.event_payload(
-                site, serial, boot_id=boot, kind="link", code=message.kind, value=0, run_id=0,
-                pen_t_ms=None, at=now, detail=message.detail,
-            ))]  # fmt: skip
-        return []
 
     def publish_calibrations(self) -> int:
         """Queue this pen's finished calibration records not queued before; how many."""
-        path = self.config.calibration_store
-        if path is None or not Path(path).exists():
-            return 0
-        from ..calibration.records import RecordStore
-
-        found = [r for r in RecordStore(path).history(self.serial) if r.finished_at is not None]
-        ids = {f"records/calibration/calibration:{r.record_id}": r for r in found}
-        done = self.outbox.published(ids)
-        fresh = [r for key, r in ids.items() if key not in done]
-        records = [R.calibration_record(self.config.site, r.to_dict(), at=self._clock())
-                   for r in fresh]  # fmt: skip
-        return self._queue_records(records, remember=True)
+        return self.records.publish_calibrations()
 
     def _scan_calibrations(self) -> None:
         try:
@@ -639,9 +563,8 @@ class FleetBridge:
                 log.exception("fleet notice listener %r failed", callback)
 
 
-def _kind(payload: dict[str, Any]) -> str:
-    """The record kind of a record payload: its topic's last level."""
-    return R.KIND_OF_SCHEMA[str(payload["schema"])]
+def _nothing() -> None:
+    pass
 
 
 def _auth_refused(exc: BaseException) -> bool:

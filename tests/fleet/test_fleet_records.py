@@ -18,6 +18,7 @@ from micropen.host.fleet import BridgeConfig, FleetBridge
 from micropen.host.fleet import records as R
 from micropen.host.fleet.broker import BrokerConfig
 from micropen.host.fleet.errors import OutboxError, PayloadError
+from micropen.host.fleet.record_outbox import RecordOutbox
 from micropen.host.fleet.topics import RECORD_CHANNELS, SCHEMAS, decode, encode, parse_topic
 from micropen.host.record_sinks import OverrideRecord, RunStartRecord
 from micropen.host.transports.sim import SimTransport
@@ -150,22 +151,27 @@ async def test_a_full_outbox_leaves_the_pens_record_unacknowledged(tmp_path: Pat
             async with asyncio.timeout(10):
                 await run
         assert "run 1 ended" in str(caught.value), "the error names the unacknowledged report"
-        assert bridge.counters["outbox_errors"] >= 1
+        assert bridge.statistics()["outbox_errors"] >= 1
     finally:
         await bridge.close()
         await pen.close()
-    # the next host session gets the report again: it was never acknowledged
-    seen: list[Any] = []
-    again = AsyncPen(_sim_of(pen), keys=pen.keys, url="sim://?seed=11")
-    again.add_record_sink(seen.append)
+    # the next host session gets the report again (it was never acknowledged), and a record
+    # outbox given to the connection when it is made stores it before acknowledging it
+    good = RecordOutbox(BridgeConfig(site=SITE, queue_dir=tmp_path / "good"))
+    again = AsyncPen(_sim_of(pen), keys=pen.keys, url="sim://?seed=11", record_sinks=[good])
     await again._start()
     try:
-        await _until(lambda: any(isinstance(m, RunReport) for m in seen), 5.0,
-                     "the unacknowledged run report re-sent")  # fmt: skip
+
+        def runs() -> list[Any]:
+            return [e for e in good.outbox.peek(1000) if e.topic.endswith("/records/run")]
+
+        await _until(runs, 5.0, "the unacknowledged run report re-sent and queued")
+        [entry] = runs()
     finally:
         await again.close()
-    [report] = [m for m in seen if isinstance(m, RunReport)]
-    assert (report.run_id, report.outcome, report.strokes) == (1, RunOutcome.COMPLETED, 200)
+        good.close()
+    report = decode(entry.payload, "records/run")
+    assert (report["run_id"], report["outcome"], report["strokes"]) == (1, "COMPLETED", 200)
 
 
 async def test_records_reach_the_broker_with_exact_counts(
