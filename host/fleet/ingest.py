@@ -41,7 +41,7 @@ from paho.mqtt.properties import Properties
 
 from ..tasks import wait_event
 from .broker import BrokerConfig
-from .errors import FleetError, PayloadError
+from .errors import BrokerRefused, FleetError, PayloadError
 from .ingest_store import Statement, rejected, statements
 from .migrate import migrate
 from .topics import TOPIC_ROOT, decode, parse_topic
@@ -148,6 +148,11 @@ class IngestWorker:
                 except _Stopped:
                     break
                 except aiomqtt.MqttError as exc:
+                    if self.counters["mqtt_connects"] == 0 and _auth_refused(exc):
+                        raise BrokerRefused(
+                            f"{self.broker.url} refused user {self.broker.username!r}: {exc}; "
+                            "check --username/--password-file (and the broker's ACL)"
+                        ) from exc
                     self.counters["mqtt_disconnects"] += 1
                     self._notice("disconnected", reason=str(exc) or type(exc).__name__)
                 if self._stop.is_set():
@@ -317,3 +322,10 @@ class IngestWorker:
             return topic, data, statements(record), None, float(at) if at is not None else None
         except PayloadError as exc:
             return topic, data, [], str(exc), None
+
+
+def _auth_refused(exc: BaseException) -> bool:
+    """A CONNACK refusing the credentials (MQTT 5: bad user name or password, not authorized)."""
+    rc = getattr(exc, "rc", None)
+    value = getattr(rc, "value", rc)
+    return isinstance(exc, aiomqtt.MqttCodeError) and value in (4, 5, 134, 135)

@@ -169,3 +169,15 @@ def test_cli_contract_of_migrate_export_and_ingest(fleet_db: str, tmp_path: Path
     wrong = runner.invoke(app, ["fleet", "ingest", "--mqtt", "mqtt://h", "--db", fleet_db,
                                 "--worker-id", "a/b"])  # fmt: skip
     assert wrong.exit_code == 2 and "a/b" in wrong.output
+
+
+async def test_a_worker_refused_by_the_broker_says_so(
+    fleet_broker: FleetBroker, fleet_db: str
+) -> None:
+    from micropen.host.fleet.errors import BrokerRefused
+
+    wrong = fleet_broker.config(WATCHER, pw="not-the-password")
+    worker = IngestWorker(wrong, fleet_db, IngestConfig(worker_id="refused", group="unit-test"))
+    with pytest.raises(BrokerRefused, match="refused user 'watcher'.*--password-file"):
+        async with asyncio.timeout(15):
+            await worker.run()
