@@ -247,7 +247,7 @@ class FleetBridge:
 
     # ------------------------------------------------------------------ pen side
     def _on_pen_message(self, message: Any) -> None:
-        """Telemetry and link state (records went through :meth:`_on_record` already)."""
+        """Telemetry and link state (records went through the record sink, RecordOutbox)."""
         if isinstance(message, Telemetry):
             self.batcher.add(message)
         elif isinstance(message, ConnectionNotice):
