@@ -20,11 +20,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import os
 import random
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Iterable
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
@@ -92,6 +93,7 @@ from .errors import (
 from .pairing import HostKeys
 from .pump import LinkDown, LinkPump, NotRecorded, recorded
 from .ratewatch import Drift, RateWatch
+from .record_sinks import OverrideRecord, RecordSink, RunStartRecord
 from .requests import PendingRequests
 from .runs import RunBook
 from .security_events import ALARMING, describe
@@ -144,6 +146,7 @@ class AsyncPen:
         keys: HostKeys | None = None,
         batch_telemetry: bool = True,
         cartridge_guard: CartridgeGuard | None = None,
+        record_sinks: Iterable[RecordSink] = (),
     ) -> None:
         self.transport = transport
         # the fleet registry asked before each run (None: the pen's own lockout only)
@@ -181,6 +184,9 @@ class AsyncPen:
         # obeyed after it (an urgent Stop overtakes a lost Run frame), so it is stopped again
         self._stops_sent = 0
         self._listeners: list[Callable[[Any], None]] = []
+        # stores beside the log (record_sinks.py); given here, a sink hears of the connection
+        # (on_connected) before the pen hands anything over, as the recorder does
+        self._record_sinks: list[RecordSink] = list(record_sinks)
         self._override_reason: str | None = None
         ready = asyncio.Event()
         self._pump = LinkPump(
@@ -324,6 +330,12 @@ class AsyncPen:
             recorded(lambda: self.recorder.on_connected(self, first))
             if rebooted:  # logged before anything of the new boot is
                 recorded(lambda: self.recorder.on_notification(rebooted_notice))
+        for sink in list(self._record_sinks):
+            connected = getattr(sink, "on_connected", None)
+            if connected is not None:
+                recorded(functools.partial(connected, self, first))
+        if rebooted:  # the sinks, too, hear of the new boot before its records
+            recorded(lambda: self._to_sinks(rebooted_notice))
         resumed = False
         if self.open_session and self.batch_telemetry:
             await self._ask_for_batches(reply)
@@ -462,6 +474,11 @@ class AsyncPen:
                 self.recorder.on_notification(message)
             except MicropenError as exc:  # not stored: it must not be acknowledged either
                 raise NotRecorded("the treatment log failed", _not_recorded(exc, message)) from exc
+        if self._record_sinks and type(message) is not Telemetry:
+            try:
+                self._to_sinks(message)
+            except MicropenError as exc:  # not stored there either: not acknowledged
+                raise NotRecorded("a record sink failed", _not_recorded(exc, message)) from exc
         if isinstance(message, RunReport):
             self.runs.reported(message)
         elif isinstance(message, Event) and message.code is EventCode.RETRACTED:
@@ -475,7 +492,13 @@ class AsyncPen:
         if isinstance(item, ConnectionNotice) and self.recorder is not None:
             # link notices are records too: a log that cannot take them ends the session
             recorded(lambda: self.recorder.on_notification(item))
+        if isinstance(item, ConnectionNotice) and item.kind != "rebooted":
+            recorded(lambda: self._to_sinks(item))  # "rebooted" went to them in the handshake
         self._tell_listeners(item)
+
+    def _to_sinks(self, item: Any) -> None:
+        for sink in list(self._record_sinks):
+            sink(item)
 
     def _tell_listeners(self, item: Any) -> None:
         for callback in list(self._listeners):
@@ -563,6 +586,12 @@ class AsyncPen:
         override = int(bool(override_reason) and um > self._require_identity().soft_cap_um)
         if override and self.recorder is not None:
             self.recorder.on_override(um, profile.name if profile else "", override_reason or "")
+        if override and self._record_sinks:  # stored before the pen is told (or not told)
+            ident = self._require_identity()
+            self._to_sinks(OverrideRecord(
+                ident.serial, ident.boot_id, um, profile.name if profile else "",
+                override_reason or "", time.time(),
+            ))  # fmt: skip
         await self._expect(lambda c: SetDepth(c, um, override), Ack)
         self._override_reason = override_reason if override else None
 
@@ -605,9 +634,11 @@ class AsyncPen:
             # (urgent) Stop first and this Run after it — stop again, so the Stop wins
             log.warning("run %d started after a Stop was sent: stopping it again", run_id)
             self._send_stop_now()  # its report ends the run, as for any stop
-        if self.recorder is not None:
-            if lot is None:
+        if lot is None:
+            lot = ""
+            if self.recorder is not None or self._record_sinks:
                 lot = (await self.cartridge()).lot
+        if self.recorder is not None:
             self.recorder.on_run_started(
                 self,
                 run_id,
@@ -617,6 +648,13 @@ class AsyncPen:
                 cartridge_lot=lot,
                 override_reason=self._override_reason,
             )
+        if self._record_sinks and self.last_status is not None:
+            set_now = self.last_status
+            self._to_sinks(RunStartRecord(
+                identity.serial, identity.boot_id, run_id, profile.name, set_now.depth_set_um,
+                set_now.rate_set_sps, mode.name, count or duration_ms, set_now.cartridge_id,
+                lot, self._override_reason, time.time(),
+            ))  # fmt: skip
         return run_id
 
     async def _admit_cartridge(self, serial: str, status: Status) -> str | None:
@@ -783,6 +821,17 @@ class AsyncPen:
             raise InvalidInput(f"telemetry rate {hz} Hz is outside 0–{L.TELEMETRY_MAX_HZ} Hz")
         await self._expect(lambda c: SetTelemetry(c, hz), Ack)
         self.telemetry_hz = hz
+
+    def add_record_sink(self, sink: RecordSink) -> Callable[[], None]:
+        """Store every record in ``sink`` too, before the pen's frame is acknowledged (see
+        :mod:`micropen.host.record_sinks`). Returns the function that removes it."""
+        self._record_sinks.append(sink)
+
+        def remove() -> None:
+            with contextlib.suppress(ValueError):
+                self._record_sinks.remove(sink)
+
+        return remove
 
     def add_listener(self, callback: Callable[[Any], None]) -> Callable[[], None]:
         """Call ``callback`` with every notification and connection notice. Returns the

@@ -182,4 +182,27 @@ def fleet(
     report("fleet through mosquitto", measure_fleet(bridges, seconds, hz), as_json)
 
 
+@app.command()
+def ingest(
+    records: int = typer.Option(20_000, help="records published at once (throughput)", min=100),
+    rate: float = typer.Option(200.0, help="records/s published for the latency figures"),
+    seconds: float = typer.Option(5.0, help="how long the paced (latency) phase publishes"),
+    batch: int = typer.Option(200, help="most messages per worker transaction", min=1),
+    as_json: bool = typer.Option(False, "--json", help="one JSON line"),
+) -> None:
+    """Records/s into PostgreSQL with 1 and 2 ingest workers, and event→row latency p50/p99."""
+    if not 1 <= rate <= 100_000 or not 0.5 <= seconds <= 600:
+        typer.echo(f"error: --rate {rate} or --seconds {seconds} is outside 1–100000 /s, "
+                   "0.5–600 s", err=True)  # fmt: skip
+        raise typer.Exit(2)
+    from .bench_ingest import measure_ingest
+
+    try:
+        figures = measure_ingest(records, rate, seconds, batch)
+    except (MicropenError, TimeoutError) as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(1) from None
+    report("fleet ingest into PostgreSQL", figures, as_json)
+
+
 bench_update.register(app)  # micropen bench update: firmware-upload throughput

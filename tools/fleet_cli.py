@@ -33,7 +33,9 @@ from micropen.host.fleet import (
 )
 from micropen.host.fleet.commands import OPT_IN
 from micropen.host.fleet.mosquitto import fleet_acl, read_roster
+from micropen.host.fleet.record_outbox import RecordOutbox
 
+from . import fleet_ingest_cli
 from .common import JsonOption, PenOption, emit_json, errors_to_exit, fail
 
 app = typer.Typer(
@@ -109,6 +111,14 @@ def bridge(
     calibration_due: Annotated[
         str | None, typer.Option("--calibration-due", help="YYYY-MM-DD, shown by watchers")
     ] = None,
+    calibration_store: Annotated[
+        Path | None,
+        typer.Option(
+            "--calibration-store",
+            help="Publish this pen's calibration records from this store (default: the "
+            "bench's calibration.sqlite, if there is one)",
+        ),
+    ] = None,
     seconds: Annotated[
         float | None, typer.Option("--seconds", help="Stop after S seconds (default: run on)")
     ] = None,
@@ -116,7 +126,8 @@ def bridge(
         bool, typer.Option("--json", help="One JSON line per notice, then a summary line")
     ] = False,
 ) -> None:
-    """Publish a pen's status, telemetry, events and run reports; accept status/stop."""
+    """Publish a pen's status, telemetry, events, run reports and fleet records; accept
+    status/stop."""
     broker = _broker(mqtt, username, password_file, cafile, client_cert, client_key)
     with errors_to_exit():
         config = BridgeConfig(
@@ -124,6 +135,7 @@ def bridge(
             queue_dir=queue_dir or paths.fleet_outbox_dir(),
             allow=frozenset(allow or ()),
             calibration_due=_check_date(calibration_due),
+            calibration_store=calibration_store or paths.calibration_db(),
         )
     with errors_to_exit(), _broker_errors():
         stats = asyncio.run(_run_bridge(pen, broker, config, telemetry_hz, seconds, as_json))
@@ -141,15 +153,18 @@ async def _run_bridge(
     seconds: float | None,
     as_json: bool,
 ) -> dict[str, Any]:
-    pen = await AsyncPen.open(pen_url)
+    # the record sink goes in with the connection: it stores what the pen hands over at once
+    records = RecordOutbox(config)
+    pen = await AsyncPen.open(pen_url, record_sinks=[records])
     try:
         if telemetry_hz is not None:
             await pen.set_telemetry(telemetry_hz)
-        async with FleetBridge(pen, broker, config) as fleet_bridge:
+        async with FleetBridge(pen, broker, config, records=records) as fleet_bridge:
             fleet_bridge.add_notice_listener(emit_json if as_json else _print_notice)
             await fleet_bridge.wait(seconds)
         return fleet_bridge.statistics()
     finally:
+        records.close()
         await pen.close()
 
 
@@ -325,3 +340,7 @@ def _parse_arg(text: str) -> tuple[str, Any]:
 
 if __name__ == "__main__":
     app()
+
+
+# --- ingest, db, export (fleet records into PostgreSQL) --------------------------------------
+fleet_ingest_cli.register(app)

@@ -12,8 +12,12 @@ Delivery:
   ``status_interval``; the last will (retained) says ``online: false`` if the bridge vanishes.
 * telemetry — QoS 0 batches every ``telemetry_interval``; numbered, so loss shows as a jump in
   ``seq``. Batches due while the broker is down are dropped *and numbered*, so the gap shows.
-* events, faults, run reports — QoS 1 through the on-disk :class:`Outbox`, committed by the pen
-  listener before the host acknowledges the pen's frame, deleted only after the PUBACK.
+* events, faults, run reports, and the fleet records (``records/{kind}``, host/fleet/records.py)
+  — QoS 1 through the on-disk :class:`Outbox`, committed by the bridge's record sink (the path
+  the treatment log is written on) before the host acknowledges the pen's frame; an outbox that
+  cannot store them ends the link epoch unacknowledged (the pen keeps the record); deleted only
+  after the PUBACK. Calibration records are queued from the calibration store (a scan at each
+  connect and every ``status_interval``; each record once: Outbox ``remember``).
 """
 
 from __future__ import annotations
@@ -31,7 +35,8 @@ from typing import Any
 
 import aiomqtt
 
-from micropen.protocol.messages import Event, FaultReport, RunReport, Status, Telemetry
+from micropen.protocol.errors import MicropenError
+from micropen.protocol.messages import Status, Telemetry
 
 from ..connection import AsyncPen, ConnectionNotice
 from ..errors import HostError
@@ -51,6 +56,7 @@ from .commands import (
 )
 from .errors import BrokerConfigError, BrokerRefused, FleetError
 from .outbox import Outbox
+from .record_outbox import RecordOutbox
 from .replay import ReplayGuard
 from .topics import PenTopics, check_level, encode
 
@@ -76,6 +82,7 @@ class BridgeConfig:
     backoff: tuple[float, ...] = BACKOFF
     command_max_age: float = 60.0  # s: older commands are refused (replay protection)
     command_clock_skew: float = 5.0  # s a command's sent_at may lie ahead of the bridge's clock
+    calibration_store: Path | None = None  # calibration records of this pen are published
 
     def __post_init__(self) -> None:
         check_level("site", self.site)
@@ -99,6 +106,7 @@ class FleetBridge:
         *,
         treatment_log: TreatmentLog | None = None,
         clock: Callable[[], float] = time.time,
+        records: RecordOutbox | None = None,
     ) -> None:
         if pen.identity is None:
             raise FleetError("open the pen (AsyncPen.open) before bridging it")
@@ -109,10 +117,11 @@ class FleetBridge:
         self.broker = broker.for_pen(self.serial)
         self.policy = CommandPolicy(self.config.allow)
         self.stream = uuid.uuid4().hex[:12]
-        self.outbox = Outbox(
-            Path(self.config.queue_dir) / f"outbox-{self.config.site}-{self.serial}.sqlite",
-            clock=clock,
-        )
+        # the record sink: given (registered at AsyncPen.open, so it saw the handshake's
+        # records) or made here and registered now
+        self.records = records if records is not None else RecordOutbox(self.config, clock=clock)
+        self.records.attach(pen)  # opens the outbox (no-op when the connection did)
+        self.outbox: Outbox = self.records.outbox
         self.batcher = TelemetryBatcher(
             interval=self.config.telemetry_interval, max_hz=self.config.telemetry_max_hz
         )
@@ -142,7 +151,11 @@ class FleetBridge:
         self._notice_listeners: list[Callable[[dict[str, Any]], None]] = []
         self._final_stats: dict[str, Any] | None = None
         self._session_connected = False
+        self.records.on_queued = self._queued
         self._remove_listener = pen.add_listener(self._on_pen_message)
+        self._remove_sink: Callable[[], None] = _nothing
+        if records is None:  # given ones were registered by AsyncPen.open and stay there
+            self._remove_sink = pen.add_record_sink(self.records)
 
     # ------------------------------------------------------------------ lifecycle
     async def __aenter__(self) -> FleetBridge:
@@ -167,9 +180,10 @@ class FleetBridge:
                 await self._end(task, timeout)
         finally:  # cancelled meanwhile too: the task is ended and the outbox released
             self._remove_listener()
+            self._remove_sink()
             if self._final_stats is None:
                 self._final_stats = self.statistics()
-                self.outbox.close()
+                self.records.close()  # a sink left on the pen stores nothing more
                 self.replay.close()
 
     async def _end(self, task: asyncio.Task[None], timeout: float) -> None:
@@ -241,6 +255,8 @@ class FleetBridge:
         if self._final_stats is not None:
             return dict(self._final_stats)
         stats: dict[str, Any] = dict(self.counters)
+        for key, value in self.records.counters.items():
+            stats[key] += value  # what the record sink queued (or could not)
         stats.update(
             outbox=len(self.outbox),
             outbox_oldest_s=self.outbox.oldest_age(),
@@ -252,30 +268,29 @@ class FleetBridge:
 
     # ------------------------------------------------------------------ pen side
     def _on_pen_message(self, message: Any) -> None:
-        """Runs on the pen's loop before the pen's frame is acknowledged: commit first."""
+        """Telemetry and link state (records went through the record sink, RecordOutbox)."""
         if isinstance(message, Telemetry):
             self.batcher.add(message)
-            return
-        ident = self.pen.identity
-        boot = ident.boot_id if ident is not None else 0
-        site, serial, now = self.config.site, self.serial, self._clock()
-        if isinstance(message, RunReport):
-            self._queue("sessions", P.session_payload(site, serial, boot, message, now))
-        elif isinstance(message, FaultReport):
-            payload = P.fault_payload(site, serial, boot, message, now)
-            self._last_fault = {k: payload[k] for k in ("code", "value", "run_id", "at")}
-            self._queue("events", payload)
-        elif isinstance(message, Event):
-            self._queue("events", P.pen_event_payload(site, serial, boot, message, now))
         elif isinstance(message, ConnectionNotice):
             self._link_up = message.kind != "lost"
-            self._queue("events", P.event_payload(
-                site, serial, boot_id=boot, kind="link", code=message.kind, value=0, run_id=0,
-                pen_t_ms=None, at=now, detail=message.detail,
-            ))  # fmt: skip
-        else:
-            return
+            self._status_dirty.set()
+
+    def _queued(self) -> None:
+        """The record sink queued something: status changed, the drain has work."""
+        self._last_fault = self.records.last_fault
         self._status_dirty.set()
+        self._drained.clear()
+        self._outbox_wake.set()
+
+    def publish_calibrations(self) -> int:
+        """Queue this pen's finished calibration records not queued before; how many."""
+        return self.records.publish_calibrations()
+
+    def _scan_calibrations(self) -> None:
+        try:
+            self.publish_calibrations()
+        except MicropenError as exc:  # the store is read again at the next scan
+            log.warning("fleet: calibration records of %s not queued: %s", self.serial, exc)
 
     def _queue(self, channel: str, payload: dict[str, Any]) -> None:
         try:
@@ -384,6 +399,7 @@ class FleetBridge:
 
     async def _status_loop(self, client: aiomqtt.Client, ending: asyncio.Event) -> None:
         while not ending.is_set():
+            self._scan_calibrations()
             self._status_dirty.clear()  # before reading: a change during the read is not lost
             await self._publish_status(client)
             await wait_event(self._status_dirty, self.config.status_interval)
@@ -640,6 +656,10 @@ class FleetBridge:
                 callback(notice)
             except Exception:
                 log.exception("fleet notice listener %r failed", callback)
+
+
+def _nothing() -> None:
+    pass
 
 
 def _auth_refused(exc: BaseException) -> bool:

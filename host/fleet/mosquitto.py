@@ -49,7 +49,7 @@ __all__ = [
     "read_roster",
 ]
 
-PEN_WRITES = ("status", "telemetry", "events", "sessions", "reply")
+PEN_WRITES = ("status", "telemetry", "events", "sessions", "reply", "records/#")
 MESSAGE_SIZE_LIMIT = 256 * 1024  # bytes of payload: fleet payloads are < 4 KB; 50 MB is refused
 MAX_PACKET_BYTES = MESSAGE_SIZE_LIMIT + 4096  # a whole packet; above it the client is dropped
 # every listener: the client id is replaced by the username, so no client can connect under

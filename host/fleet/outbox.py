@@ -17,7 +17,7 @@ import os
 import sqlite3
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -38,6 +38,11 @@ CREATE TABLE IF NOT EXISTS outbox (
     queued_at REAL NOT NULL,
     attempts INTEGER NOT NULL DEFAULT 0
 )
+"""
+# ids put with remember=True (records published once, e.g. calibration records): a scan that
+# finds them again does not queue them again after they were delivered and deleted
+_PUBLISHED = """
+CREATE TABLE IF NOT EXISTS published (msg_id TEXT PRIMARY KEY, queued_at REAL NOT NULL)
 """
 _VERSION = 1
 
@@ -84,6 +89,7 @@ class Outbox:
                     f"outbox format {version} is newer than this code ({_VERSION}); upgrade"
                 )
             conn.execute(_SCHEMA)
+            conn.execute(_PUBLISHED)
             conn.execute(f"PRAGMA user_version = {_VERSION}")
         except BaseException:
             conn.close()
@@ -125,6 +131,50 @@ class Outbox:
                 (msg_id, topic, payload, qos, self._clock()),
             )
             return cur.rowcount == 1
+
+    def put_many(
+        self, entries: Sequence[tuple[str, str, bytes]], qos: int = 1, *, remember: bool = False
+    ) -> int:
+        """Store ``(msg_id, topic, payload)`` entries in ONE transaction (all or none); how
+        many were new. ``remember``: an id ever put this way is never queued again."""
+        with self._db(f"store {len(entries)} entries") as conn:
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                added = 0
+                now = self._clock()
+                for msg_id, topic, payload in entries:
+                    if remember:
+                        cur = conn.execute(
+                            "INSERT OR IGNORE INTO published (msg_id, queued_at) VALUES (?, ?)",
+                            (msg_id, now),
+                        )
+                        if cur.rowcount != 1:
+                            continue
+                    cur = conn.execute(
+                        "INSERT OR IGNORE INTO outbox (msg_id, topic, payload, qos, queued_at) "
+                        "VALUES (?, ?, ?, ?, ?)",
+                        (msg_id, topic, payload, qos, now),
+                    )
+                    added += cur.rowcount
+                conn.execute("COMMIT")
+            except BaseException:
+                conn.execute("ROLLBACK")
+                raise
+            return added
+
+    def published(self, msg_ids: Iterable[str]) -> set[str]:
+        """Which of ``msg_ids`` were ever put with ``remember=True``."""
+        wanted = list(msg_ids)
+        with self._db("read") as conn:
+            found: set[str] = set()
+            for i in range(0, len(wanted), 500):
+                chunk = wanted[i : i + 500]
+                marks = ",".join("?" * len(chunk))
+                rows = conn.execute(
+                    f"SELECT msg_id FROM published WHERE msg_id IN ({marks})", chunk
+                ).fetchall()
+                found.update(str(r[0]) for r in rows)
+        return found
 
     def peek(self, limit: int = 100) -> list[OutboxEntry]:
         """The oldest entries, in order; they stay queued until :meth:`delete`."""

@@ -1,7 +1,7 @@
 """``micropen fleet report``: per site and pen, what the fleet database holds.
 
-Sessions, runs and strokes (the pens' own counts), cartridges, faults and overrides, and the
-calibration status with its due date — computed by the same rule as on a bench
+Sessions, runs and strokes (the pens' own counts), cartridges used in runs, faults and
+overrides, and the calibration status with its due date — computed by the same rule as on a bench
 (:func:`micropen.host.calibration.due.check_due`), from the calibration records the benches
 published, so a pen is "overdue" in the report exactly when it is on its bench.
 """
@@ -32,7 +32,7 @@ SELECT p.site, p.serial, p.model, p.firmware, p.simulated,
       SELECT r.cartridge_id FROM runs r WHERE r.serial = p.serial AND r.cartridge_id > 0
       UNION
       SELECT m.cartridge_id FROM cartridge_mounts m
-      WHERE m.serial = p.serial AND m.cartridge_id > 0) c) AS cartridges,
+      WHERE m.serial = p.serial AND m.action = 'used' AND m.cartridge_id > 0) c) AS cartridges,
   (SELECT count(*) FROM faults f WHERE f.serial = p.serial) AS faults,
   (SELECT count(*) FROM overrides o WHERE o.serial = p.serial) AS overrides,
   (SELECT max(t) FROM (

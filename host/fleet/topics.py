@@ -30,6 +30,7 @@ from .errors import BrokerConfigError, PayloadError
 
 __all__ = [
     "CHANNELS",
+    "RECORD_CHANNELS",
     "SCHEMAS",
     "TELEMETRY_FIELDS",
     "TOPIC_ROOT",
@@ -178,6 +179,147 @@ SCHEMAS: dict[str, Schema] = {
     )
 }  # fmt: skip
 
+# Fleet records (host/fleet/records.py): QoS 1 from the outbox to the ingest workers, on
+# micropen/v1/{site}/{serial}/records/{kind}. "id" is each record's natural key as one string.
+RECORD_CHANNELS = tuple(
+    f"records/{k}"
+    for k in ("session", "run", "event", "fault", "override", "cartridge", "calibration")
+)
+_RECORD = {
+    **_COMMON,
+    "id": "natural key as one string; the same record published again has the same id",
+    "at": "bench wall-clock time the record was made, s since 1970",
+}
+for _schema in (
+    Schema(
+        "micropen.host-session/1",
+        "records/session",
+        1,
+        False,
+        True,
+        {
+            **_RECORD,
+            "boot_id": "pen boot id",
+            "host_session": "the host's session number with the pen (null in exports)",
+            "model": "pen model",
+            "firmware": "pen firmware major.minor.patch",
+            "protocol_version": "wire protocol version",
+            "simulated": "true for the simulator",
+            "started_at": "bench wall-clock time the session started",
+            "operator?": "who ran the session (treatment-log exports)",
+            "ended_at?": "when it ended (exports of ended sessions)",
+            "outcome?": "how it ended (exports of ended sessions)",
+        },
+    ),
+    Schema(
+        "micropen.run/1",
+        "records/run",
+        1,
+        False,
+        True,
+        {
+            **_RECORD,
+            "boot_id": "pen boot id",
+            "run_id": "run id (per boot); key: serial, boot_id, run_id",
+            "outcome": "COMPLETED, STOPPED, EMERGENCY_STOP, FAULT, WATCHDOG, ...",
+            "mode": "STROKES or DURATION",
+            "target": "strokes, or ms for a duration run",
+            "strokes": "exact number of strokes the pen delivered",
+            "duration_ms": "run length in ms",
+            "area": "treatment area name",
+            "depth_um": "depth in µm",
+            "rate_sps": "stroke rate in strokes/s",
+            "cartridge_id": "cartridge used",
+        },
+    ),
+    Schema(
+        "micropen.pen-event/1",
+        "records/event",
+        1,
+        False,
+        True,
+        {
+            **_RECORD,
+            "boot_id": "pen boot id",
+            "kind": "'event', 'link', 'host' or 'remote-command'",
+            "code": "event code, link notice, host event or command name",
+            "value": "event value, 0 when none",
+            "run_id": "run it belongs to, 0 when none",
+            "pen_t_ms": "pen uptime in ms (pen events; key with serial, boot, kind, code, "
+            "value, run_id), null for host events (random id)",
+            "detail?": "text or object",
+        },
+    ),
+    Schema(
+        "micropen.fault/1",
+        "records/fault",
+        1,
+        False,
+        True,
+        {
+            **_RECORD,
+            "boot_id": "pen boot id",
+            "code": "fault code name",
+            "value": "the reading",
+            "run_id": "run it stopped, 0 when none",
+            "pen_t_ms": "pen uptime in ms",
+        },
+    ),
+    Schema(
+        "micropen.override/1",
+        "records/override",
+        1,
+        False,
+        True,
+        {
+            **_RECORD,
+            "boot_id": "pen boot id",
+            "depth_um": "depth beyond the soft cap, µm",
+            "area": "treatment area name",
+            "reason": "the reason given (e.g. physician order)",
+        },
+    ),
+    Schema(
+        "micropen.cartridge/1",
+        "records/cartridge",
+        1,
+        False,
+        True,
+        {
+            **_RECORD,
+            "boot_id": "pen boot id",
+            "action": "mounted, removed, locked, retired (pen events) or used (a run started)",
+            "cartridge_id": "cartridge id",
+            "lot": "cartridge lot, null when not known",
+            "run_id": "run (used), else the event's run id or 0",
+            "pen_t_ms": "pen uptime in ms (pen events), null for 'used'",
+        },
+    ),
+    Schema(
+        "micropen.calibration/1",
+        "records/calibration",
+        1,
+        False,
+        True,
+        {
+            **_RECORD,
+            "record_id": "calibration record id (key)",
+            "certificate_number": "certificate number, '' when none was given",
+            "procedure": "depth, rate, all or verify",
+            "outcome": "pass, fail, ...",
+            "committed": "a new calibration was committed to the pen",
+            "started_at": "ISO 8601",
+            "finished_at": "ISO 8601 or null",
+            "technician": "who calibrated",
+            "station": "calibration station",
+            "interval_days": "calibration interval in days",
+            "record_sha256": "SHA-256 of the canonical record JSON the certificate is made of",
+            "record": "the full calibration record (CalibrationRecord.to_dict())",
+        },
+    ),
+):
+    SCHEMAS[_schema.channel] = _schema
+
 
 def check_level(what: str, value: str) -> str:
     """A site or serial used as one topic level: non-empty, no wildcards or separators."""
@@ -263,6 +405,12 @@ def topic_filter(channel: str = "#", *, site: str = "+", serial: str = "+") -> s
 def parse_topic(topic: str) -> tuple[str, str, str]:
     """(site, serial, channel) of a topic in the tree; PayloadError for anything else."""
     parts = topic.split("/")
+    if (
+        len(parts) == 6
+        and "/".join(parts[4:]) in RECORD_CHANNELS
+        and "/".join(parts[:2]) == TOPIC_ROOT
+    ):
+        return parts[2], parts[3], "/".join(parts[4:])
     if len(parts) != 5 or "/".join(parts[:2]) != TOPIC_ROOT or parts[4] not in CHANNELS:
         raise PayloadError(f"topic {topic!r} is not in the {TOPIC_ROOT}/site/serial/... tree")
     return parts[2], parts[3], parts[4]

@@ -27,7 +27,7 @@ from _fleet_helpers import (
     FleetBroker,
     password,
 )
-from _pg import pg_cluster, pg_db  # noqa: F401  (fixtures for the database tests)
+from _fleet_pg import fleet_db, pg_cluster  # noqa: F401  (PostgreSQL fixtures)
 
 from micropen.host.fleet.mosquitto import LocalMosquitto, TLSFiles, find_mosquitto, fleet_acl
 

@@ -25,6 +25,8 @@ from micropen.host.cartridge_guard import (
     UsedElsewhere,
 )
 from micropen.host.errors import InvalidInput
+from micropen.host.fleet.migrate import migrate
+from micropen.host.fleet.postgres import LocalPostgres
 from micropen.host.fleet.registry import PostgresRegistry, guard_from_env, recall_lot
 from micropen.protocol.messages import RunOutcome
 
@@ -32,6 +34,13 @@ LOT = "L2612-07"
 SHARED = 0x00C0FFEE
 
 pytestmark = pytest.mark.looptime(False)  # real database I/O: the wall clock
+
+
+@pytest.fixture
+def registry_db(fleet_db: str) -> str:
+    """A fleet database with every migration applied."""
+    migrate(fleet_db)
+    return fleet_db
 
 
 async def _pen(seed: int, dsn: str, site: str, log: Path) -> AsyncPen:
@@ -43,10 +52,10 @@ async def _pen(seed: int, dsn: str, site: str, log: Path) -> AsyncPen:
 
 
 async def test_a_cartridge_used_on_one_pen_is_refused_on_another(
-    pg_db: str, tmp_path: Path
+    registry_db: str, tmp_path: Path
 ) -> None:
-    first = await _pen(11, pg_db, "clinic-1", tmp_path / "a.sqlite")
-    second = await _pen(12, pg_db, "clinic-2", tmp_path / "b.sqlite")
+    first = await _pen(11, registry_db, "clinic-1", tmp_path / "a.sqlite")
+    second = await _pen(12, registry_db, "clinic-2", tmp_path / "b.sqlite")
     try:
         report = await first.run(depth_mm=0.5, rate_sps=90, area="forehead", strokes=100)
         assert report.outcome is RunOutcome.COMPLETED
@@ -57,25 +66,25 @@ async def test_a_cartridge_used_on_one_pen_is_refused_on_another(
         assert (await first.run(depth_mm=0.5, rate_sps=90, area="forehead", strokes=5)).strokes == 5
     finally:
         await asyncio.gather(first.close(), second.close())
-    with psycopg.connect(pg_db) as conn:
+    with psycopg.connect(registry_db) as conn:
         rows = conn.execute("SELECT pen_serial, site FROM cartridge_claims").fetchall()
     assert rows == [(first.identity.serial, "clinic-1")]  # type: ignore[union-attr]
 
 
-async def test_pens_racing_for_one_cartridge_cannot_both_win(pg_db: str) -> None:
-    registry = PostgresRegistry(pg_db)
+async def test_pens_racing_for_one_cartridge_cannot_both_win(registry_db: str) -> None:
+    registry = PostgresRegistry(registry_db)
     mounts = [Mount(f"SIM-{i:06d}", "clinic-1", SHARED, LOT) for i in range(12)]
     verdicts = await asyncio.gather(*(registry.claim(m) for m in mounts))
     assert sum(isinstance(v, Claim) for v in verdicts) == 1
     assert sum(isinstance(v, UsedElsewhere) for v in verdicts) == 11
 
 
-async def test_a_recalled_lot_is_refused_on_every_pen(pg_db: str) -> None:
-    registry = PostgresRegistry(pg_db)
+async def test_a_recalled_lot_is_refused_on_every_pen(registry_db: str) -> None:
+    registry = PostgresRegistry(registry_db)
     assert isinstance(await registry.claim(Mount("SIM-1", "s", 7, LOT)), Claim)
-    first = await recall_lot(pg_db, LOT, "sterility breach at the supplier", "qa-lead")
+    first = await recall_lot(registry_db, LOT, "sterility breach at the supplier", "qa-lead")
     assert not first.already and first.pens == ["SIM-1"]
-    again = await recall_lot(pg_db, LOT, "a second reason", "someone else")
+    again = await recall_lot(registry_db, LOT, "a second reason", "someone else")
     assert again.already and again.reason == "sterility breach at the supplier"
     seen: list[str] = []
     guard = CartridgeGuard(registry, site="s")
@@ -84,7 +93,7 @@ async def test_a_recalled_lot_is_refused_on_every_pen(pg_db: str) -> None:
             await guard.admit(serial, cartridge, LOT, lambda code, *_: seen.append(code))
     assert seen == ["fleet_lot_recalled"] * 2
     with pytest.raises(InvalidInput, match="reason of at least 5"):
-        await recall_lot(pg_db, "L2", "bad", "qa")
+        await recall_lot(registry_db, "L2", "bad", "qa")
 
 
 async def test_an_unreachable_registry_refuses_by_default(tmp_path: Path) -> None:
@@ -122,26 +131,26 @@ def _cli(*args: str) -> subprocess.CompletedProcess[str]:
     )
 
 
-async def test_recall_and_trace_from_the_command_line(pg_db: str) -> None:
-    registry = PostgresRegistry(pg_db)
+async def test_recall_and_trace_from_the_command_line(registry_db: str) -> None:
+    registry = PostgresRegistry(registry_db)
     for serial, cartridge in (("SIM-000001", 7), ("SIM-000002", 8)):
         assert isinstance(await registry.claim(Mount(serial, "clinic-1", cartridge, LOT)), Claim)
-    done = _cli("recall-lot", LOT, "--reason", "supplier sterility breach", "--db", pg_db, "--by",
-                "qa-lead", "--json")  # fmt: skip
+    done = _cli("recall-lot", LOT, "--reason", "supplier sterility breach", "--db",
+                registry_db, "--by", "qa-lead", "--json")  # fmt: skip
     assert done.returncode == 0, done.stderr
     recalled = json.loads(done.stdout)
     assert recalled["pens"] == ["SIM-000001", "SIM-000002"] and not recalled["already_recalled"]
-    again = _cli("recall-lot", LOT, "--reason", "again, later", "--db", pg_db)
+    again = _cli("recall-lot", LOT, "--reason", "again, later", "--db", registry_db)
     assert again.returncode == 0 and "was already recalled" in again.stdout
     assert "supplier sterility breach" in again.stdout
-    trace = _cli("trace-lot", LOT, "--db", pg_db, "--json")
+    trace = _cli("trace-lot", LOT, "--db", registry_db, "--json")
     assert trace.returncode == 0, trace.stderr
     uses = json.loads(trace.stdout)["uses"]
     assert [(u["pen_serial"], u["cartridge_id"]) for u in uses] == [
         ("SIM-000001", 7),
         ("SIM-000002", 8),
     ]
-    as_csv = _cli("trace-lot", LOT, "--db", pg_db, "--csv")
+    as_csv = _cli("trace-lot", LOT, "--db", registry_db, "--csv")
     assert as_csv.stdout.splitlines()[0].startswith("site,pen_serial,cartridge_id")
     assert len(as_csv.stdout.splitlines()) == 3
 
@@ -158,15 +167,16 @@ def test_the_registry_commands_fail_in_one_line(tmp_path: Path) -> None:
 
 
 def test_doctor_checks_the_registry_a_bench_is_configured_with(
-    pg_db: str, pg_cluster: str, tmp_path: Path
+    registry_db: str, pg_cluster: LocalPostgres, tmp_path: Path
 ) -> None:
     from micropen.tools.doctor_checks import Status, check_registry
 
     site = {"MICROPEN_SITE": "clinic-1"}
     assert check_registry({}).status is Status.SKIPPED
-    good = check_registry({"MICROPEN_REGISTRY": pg_db, **site})
+    good = check_registry({"MICROPEN_REGISTRY": registry_db, **site})
     assert good.status is Status.OK and "site clinic-1" in good.detail
-    bare = check_registry({"MICROPEN_REGISTRY": pg_cluster, **site})  # no fleet schema there
+    empty = pg_cluster.create_database("registry_doctor_empty")
+    bare = check_registry({"MICROPEN_REGISTRY": empty, **site})  # no fleet schema there
     assert bare.status is Status.PROBLEM and "fleet db migrate" in bare.fix
     nowhere = f"postgresql://postgres@/none?host={tmp_path}"
     down = check_registry({"MICROPEN_REGISTRY": nowhere, **site})
@@ -175,4 +185,4 @@ def test_doctor_checks_the_registry_a_bench_is_configured_with(
     assert check_registry({"MICROPEN_REGISTRY": nowhere, **site, **allowed}).status is (
         Status.WARNING
     )
-    assert check_registry({"MICROPEN_REGISTRY": pg_db}).status is Status.PROBLEM  # no site
+    assert check_registry({"MICROPEN_REGISTRY": registry_db}).status is Status.PROBLEM  # no site

@@ -17,14 +17,37 @@ CREATE TABLE recalled_lots (
     recalled_at timestamptz NOT NULL DEFAULT now()
 );
 
--- every (lot, cartridge, pen) on record: claims, and (after the ingest's tables) what benches
--- published without asking the registry
+-- every (lot, cartridge, pen) on record: the hosts' claims, and the cartridges the benches'
+-- bridges published as used in a run (a bench that ran without asking the registry)
 CREATE VIEW cartridge_uses AS
-SELECT lot, cartridge_id, pen_serial, site, claimed_at AS first_seen, claimed_at AS last_seen
-FROM cartridge_claims;
+SELECT lot, cartridge_id, pen_serial, min(site) AS site, min(seen) AS first_seen,
+       max(seen) AS last_seen
+FROM (
+    SELECT lot, cartridge_id, pen_serial, site, claimed_at AS seen FROM cartridge_claims
+    UNION ALL
+    SELECT lot, cartridge_id, serial, site, to_timestamp(at) FROM cartridge_mounts
+    WHERE lot IS NOT NULL AND lot <> '' AND cartridge_id > 0
+) AS uses
+GROUP BY lot, cartridge_id, pen_serial;
 
+-- a lot's trace: per pen and cartridge, the runs (the pens' own stroke counts) and the host
+-- sessions of the boots that used it. A run names its cartridge by id only (the lot is read
+-- at its start), so runs of a same-numbered cartridge of another lot on that pen count too.
 CREATE VIEW cartridge_trace AS
-SELECT lot, site, pen_serial, cartridge_id, min(first_seen) AS first_seen,
-       max(last_seen) AS last_seen, 0::bigint AS runs, 0::bigint AS strokes,
-       ARRAY[]::text[] AS sessions
-FROM cartridge_uses GROUP BY lot, site, pen_serial, cartridge_id;
+SELECT u.lot, u.site, u.pen_serial, u.cartridge_id, u.first_seen, u.last_seen,
+       r.runs, r.strokes, coalesce(s.sessions, ARRAY[]::text[]) AS sessions
+FROM cartridge_uses AS u
+CROSS JOIN LATERAL (
+    SELECT count(*) AS runs, coalesce(sum(runs.strokes), 0)::bigint AS strokes
+    FROM runs WHERE runs.serial = u.pen_serial AND runs.cartridge_id = u.cartridge_id
+) AS r
+CROSS JOIN LATERAL (
+    SELECT array_agg(DISTINCT sessions.record_id ORDER BY sessions.record_id) AS sessions
+    FROM sessions
+    WHERE sessions.serial = u.pen_serial AND sessions.boot_id IN (
+        SELECT runs.boot_id FROM runs
+        WHERE runs.serial = u.pen_serial AND runs.cartridge_id = u.cartridge_id
+        UNION
+        SELECT m.boot_id FROM cartridge_mounts AS m
+        WHERE m.serial = u.pen_serial AND m.cartridge_id = u.cartridge_id AND m.lot = u.lot)
+) AS s;
