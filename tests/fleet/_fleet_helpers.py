@@ -25,7 +25,8 @@ ARCHIVERS = ("archiver-1", "archiver-2")
 TEST_SITES = (
     "pub", "retain", "stop", "deny", "env", "odd", "log", "auth", "acl", "nobody", "will",
     "table", "cli", "restart", "requeue", "scale", "watch", "clinic", "shared",
-    "attack", "replay", "sender", "bigcmd", "takeover", "fail", "stopargs",
+    "attack", "replay", "sender", "bigcmd", "takeover", "fail", "stopargs", "clinic-r",
+    "fault-site",
 )  # fmt: skip
 
 

@@ -12,7 +12,7 @@ from pathlib import Path
 import aiomqtt
 import psycopg
 import pytest
-from _fleet_helpers import WATCHER, FleetBroker, password
+from _fleet_helpers import ARCHIVERS, FleetBroker, password
 
 from micropen.host.fleet import records as R
 from micropen.host.fleet.migrate import migrate
@@ -119,13 +119,17 @@ async def test_sigkill_broker_restart_and_db_restart_lose_and_duplicate_nothing(
 ) -> None:
     dsn = own_pg.create_database("fleet_faults")
     migrate(dsn)
-    pw_file = tmp_path / "watcher.pw"
-    pw_file.write_text(password(WATCHER))
     mqtt_url = own_broker.mosquitto.url
+    # one broker account per worker: the broker makes the username the client id, so it is
+    # also the worker's persistent session (docs/fleet.md)
+    accounts = {"w1": ARCHIVERS[0], "w2": ARCHIVERS[1]}
+    for user in ARCHIVERS:
+        (tmp_path / f"{user}.pw").write_text(password(user))
 
     def worker(name: str) -> WorkerProcess:
-        return WorkerProcess(name, mqtt_url, dsn, username=WATCHER, password_file=pw_file,
-                             batch=50)  # fmt: skip
+        user = accounts[name]
+        return WorkerProcess(name, mqtt_url, dsn, username=user,
+                             password_file=tmp_path / f"{user}.pw", batch=50)  # fmt: skip
 
     boxes, published = _fill_outboxes(tmp_path / "queues")
     w1, w2 = worker("w1"), worker("w2")
