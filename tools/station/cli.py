@@ -133,7 +133,7 @@ def _serve(application: Any, sock: socket.socket) -> None:
     import uvicorn
 
     config = uvicorn.Config(
-        application, log_level="warning", ws="websockets", lifespan="on", access_log=False
+        application, log_level="warning", ws="websockets-sansio", lifespan="on", access_log=False
     )
     server = uvicorn.Server(config)
     server.run(sockets=[sock])

@@ -41,6 +41,7 @@ from micropen.host.calibration.procedure import PROCEDURES
 from micropen.host.calibration.record import CalibrationRecord, PointResult
 from micropen.host.connection import AsyncPen, ConnectionNotice
 from micropen.host.errors import HostError, InvalidInput
+from micropen.host.tasks import cancel_and_wait
 from micropen.protocol.errors import MicropenError
 from micropen.protocol.messages import (
     Event,
@@ -110,6 +111,7 @@ class CalibrationJob:
     started: datetime = field(default_factory=lambda: datetime.now(UTC))
     task: asyncio.Task[CalibrationRecord | None] | None = None
     state: str = "starting"  # starting → running → done | aborted | failed
+    rev: int = 0  # bumped at every published change: a page ignores older snapshots
     phase: str = ""
     messages: list[str] = field(default_factory=list)
     points: list[dict[str, Any]] = field(default_factory=list)
@@ -128,6 +130,7 @@ class CalibrationJob:
     def to_dict(self) -> dict[str, Any]:
         return {
             "id": self.id,
+            "rev": self.rev,
             "procedure": self.procedure,
             "gauge": self.gauge,
             "technician": self.technician,
@@ -159,7 +162,9 @@ class PenSession:
         self.last_stop: dict[str, Any] | None = None
         self._last_publish = 0.0
         self._last_state: PenState | None = None
-        self._stop_watch: tuple[int, asyncio.Future[Telemetry]] | None = None
+        # a stop's watches on the telemetry: (from pen time, condition, the first sample that
+        # meets it)
+        self._watches: list[tuple[int, Callable[[Telemetry], bool], asyncio.Future[Telemetry]]] = []
         self._unsubscribe = pen.add_listener(self._on_message)
 
     # --- the pen's notifications -----------------------------------------------------------
@@ -186,15 +191,9 @@ class PenSession:
 
     def _on_sample(self, sample: Telemetry) -> None:
         self.sample = sample
-        watch = self._stop_watch
-        if (
-            watch is not None
-            and not watch[1].done()
-            and sample.t_ms >= watch[0]
-            and sample.state is not PenState.RUNNING
-            and sample.depth_um <= HOME_UM
-        ):
-            watch[1].set_result(sample)
+        for since, condition, found in self._watches:
+            if not found.done() and sample.t_ms >= since and condition(sample):
+                found.set_result(sample)
         now = asyncio.get_running_loop().time()
         if sample.state is not self._last_state or now - self._last_publish >= PUBLISH_EVERY_S:
             self._last_state, self._last_publish = sample.state, now
@@ -240,7 +239,11 @@ class PenSession:
         since = self.sample.t_ms if self.sample is not None else 0
         running = self.sample is not None and self.sample.state is PenState.RUNNING
         home: asyncio.Future[Telemetry] = loop.create_future()
-        self._stop_watch = (since, home)
+        rest: asyncio.Future[Telemetry] = loop.create_future()
+        self._watches = [
+            (since, lambda s: s.state is not PenState.RUNNING and s.depth_um <= HOME_UM, home),
+            (since, lambda s: s.state in (PenState.IDLE, PenState.FAULT), rest),
+        ]
         started = loop.time()
         error = None
         try:
@@ -255,18 +258,21 @@ class PenSession:
             "aborted_calibration": aborted,
             "error": error,
             "retract_ms": None,
+            "state": "unknown",
+            "depth_um": None,
         }
         try:
             async with asyncio.timeout(STOP_WATCH_S):
-                sample = await home
-            if running:
-                result["retract_ms"] = sample.t_ms - since
-            result["state"] = sample.state.name.lower()
-            result["depth_um"] = sample.depth_um
+                at_home = await home
+                if running:  # pen clock: the last sample before the stop → first one home
+                    result["retract_ms"] = at_home.t_ms - since
+                at_rest = await rest
+            result["state"] = at_rest.state.name.lower()
+            result["depth_um"] = at_rest.depth_um
         except TimeoutError:
-            result["state"] = "unknown"
+            pass
         finally:
-            self._stop_watch = None
+            self._watches = []
         self.last_stop = result
         self.channel.publish({"type": "stopped", **result})
         return result
@@ -280,10 +286,8 @@ class PenSession:
         return True
 
     async def close(self) -> None:
-        if self.job is not None and self.job.task is not None and not self.job.task.done():
-            self.job.task.cancel()
-            with contextlib.suppress(BaseException):
-                await self.job.task
+        if self.job is not None and self.job.task is not None:
+            await cancel_and_wait([self.job.task])  # its teardown makes the pen safe first
         self._unsubscribe()
         await self.pen.close()
 
@@ -410,6 +414,7 @@ class PenHub:
         channel = session.channel
 
         def publish() -> None:
+            job.rev += 1
             channel.publish({"type": "calibration", "job": job.to_dict()})
 
         def progress(event: ProgressEvent) -> None:
@@ -419,6 +424,7 @@ class PenHub:
                 channel.publish({"type": "point", "point": job.points[-1], "phase": event.phase})
             text = f"{event.phase}: {event.text}"
             job.messages.append(text)
+            job.rev += 1
             channel.publish({"type": "progress", "phase": event.phase, "text": text})
 
         async def prompt(question: str) -> str:
@@ -460,15 +466,15 @@ class PenHub:
             )
             job.state = "done"
         except asyncio.CancelledError:
-            job.state = "aborted"
-            job.outcome = "incomplete"
+            # the procedure has made the pen safe and stored its record as incomplete
+            job.state, job.outcome = "aborted", "incomplete"
             job.reason = "aborted at the station: the pen was stopped and made safe"
-            self._note_record(job, store, serial)
+            await self._note_record(job, store, serial)
+            publish()
+            raise
         except MicropenError as exc:
-            job.state = "failed"
-            job.outcome = "incomplete"
-            job.reason = str(exc)
-            self._note_record(job, store, serial)
+            job.state, job.outcome, job.reason = "failed", "incomplete", str(exc)
+            await self._note_record(job, store, serial)
         finally:
             if instruments:
                 with contextlib.suppress(MicropenError):
@@ -485,17 +491,19 @@ class PenHub:
         publish()
         return record
 
-    def _note_record(self, job: CalibrationJob, store: RecordStore, serial: str) -> None:
+    async def _note_record(self, job: CalibrationJob, store: RecordStore, serial: str) -> None:
         """The incomplete record the procedure stored for this job: the pen's newest, begun
-        after the job (one job per pen at a time)."""
-        with contextlib.suppress(MicropenError):
-            for record in store.history(serial):
-                if record.started_at >= job.started and record.procedure == job.procedure:
-                    job.record_id = record.record_id
-                    job.certificate = record.certificate_id
-                    job.outcome = record.outcome.value
-                    job.reason = record.reason
-                    break
+        after the job (one job per pen at a time). None when it ended before the pen was
+        touched (e.g. while the manual gauge's identity was asked)."""
+        try:
+            records = await asyncio.to_thread(store.history, serial)
+        except MicropenError:
+            return
+        for record in records:
+            if record.started_at >= job.started and record.procedure == job.procedure:
+                job.record_id, job.certificate = record.record_id, record.certificate_id
+                job.outcome, job.reason = record.outcome.value, f"{job.reason} ({record.reason})"
+                return
 
     def answer(self, session: PenSession, prompt_id: int, text: str) -> None:
         job = session.job

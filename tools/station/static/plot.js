@@ -20,7 +20,7 @@ window.errorPlot = function (svg, points, opts) {
   while (svg.firstChild) svg.removeChild(svg.firstChild);
   const xs = points.map(p => p.set).concat(opts.setRange || []);
   const tol = Math.max(0, ...points.map(p => p.tolerance), opts.tolerance || 0);
-  const spread = Math.max(tol * 1.6, ...points.map(p => Math.abs(p.error) + (p.expanded || 0)) .map(v => v * 1.15), 1e-6);
+  const spread = Math.max(tol * 1.6, ...points.map(p => (Math.abs(p.error) + (p.expanded || 0)) * 1.15), opts.emptySpread || 1);
   let x0 = Math.min(...xs), x1 = Math.max(...xs);
   if (!isFinite(x0)) { x0 = 0; x1 = 1; }
   const pad = (x1 - x0) * 0.08 || 1; x0 -= pad; x1 += pad;

@@ -124,9 +124,9 @@ function calibratePage() {
   const depthSet = [0, 2.5], rateSet = [60, 160];
   function draw() {
     window.errorPlot($("#plot-depth"), points.filter(p => p.quantity === "depth"),
-      {xLabel: "set depth (mm)", yLabel: "error (mm)", setRange: depthSet});
+      {xLabel: "set depth (mm)", yLabel: "error (mm)", setRange: depthSet, emptySpread: 0.1});
     window.errorPlot($("#plot-rate"), points.filter(p => p.quantity === "rate"),
-      {xLabel: "set rate (strokes/s)", yLabel: "error (%)", setRange: rateSet});
+      {xLabel: "set rate (strokes/s)", yLabel: "error (%)", setRange: rateSet, emptySpread: 2});
     const body = $("#points tbody");
     body.textContent = "";
     for (const p of points) {
@@ -147,8 +147,11 @@ function calibratePage() {
     const li = document.createElement("li"); li.textContent = text; $("#cal-log").appendChild(li);
     li.scrollIntoView({block: "nearest"});
   }
+  let shown = {id: null, rev: -1};
   function job(j) {
     if (!j) return;
+    if (j.id === shown.id && j.rev < shown.rev) return;  /* an older snapshot, overtaken */
+    shown = {id: j.id, rev: j.rev};
     $("#cal-job").textContent = j.id;
     $("#cal-state").textContent = j.state;
     $("#cal-phase").textContent = j.phase || "—";
@@ -160,8 +163,12 @@ function calibratePage() {
       promptId = j.prompt.id;
       $("#prompt-question").textContent = j.prompt.question;
       box.hidden = false;
-      if (fresh) { $("#prompt-answer").value = ""; $("#prompt-answer").focus(); }
-    } else { box.hidden = true; promptId = null; }
+      box.dataset.promptId = j.prompt.id;
+      if (fresh) {
+        $("#prompt-answer").value = "";
+        if (live) $("#prompt-answer").focus();  /* a question arriving now takes the focus */
+      }
+    } else { box.hidden = true; promptId = null; delete box.dataset.promptId; }
     if (!["starting", "running"].includes(j.state)) {
       const result = $("#cal-result");
       result.textContent = `${j.state}: ${j.outcome || ""} — ${j.reason || ""}`;
@@ -175,7 +182,9 @@ function calibratePage() {
       }
     } else { $("#cal-result").textContent = ""; }
   }
+  let live = false;  /* the page's first render leaves the focus where the user is */
   if (pen.calibration) { job(pen.calibration); pen.calibration.messages.forEach(log); } else draw();
+  live = true;
   feed(pen.pid, (e) => {
     if (e.type === "calibration") job(e.job);
     else if (e.type === "snapshot" && e.pen.calibration) job(e.pen.calibration);
