@@ -51,7 +51,17 @@ def api_get(station: StationProcess, path: str) -> Any:
 
 
 def shot(driver: Any, name: str) -> None:
-    driver.save_screenshot(str(artifacts_dir() / f"station-{name}.png"))
+    """The whole page (not only the window), through the DevTools protocol."""
+    import base64
+
+    width, height = driver.execute_script(
+        "return [document.documentElement.scrollWidth, document.documentElement.scrollHeight]"
+    )
+    clip = {"x": 0, "y": 0, "width": width, "height": min(height, 4000), "scale": 1}
+    data = driver.execute_cdp_cmd(
+        "Page.captureScreenshot", {"format": "png", "captureBeyondViewport": True, "clip": clip}
+    )
+    (artifacts_dir() / f"station-{name}.png").write_bytes(base64.b64decode(data["data"]))
 
 
 def connect(driver: Any, station: StationProcess, url: str) -> str:
@@ -122,6 +132,11 @@ class Prompts:
         return float(found.group(1))
 
 
+def gauge_reading(set_mm: float) -> str:
+    """What the technician reads off the dial: the pen 3 % deep plus 10 µm."""
+    return f"{set_mm * 1.03 + 0.010:.3f}"
+
+
 def plotted(driver: Any, svg_id: str) -> int:
     return len(driver.find_elements("css selector", f"#{svg_id} .point"))
 
@@ -141,12 +156,12 @@ def test_manual_gauge_refuses_a_typo_fills_the_plot_and_aborts_safely(
     prompts.answer("9")  # a number, but no correctable pen shows 9 mm at 0.25 mm
     question = prompts.next_question()
     assert "outside the plausible" in question
-    prompts.answer(f"{set_point:g}")
+    prompts.answer(gauge_reading(set_point))
 
     for n in range(1, 4):  # three points, two readings each: the plot fills one by one
         if n > 1:
-            prompts.answer(f"{prompts.reading():g}")
-        prompts.answer(f"{prompts.reading():g}")
+            prompts.answer(gauge_reading(prompts.reading()))
+        prompts.answer(gauge_reading(prompts.reading()))
         wait_for(driver, lambda d, n=n: plotted(d, "plot-depth") == n, f"point {n} on the plot")
         assert by_id(driver, "plot-depth").get_attribute("data-points") == str(n)
     prompts.reading()  # the pen is at the fourth set point, waiting for a reading

@@ -94,6 +94,7 @@ def point_dict(point: PointResult) -> dict[str, Any]:
         "error": point.error,
         "error_units": point.error_units,
         "expanded": point.expanded,
+        "decimals": point.uncertainty.decimals if point.uncertainty else 3,
         "tolerance": point.tolerance,
         "limit": point.limit_name,
         "verdict": point.verdict.value,

@@ -131,9 +131,9 @@ function calibratePage() {
     body.textContent = "";
     for (const p of points) {
       const tr = document.createElement("tr");
-      const u = p.expanded === null ? "" : ` ± ${p.expanded}`;
+      const u = p.expanded === null ? "" : ` ± ${p.expanded.toFixed(p.decimals)}`;
       for (const text of [p.quantity, p.stage.replace("_", "-"), `${p.set} ${p.units}`,
-        `${p.error >= 0 ? "+" : ""}${p.error}${u} ${p.error_units}`, `±${p.tolerance} ${p.error_units}`]) {
+        `${p.error >= 0 ? "+" : ""}${p.error.toFixed(p.decimals)}${u} ${p.error_units}`, `±${p.tolerance} ${p.error_units}`]) {
         const td = document.createElement("td"); td.textContent = text; tr.appendChild(td);
       }
       const td = document.createElement("td"), span = document.createElement("span");
@@ -153,6 +153,13 @@ function calibratePage() {
     if (j.id === shown.id && j.rev < shown.rev) return;  /* an older snapshot, overtaken */
     shown = {id: j.id, rev: j.rev};
     $("#cal-job").textContent = j.id;
+    const active = ["starting", "running"].includes(j.state);
+    const form = $("#cal-form");
+    if (form) form.querySelectorAll("fieldset input, select, #scpi-url, #readings, #technician, #cal-start")
+      .forEach((n) => { n.disabled = active; });
+    /* only the quantities this procedure measures get a plot */
+    $("#plot-depth").closest("figure").hidden = j.procedure === "rate";
+    $("#plot-rate").closest("figure").hidden = j.procedure === "depth";
     $("#cal-state").textContent = j.state;
     $("#cal-phase").textContent = j.phase || "—";
     points = j.points.slice();
