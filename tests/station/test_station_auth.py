@@ -115,6 +115,28 @@ def test_a_technician_connects_and_stops_a_pen(users: UserStore) -> None:
         assert c.get(f"/api/pens/{pid}").json()["serial"] == r.json()["serial"]
 
 
+def test_a_stop_on_the_feed_needs_the_csrf_token_too(users: UserStore) -> None:
+    with client(users) as c:
+        token = log_in(c, "tina")
+        pid = post(c, "/api/pens", token, {"url": "sim://?seed=4"}).json()["pid"]
+        with c.websocket_connect(f"/ws/pens/{pid}") as ws:
+            assert ws.receive_json()["type"] == "snapshot"
+            ws.send_json({"type": "stop", "csrf": "forged"})
+            assert _next(ws, {"stop_refused"})["type"] == "stop_refused"
+            ws.send_json({"type": "stop", "csrf": token})
+            stopped = _next(ws, {"stopped"})
+            assert stopped["error"] is None and stopped["state"] == "idle"
+
+
+def _next(ws: Any, kinds: set[str], most: int = 2000) -> Any:
+    """The next event of these kinds (telemetry goes by meanwhile), within ``most`` events."""
+    for _ in range(most):
+        event = ws.receive_json()
+        if event["type"] in kinds:
+            return event
+    raise AssertionError(f"no {kinds} event within {most} events")
+
+
 def test_a_removed_user_is_logged_out_at_the_next_request(users: UserStore) -> None:
     with client(users) as c:
         log_in(c, "vic")

@@ -212,6 +212,7 @@ def test_stop_during_a_run_by_keyboard_alone(driver: Any, station: StationProces
         "the stop's result",
     )
     assert out.get_attribute("data-state") == "idle"
+    assert out.get_attribute("data-via") == "feed"  # on the open WebSocket: no new connection
     retract = out.get_attribute("data-retract-ms")
     assert retract, f"no retract time measured: {out.text}"
     assert float(retract) <= RETRACT_LIMIT_MS, out.text

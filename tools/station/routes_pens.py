@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 from typing import Any
 
 from starlette.requests import Request
@@ -17,6 +18,7 @@ from micropen.host.errors import InvalidInput
 from micropen.host.transports.discovery import scan
 from micropen.protocol.errors import MicropenError
 
+from .auth import csrf_ok
 from .hub import PenHub, PenSession
 from .web import in_thread, page, read_json, require
 
@@ -174,7 +176,7 @@ async def pen_feed(websocket: WebSocket) -> None:
     queue = session.channel.subscribe()
     try:
         await websocket.send_json({"type": "snapshot", "pen": session.summary()})
-        receiver = asyncio.create_task(_drain(websocket))
+        receiver = asyncio.create_task(_listen(websocket, session, user))
         try:
             while not receiver.done():
                 getter = asyncio.create_task(queue.get())
@@ -193,11 +195,29 @@ async def pen_feed(websocket: WebSocket) -> None:
             await websocket.close()
 
 
-async def _drain(websocket: WebSocket) -> None:
-    """Until the browser goes away (it sends nothing we act on)."""
+async def _listen(websocket: WebSocket, session: PenSession, user: Any) -> None:
+    """What the page sends on its feed: only the stop. The stop button uses this open
+    connection first, so it needs no new HTTP connection (a browser holds at most six per
+    host: six slow requests would queue a POST behind them). Same checks as the POST: the
+    session's CSRF token, and a user allowed to stop. Ends when the browser goes away."""
     with contextlib.suppress(WebSocketDisconnect):
         while True:
-            await websocket.receive_text()
+            try:
+                message = json.loads(await websocket.receive_text())
+            except ValueError:
+                continue
+            if not isinstance(message, dict) or message.get("type") != "stop":
+                continue
+            if not csrf_ok(websocket.session, message.get("csrf")) or not user.may("stop"):
+                await websocket.send_json({"type": "stop_refused", "error": "reload the page"})
+                continue
+            # run apart: the stop's result comes back on the channel as "stopped"
+            task = asyncio.create_task(session.stop())
+            _STOPS.add(task)
+            task.add_done_callback(_STOPS.discard)
+
+
+_STOPS: set[asyncio.Task[dict[str, Any]]] = set()  # stops in flight (a task needs an owner)
 
 
 def _same_origin(websocket: WebSocket) -> bool:

@@ -25,13 +25,20 @@ async function api(path, body) {
   return data;
 }
 
+let penSocket = null;  /* the pen's feed; the stop button sends on it first */
+const stopListeners = [];
 function feed(pid, onEvent) {
   const scheme = location.protocol === "https:" ? "wss" : "ws";
   let closed = false;
   function open() {
     const ws = new WebSocket(`${scheme}://${location.host}/ws/pens/${pid}`);
-    ws.onmessage = (m) => onEvent(JSON.parse(m.data));
-    ws.onclose = () => { if (!closed) setTimeout(open, 1000); };
+    ws.onopen = () => { penSocket = ws; };
+    ws.onmessage = (m) => {
+      const e = JSON.parse(m.data);
+      if (e.type === "stopped" || e.type === "stop_refused") stopListeners.forEach((f) => f(e));
+      onEvent(e);
+    };
+    ws.onclose = () => { if (penSocket === ws) penSocket = null; if (!closed) setTimeout(open, 1000); };
   }
   open();
   window.addEventListener("beforeunload", () => { closed = true; });
@@ -42,26 +49,42 @@ function initial() {
   return node ? JSON.parse(node.textContent) : null;
 }
 
-/* --- stop: on every pen page ------------------------------------------------------------- */
+/* --- stop: on every pen page -------------------------------------------------------------
+   On the pen's open WebSocket first (no new connection to wait for), else a POST; either way
+   the server sends the urgent stop at once. */
 function wireStop() {
   const button = $("#stop");
   if (!button) return;
-  button.addEventListener("click", async () => {
-    const out = $("#stop-result");
+  const out = $("#stop-result");
+  let pending = false;
+  function show(r, via) {
+    pending = false;
+    out.dataset.via = via;
+    const parts = [`stopped: pen ${r.state}`];
+    if (r.retract_ms !== null) parts.push(`needles home ${r.retract_ms} ms after the stop (pen clock)`);
+    parts.push(`acknowledged in ${r.acknowledged_ms} ms`);
+    if (r.aborted_calibration) parts.push("calibration aborted");
+    if (r.error) parts.push(`error: ${r.error}`);
+    out.textContent = parts.join("; ");
+    out.dataset.state = r.state;
+    out.dataset.retractMs = r.retract_ms === null ? "" : r.retract_ms;
+  }
+  async function post() {
+    try { show(await api(`/api/pens/${button.dataset.pid}/stop`), "post"); }
+    catch (e) { pending = false; out.textContent = `stop failed: ${e.message} — use the pen's own button`; }
+  }
+  stopListeners.push((e) => {
+    if (e.type === "stopped" && pending) show(e, "feed");
+    else if (e.type === "stop_refused" && pending) post();
+  });
+  button.addEventListener("click", () => {
     out.textContent = "stopping…";
-    try {
-      const r = await api(`/api/pens/${button.dataset.pid}/stop`);
-      const parts = [`stopped: pen ${r.state}`];
-      if (r.retract_ms !== null) parts.push(`needles home ${r.retract_ms} ms after the stop (pen clock)`);
-      parts.push(`acknowledged in ${r.acknowledged_ms} ms`);
-      if (r.aborted_calibration) parts.push("calibration aborted");
-      if (r.error) parts.push(`error: ${r.error}`);
-      out.textContent = parts.join("; ");
-      out.dataset.state = r.state;
-      out.dataset.retractMs = r.retract_ms === null ? "" : r.retract_ms;
-    } catch (e) {
-      out.textContent = `stop failed: ${e.message} — use the pen's own button`;
-    }
+    delete out.dataset.state;
+    pending = true;
+    if (penSocket && penSocket.readyState === WebSocket.OPEN) {
+      penSocket.send(JSON.stringify({type: "stop", csrf: CSRF}));
+      setTimeout(() => { if (pending) post(); }, 1500);  /* no answer on the feed: POST too */
+    } else post();
   });
 }
 
