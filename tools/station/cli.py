@@ -23,6 +23,7 @@ user_app = typer.Typer(help="The station's users (needed when it listens beyond 
 app.add_typer(user_app, name="user", no_args_is_help=True)
 
 DEFAULT_PORT = 8470
+GRACEFUL_S = 5  # at Ctrl-C/SIGTERM: how long open requests may take before they are cut
 
 
 @app.callback()
@@ -133,7 +134,12 @@ def _serve(application: Any, sock: socket.socket) -> None:
     import uvicorn
 
     config = uvicorn.Config(
-        application, log_level="warning", ws="websockets-sansio", lifespan="on", access_log=False
+        application,
+        log_level="warning",
+        ws="websockets-sansio",
+        lifespan="on",
+        access_log=False,
+        timeout_graceful_shutdown=GRACEFUL_S,  # then the pens are closed (stopped if running)
     )
     server = uvicorn.Server(config)
     server.run(sockets=[sock])

@@ -3,15 +3,13 @@ will), live."""
 
 from __future__ import annotations
 
-import contextlib
-
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route, WebSocketRoute
-from starlette.websockets import WebSocket, WebSocketDisconnect
+from starlette.websockets import WebSocket
 
 from .fleet import FleetView
-from .routes_pens import _same_origin
+from .routes_pens import _same_origin, drain, relay
 from .web import page, require
 
 __all__ = ["routes"]
@@ -51,17 +49,8 @@ async def fleet_feed(websocket: WebSocket) -> None:
         return
     fleet = _fleet(websocket)
     await websocket.accept()
-    queue = fleet.channel.subscribe()
-    try:
-        await websocket.send_json({"type": "snapshot", "pens": fleet.pens(), "error": fleet.error})
-        while True:
-            await websocket.send_json(await queue.get())
-    except (WebSocketDisconnect, RuntimeError):
-        pass
-    finally:
-        fleet.channel.unsubscribe(queue)
-        with contextlib.suppress(RuntimeError):
-            await websocket.close()
+    snapshot = {"type": "snapshot", "pens": fleet.pens(), "error": fleet.error}
+    await relay(websocket, fleet.channel, snapshot, drain(websocket))
 
 
 routes = [

@@ -5,8 +5,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+from collections.abc import Awaitable
 from typing import Any
 
+import anyio
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route, WebSocketRoute
@@ -19,7 +21,7 @@ from micropen.host.transports.discovery import scan
 from micropen.protocol.errors import MicropenError
 
 from .auth import csrf_ok
-from .hub import PenHub, PenSession
+from .hub import Channel, PenHub, PenSession
 from .web import in_thread, page, read_json, require
 
 __all__ = ["routes"]
@@ -173,26 +175,40 @@ async def pen_feed(websocket: WebSocket) -> None:
         await websocket.close(code=1008)
         return
     await websocket.accept()
-    queue = session.channel.subscribe()
+    await relay(
+        websocket,
+        session.channel,
+        {"type": "snapshot", "pen": session.summary()},
+        _listen(websocket, session, user),
+    )
+
+
+async def relay(
+    websocket: WebSocket, channel: Channel, snapshot: dict[str, Any], listener: Awaitable[None]
+) -> None:
+    """Snapshot, then the channel's events to the browser, until the browser goes away (the
+    listener, reading what it sends, ends) or a send fails. The two jobs are an anyio task
+    group (Starlette's own concurrency): either ending cancels the other, and a cancel of
+    the handler (server shutdown) reaches both."""
+    queue = channel.subscribe()
     try:
-        await websocket.send_json({"type": "snapshot", "pen": session.summary()})
-        receiver = asyncio.create_task(_listen(websocket, session, user))
-        try:
-            while not receiver.done():
-                getter = asyncio.create_task(queue.get())
-                done, _ = await asyncio.wait({getter, receiver}, return_when="FIRST_COMPLETED")
-                if getter not in done:
-                    getter.cancel()
-                    break
-                await websocket.send_json(getter.result())
-        finally:
-            receiver.cancel()
-    except (WebSocketDisconnect, RuntimeError):
-        pass
+        async with anyio.create_task_group() as group:
+
+            async def listen() -> None:
+                await listener
+                group.cancel_scope.cancel()  # the browser went away
+
+            async def send() -> None:
+                with contextlib.suppress(WebSocketDisconnect, RuntimeError, OSError):
+                    await websocket.send_json(snapshot)
+                    while True:
+                        await websocket.send_json(await queue.get())
+                group.cancel_scope.cancel()  # the connection is gone
+
+            group.start_soon(listen)
+            group.start_soon(send)
     finally:
-        session.channel.unsubscribe(queue)
-        with contextlib.suppress(RuntimeError):
-            await websocket.close()
+        channel.unsubscribe(queue)
 
 
 async def _listen(websocket: WebSocket, session: PenSession, user: Any) -> None:
@@ -200,7 +216,7 @@ async def _listen(websocket: WebSocket, session: PenSession, user: Any) -> None:
     connection first, so it needs no new HTTP connection (a browser holds at most six per
     host: six slow requests would queue a POST behind them). Same checks as the POST: the
     session's CSRF token, and a user allowed to stop. Ends when the browser goes away."""
-    with contextlib.suppress(WebSocketDisconnect):
+    with contextlib.suppress(WebSocketDisconnect, RuntimeError):
         while True:
             try:
                 message = json.loads(await websocket.receive_text())
@@ -240,3 +256,10 @@ routes = [
     Route("/pens/{pid}/calibrate", calibrate_page, methods=["GET"]),
     WebSocketRoute("/ws/pens/{pid}", pen_feed),
 ]
+
+
+async def drain(websocket: WebSocket) -> None:
+    """Read until the browser goes away (for a feed that takes nothing from the page)."""
+    with contextlib.suppress(WebSocketDisconnect, RuntimeError):
+        while True:
+            await websocket.receive_text()
