@@ -181,7 +181,9 @@ def build_app(config: StationConfig) -> Starlette:
             await hub.close()  # a calibration still going is aborted: its teardown runs
             await fleet.close()
 
-    hosts = ["127.0.0.1", "localhost", "[::1]"] if not config.login_required else ["*"]
+    hosts = ["*"]  # with logins any name may reach it; on loopback only its own (no rebinding)
+    if not config.login_required:
+        hosts = sorted({"127.0.0.1", "localhost", config.host})
     middleware = [
         Middleware(TrustedHostMiddleware, allowed_hosts=hosts),  # no DNS rebinding to 127.0.0.1
         Middleware(

@@ -33,12 +33,18 @@ window.errorPlot = function (svg, points, opts) {
   for (const t of ticks(x0, x1, 6)) {
     svg.appendChild(el("text", {x: X(t), y: H - B + 16, "text-anchor": "middle"}, String(t)));
   }
-  if (tol > 0) {
-    svg.appendChild(el("rect", {x: L, width: W - L - R, y: Y(tol), height: Y(-tol) - Y(tol), class: "band"}));
-    svg.appendChild(el("line", {x1: L, x2: W - R, y1: Y(tol), y2: Y(tol), class: "limit"}));
-    svg.appendChild(el("line", {x1: L, x2: W - R, y1: Y(-tol), y2: Y(-tol), class: "limit"}));
-    svg.appendChild(el("text", {x: W - R - 4, y: Y(tol) - 4, "text-anchor": "end"}, "+" + tol + " limit"));
-  }
+  /* one band per limit: as-found acceptance (wider), as-left (narrower), widest first */
+  const limits = {};
+  for (const p of points) limits[p.tolerance] = limits[p.tolerance] || p.stage.replace("_", "-");
+  const bands = Object.keys(limits).map(Number).sort((a, b) => b - a);
+  bands.forEach((t, i) => {
+    svg.appendChild(el("rect", {x: L, width: W - L - R, y: Y(t), height: Y(-t) - Y(t), class: `band band${i}`}));
+  });
+  bands.forEach((t) => {
+    svg.appendChild(el("line", {x1: L, x2: W - R, y1: Y(t), y2: Y(t), class: "limit"}));
+    svg.appendChild(el("line", {x1: L, x2: W - R, y1: Y(-t), y2: Y(-t), class: "limit"}));
+    svg.appendChild(el("text", {x: W - R - 4, y: Y(t) - 4, "text-anchor": "end"}, `±${t} ${limits[t]} limit`));
+  });
   svg.appendChild(el("line", {x1: L, x2: W - R, y1: Y(0), y2: Y(0), class: "axis"}));
   svg.appendChild(el("line", {x1: L, x2: L, y1: T, y2: H - B, class: "axis"}));
   svg.appendChild(el("text", {x: (L + W) / 2, y: H - 6, "text-anchor": "middle"}, opts.xLabel));

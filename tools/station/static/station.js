@@ -201,13 +201,13 @@ function calibratePage() {
     } else { box.hidden = true; promptId = null; delete box.dataset.promptId; }
     if (!["starting", "running"].includes(j.state)) {
       const result = $("#cal-result");
-      result.textContent = `${j.state}: ${j.outcome || ""} — ${j.reason || ""}`;
+      result.textContent = `${j.state}: ${j.outcome || ""} — ${j.reason || ""}. `;
       result.dataset.outcome = j.outcome || "";
       result.dataset.record = j.record_id || "";
       if (j.record_id) {
         const a = document.createElement("a");
         a.href = `/records/${j.record_id}`; a.id = "record-link";
-        a.textContent = ` open record ${j.certificate || j.record_id.slice(0, 8)}`;
+        a.textContent = `Open record ${j.certificate || j.record_id.slice(0, 8)}`;
         result.appendChild(a);
       }
     } else { $("#cal-result").textContent = ""; }
