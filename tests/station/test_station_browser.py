@@ -225,6 +225,7 @@ def test_stop_during_a_run_by_keyboard_alone(driver: Any, station: StationProces
 
     pen = wait_for(driver, aborted, "the calibration aborted by the stop")
     assert pen["state"] == "idle" and pen["live"]["depth_mm"] <= HOME_MM
+    assert pen["calibration"]["outcome"] == "incomplete" and pen["calibration"]["record_id"]
 
 
 def test_stop_by_space_on_an_idle_pen(driver: Any, station: StationProcess) -> None:

@@ -24,7 +24,7 @@ from micropen.host.errors import InvalidInput
 from micropen.protocol.errors import MicropenError
 
 from . import routes_fleet, routes_log, routes_pens, routes_records
-from .auth import LOCAL_USER, User, UserStore, csrf_ok, csrf_token
+from .auth import LOCAL_USER, User, UserStore, csrf_ok, csrf_token, is_loopback
 from .fleet import FleetView
 from .hub import PenHub
 from .web import HERE, in_thread, read_json, templates
@@ -167,9 +167,7 @@ async def http_error(request: Request, exc: Exception) -> Response:
 
 def build_app(config: StationConfig) -> Starlette:
     station = config.station if config.station is not None else load_station()
-    hub = PenHub(
-        store_factory=RecordStore, station=station, certificates=lambda: None, log=config.log
-    )
+    hub = PenHub(store_factory=RecordStore, station=station, log=config.log)
     fleet = FleetView(config.mqtt, site=config.site)
 
     @contextlib.asynccontextmanager
@@ -182,7 +180,7 @@ def build_app(config: StationConfig) -> Starlette:
             await fleet.close()
 
     hosts = ["*"]  # with logins any name may reach it; on loopback only its own (no rebinding)
-    if not config.login_required:
+    if is_loopback(config.host):
         hosts = sorted({"127.0.0.1", "localhost", config.host})
     middleware = [
         Middleware(TrustedHostMiddleware, allowed_hosts=hosts),  # no DNS rebinding to 127.0.0.1

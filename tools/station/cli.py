@@ -58,6 +58,14 @@ def station(
     sign_cert: Annotated[
         Path | None, typer.Option("--sign-cert", help="the signatory's X.509 certificate")
     ] = None,
+    require_login: Annotated[
+        bool,
+        typer.Option(
+            "--require-login",
+            help="logins on loopback too (a bench PC shared by several technicians: who "
+            "calibrated and who signed is then the logged-in user)",
+        ),
+    ] = False,
     as_json: JsonOption = False,
 ) -> None:
     """Serve the station (127.0.0.1:8470 by default) until Ctrl-C; with --json, print one
@@ -69,13 +77,17 @@ def station(
     from .auth import UserStore, is_loopback, load_secret
 
     with errors_to_exit():
-        login = not is_loopback(host)
+        login = require_login or not is_loopback(host)
         users = UserStore()
         if login and not users.users():
+            why = (
+                "--require-login"
+                if require_login and is_loopback(host)
+                else f"--host {host} is reachable from other machines, so the station"
+            )
             fail(
-                f"--host {host} is reachable from other machines, so the station needs logins "
-                "and has no user yet; add one (micropen station user add NAME --role technician)"
-                " or listen on 127.0.0.1",
+                f"{why} needs logins and has no user yet; add one (micropen station user add "
+                "NAME --role technician) or listen on 127.0.0.1",
                 2,
             )
         signer = _signer(sign_key, sign_cert)

@@ -314,7 +314,6 @@ class PenHub:
         *,
         store_factory: Callable[[], RecordStore] = RecordStore,
         station: Station,
-        certificates: Callable[[], Any],
         log: Any = True,
     ) -> None:
         self.pens: dict[str, PenSession] = {}
@@ -322,7 +321,6 @@ class PenHub:
         self._jobs = itertools.count(1)
         self._store_factory = store_factory
         self.station = station
-        self._certificates = certificates
         self._log = log
         self._lock = asyncio.Lock()
 

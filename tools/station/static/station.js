@@ -273,7 +273,8 @@ function loginPage() {
     ev.preventDefault();
     try {
       await api("/login", {user: $("#login-user").value, password: $("#login-password").value});
-      location.href = form.dataset.next && form.dataset.next.startsWith("/") ? form.dataset.next : "/pens";
+      const next = form.dataset.next || "";  /* a path of this station only: no open redirect */
+      location.href = next.startsWith("/") && !next.startsWith("//") && !next.includes("\\") ? next : "/pens";
     } catch (e) { $("#login-error").textContent = e.message; }
   });
 }
