@@ -129,3 +129,19 @@ def wait_for(driver: Any, condition: Callable[[Any], T], what: str, timeout: flo
         raise AssertionError(
             f"timed out after {timeout} s waiting for {what}; page:\n{body}"
         ) from None
+
+
+def by_id(driver: Any, element_id: str) -> Any:
+    return driver.find_element("id", element_id)
+
+
+def axe_violations(driver: Any) -> list[dict[str, Any]]:
+    """axe-core (vendored) run in the page: its violations of serious or critical impact."""
+    driver.execute_script((VENDOR / "axe.min.js").read_text(encoding="utf-8"))
+    result = driver.execute_async_script(
+        "const done = arguments[arguments.length - 1];"
+        "axe.run(document, {resultTypes: ['violations']})"
+        ".then(r => done(r.violations)).catch(e => done([{id: 'axe-error', impact: 'critical',"
+        " help: String(e), nodes: []}]));"
+    )
+    return [v for v in result if v.get("impact") in ("serious", "critical")]

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from _station import VENDOR, StationProcess, artifacts_dir, wait_for
+from _station import StationProcess, artifacts_dir, axe_violations, by_id, wait_for
 
 from micropen.host.calibration.signing import verify_certificate
 
@@ -38,10 +38,6 @@ MANUAL_IDENTITY = [
     ("resolution", "0.001"),
 ]
 SET_POINT = re.compile(r"set point ([0-9.]+) mm")
-
-
-def by_id(driver: Any, element_id: str) -> Any:
-    return driver.find_element("id", element_id)
 
 
 def api_get(station: StationProcess, path: str) -> Any:
@@ -286,17 +282,6 @@ def test_complete_calibration_sign_and_download(driver: Any, station: StationPro
     assert json.loads(record.read_text())["outcome"] == "pass"
 
 
-def _axe(driver: Any) -> list[dict[str, Any]]:
-    driver.execute_script((VENDOR / "axe.min.js").read_text(encoding="utf-8"))
-    result = driver.execute_async_script(
-        "const done = arguments[arguments.length - 1];"
-        "axe.run(document, {resultTypes: ['violations']})"
-        ".then(r => done(r.violations)).catch(e => done([{id: 'axe-error', impact: 'critical',"
-        " help: String(e), nodes: []}]));"
-    )
-    return [v for v in result if v.get("impact") in ("serious", "critical")]
-
-
 def test_every_main_page_passes_axe_and_is_captured(driver: Any, station: StationProcess) -> None:
     pid = connect(driver, station, "sim://?seed=25")
     start_calibration(driver, station, pid, gauge="sim", technician="Ada Axe")
@@ -320,7 +305,7 @@ def test_every_main_page_passes_axe_and_is_captured(driver: Any, station: Statio
                  f"{path} loaded")  # fmt: skip
         if name == "pen":
             wait_for(driver, lambda d: by_id(d, "v-depth").text != "—", "live values")
-        found = _axe(driver)
+        found = axe_violations(driver)
         if found:
             problems[path] = [
                 f"{v['id']} ({v['impact']}): {v['help']} at "

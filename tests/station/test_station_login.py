@@ -9,9 +9,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from _station import StationProcess, artifacts_dir, wait_for
+from _station import StationProcess, artifacts_dir, axe_violations, by_id, wait_for
 from selenium.webdriver.common.keys import Keys
-from test_station_browser import _axe, by_id
 
 from micropen.tools.station.auth import UserStore
 
@@ -41,7 +40,7 @@ def test_login_roles_and_logout(driver: Any, tmp_path: Path, _own_micropen_home:
         assert station.info["login_required"] is True
         log_in(driver, station, "tina", "not the password")
         wait_for(driver, lambda d: "wrong password" in by_id(d, "login-error").text, "refusal")
-        problems = _axe(driver)
+        problems = axe_violations(driver)
         assert not problems, problems
         driver.save_screenshot(str(artifacts_dir() / "station-login.png"))
 
