@@ -5,6 +5,7 @@ loopback station, and ``micropen station user …`` / the binding rule on the co
 from __future__ import annotations
 
 import json
+import shutil
 import stat
 from pathlib import Path
 from typing import Any
@@ -21,17 +22,29 @@ from micropen.tools.station.auth import UserStore
 PASSWORD = "correct horse battery"
 
 
-@pytest.fixture
-def users(tmp_path: Path) -> UserStore:
-    store = UserStore(tmp_path / "users.json")
+@pytest.fixture(scope="module")
+def users_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Three users, hashed once (Argon2 is slow on purpose)."""
+    store = UserStore(tmp_path_factory.mktemp("users") / "users.json")
     store.add("tina", "technician", PASSWORD)
     store.add("rex", "reviewer", PASSWORD)
     store.add("vic", "viewer", PASSWORD)
-    return store
+    return store.path
 
 
-def client(users: UserStore, *, login: bool = True, base: str = "http://testserver") -> TestClient:
+@pytest.fixture
+def users(users_file: Path, tmp_path: Path) -> UserStore:
+    """Each test's own copy (a test may remove a user)."""
+    copy = tmp_path / "users.json"
+    shutil.copy2(users_file, copy)
+    return UserStore(copy)
+
+
+def client(
+    users: UserStore, *, login: bool = True, base: str = "http://testserver", mqtt: Any = None
+) -> TestClient:
     config = StationConfig(
+        mqtt=mqtt,
         host="0.0.0.0" if login else "127.0.0.1",
         login_required=login,
         secret="test-secret",
@@ -208,3 +221,24 @@ def test_listening_beyond_loopback_without_users_is_refused() -> None:
     assert r.exit_code == 2
     text = " ".join(r.output.split())
     assert "needs logins" in text and "micropen station user add" in text
+
+
+def test_a_page_names_the_problem_a_script_gets_json(users: UserStore) -> None:
+    with client(users, login=False, base="http://127.0.0.1:8470") as c:
+        page = c.get("/pens/p9")
+        assert page.status_code == 400 and "text/html" in page.headers["content-type"]
+        assert "no pen &#39;p9&#39; is connected" in page.text
+        api = c.get("/api/pens/p9")
+        assert api.status_code == 400 and "connect it on the pens page" in api.json()["error"]
+
+
+def test_an_unreachable_broker_is_named_on_the_fleet_feed(users: UserStore) -> None:
+    from micropen.host.fleet.mosquitto import free_port
+
+    url = f"mqtt://127.0.0.1:{free_port()}"  # nothing listens there
+    with client(users, mqtt=url) as c:
+        log_in(c, "vic")
+        with c.websocket_connect("/ws/fleet") as ws:
+            snapshot = ws.receive_json()  # the error, if it came first; else the next event
+            error = snapshot["error"] or _next(ws, {"error"}, most=5)["error"]
+    assert url in error and "trying again" in error

@@ -139,11 +139,11 @@ async def index(request: Request) -> Response:
 
 
 async def bad_input(request: Request, exc: Exception) -> Response:
-    return JSONResponse({"error": str(exc)}, status_code=400)
+    return await http_error(request, HTTPException(400, str(exc)))
 
 
 async def failure(request: Request, exc: Exception) -> Response:
-    return JSONResponse({"error": str(exc)}, status_code=409)
+    return await http_error(request, HTTPException(409, str(exc)))
 
 
 async def http_error(request: Request, exc: Exception) -> Response:

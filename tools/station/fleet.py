@@ -19,6 +19,7 @@ from .hub import Channel
 __all__ = ["FleetView"]
 
 log = logging.getLogger("micropen.station")
+RETRY_S = 5.0
 
 
 class FleetView:
@@ -46,19 +47,27 @@ class FleetView:
         self._task = asyncio.create_task(self._follow(), name="station fleet watch")
 
     async def _follow(self) -> None:
+        """The watcher's views, for as long as the station runs. The watcher reconnects on its
+        own once it was connected; a broker that cannot be reached at all is tried again every
+        RETRY_S, and the page says why meanwhile."""
         import aiomqtt
 
         watcher = self._watcher
-        try:
-            async with contextlib.aclosing(watcher.updates()) as views:
-                async for view in views:
-                    self.connected, self.error = True, None
-                    self.channel.publish({"type": "pen", "pen": view.to_dict()})
-        except (aiomqtt.MqttError, MicropenError, OSError) as exc:
-            self.connected = False
-            self.error = f"broker {self.mqtt}: {exc}; check it (micropen doctor --mqtt URL)"
-            self.channel.publish({"type": "error", "error": self.error})
-            log.warning("fleet view: %s", self.error)
+        while True:
+            try:
+                async with contextlib.aclosing(watcher.updates()) as views:
+                    async for view in views:
+                        self.connected, self.error = True, None
+                        self.channel.publish({"type": "pen", "pen": view.to_dict()})
+            except (aiomqtt.MqttError, MicropenError, OSError) as exc:
+                self.connected = False
+                self.error = (
+                    f"broker {self.mqtt}: {exc}; trying again every {RETRY_S:g} s "
+                    "(micropen doctor --mqtt URL checks it)"
+                )
+                self.channel.publish({"type": "error", "error": self.error})
+                log.warning("fleet view: %s", self.error)
+            await asyncio.sleep(RETRY_S)
 
     def pens(self) -> list[dict[str, Any]]:
         if self._watcher is None:
