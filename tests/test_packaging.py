@@ -36,6 +36,10 @@ def test_wheel_contains_every_module(tmp_path: Path) -> None:
             if inside not in names:
                 missing.append(inside)
     assert not missing, f"not in the wheel: {missing}"
+    station = ROOT / "tools" / "station"  # the station's pages are package data, not modules
+    for path in [*station.glob("templates/*.html"), *station.glob("static/*")]:
+        inside = f"micropen/tools/station/{path.relative_to(station).as_posix()}"
+        assert inside in names, f"not in the wheel: {inside}"
     assert not any(n.startswith("micropen/__init__") for n in names), "micropen is a namespace"
     entry_points = next(n for n in names if n.endswith("entry_points.txt"))
     assert (

@@ -38,6 +38,7 @@ from . import (
 from .common import version
 from .guard import run_guarded
 from .present import areas_help
+from .station import cli as station_cli
 
 app = typer.Typer(
     name="micropen",
@@ -83,6 +84,7 @@ app.add_typer(cal_cli.calibrate_app, name="calibrate")
 app.add_typer(cal_cli.cal_app, name="cal")
 fleet_query_cli.register(fleet_cli.app)
 app.add_typer(fleet_cli.app, name="fleet", help="Fleet telemetry and remote stop over MQTT.")
+app.add_typer(station_cli.app, name="station")
 app.add_typer(sim_cli.app, name="sim", help="Serve the simulated pen (pty, TCP).")
 app.add_typer(firmware_cli.app, name="firmware")
 app.add_typer(pair_cli.app, name="pair")
