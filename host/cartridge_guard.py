@@ -30,6 +30,7 @@ __all__ = [
     "Mount",
     "Recalled",
     "Registry",
+    "RegistryMisconfigured",
     "RegistryUnavailable",
     "UnreachablePolicy",
     "UsedElsewhere",
@@ -77,7 +78,14 @@ Verdict = Claim | UsedElsewhere | Recalled
 
 
 class RegistryUnavailable(Exception):
-    """A registry backend could not answer (network, database down, timeout)."""
+    """A registry backend could not answer (network, database down, timeout): the policy
+    decides."""
+
+
+class RegistryMisconfigured(Exception):
+    """The registry answered, or could not be asked, because it is set up wrong (no such
+    database or role, refused login, no fleet schema or a newer one, a malformed URL): always
+    refused, whatever the policy — a typo must not let cartridges through unchecked."""
 
 
 class Registry(Protocol):
@@ -89,8 +97,8 @@ class Registry(Protocol):
 
 class CartridgeRefused(PenNotReady):
     """The fleet registry refused the mounted cartridge (used on another pen, recalled lot),
-    or could not be asked and the policy is to refuse. ``reason``: used_elsewhere, recalled,
-    registry_unreachable."""
+    is misconfigured, or could not be asked and the policy is to refuse. ``reason``:
+    used_elsewhere, recalled, registry_misconfigured, registry_unreachable."""
 
     def __init__(self, message: str, reason: str) -> None:
         super().__init__(message)
@@ -155,6 +163,14 @@ class CartridgeGuard:
         except (RegistryUnavailable, TimeoutError) as exc:
             self._unreachable(mount, exc, record)
             return
+        except RegistryMisconfigured as exc:
+            message = (
+                f"the fleet cartridge registry is misconfigured ({exc}); no run is allowed "
+                f"unchecked on a misconfigured registry (cartridge {_name(mount)}): correct "
+                "MICROPEN_REGISTRY or the database (micropen doctor says what is wrong)"
+            )
+            record("fleet_registry_misconfigured", mount.cartridge_id, 0, message)
+            raise CartridgeRefused(message, "registry_misconfigured") from None
         if isinstance(verdict, UsedElsewhere):
             message = (
                 f"cartridge {_name(mount)} was used on pen {verdict.serial} (site "
@@ -185,7 +201,7 @@ class CartridgeGuard:
         message = (
             f"the fleet cartridge registry is unreachable ({cause}), and the policy is to "
             f"refuse runs it cannot check (cartridge {_name(mount)}); restore the connection, "
-            "or choose --registry-unreachable 'allow:REASON'"
+            "or set MICROPEN_REGISTRY_UNREACHABLE='allow:REASON' for this bench"
         )
         record("fleet_registry_unreachable_refused", mount.cartridge_id, 0, message)
         raise CartridgeRefused(message, "registry_unreachable")

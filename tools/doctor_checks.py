@@ -359,12 +359,15 @@ def _unreachable(url: str, exc: OSError, timeout: float) -> Verdict:
 def check_registry(env: Mapping[str, str], *, timeout: float = BROKER_TIMEOUT_S) -> Verdict:
     """The fleet cartridge registry (MICROPEN_REGISTRY) answers and holds the fleet schema: a
     bench whose registry is down refuses every run under the default policy."""
-    if not env.get("MICROPEN_REGISTRY", "").strip():
+    if not env.get("MICROPEN_REGISTRY", ""):
         return skipped("no fleet cartridge registry configured (MICROPEN_REGISTRY)")
     import psycopg
 
+    from micropen.host.cartridge_guard import RegistryMisconfigured
     from micropen.host.errors import InvalidInput
-    from micropen.host.fleet.registry import guard_from_env
+    from micropen.host.fleet.errors import FleetError
+    from micropen.host.fleet.migrate import SchemaTooNew, check_schema
+    from micropen.host.fleet.registry import classify, guard_from_env
 
     try:
         guard = guard_from_env(env)
@@ -372,19 +375,25 @@ def check_registry(env: Mapping[str, str], *, timeout: float = BROKER_TIMEOUT_S)
         fix = "correct MICROPEN_REGISTRY, MICROPEN_SITE and MICROPEN_REGISTRY_UNREACHABLE"
         return problem(str(exc), fix)
     assert guard is not None
-    dsn = env["MICROPEN_REGISTRY"].strip()
-    policy = guard.policy.action
+    dsn, policy = env["MICROPEN_REGISTRY"].strip(), guard.policy.action
     try:
         with psycopg.connect(dsn, connect_timeout=max(1, round(timeout))) as conn:
+            check_schema(conn)
             conn.execute("SELECT 1 FROM recalled_lots LIMIT 1")
-    except psycopg.errors.UndefinedTable:
-        fix = "run micropen fleet db migrate --db URL"
-        return problem("the fleet database has no registry tables", fix)
-    except psycopg.Error as exc:
+    except SchemaTooNew as exc:
+        return problem(f"every run is refused: {exc}", "upgrade micropen on this bench")
+    except FleetError as exc:  # the schema is missing or incomplete
+        return problem(f"every run is refused: {exc}", "run micropen fleet db migrate --db URL")
+    except (psycopg.Error, OSError) as exc:
+        found = classify(exc)
+        if isinstance(found, RegistryMisconfigured):
+            return problem(
+                f"every run is refused: the fleet cartridge registry is misconfigured ({found})",
+                "correct MICROPEN_REGISTRY (database, role, login, URL options)",
+            )
         verdict = problem if policy == "refuse" else warning
         return verdict(
-            f"the fleet cartridge registry does not answer ({_one_line(str(exc))}); "
-            f"when unreachable: {policy}",
+            f"the fleet cartridge registry does not answer ({found}); when unreachable: {policy}",
             "check the database server, the network and MICROPEN_REGISTRY",
         )
     return ok(f"fleet cartridge registry answers (site {guard.site}; when unreachable: {policy})")

@@ -59,11 +59,21 @@ def _where(dsn: str) -> str:
 
 
 def _run(dsn: str, work: Coroutine[Any, Any, T]) -> T:
-    if not dsn.startswith(("postgresql://", "postgres://")):
-        work.close()
-        fail(f"--db {dsn!r} is not a postgresql:// URL", 2)
+    from micropen.host.fleet.dsn import check_dsn
+
+    with errors_to_exit():
+        try:
+            check_dsn(dsn)
+        except BaseException:
+            work.close()
+            raise
     with errors_to_exit(), _database_errors(dsn):
         return asyncio.run(work)
+
+
+def _one_format(as_csv: bool, as_json: bool) -> None:
+    if as_csv and as_json:
+        fail("--csv and --json each print the whole answer; choose one", 2)
 
 
 def recall_lot(
@@ -92,10 +102,14 @@ def recall_lot(
     when = f"{result.recalled_at:%Y-%m-%d %H:%M} UTC"
     head = "was already recalled" if result.already else "is recalled fleet-wide"
     typer.echo(f"lot {result.lot} {head} ({when}, by {result.recalled_by}): {result.reason}")
-    pens = ", ".join(result.pens) if result.pens else "none"
-    typer.echo(f"pens with cartridges of this lot on record: {pens}")
     if result.pens:
+        typer.echo(f"pens with cartridges of this lot on record: {', '.join(result.pens)}")
         typer.echo(f"trace them: micropen fleet trace-lot {result.lot} --db URL")
+    else:
+        typer.echo(
+            "no cartridge of this lot is on record yet: check the lot against the cartridges' "
+            "labels (the recall blocks exactly this lot from now on)"
+        )
 
 
 def trace_lot(
@@ -107,6 +121,7 @@ def trace_lot(
     """Where a lot's cartridges were used: sites, pens, cartridges, sessions, runs, strokes."""
     from micropen.host.fleet.registry import lot_trace
 
+    _one_format(as_csv, as_json)
     rows = _run(db, lot_trace(db, lot))
     for row in rows:
         for key in ("first_seen", "last_seen"):
@@ -124,8 +139,8 @@ def trace_lot(
         typer.echo(f"no cartridge of lot {lot} is on record")
         return
     table = Table(title=f"lot {lot}: {len(rows)} cartridge use(s)")
-    for name in _COLUMNS.values():
-        table.add_column(name)
+    for name in _COLUMNS.values():  # names in full: a recall is about these pens
+        table.add_column(name, no_wrap=name in ("site", "pen", "cartridge"))
     for row in rows:
         table.add_row(
             row["site"],
@@ -162,6 +177,8 @@ def report(
     calibration status with its due date."""
     from micropen.host.fleet.report import fleet_report
 
+    _one_format(as_csv, as_json)
+
     async def work() -> list[Any]:
         return await asyncio.to_thread(fleet_report, db, site=site)
 
@@ -183,7 +200,7 @@ def report(
     table = Table(title=f"fleet: {len(pens)} pen(s)" + (f" at {site}" if site else ""))
     for name in ("site", "pen", "sessions", "runs", "strokes", "cartridges", "faults",
                  "overrides", "calibration", "due", "last seen (UTC)"):  # fmt: skip
-        table.add_column(name)
+        table.add_column(name, no_wrap=name in ("site", "pen"))
     for p in pens:
         cal = p.calibration
         table.add_row(

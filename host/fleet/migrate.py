@@ -12,12 +12,22 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 from importlib import resources
+from typing import Any
 
 import psycopg
 
 from .errors import FleetError
 
-__all__ = ["Migration", "SchemaTooNew", "applied_versions", "migrate", "migrations"]
+__all__ = [
+    "Migration",
+    "SchemaMissing",
+    "SchemaTooNew",
+    "applied_versions",
+    "check_schema",
+    "check_schema_async",
+    "migrate",
+    "migrations",
+]
 
 _LOCK = 0x6D70_656E  # "mpen": the advisory lock of the migrations
 _NAME = re.compile(r"^(\d{4})_([a-z0-9_]+)\.sql$")
@@ -25,6 +35,50 @@ _NAME = re.compile(r"^(\d{4})_([a-z0-9_]+)\.sql$")
 
 class SchemaTooNew(FleetError):
     """The database has migrations this code does not know: upgrade micropen."""
+
+
+class SchemaMissing(FleetError):
+    """The database lacks migrations this code needs: run micropen fleet db migrate."""
+
+
+_VERSIONS = "SELECT version FROM schema_version ORDER BY 1"
+_HAS_VERSIONS = "SELECT to_regclass('schema_version') IS NOT NULL"
+
+
+def _judge(versions: list[int]) -> None:
+    known = [m.version for m in migrations()]
+    newer = [v for v in versions if v > known[-1]]
+    if newer:
+        raise SchemaTooNew(
+            f"the fleet database has schema version {newer[-1]}, newer than this micropen "
+            f"({known[-1]}); upgrade micropen on this machine"
+        )
+    missing = sorted(set(known) - set(versions))
+    if missing:
+        have = f"version {max(versions)}" if versions else "no fleet schema"
+        raise SchemaMissing(
+            f"the fleet database has {have}, this micropen needs {known[-1]}; run micropen "
+            "fleet db migrate --db URL (as the database's owner)"
+        )
+
+
+def check_schema(conn: psycopg.Connection[Any]) -> None:
+    """Refuse a database whose schema is not exactly what this code reads and writes: a
+    reader of a newer schema could miss what it added (a recall, a new kind of use)."""
+    row = conn.execute(_HAS_VERSIONS).fetchone()
+    versions = [int(r[0]) for r in conn.execute(_VERSIONS)] if row and row[0] else []
+    _judge(versions)
+
+
+async def check_schema_async(conn: psycopg.AsyncConnection[Any]) -> None:
+    """:func:`check_schema` on an async connection."""
+    cur = await conn.execute(_HAS_VERSIONS)
+    row = await cur.fetchone()
+    versions: list[int] = []
+    if row and row[0]:
+        cur = await conn.execute(_VERSIONS)
+        versions = [int(r[0]) for r in await cur.fetchall()]
+    _judge(versions)
 
 
 @dataclass(frozen=True, slots=True)

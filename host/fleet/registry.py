@@ -27,16 +27,23 @@ from ..cartridge_guard import (
     Claim,
     Mount,
     Recalled,
+    RegistryMisconfigured,
     RegistryUnavailable,
     UnreachablePolicy,
     UsedElsewhere,
     Verdict,
 )
 from ..errors import InvalidInput
+from .dsn import check_dsn
+from .errors import FleetError
+from .migrate import check_schema_async
+from .topics import check_level
 
 __all__ = [
     "PostgresRegistry",
     "RecallResult",
+    "check_lot",
+    "classify",
     "guard_from_env",
     "lot_trace",
     "recall_lot",
@@ -56,9 +63,28 @@ WHERE lot = %(lot)s AND cartridge_id = %(cartridge_id)s
 _RECALLED = "SELECT reason, recalled_at, recalled_by FROM recalled_lots WHERE lot = %(lot)s"
 
 
-def _unavailable(exc: BaseException) -> RegistryUnavailable:
-    first = str(exc).strip().splitlines()
-    return RegistryUnavailable(first[0] if first else type(exc).__name__)
+# sqlstate classes of a database that is there but cannot answer now: connection exception,
+# insufficient resources, operator intervention (restart, shutdown), serialization/deadlock
+_TRANSIENT = ("08", "40", "53", "57")
+
+
+def classify(exc: BaseException) -> RegistryUnavailable | RegistryMisconfigured:
+    """Unreachable (no answer: the policy decides) or misconfigured (the server answered, or
+    the URL is unusable: always refused, whatever the policy — a wrong database name must not
+    let cartridges through unchecked)."""
+    lines = str(exc).strip().splitlines()
+    first = lines[0] if lines else type(exc).__name__
+    if isinstance(exc, FleetError):  # the schema: missing, or newer than this code
+        return RegistryMisconfigured(first)
+    if isinstance(exc, OSError):
+        return RegistryUnavailable(first)
+    sqlstate = getattr(exc, "sqlstate", None)
+    if sqlstate is not None:
+        return (RegistryUnavailable if sqlstate[:2] in _TRANSIENT else RegistryMisconfigured)(first)
+    text = str(exc)
+    if "FATAL:" in text or "connection is bad: invalid" in text or "invalid " in first:
+        return RegistryMisconfigured(first)  # the server refused us, or libpq refused the URL
+    return RegistryUnavailable(first)
 
 
 @dataclass(frozen=True, slots=True)
@@ -75,17 +101,13 @@ class PostgresRegistry:
             "site": mount.site,
         }
         try:
-            async with (
-                await psycopg.AsyncConnection.connect(
-                    self.dsn, connect_timeout=CONNECT_TIMEOUT_S
-                ) as conn,
-                conn.transaction(),
-            ):
-                return await _claim(conn, params)
-        except psycopg.Error as exc:
-            raise _unavailable(exc) from exc
-        except OSError as exc:
-            raise _unavailable(exc) from exc
+            connect = psycopg.AsyncConnection.connect(self.dsn, connect_timeout=CONNECT_TIMEOUT_S)
+            async with await connect as conn:
+                await check_schema_async(conn)
+                async with conn.transaction():
+                    return await _claim(conn, params)
+        except (psycopg.Error, OSError, FleetError) as exc:
+            raise classify(exc) from exc
 
 
 async def _claim(conn: psycopg.AsyncConnection[Any], params: dict[str, Any]) -> Verdict:
@@ -133,38 +155,52 @@ class RecallResult:
     pens: list[str]  # pens with a cartridge of the lot on record
 
 
+def check_lot(lot: str) -> str:
+    """A lot as a cartridge's tag carries it (1–12 printable ASCII characters, no spaces at
+    either end): a recall of ``"L2612 "`` would block nothing and say it blocked a lot."""
+    if not (1 <= len(lot) <= 12 and lot.isascii() and lot.isprintable() and lot == lot.strip()):
+        raise InvalidInput(
+            f"lot {lot!r} is not a cartridge lot: 1–12 printable ASCII characters without "
+            "spaces at either end, exactly as printed on the cartridge"
+        )
+    return lot
+
+
 async def recall_lot(dsn: str, lot: str, reason: str, by: str) -> RecallResult:
     """Block ``lot`` fleet-wide (idempotent: a second recall keeps the first's record)."""
-    if not lot.strip() or len(lot) > 12:
-        raise InvalidInput(f"lot {lot!r} is not a cartridge lot (1–12 characters, as printed)")
+    check_lot(lot)
     if len(reason.strip()) < 5:
         raise InvalidInput(
             "a recall needs a reason of at least 5 characters (it is shown at every refused run)"
         )
     connect = psycopg.AsyncConnection.connect(dsn, connect_timeout=CONNECT_TIMEOUT_S)
-    async with await connect as c, c.transaction():
-        cur = await c.execute(
-            "INSERT INTO recalled_lots (lot, reason, recalled_by) VALUES (%s, %s, %s) "
-            "ON CONFLICT (lot) DO NOTHING RETURNING recalled_at",
-            (lot, reason.strip(), by),
-        )
-        fresh = await cur.fetchone()
-        cur = await c.execute(_RECALLED, {"lot": lot})
-        row = await cur.fetchone()
-        assert row is not None
-        cur = await c.execute(
-            "SELECT DISTINCT pen_serial FROM cartridge_uses WHERE lot = %s "
-            "UNION SELECT pen_serial FROM cartridge_claims WHERE lot = %s ORDER BY 1",
-            (lot, lot),
-        )
-        pens = [r[0] for r in await cur.fetchall()]
+    async with await connect as c:
+        await check_schema_async(c)
+        async with c.transaction():
+            cur = await c.execute(
+                "INSERT INTO recalled_lots (lot, reason, recalled_by) VALUES (%s, %s, %s) "
+                "ON CONFLICT (lot) DO NOTHING RETURNING recalled_at",
+                (lot, reason.strip(), by),
+            )
+            fresh = await cur.fetchone()
+            cur = await c.execute(_RECALLED, {"lot": lot})
+            row = await cur.fetchone()
+            assert row is not None
+            cur = await c.execute(
+                "SELECT DISTINCT pen_serial FROM cartridge_uses WHERE lot = %s "
+                "UNION SELECT pen_serial FROM cartridge_claims WHERE lot = %s ORDER BY 1",
+                (lot, lot),
+            )
+            pens = [r[0] for r in await cur.fetchall()]
     return RecallResult(lot, row[0], row[2], row[1], fresh is None, pens)
 
 
 async def lot_trace(dsn: str, lot: str) -> list[dict[str, Any]]:
     """Every use of a lot's cartridges on record: which pen, site, cartridge, sessions and
     runs, first and last seen — what a recall or an infection investigation asks first."""
+    check_lot(lot)
     async with await psycopg.AsyncConnection.connect(dsn, connect_timeout=CONNECT_TIMEOUT_S) as c:
+        await check_schema_async(c)
         cur = await c.execute(_TRACE, {"lot": lot})
         columns = [d.name for d in cur.description or ()]
         return [dict(zip(columns, row, strict=True)) for row in await cur.fetchall()]
@@ -179,21 +215,25 @@ ORDER BY u.site, u.pen_serial, u.cartridge_id
 
 
 def guard_from_env(env: Mapping[str, str] | None = None) -> CartridgeGuard | None:
-    """The guard a bench configured: ``MICROPEN_REGISTRY`` (a postgresql:// URL),
-    ``MICROPEN_SITE``, ``MICROPEN_REGISTRY_UNREACHABLE`` (refuse, or allow:REASON)."""
+    """The guard a bench configured: ``MICROPEN_REGISTRY`` (a postgresql:// URL, no password
+    in it), ``MICROPEN_SITE`` (a topic level), ``MICROPEN_REGISTRY_UNREACHABLE`` (refuse, or
+    allow:REASON). Unset or empty: no registry. Anything else malformed: InvalidInput."""
     env = os.environ if env is None else env
-    dsn = env.get("MICROPEN_REGISTRY", "").strip()
-    if not dsn:
+    raw = env.get("MICROPEN_REGISTRY", "")
+    if not raw:
         return None
-    if not dsn.startswith(("postgresql://", "postgres://")):
+    dsn = raw.strip()
+    if not dsn:
         raise InvalidInput(
-            f"MICROPEN_REGISTRY {dsn!r} is not a postgresql:// URL; set it to the fleet "
-            "database, e.g. postgresql://bench@fleet-db/micropen"
+            "MICROPEN_REGISTRY is blank; set it to the fleet database "
+            "(postgresql://bench@fleet-db/micropen), or unset it to run without the registry"
         )
-    site = env.get("MICROPEN_SITE", "").strip()
-    if not site:
+    check_dsn(dsn, "MICROPEN_REGISTRY")
+    site = env.get("MICROPEN_SITE", "")
+    if not site.strip():
         raise InvalidInput(
             "MICROPEN_REGISTRY is set but MICROPEN_SITE is not; name this bench's site"
         )
+    check_level("MICROPEN_SITE", site)
     policy = UnreachablePolicy.parse(env.get("MICROPEN_REGISTRY_UNREACHABLE", "refuse"))
     return CartridgeGuard(PostgresRegistry(dsn), site=site, policy=policy)

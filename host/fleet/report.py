@@ -1,5 +1,7 @@
 """``micropen fleet report``: per site and pen, what the fleet database holds.
 
+A pen that moved between sites has a row at each, with what it did there.
+
 Sessions, runs and strokes (the pens' own counts), cartridges used in runs, faults and
 overrides, and the calibration status with its due date — computed by the same rule as on a bench
 (:func:`micropen.host.calibration.due.check_due`), from the calibration records the benches
@@ -8,6 +10,7 @@ published, so a pen is "overdue" in the report exactly when it is on its bench.
 
 from __future__ import annotations
 
+import math
 from collections import defaultdict
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
@@ -18,30 +21,45 @@ import psycopg
 from ..calibration.due import DueStatus, check_due
 from ..calibration.measurements import Quantity
 from ..calibration.record import CalibrationRecord, Outcome
+from .migrate import check_schema
 
 __all__ = ["PenReport", "fleet_report"]
 
 CONNECT_TIMEOUT_S = 5
 
+# one row per (site, serial) the records name: a pen moved to another site shows at both, each
+# with what it did there (the pens table keeps only the site it was first seen at)
 _PENS = """
-SELECT p.site, p.serial, p.model, p.firmware, p.simulated,
-  (SELECT count(*) FROM sessions s WHERE s.serial = p.serial) AS sessions,
-  (SELECT count(*) FROM runs r WHERE r.serial = p.serial) AS runs,
-  (SELECT coalesce(sum(r.strokes), 0) FROM runs r WHERE r.serial = p.serial) AS strokes,
+WITH seen AS (
+    SELECT site, serial, started_at AS t FROM sessions
+    UNION ALL SELECT site, serial, at FROM runs
+    UNION ALL SELECT site, serial, at FROM events
+    UNION ALL SELECT site, serial, at FROM faults
+    UNION ALL SELECT site, serial, at FROM overrides
+    UNION ALL SELECT site, serial, at FROM cartridge_mounts
+    UNION ALL SELECT site, serial, at FROM calibration_records
+), pairs AS (
+    SELECT site, serial, max(t) AS last_seen FROM seen
+    WHERE %(site)s::text IS NULL OR site = %(site)s
+    GROUP BY site, serial
+)
+SELECT pr.site, pr.serial, p.model, p.firmware, p.simulated,
+  (SELECT count(*) FROM sessions s WHERE s.serial = pr.serial AND s.site = pr.site),
+  (SELECT count(*) FROM runs r WHERE r.serial = pr.serial AND r.site = pr.site),
+  (SELECT coalesce(sum(r.strokes), 0) FROM runs r
+   WHERE r.serial = pr.serial AND r.site = pr.site),
   (SELECT count(*) FROM (
-      SELECT r.cartridge_id FROM runs r WHERE r.serial = p.serial AND r.cartridge_id > 0
+      SELECT r.cartridge_id FROM runs r
+      WHERE r.serial = pr.serial AND r.site = pr.site AND r.cartridge_id > 0
       UNION
       SELECT m.cartridge_id FROM cartridge_mounts m
-      WHERE m.serial = p.serial AND m.action = 'used' AND m.cartridge_id > 0) c) AS cartridges,
-  (SELECT count(*) FROM faults f WHERE f.serial = p.serial) AS faults,
-  (SELECT count(*) FROM overrides o WHERE o.serial = p.serial) AS overrides,
-  (SELECT max(t) FROM (
-      SELECT max(s.started_at) AS t FROM sessions s WHERE s.serial = p.serial
-      UNION ALL SELECT max(r.at) FROM runs r WHERE r.serial = p.serial
-      UNION ALL SELECT max(e.at) FROM events e WHERE e.serial = p.serial) x) AS last_seen
-FROM pens p
-WHERE %(site)s::text IS NULL OR p.site = %(site)s
-ORDER BY p.site, p.serial
+      WHERE m.serial = pr.serial AND m.site = pr.site AND m.action = 'used'
+        AND m.cartridge_id > 0) c),
+  (SELECT count(*) FROM faults f WHERE f.serial = pr.serial AND f.site = pr.site),
+  (SELECT count(*) FROM overrides o WHERE o.serial = pr.serial AND o.site = pr.site),
+  pr.last_seen
+FROM pairs pr LEFT JOIN pens p ON p.serial = pr.serial
+ORDER BY pr.site, pr.serial
 """
 _CALIBRATIONS = """
 SELECT serial, record FROM calibration_records
@@ -105,6 +123,7 @@ def fleet_report(
     """Every pen of the fleet (or of ``site``), ordered by site and serial."""
     today = today or datetime.now(UTC).date()
     with psycopg.connect(dsn, connect_timeout=CONNECT_TIMEOUT_S) as conn:
+        check_schema(conn)
         pens = conn.execute(_PENS, {"site": site}).fetchall()
         serials = [row[1] for row in pens]
         records = conn.execute(_CALIBRATIONS, {"serials": serials}).fetchall()
@@ -117,8 +136,19 @@ def fleet_report(
             PenReport(
                 site_, serial, model, firmware, simulated, int(sessions), int(runs),
                 int(strokes), int(cartridges), int(faults), int(overrides),
-                datetime.fromtimestamp(last_seen, UTC) if last_seen is not None else None,
+                _when(last_seen),
                 check_due(serial, store=published, today=today),
             )
         )  # fmt: skip
     return out
+
+
+def _when(seconds: float | None) -> datetime | None:
+    """A record's time as a date, or None for one no clock can have made (a record with an
+    absurd ``at`` must not take the whole report down)."""
+    if seconds is None or not math.isfinite(seconds):
+        return None
+    try:
+        return datetime.fromtimestamp(seconds, UTC)
+    except (OverflowError, OSError, ValueError):
+        return None

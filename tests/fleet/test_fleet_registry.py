@@ -22,6 +22,7 @@ from micropen.host.cartridge_guard import (
     Claim,
     Mount,
     RegistryUnavailable,
+    UnreachablePolicy,
     UsedElsewhere,
 )
 from micropen.host.errors import InvalidInput
@@ -186,3 +187,84 @@ def test_doctor_checks_the_registry_a_bench_is_configured_with(
         Status.WARNING
     )
     assert check_registry({"MICROPEN_REGISTRY": registry_db}).status is Status.PROBLEM  # no site
+
+
+# ------------------------------------------------------------------ found by an outside review
+@pytest.mark.parametrize("lot", ["L2612-07 ", " L2612-07", "L2612\t", "LÖT1", "", "L" * 13])
+async def test_a_recall_of_a_lot_no_cartridge_carries_is_refused(
+    registry_db: str, lot: str
+) -> None:
+    """ "L64067141 " was reported "recalled fleet-wide" and blocked nothing."""
+    with pytest.raises(InvalidInput, match="not a cartridge lot"):
+        await recall_lot(registry_db, lot, "supplier sterility breach", "qa")
+    done = _cli("recall-lot", lot, "--reason", "supplier sterility breach", "--db", registry_db)
+    assert done.returncode == 2 and "not a cartridge lot" in done.stderr
+    assert _cli("trace-lot", lot, "--db", registry_db).returncode == 2
+
+
+async def test_a_misconfigured_registry_refuses_whatever_the_policy(
+    registry_db: str, pg_cluster: LocalPostgres
+) -> None:
+    """A database name typo let runs through unchecked under allow:REASON (the policy for an
+    *unreachable* registry)."""
+    no_database = registry_db.rsplit("/", 1)[0] + "/no_such_database"
+    no_schema = pg_cluster.create_database("registry_no_schema")
+    with psycopg.connect(registry_db, autocommit=True) as conn:
+        conn.execute("CREATE DATABASE registry_newer TEMPLATE " + registry_db.rsplit("/", 1)[1])
+    newer = registry_db.rsplit("/", 1)[0] + "/registry_newer"
+    with psycopg.connect(newer, autocommit=True) as conn:
+        conn.execute("INSERT INTO schema_version (version, name) VALUES (99, 'future')")
+    allow = UnreachablePolicy("allow", "clinic network outage, ticket 42")
+    for dsn, says in ((no_database, "no_such_database"), (no_schema, "fleet db migrate"),
+                      (newer, "upgrade micropen")):  # fmt: skip
+        seen: list[str] = []
+        guard = CartridgeGuard(PostgresRegistry(dsn), site="clinic-1", policy=allow)
+        with pytest.raises(CartridgeRefused, match="misconfigured") as refused:
+            await guard.admit("SIM-000001", 7, LOT, lambda code, *_, into=seen: into.append(code))
+        assert refused.value.reason == "registry_misconfigured" and says in str(refused.value)
+        assert seen == ["fleet_registry_misconfigured"]
+
+
+async def test_a_newer_fleet_schema_is_refused_by_every_reader(registry_db: str) -> None:
+    with psycopg.connect(registry_db, autocommit=True) as conn:
+        conn.execute("INSERT INTO schema_version (version, name) VALUES (99, 'future')")
+    for args in (("report",), ("trace-lot", LOT), ("recall-lot", LOT, "--reason", "a reason")):
+        done = _cli(*args, "--db", registry_db)
+        assert done.returncode == 1 and "upgrade micropen" in done.stderr, (args, done.stderr)
+    from micropen.tools.doctor_checks import Status, check_registry
+
+    found = check_registry({"MICROPEN_REGISTRY": registry_db, "MICROPEN_SITE": "clinic-1"})
+    assert found.status is Status.PROBLEM and "upgrade micropen" in found.fix  # type: ignore[operator]
+
+
+async def test_the_unreachable_advice_names_the_setting_that_exists(tmp_path: Path) -> None:
+    """It named a --registry-unreachable option no command has."""
+    guard = CartridgeGuard(PostgresRegistry(f"postgresql://postgres@/none?host={tmp_path}"),
+                           site="clinic-1")  # fmt: skip
+    with pytest.raises(CartridgeRefused) as refused:
+        await guard.admit("SIM-1", 7, LOT, lambda *_: None)
+    assert "MICROPEN_REGISTRY_UNREACHABLE='allow:REASON'" in str(refused.value)
+    assert "--registry-unreachable" not in str(refused.value)
+
+
+@pytest.mark.parametrize(
+    ("env", "says"),
+    [
+        ({"MICROPEN_REGISTRY": " ", "MICROPEN_SITE": "s"}, "is blank"),
+        ({"MICROPEN_REGISTRY": "postgresql://bench:secret@db/fleet", "MICROPEN_SITE": "s"},
+         "password"),
+        ({"MICROPEN_REGISTRY": "postgresql://bench@db/fleet", "MICROPEN_SITE": "a/b"}, "a/b"),
+        ({"MICROPEN_REGISTRY": "postgresql://bench@db/fleet", "MICROPEN_SITE": "cl\ninic"},
+         "MICROPEN_SITE"),
+    ],
+)  # fmt: skip
+def test_a_malformed_registry_setting_is_refused(env: dict[str, str], says: str) -> None:
+    with pytest.raises(InvalidInput, match=says):
+        guard_from_env(env)
+
+
+def test_the_query_commands_refuse_a_password_in_db_and_two_formats() -> None:
+    done = _cli("report", "--db", "postgresql://qa:secret@db/fleet")
+    assert done.returncode == 2 and "password" in done.stderr
+    both = _cli("report", "--db", "postgresql://qa@db/fleet", "--csv", "--json")
+    assert both.returncode == 2 and "choose one" in both.stderr

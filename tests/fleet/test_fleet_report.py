@@ -14,6 +14,7 @@ from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+import psycopg
 import pytest
 
 from micropen.host import AsyncPen
@@ -111,3 +112,33 @@ async def test_report_on_the_command_line(fleet: tuple[str, str]) -> None:
     assert rows[0]["serial"] == serial and rows[0]["calibration"] == "ok"
     table = _cli("report", "--db", dsn)
     assert serial in table.stdout and "65" in table.stdout
+
+
+async def test_a_pen_moved_between_sites_has_a_row_at_each(
+    fleet: tuple[str, str], tmp_path: Path
+) -> None:
+    """The report credited every run to the site a pen was first seen at."""
+    dsn, serial = fleet
+    log = tmp_path / "bench-a-after-the-move.sqlite"
+    async with await AsyncPen.open("sim://?seed=31", log=log, command_timeout=5) as pen:
+        await pen.run(depth_mm=0.5, rate_sps=90, area="forehead", strokes=7)
+    export_history([log], dsn, site="clinic-2")
+    rows = {(p.site, p.serial): (p.runs, p.strokes) for p in fleet_report(dsn)}
+    assert rows == {("clinic-1", serial): (2, 65), ("clinic-2", serial): (1, 7)}
+    [moved] = fleet_report(dsn, site="clinic-2")
+    assert moved.runs == 1 and moved.calibration.state.value == "ok"  # the pen's, wherever
+
+
+async def test_a_record_with_an_absurd_time_does_not_take_the_report_down(
+    fleet: tuple[str, str],
+) -> None:
+    dsn, serial = fleet
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        conn.execute("UPDATE runs SET at = 1e300")
+        conn.execute("UPDATE sessions SET started_at = 1e300")
+        conn.execute("UPDATE events SET at = 1e300")
+        conn.execute("UPDATE overrides SET at = 1e300")
+        conn.execute("UPDATE cartridge_mounts SET at = 1e300")
+        conn.execute("UPDATE calibration_records SET at = 1e300")
+    [pen] = fleet_report(dsn)
+    assert pen.serial == serial and pen.runs == 2 and pen.last_seen is None
