@@ -303,12 +303,15 @@ def acl(
         list[str] | None, typer.Option("--watcher", help="Read-only user (dashboards)")
     ] = None,
     out: Annotated[Path | None, typer.Option("--out", help="Write the ACL here")] = None,
+    multi_site: Annotated[
+        bool, typer.Option("--multi-site", help="A pen may be listed at several sites (loaners)")
+    ] = False,
     as_json: JsonOption = False,
 ) -> None:
     """Write the broker ACL that binds each pen of the roster to its site (mosquitto acl_file);
     without --out it is printed."""
     with errors_to_exit():
-        pens = read_roster(roster)
+        pens = read_roster(roster, multi_site=multi_site)
         text = fleet_acl(
             pens=pens, admins=admin or (), operators=operator or (), watchers=watcher or ()
         )

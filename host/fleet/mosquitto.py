@@ -75,15 +75,17 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def read_roster(path: Path) -> list[tuple[str, str]]:
+def read_roster(path: Path, *, multi_site: bool = False) -> list[tuple[str, str]]:
     """(site, serial) pairs of a roster file: one pen a line, ``site,serial`` (or separated by
-    blanks); blank lines, ``#`` comments and a ``site,serial`` header are skipped. A pen may be
-    listed at several sites. Errors name the line and the fix."""
+    blanks); blank lines, ``#`` comments and a ``site,serial`` header are skipped. A pen is
+    listed once, at the site it works at (``multi_site``: a pen shared between sites, a loaner,
+    may be listed at each). Errors name the line and the fix."""
     try:
         text = Path(path).read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as exc:
         raise BrokerConfigError(f"cannot read the pen roster {str(path)!r}: {exc}") from None
     pens: list[tuple[str, str]] = []
+    first_line: dict[str, tuple[int, str]] = {}
     for number, line in enumerate(text.splitlines(), 1):
         fields = line.split("#", 1)[0].replace(",", " ").split()
         if not fields or [f.lower() for f in fields] == ["site", "serial"]:
@@ -93,9 +95,21 @@ def read_roster(path: Path) -> list[tuple[str, str]]:
                 f"{path}:{number}: {line.strip()!r} is not 'site,serial'; write one pen a line"
             )
         try:
-            pens.append((check_level("site", fields[0]), check_level("pen serial", fields[1])))
+            site, serial = check_level("site", fields[0]), check_level("pen serial", fields[1])
         except BrokerConfigError as exc:
             raise BrokerConfigError(f"{path}:{number}: {exc}") from None
+        seen = first_line.setdefault(serial, (number, site))
+        if seen[1] != site and not multi_site:
+            raise BrokerConfigError(
+                f"{path}:{number}: pen {serial} is listed at site {site} and at {seen[1]} (line "
+                f"{seen[0]}): the ACL would let it publish at both; a pen that moved gets its "
+                "line edited (or say --multi-site for a pen shared between sites)"
+            )
+        pens.append((site, serial))
+    if not pens:
+        raise BrokerConfigError(
+            f"the pen roster {str(path)!r} lists no pen; write one 'site,serial' line per pen"
+        )
     return pens
 
 
@@ -108,12 +122,26 @@ def fleet_acl(
 ) -> str:
     """The mosquitto ACL file of a fleet: one block per pen (site, serial) of the roster, which
     binds the pen's user to its site, plus the named roles. No ``pattern`` lines: a pattern
-    applies to every user, and ``%u`` cannot say which site a pen belongs to."""
+    applies to every user, and ``%u`` cannot say which site a pen belongs to. A role user named
+    like a pen, or one name in two roles, is refused: mosquitto would merge the blocks, and the
+    pen's credentials would gain the role's rights."""
+    roles = [(_user(u), role) for role, users in (("admin", admins), ("operator", operators),
+             ("watcher", watchers)) for u in users]  # fmt: skip
+    admins, operators, watchers = ([u for u, r in roles if r == role]
+                                   for role in ("admin", "operator", "watcher"))  # fmt: skip
     by_serial: dict[str, list[str]] = {}
     for site, serial in pens:
         sites = by_serial.setdefault(check_level("pen serial", serial), [])
         if check_level("site", site) not in sites:
             sites.append(site)
+    named: dict[str, str] = dict.fromkeys(by_serial, "pen")
+    for user, role in roles:
+        if user in named:
+            raise BrokerConfigError(
+                f"broker user {user!r} is named as {named[user]} and as {role}: each user gets "
+                "one block of rights; give each role and pen its own username"
+            )
+        named[user] = role
     lines = [
         "# micropen fleet ACL (generated: micropen fleet acl ROSTER). A pen's bridge logs in",
         "# with the pen's serial as username and may write only its own topics at its own site;",

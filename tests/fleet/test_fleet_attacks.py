@@ -490,3 +490,40 @@ def test_the_acl_command_turns_a_roster_into_rules(tmp_path: Path) -> None:
     roster.write_text("clinic-1,SIM-000003,extra\n")
     bad = runner.invoke(app, ["acl", str(roster), "--json"])
     assert bad.exit_code == 2 and "pens.csv:1" in bad.output and "one pen a line" in bad.output
+
+
+@pytest.mark.parametrize(
+    ("roster", "args", "says"),
+    [
+        # one pen at two sites: its credentials could publish under both (found by a review)
+        ("clinic-1,SIM-1\nclinic-2,SIM-1\n", [], "listed at site clinic-2 and at clinic-1"),
+        # an operator named like a pen: mosquitto merges the blocks, the pen gains cmd rights
+        ("clinic-1,SIM-9\n", ["--operator", "SIM-9"], "named as pen and as operator"),
+        ("clinic-1,SIM-1\n", ["--watcher", "dash", "--operator", "dash"], "as operator and as"),
+        ("# no pens yet\n", [], "lists no pen"),
+    ],
+)
+def test_a_contradictory_roster_is_refused(
+    tmp_path: Path, roster: str, args: list[str], says: str
+) -> None:
+    from typer.testing import CliRunner
+
+    from micropen.tools.fleet_cli import app
+
+    path = tmp_path / "pens.csv"
+    path.write_text(roster)
+    result = CliRunner().invoke(app, ["acl", str(path), *args])
+    assert result.exit_code == 2 and says in " ".join(result.output.split()), result.output
+
+
+def test_a_pen_shared_between_sites_is_listed_at_each_only_when_asked(tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    from micropen.tools.fleet_cli import app
+
+    path = tmp_path / "pens.csv"
+    path.write_text("clinic-1,LOAN-1\nclinic-2,LOAN-1\n")
+    result = CliRunner().invoke(app, ["acl", str(path), "--multi-site"])
+    assert result.exit_code == 0, result.output
+    assert "micropen/v1/clinic-1/LOAN-1/status" in result.stdout
+    assert "micropen/v1/clinic-2/LOAN-1/status" in result.stdout
