@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import signal
 import sys
 from datetime import datetime
 from pathlib import Path
@@ -142,7 +143,7 @@ def bridge(
     if as_json:
         emit_json({"event": "summary", **stats})
     else:
-        console.print(f"bridge stopped: {stats}", highlight=False)
+        console.print(f"bridge stopped: {_counters_in_words(stats)}", highlight=False)
 
 
 async def _run_bridge(
@@ -156,16 +157,35 @@ async def _run_bridge(
     # the record sink goes in with the connection: it stores what the pen hands over at once
     records = RecordOutbox(config)
     pen = await AsyncPen.open(pen_url, record_sinks=[records])
+    # SIGTERM (a service manager) and Ctrl-C end the bridge as --seconds does: the retained
+    # status says "bridge stopped", the summary is printed, the pen is closed (its runs
+    # stopped), exit 0 — a stop asked for is not a failure
+    stop, loop = asyncio.Event(), asyncio.get_running_loop()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, stop.set)
     try:
         if telemetry_hz is not None:
             await pen.set_telemetry(telemetry_hz)
         async with FleetBridge(pen, broker, config, records=records) as fleet_bridge:
             fleet_bridge.add_notice_listener(emit_json if as_json else _print_notice)
-            await fleet_bridge.wait(seconds)
+            await fleet_bridge.wait(seconds, until=stop)
         return fleet_bridge.statistics()
     finally:
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            loop.remove_signal_handler(signum)
         records.close()
         await pen.close()
+
+
+def _counters_in_words(stats: dict[str, Any]) -> str:
+    """The bridge's closing figures as "name value" pairs (nested figures flattened)."""
+    flat: list[str] = []
+    for key, value in stats.items():
+        if isinstance(value, dict):
+            flat += [f"{key} {k.replace('_', ' ')} {v}" for k, v in value.items()]
+        else:
+            flat.append(f"{key.replace('_', ' ')} {value}")
+    return ", ".join(flat)
 
 
 def _print_notice(notice: dict[str, Any]) -> None:
@@ -285,10 +305,40 @@ def command(
     if as_json:
         emit_json(reply)
     elif reply["ok"]:
-        console.print(f"{name} on {serial}: ok {reply.get('result')}", highlight=False)
+        console.print(f"{name} on {serial}: {_in_words(name, reply.get('result'))}",
+                      highlight=False)  # fmt: skip
     if not reply["ok"]:
         error = reply.get("error") or {}
         fail(f"{name} on {serial} refused ({error.get('code')}): {error.get('reason')}", 1)
+
+
+def _in_words(name: str, result: Any) -> str:
+    """A command's result for a person: names and units, never the protocol's integers."""
+    if not isinstance(result, dict):
+        return "done"
+    if name == "stop":
+        ignored = result.get("ignored_args")
+        return "stopped" + (f" ({ignored})" if isinstance(ignored, str) else "")
+    if name != "status":
+        return "done"
+    words = [f"state {str(result.get('state', '?')).lower()}"]
+    if result.get("fault") not in (None, "NONE", 0):
+        words.append(f"fault {str(result['fault']).lower()}")
+    if "depth_set_um" in result:
+        words.append(f"depth set {result['depth_set_um'] / 1000:.2f} mm")
+    if "rate_set_sps" in result:
+        words.append(f"rate set {result['rate_set_sps']} strokes/s")
+    if result.get("cartridge_id"):
+        words.append(f"cartridge {int(result['cartridge_id']):08X} "
+                     f"({str(result.get('cartridge_state', '?')).lower()})")  # fmt: skip
+    if "battery_mv" in result:
+        words.append(f"battery {result['battery_mv'] / 1000:.2f} V")
+    if "temperature_dc" in result:
+        words.append(f"handpiece {result['temperature_dc'] / 10:.1f} °C")
+    words.append("calibrated" if result.get("calibrated") else "not calibrated")
+    if result.get("service_mode"):
+        words.append("in service mode")
+    return ", ".join(words)
 
 
 # --- ACL from a roster ----------------------------------------------------------------------

@@ -209,13 +209,22 @@ class FleetBridge:
             finally:
                 self._stop.set()  # the ticker ends at its next tick (and is cancelled anyway)
 
-    async def wait(self, timeout: float | None = None) -> None:
-        """Until the bridge ends by itself (only a fatal error ends it: re-raised) or
-        ``timeout`` passes (None: forever)."""
+    async def wait(
+        self, timeout: float | None = None, *, until: asyncio.Event | None = None
+    ) -> None:
+        """Until the bridge ends by itself (only a fatal error ends it: re-raised),
+        ``timeout`` passes (None: forever) or ``until`` is set (a stop asked for: SIGTERM,
+        Ctrl-C — the caller then closes the bridge as after a timeout)."""
         task = self._task
         if task is None:
             return
-        done, _ = await asyncio.wait({task}, timeout=timeout)
+        asked = asyncio.ensure_future(until.wait()) if until is not None else None
+        try:
+            watched = {task} if asked is None else {task, asked}
+            done, _ = await asyncio.wait(watched, timeout=timeout, return_when="FIRST_COMPLETED")
+        finally:
+            if asked is not None:
+                await cancel_and_wait([asked])
         if task in done:
             task.result()
 
@@ -402,6 +411,8 @@ class FleetBridge:
             self._scan_calibrations()
             self._status_dirty.clear()  # before reading: a change during the read is not lost
             await self._publish_status(client)
+            if ending.is_set():  # a cancel aiomqtt's wait_for swallowed (see _ends_session)
+                return  # must not cost a whole status interval: close() waits only 5 s
             await wait_event(self._status_dirty, self.config.status_interval)
 
     async def _publish_status(self, client: aiomqtt.Client) -> None:

@@ -26,7 +26,7 @@ TEST_SITES = (
     "pub", "retain", "stop", "deny", "env", "odd", "log", "auth", "acl", "nobody", "will",
     "table", "cli", "restart", "requeue", "scale", "watch", "clinic", "shared",
     "attack", "replay", "sender", "bigcmd", "takeover", "fail", "stopargs", "clinic-r",
-    "fault-site",
+    "fault-site", "sig2", "sig15",
 )  # fmt: skip
 
 

@@ -275,3 +275,22 @@ async def test_commands_wait_for_a_bridge_that_is_connected(
             timeout=0.5,
         )  # fmt: skip
     await asyncio.sleep(0)
+
+
+async def test_a_bridge_closed_right_after_it_connected_says_it_stopped(
+    fleet_broker: FleetBroker, pen: AsyncPen, tmp_path: Path
+) -> None:
+    """A stop in the first milliseconds (SIGTERM at start-up) often ended as "bridge cancelled":
+    the first status publish swallowed the session's cancel (aiomqtt's wait_for, CPython
+    gh-86296) and its loop then waited a whole status interval, past close()'s 5 s."""
+    topics = PenTopics("retain", SERIAL)
+    for attempt in range(8):
+        bridge = FleetBridge(pen, fleet_broker.config(SERIAL), _config(tmp_path, "retain"))
+        bridge.start()
+        await bridge.wait_connected(5)
+        await asyncio.sleep(0.001 * (attempt % 4))
+        await bridge.close()
+        async with subscribed(fleet_broker.config(WATCHER), topics.status) as (_, seen):
+            await seen.wait_for(lambda ms: ms)
+        status = decode(seen.messages[0].payload, "status")
+        assert (status["online"], status["reason"]) == (False, "bridge stopped"), attempt

@@ -156,3 +156,50 @@ def test_watch_table_for_humans(fleet_broker: FleetBroker, tmp_path: Path) -> No
     assert result.exit_code == 0, result.output
     row = next(line for line in result.stdout.splitlines() if "SIM-000009" in line)
     assert "table" in row and " no " in row and "stopped" in result.stdout
+
+
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])
+def test_sigterm_and_ctrl_c_stop_the_bridge_as_a_stop_not_a_failure(
+    fleet_broker: FleetBroker, tmp_path: Path, signum: int
+) -> None:
+    """A service manager's SIGTERM was reported as an abnormal end (exit 143, status reason
+    "bridge cancelled: CancelledError", no summary)."""
+    serial, site = "SIM-000009", f"sig{signum}"  # a site of its own: one retained status
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "micropen.tools.cli", "fleet", "bridge", "--pen", "sim://?seed=9",
+         "--mqtt", fleet_broker.mosquitto.url, "--site", site,
+         "--password-file", _secret(tmp_path, serial), "--queue-dir", str(tmp_path / "q"),
+         "--json"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        env={**os.environ, "PYTHONUNBUFFERED": "1"},
+    )  # fmt: skip
+    try:
+        assert proc.stdout is not None
+        for line in proc.stdout:
+            if json.loads(line)["event"] == "connected":
+                break
+        else:
+            pytest.fail(f"bridge exited: {proc.stderr.read() if proc.stderr else ''}")
+        proc.send_signal(signum)
+        rest, errors = proc.communicate(timeout=20)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(10)
+    assert proc.returncode == 0, errors
+    events = [json.loads(line)["event"] for line in rest.splitlines()]
+    assert events[-1] == "summary", rest
+    [view] = _watch(fleet_broker, tmp_path, site, "--count", "1")
+    assert (view["serial"], view["online"], view["reason"]) == (serial, False, "bridge stopped")
+
+
+def test_command_results_in_words(fleet_broker: FleetBroker, tmp_path: Path,
+                                  bridge_process: subprocess.Popen[str]) -> None:  # fmt: skip
+    operator = ["--mqtt", fleet_broker.mosquitto.url, "--site", "will", "--serial", "SIM-000008",
+                "--username", OPERATOR, "--password-file", _secret(tmp_path, OPERATOR)]  # fmt: skip
+    status = runner.invoke(app, ["command", "status", *operator])
+    assert status.exit_code == 0, status.output
+    said = " ".join(status.output.split())
+    assert "state idle" in said and " V" in said and "°C" in said and "'calibrated'" not in said
+    stop = runner.invoke(app, ["command", "stop", *operator])
+    assert stop.exit_code == 0 and "SIM-000008: stopped" in stop.output
