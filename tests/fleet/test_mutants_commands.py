@@ -301,3 +301,97 @@ def test_execute_maps_each_host_error_to_its_reply_code(error: Exception, code: 
         str(error),
         "m",
     )
+
+
+# ------------------------------------------------------------------ hostile payloads (run 2)
+def _note(levels: int) -> list[Any]:
+    """An extra field (ignored by the schema) that nests the payload ``levels`` deep: the
+    object itself is level 1, the list level 2."""
+    note: list[Any] = [']"[ {', {"k": "}"}]  # brackets inside strings do not count
+    for _ in range(levels - 3):
+        note = [note]
+    return note
+
+
+def test_a_payload_nested_8_levels_is_read_and_9_is_refused() -> None:
+    assert parse_command(_raw(id="n8", command="status", note=_note(8))).args == {}
+    with pytest.raises(CommandRefused) as refused:
+        parse_command(_raw(id="n9", command="status", note=_note(9)))
+    assert (refused.value.code, refused.value.command_id, refused.value.name) == (
+        "bad-request",
+        "n9",
+        "status",
+    )
+    assert refused.value.reason == "payload is nested 9 levels deep; at most 8"  # no args rule
+
+
+def test_a_stop_nested_too_deep_still_stops_and_says_what_it_ignored() -> None:
+    stop = parse_command(_raw(id="s9", command="stop", args={"x": 1}, note=_note(40)))
+    assert (stop.id, stop.name, stop.args) == ("s9", "stop", {})
+    assert stop.ignored == (
+        "payload is nested 40 levels deep; at most 8: the arguments were ignored, "
+        "the pen was stopped"
+    )
+
+
+RULE = (
+    "(args hold at most 16 plain values: numbers within ±1000000, text up to 128 characters, "
+    "true/false or null)"
+)
+
+
+def test_16_arguments_are_read_and_17_are_refused_naming_the_rule() -> None:
+    sixteen = {f"a{i}": i for i in range(16)}
+    assert parse_command(_raw(id="a", command="set_depth", args=sixteen)).args == sixteen
+    with pytest.raises(CommandRefused) as refused:
+        parse_command(_raw(id="a", command="set_depth", args={**sixteen, "a16": 16}))
+    assert refused.value.reason == (
+        f"args: Dictionary should have at most 16 items after validation, not more {RULE}"
+    )
+
+
+@pytest.mark.parametrize("value", [-1_000_000, 1_000_000, -1_000_000.0, 1_000_000.0, 0.5])
+def test_numbers_within_plus_minus_1_000_000_are_read(value: float) -> None:
+    args = parse_command(_raw(id="a", command="set_depth", args={"x": value})).args
+    assert args == {"x": value} and type(args["x"]) is type(value)
+
+
+@pytest.mark.parametrize(
+    ("value", "says"),
+    [
+        (-1_000_001, "greater than or equal to -1000000"),
+        (-1_000_000.5, "greater than or equal to -1000000"),
+        (1_000_001, "less than or equal to 1000000"),
+        (1_000_000.5, "less than or equal to 1000000"),
+    ],
+)
+def test_numbers_beyond_plus_minus_1_000_000_are_refused(value: float, says: str) -> None:
+    with pytest.raises(CommandRefused) as refused:
+        parse_command(_raw(id="a", command="set_depth", args={"x": value}))
+    assert refused.value.reason == f"args.x: Input should be {says} {RULE}"
+
+
+def _digits(name: str, digits: str) -> bytes:
+    return (
+        b'{"schema": "micropen.command/2", "sent_at": 1, "id": "big", "command": "%s", '
+        b'"args": {"x": %s}}' % (name.encode(), digits.encode())
+    )
+
+
+def test_a_5000_digit_number_is_infinity_not_an_error_and_a_stop_survives_it() -> None:
+    """Python refuses to read integers of more than 4300 digits; the bridge reads long ones as
+    floats, so such a number is an argument out of range, never an unreadable payload."""
+    with pytest.raises(CommandRefused) as refused:
+        parse_command(_digits("set_depth", "9" * 5000))
+    assert refused.value.reason == f"args.x: Input should be a finite number {RULE}"
+    stop = parse_command(_digits("stop", "-" + "9" * 5000))
+    assert (stop.name, stop.args) == ("stop", {})
+    assert stop.ignored == (
+        "args.x: Input should be a finite number: the arguments were ignored, the pen was stopped"
+    )
+
+
+def test_an_argument_needs_a_name() -> None:
+    with pytest.raises(CommandRefused, match="String should have at least 1 character"):
+        parse_command(_raw(id="a", command="set_depth", args={"": 1}))
+    assert parse_command(_raw(id="a", command="set_depth", args={"d": 1})).args == {"d": 1}
