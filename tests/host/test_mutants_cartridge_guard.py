@@ -159,6 +159,13 @@ async def test_an_allowed_run_without_the_registry_is_logged_with_its_reason(
     assert [r.getMessage() for r in caplog.records] == [detail]
 
 
+async def test_an_allow_policy_read_from_a_benchs_settings_allows() -> None:
+    policy = UnreachablePolicy.parse("ALLOW:network outage, ticket 42")  # as typed at a bench
+    guard = CartridgeGuard(Answers(error=RegistryUnavailable("no route")), site="c", policy=policy)
+    [(code, *_)] = await _admit(guard)
+    assert code == "fleet_registry_unreachable_allowed"
+
+
 async def test_an_allow_policy_does_not_let_a_used_cartridge_through() -> None:
     policy = UnreachablePolicy("allow", "network outage, ticket 42")
     used = UsedElsewhere("SIM-000001", "clinic-2", datetime(2026, 12, 5, tzinfo=UTC))
@@ -187,7 +194,13 @@ def test_refuse_needs_no_reason_and_the_policy_text_is_forgiving() -> None:
 
 def test_verdicts_and_policies_cannot_be_altered_once_made() -> None:
     recall = Recalled("sterility breach", datetime(2026, 12, 1, tzinfo=UTC), "qa")
+    used = UsedElsewhere("SIM-2", "clinic-2", datetime(2026, 12, 1, tzinfo=UTC))
     mount = Mount("SIM-1", "c", CARTRIDGE, LOT)
-    for value, name in ((recall, "reason"), (mount, "lot"), (UnreachablePolicy(), "action")):
+    for value, name in (
+        (recall, "reason"),
+        (used, "serial"),
+        (mount, "lot"),
+        (UnreachablePolicy(), "action"),
+    ):
         with pytest.raises(dataclasses.FrozenInstanceError):
             setattr(value, name, "allow")
