@@ -240,3 +240,28 @@ def test_a_blank_registry_is_none_and_a_blank_site_is_refused() -> None:
     assert guard_from_env({"MICROPEN_REGISTRY": "postgres://x/y", "MICROPEN_SITE": "s"})
     with pytest.raises(InvalidInput, match="MICROPEN_SITE is not; name this bench's site"):
         guard_from_env({"MICROPEN_REGISTRY": "postgresql://x/y", "MICROPEN_SITE": "  "})
+
+
+@pytest.mark.parametrize(
+    ("error", "says"),
+    [
+        (ConnectionResetError(104, "Connection reset by peer\nsecond line"), "[Errno 104]"),
+        (ConnectionResetError(), "ConnectionResetError"),  # no message: its kind
+        (psycopg.OperationalError(""), "OperationalError"),
+    ],
+)
+async def test_a_network_error_of_any_kind_is_an_unreachable_registry(
+    monkeypatch: pytest.MonkeyPatch, error: Exception, says: str
+) -> None:
+    """Whatever the driver lets through from the network (psycopg 3.3 wraps most OS errors;
+    older versions and other paths do not) is "unreachable", which the policy decides on —
+    never an exception that ends the run's caller."""
+
+    async def connect(*args: object, **kwargs: object) -> object:
+        raise error
+
+    monkeypatch.setattr(psycopg.AsyncConnection, "connect", connect)
+    with pytest.raises(RegistryUnavailable) as down:
+        await PostgresRegistry("postgresql://fleet-db/micropen").claim(Mount("S", "s", 7, LOT))
+    assert str(down.value).startswith(says) and "\n" not in str(down.value)
+    assert down.value.__cause__ is error
