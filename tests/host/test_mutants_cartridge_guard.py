@@ -204,3 +204,19 @@ def test_verdicts_and_policies_cannot_be_altered_once_made() -> None:
     ):
         with pytest.raises(dataclasses.FrozenInstanceError):
             setattr(value, name, "allow")
+
+
+def test_verdicts_are_values() -> None:
+    """A registry backend's answer compares by value (and hashes), like any verdict."""
+    since = datetime(2026, 12, 1, tzinfo=UTC)
+    assert Claim() == Claim() and len({Claim(), Claim()}) == 1
+    assert UsedElsewhere("SIM-2", "c", since) == UsedElsewhere("SIM-2", "c", since)
+    assert UsedElsewhere("SIM-2", "c", since) != UsedElsewhere("SIM-3", "c", since)
+    assert len({Recalled("why?!", since, "qa"), Recalled("why?!", since, "qa")}) == 1
+
+
+def test_the_site_and_the_policy_must_be_named() -> None:
+    """A positional site or policy is refused, so neither can be taken for the other."""
+    with pytest.raises(TypeError):
+        CartridgeGuard(Answers(), "clinic-1")  # type: ignore[misc]
+    assert CartridgeGuard(Answers(), site="clinic-1").policy == UnreachablePolicy("refuse")
