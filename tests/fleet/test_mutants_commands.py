@@ -395,3 +395,52 @@ def test_an_argument_needs_a_name() -> None:
     with pytest.raises(CommandRefused, match="String should have at least 1 character"):
         parse_command(_raw(id="a", command="set_depth", args={"": 1}))
     assert parse_command(_raw(id="a", command="set_depth", args={"d": 1})).args == {"d": 1}
+
+
+def test_a_payload_of_64_kib_is_read_and_one_byte_more_is_refused_unread() -> None:
+    base = len(_raw(id="p", command="status", pad=""))
+    exactly = _raw(id="p", command="status", pad="x" * (65_536 - base))
+    assert len(exactly) == 65_536 and parse_command(exactly).name == "status"
+    with pytest.raises(CommandRefused) as refused:
+        parse_command(_raw(id="p", command="status", pad="x" * (65_537 - base)))
+    assert (refused.value.code, refused.value.reason, refused.value.command_id) == (
+        "too-large",
+        "command payload is 65537 bytes; at most 65536",
+        None,  # not even the id is read
+    )
+
+
+def test_a_duplicate_key_refusal_names_the_first_one_repeated() -> None:
+    payload = (
+        b'{"schema": "micropen.command/2", "sent_at": 1, "id": "d", "command": "status", '
+        b'"b": 1, "a": 1, "b": 2, "a": 2}'
+    )
+    with pytest.raises(CommandRefused) as refused:
+        parse_command(payload)
+    assert refused.value.reason == "duplicate key 'b': each key may appear once"
+
+
+def test_a_bad_envelope_field_is_named_in_pydantics_words() -> None:
+    for sent_at, says in [
+        ([1], "sent_at: Input should be a valid number"),
+        (-1, "sent_at: Input should be greater than or equal to 0"),
+    ]:
+        with pytest.raises(CommandRefused) as refused:
+            parse_command(_raw(id="e", command="status", sent_at=sent_at))
+        assert refused.value.reason == says
+
+
+def test_an_argument_that_is_not_a_plain_value_is_named_with_the_rule() -> None:
+    with pytest.raises(CommandRefused) as refused:
+        parse_command(_raw(id="a", command="set_depth", args={"x": [1]}))
+    assert (
+        refused.value.reason
+        == f"args.x: must be a number, text, true/false or null, got [1] {RULE}"
+    )
+
+
+def test_text_arguments_of_up_to_128_characters_are_read() -> None:
+    assert parse_command(_raw(id="a", command="set_depth", args={"t": "x" * 128})).args
+    with pytest.raises(CommandRefused) as refused:
+        parse_command(_raw(id="a", command="set_depth", args={"t": "x" * 129}))
+    assert refused.value.reason == f"args.t: String should have at most 128 characters {RULE}"
