@@ -9,6 +9,7 @@ recall's lot and reason rules and what it returns, the bench's environment.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import socket
 import time
 from collections.abc import Iterator
@@ -265,3 +266,10 @@ async def test_a_network_error_of_any_kind_is_an_unreachable_registry(
         await PostgresRegistry("postgresql://fleet-db/micropen").claim(Mount("S", "s", 7, LOT))
     assert str(down.value).startswith(says) and "\n" not in str(down.value)
     assert down.value.__cause__ is error
+
+
+async def test_a_registry_and_a_recall_result_cannot_be_altered(registry_db: str) -> None:
+    recall = await recall_lot(registry_db, LOT, "sterility breach", "qa")
+    for value, name in ((PostgresRegistry(registry_db), "dsn"), (recall, "already")):
+        with pytest.raises(dataclasses.FrozenInstanceError):
+            setattr(value, name, "postgresql://elsewhere/db")
