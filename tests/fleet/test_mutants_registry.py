@@ -125,6 +125,7 @@ async def test_a_claim_that_loses_a_race_to_an_open_transaction_is_refused(
 ) -> None:
     """The other pen's claim is not yet committed when this one starts: the history shows
     nothing, the insert waits for the other transaction, and then finds the cartridge taken."""
+    before = datetime.now(UTC) - timedelta(seconds=1)
     other = await psycopg.AsyncConnection.connect(registry_db)
     watch = await psycopg.AsyncConnection.connect(registry_db, autocommit=True)
     try:
@@ -147,6 +148,7 @@ async def test_a_claim_that_loses_a_race_to_an_open_transaction_is_refused(
         await asyncio.gather(other.close(), watch.close())
     assert isinstance(verdict, UsedElsewhere)
     assert (verdict.serial, verdict.site) == (winner, "clinic-1")
+    assert before <= verdict.since <= datetime.now(UTC)  # when the winner claimed it
     assert _claims(registry_db) == [(winner, "clinic-1")]
 
 
