@@ -22,6 +22,7 @@ from micropen.host.fleet.commands import (
     RecentReplies,
     check_envelope,
     execute,
+    nesting,
     parse_command,
 )
 from micropen.host.fleet.errors import BrokerConfigError
@@ -444,3 +445,15 @@ def test_text_arguments_of_up_to_128_characters_are_read() -> None:
     with pytest.raises(CommandRefused) as refused:
         parse_command(_raw(id="a", command="set_depth", args={"t": "x" * 129}))
     assert refused.value.reason == f"args.t: String should have at most 128 characters {RULE}"
+
+
+def test_nesting_at_limit_0_replaces_the_whole_document() -> None:
+    assert nesting(b"[1]", 0) == (1, b"null")
+    assert nesting(b'{"a": [2], "b": {}}', 1) == (2, b'{"a": null, "b": null}')
+
+
+@pytest.mark.parametrize("name", ["aaa", "zzz"])  # before and after "stop" in sort order
+async def test_only_a_stop_escapes_the_area_check(pen: AsyncPen, name: str) -> None:
+    refused = _refused(pen, name, area="elbow")
+    assert refused.code == "envelope"
+    assert refused.reason.startswith("unknown treatment area 'elbow'; valid: ")
