@@ -457,3 +457,13 @@ async def test_only_a_stop_escapes_the_area_check(pen: AsyncPen, name: str) -> N
     refused = _refused(pen, name, area="elbow")
     assert refused.code == "envelope"
     assert refused.reason.startswith("unknown treatment area 'elbow'; valid: ")
+
+
+def test_of_several_bad_arguments_the_first_is_named() -> None:
+    with pytest.raises(CommandRefused) as refused:
+        parse_command(_raw(id="a", command="set_depth", args={"x": 1_000_001, "y": -1_000_001}))
+    assert refused.value.reason == f"args.x: Input should be less than or equal to 1000000 {RULE}"
+
+
+def test_a_one_character_display_name_is_kept() -> None:
+    assert parse_command(_raw(id="a", command="stop", **{"from": "A"})).display_name == "A"
