@@ -467,3 +467,22 @@ def test_of_several_bad_arguments_the_first_is_named() -> None:
 
 def test_a_one_character_display_name_is_kept() -> None:
     assert parse_command(_raw(id="a", command="stop", **{"from": "A"})).display_name == "A"
+
+
+def test_argument_names_of_up_to_64_characters_are_read() -> None:
+    assert parse_command(_raw(id="a", command="set_depth", args={"n" * 64: 1})).args
+    with pytest.raises(CommandRefused) as refused:
+        parse_command(_raw(id="a", command="set_depth", args={"n" * 65: 1}))
+    assert "String should have at most 64 characters" in refused.value.reason
+
+
+def test_a_display_name_of_128_characters_is_kept() -> None:
+    shown = parse_command(_raw(id="a", command="stop", **{"from": "D" * 128})).display_name
+    assert shown == "D" * 128
+
+
+@pytest.mark.parametrize("name", ["aaa", "zzz"])  # before and after "stop" in sort order
+def test_only_a_stop_survives_bad_arguments(name: str) -> None:
+    with pytest.raises(CommandRefused) as refused:
+        parse_command(_raw(id="a", command=name, args={"x": [1]}))
+    assert (refused.value.code, refused.value.name) == ("bad-request", name)
