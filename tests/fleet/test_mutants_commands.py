@@ -22,6 +22,7 @@ from micropen.host.fleet.commands import (
     RecentReplies,
     check_envelope,
     execute,
+    nesting,
     parse_command,
 )
 from micropen.host.fleet.errors import BrokerConfigError
@@ -301,3 +302,187 @@ def test_execute_maps_each_host_error_to_its_reply_code(error: Exception, code: 
         str(error),
         "m",
     )
+
+
+# ------------------------------------------------------------------ hostile payloads (run 2)
+def _note(levels: int) -> list[Any]:
+    """An extra field (ignored by the schema) that nests the payload ``levels`` deep: the
+    object itself is level 1, the list level 2."""
+    note: list[Any] = [']"[ {', {"k": "}"}]  # brackets inside strings do not count
+    for _ in range(levels - 3):
+        note = [note]
+    return note
+
+
+def test_a_payload_nested_8_levels_is_read_and_9_is_refused() -> None:
+    assert parse_command(_raw(id="n8", command="status", note=_note(8))).args == {}
+    with pytest.raises(CommandRefused) as refused:
+        parse_command(_raw(id="n9", command="status", note=_note(9)))
+    assert (refused.value.code, refused.value.command_id, refused.value.name) == (
+        "bad-request",
+        "n9",
+        "status",
+    )
+    assert refused.value.reason == "payload is nested 9 levels deep; at most 8"  # no args rule
+
+
+def test_a_stop_nested_too_deep_still_stops_and_says_what_it_ignored() -> None:
+    stop = parse_command(_raw(id="s9", command="stop", args={"x": 1}, note=_note(40)))
+    assert (stop.id, stop.name, stop.args) == ("s9", "stop", {})
+    assert stop.ignored == (
+        "payload is nested 40 levels deep; at most 8: the arguments were ignored, "
+        "the pen was stopped"
+    )
+
+
+RULE = (
+    "(args hold at most 16 plain values: numbers within ±1000000, text up to 128 characters, "
+    "true/false or null)"
+)
+
+
+def test_16_arguments_are_read_and_17_are_refused_naming_the_rule() -> None:
+    sixteen = {f"a{i}": i for i in range(16)}
+    assert parse_command(_raw(id="a", command="set_depth", args=sixteen)).args == sixteen
+    with pytest.raises(CommandRefused) as refused:
+        parse_command(_raw(id="a", command="set_depth", args={**sixteen, "a16": 16}))
+    assert refused.value.reason == (
+        f"args: Dictionary should have at most 16 items after validation, not more {RULE}"
+    )
+
+
+@pytest.mark.parametrize("value", [-1_000_000, 1_000_000, -1_000_000.0, 1_000_000.0, 0.5])
+def test_numbers_within_plus_minus_1_000_000_are_read(value: float) -> None:
+    args = parse_command(_raw(id="a", command="set_depth", args={"x": value})).args
+    assert args == {"x": value} and type(args["x"]) is type(value)
+
+
+@pytest.mark.parametrize(
+    ("value", "says"),
+    [
+        (-1_000_001, "greater than or equal to -1000000"),
+        (-1_000_000.5, "greater than or equal to -1000000"),
+        (1_000_001, "less than or equal to 1000000"),
+        (1_000_000.5, "less than or equal to 1000000"),
+    ],
+)
+def test_numbers_beyond_plus_minus_1_000_000_are_refused(value: float, says: str) -> None:
+    with pytest.raises(CommandRefused) as refused:
+        parse_command(_raw(id="a", command="set_depth", args={"x": value}))
+    assert refused.value.reason == f"args.x: Input should be {says} {RULE}"
+
+
+def _digits(name: str, digits: str) -> bytes:
+    return (
+        b'{"schema": "micropen.command/2", "sent_at": 1, "id": "big", "command": "%s", '
+        b'"args": {"x": %s}}' % (name.encode(), digits.encode())
+    )
+
+
+def test_a_5000_digit_number_is_infinity_not_an_error_and_a_stop_survives_it() -> None:
+    """Python refuses to read integers of more than 4300 digits; the bridge reads long ones as
+    floats, so such a number is an argument out of range, never an unreadable payload."""
+    with pytest.raises(CommandRefused) as refused:
+        parse_command(_digits("set_depth", "9" * 5000))
+    assert refused.value.reason == f"args.x: Input should be a finite number {RULE}"
+    stop = parse_command(_digits("stop", "-" + "9" * 5000))
+    assert (stop.name, stop.args) == ("stop", {})
+    assert stop.ignored == (
+        "args.x: Input should be a finite number: the arguments were ignored, the pen was stopped"
+    )
+
+
+def test_an_argument_needs_a_name() -> None:
+    with pytest.raises(CommandRefused, match="String should have at least 1 character"):
+        parse_command(_raw(id="a", command="set_depth", args={"": 1}))
+    assert parse_command(_raw(id="a", command="set_depth", args={"d": 1})).args == {"d": 1}
+
+
+def test_a_payload_of_64_kib_is_read_and_one_byte_more_is_refused_unread() -> None:
+    base = len(_raw(id="p", command="status", pad=""))
+    exactly = _raw(id="p", command="status", pad="x" * (65_536 - base))
+    assert len(exactly) == 65_536 and parse_command(exactly).name == "status"
+    with pytest.raises(CommandRefused) as refused:
+        parse_command(_raw(id="p", command="status", pad="x" * (65_537 - base)))
+    assert (refused.value.code, refused.value.reason, refused.value.command_id) == (
+        "too-large",
+        "command payload is 65537 bytes; at most 65536",
+        None,  # not even the id is read
+    )
+
+
+def test_a_duplicate_key_refusal_names_the_first_one_repeated() -> None:
+    payload = (
+        b'{"schema": "micropen.command/2", "sent_at": 1, "id": "d", "command": "status", '
+        b'"b": 1, "a": 1, "b": 2, "a": 2}'
+    )
+    with pytest.raises(CommandRefused) as refused:
+        parse_command(payload)
+    assert refused.value.reason == "duplicate key 'b': each key may appear once"
+
+
+def test_a_bad_envelope_field_is_named_in_pydantics_words() -> None:
+    for sent_at, says in [
+        ([1], "sent_at: Input should be a valid number"),
+        (-1, "sent_at: Input should be greater than or equal to 0"),
+    ]:
+        with pytest.raises(CommandRefused) as refused:
+            parse_command(_raw(id="e", command="status", sent_at=sent_at))
+        assert refused.value.reason == says
+
+
+def test_an_argument_that_is_not_a_plain_value_is_named_with_the_rule() -> None:
+    with pytest.raises(CommandRefused) as refused:
+        parse_command(_raw(id="a", command="set_depth", args={"x": [1]}))
+    assert (
+        refused.value.reason
+        == f"args.x: must be a number, text, true/false or null, got [1] {RULE}"
+    )
+
+
+def test_text_arguments_of_up_to_128_characters_are_read() -> None:
+    assert parse_command(_raw(id="a", command="set_depth", args={"t": "x" * 128})).args
+    with pytest.raises(CommandRefused) as refused:
+        parse_command(_raw(id="a", command="set_depth", args={"t": "x" * 129}))
+    assert refused.value.reason == f"args.t: String should have at most 128 characters {RULE}"
+
+
+def test_nesting_at_limit_0_replaces_the_whole_document() -> None:
+    assert nesting(b"[1]", 0) == (1, b"null")
+    assert nesting(b'{"a": [2], "b": {}}', 1) == (2, b'{"a": null, "b": null}')
+
+
+@pytest.mark.parametrize("name", ["aaa", "zzz"])  # before and after "stop" in sort order
+async def test_only_a_stop_escapes_the_area_check(pen: AsyncPen, name: str) -> None:
+    refused = _refused(pen, name, area="elbow")
+    assert refused.code == "envelope"
+    assert refused.reason.startswith("unknown treatment area 'elbow'; valid: ")
+
+
+def test_of_several_bad_arguments_the_first_is_named() -> None:
+    with pytest.raises(CommandRefused) as refused:
+        parse_command(_raw(id="a", command="set_depth", args={"x": 1_000_001, "y": -1_000_001}))
+    assert refused.value.reason == f"args.x: Input should be less than or equal to 1000000 {RULE}"
+
+
+def test_a_one_character_display_name_is_kept() -> None:
+    assert parse_command(_raw(id="a", command="stop", **{"from": "A"})).display_name == "A"
+
+
+def test_argument_names_of_up_to_64_characters_are_read() -> None:
+    assert parse_command(_raw(id="a", command="set_depth", args={"n" * 64: 1})).args
+    with pytest.raises(CommandRefused) as refused:
+        parse_command(_raw(id="a", command="set_depth", args={"n" * 65: 1}))
+    assert "String should have at most 64 characters" in refused.value.reason
+
+
+def test_a_display_name_of_128_characters_is_kept() -> None:
+    shown = parse_command(_raw(id="a", command="stop", **{"from": "D" * 128})).display_name
+    assert shown == "D" * 128
+
+
+@pytest.mark.parametrize("name", ["aaa", "zzz"])  # before and after "stop" in sort order
+def test_only_a_stop_survives_bad_arguments(name: str) -> None:
+    with pytest.raises(CommandRefused) as refused:
+        parse_command(_raw(id="a", command=name, args={"x": [1]}))
+    assert (refused.value.code, refused.value.name) == ("bad-request", name)
