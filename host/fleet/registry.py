@@ -229,8 +229,8 @@ def guard_from_env(env: Mapping[str, str] | None = None) -> CartridgeGuard | Non
             "(postgresql://bench@fleet-db/micropen), or unset it to run without the registry"
         )
     check_dsn(dsn, "MICROPEN_REGISTRY")
-    site = env.get("MICROPEN_SITE", "")
-    if not site.strip():
+    site = env.get("MICROPEN_SITE", "").strip()
+    if not site:
         raise InvalidInput(
             "MICROPEN_REGISTRY is set but MICROPEN_SITE is not; name this bench's site"
         )

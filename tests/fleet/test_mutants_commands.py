@@ -346,9 +346,9 @@ def test_16_arguments_are_read_and_17_are_refused_naming_the_rule() -> None:
     assert parse_command(_raw(id="a", command="set_depth", args=sixteen)).args == sixteen
     with pytest.raises(CommandRefused) as refused:
         parse_command(_raw(id="a", command="set_depth", args={**sixteen, "a16": 16}))
-    assert refused.value.reason == (
-        f"args: Dictionary should have at most 16 items after validation, not more {RULE}"
-    )
+    reason = refused.value.reason  # pydantic's middle words differ between its versions
+    assert reason.startswith("args: Dictionary should have at most 16 items after validation")
+    assert reason.endswith(RULE)
 
 
 @pytest.mark.parametrize("value", [-1_000_000, 1_000_000, -1_000_000.0, 1_000_000.0, 0.5])

@@ -82,7 +82,7 @@ async def test_a_lot_of_1_to_12_characters_can_be_recalled(registry_db: str, lot
 
 @pytest.mark.parametrize("lot", ["", "   ", "L2612-07-ABCD"])  # blank, 13 characters
 async def test_a_lot_that_is_blank_or_over_12_characters_is_refused(lot: str) -> None:
-    with pytest.raises(InvalidInput, match=r"is not a cartridge lot \(1–12 characters"):
+    with pytest.raises(InvalidInput, match=r"is not a cartridge lot: 1–12 printable ASCII"):
         await recall_lot("postgresql://nowhere/none", lot, "sterility breach", "qa")
 
 
@@ -238,8 +238,10 @@ def test_without_a_mapping_the_guard_reads_the_process_environment(
     assert guard_from_env({}) is None  # a mapping given is the whole environment
 
 
-def test_a_blank_registry_is_none_and_a_blank_site_is_refused() -> None:
-    assert guard_from_env({"MICROPEN_REGISTRY": "   ", "MICROPEN_SITE": "clinic-1"}) is None
+def test_a_blank_registry_and_a_blank_site_are_refused() -> None:
+    assert guard_from_env({"MICROPEN_REGISTRY": "", "MICROPEN_SITE": "clinic-1"}) is None
+    with pytest.raises(InvalidInput, match="MICROPEN_REGISTRY is blank"):  # not silently off
+        guard_from_env({"MICROPEN_REGISTRY": "   ", "MICROPEN_SITE": "clinic-1"})
     assert guard_from_env({"MICROPEN_REGISTRY": "postgres://x/y", "MICROPEN_SITE": "s"})
     with pytest.raises(InvalidInput, match="MICROPEN_SITE is not; name this bench's site"):
         guard_from_env({"MICROPEN_REGISTRY": "postgresql://x/y", "MICROPEN_SITE": "  "})

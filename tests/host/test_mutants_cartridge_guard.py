@@ -140,7 +140,7 @@ async def test_refusing_an_unreachable_registry_says_how_to_go_on() -> None:
     assert str(refused) == (
         "the fleet cartridge registry is unreachable (connection refused), and the policy is to "
         "refuse runs it cannot check (cartridge 00C0FFEE of lot L2612-07); restore the "
-        "connection, or choose --registry-unreachable 'allow:REASON'"
+        "connection, or set MICROPEN_REGISTRY_UNREACHABLE='allow:REASON' for this bench"
     )
 
 
