@@ -202,14 +202,14 @@ def export(
 
     with errors_to_exit():
         check_dsn(db)
-        if site is None:
-            fail("--site is missing: the records need the site this bench belongs to; add "
-                 "--site NAME (e.g. --site clinic-1)", 2)  # fmt: skip
-        check_level("--site", site)
         for path in from_sqlite:
             if not path.is_file():
                 fail(f"--from-sqlite {str(path)!r} does not exist; give the treatment log or "
                      "calibration.sqlite file", 2)  # fmt: skip
+        if site is None:
+            fail("--site is missing: the records need the site this bench belongs to; add "
+                 "--site NAME (e.g. --site clinic-1)", 2)  # fmt: skip
+        check_level("--site", site)
     with errors_to_exit(), _db_errors():
         result = export_history(list(from_sqlite), db, site=site)
     if as_json:

@@ -174,7 +174,7 @@ def _treatment_log(conn: sqlite3.Connection, site: str) -> Iterator[dict[str, An
 def _calibrations(conn: sqlite3.Connection, site: str) -> Iterator[dict[str, Any]]:
     """Every finished record, read on the export's own trace-less connection (what
     ``RecordStore.history()`` reads, without its ``mode=ro`` opening)."""
-    from ..calibration.records import CalibrationRecord
+    from ..calibration.record import CalibrationRecord
     from .records import calibration_record
 
     rows = conn.execute("SELECT record_json FROM calibrations ORDER BY started_at DESC, rowid DESC")
