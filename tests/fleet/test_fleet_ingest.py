@@ -95,7 +95,7 @@ async def test_every_kind_is_stored_once_however_often_it_arrives(
             await pub.publish(R.record_topic("clinic-r", "PEN-R1", "run"), encode(wrong_pen),
                               qos=1)  # fmt: skip
             bad_override = {**next(r for r in records if r["schema"] == "micropen.override/1"),
-                            "id": "blank-reason", "reason": "  "}  # fmt: skip
+                            "id": "PEN-R1:000b0071:override:blank", "reason": "  "}  # fmt: skip
             await pub.publish(R.record_topic("clinic-r", "PEN-R1", "override"),
                               encode(bad_override), qos=1)  # fmt: skip
         expected = 3 * len(records) + 3
