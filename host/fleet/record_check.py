@@ -291,11 +291,15 @@ def parse_record(data: bytes, channel: str) -> dict[str, Any]:
         raise PayloadError(f"{channel!r} is not a fleet record channel")
     if len(data) > MAX_RECORD_BYTES:
         raise PayloadError(f"payload is {len(data)} bytes; a record is at most {MAX_RECORD_BYTES}")
-    deepest, _ = nesting(bytes(data), MAX_RECORD_DEPTH)
+    data = bytes(data)
+    # nesting never exceeds the number of opening brackets (those in strings included): most
+    # records have fewer than the limit, and the scan is needed only beyond it
+    openers = data.count(b"[") + data.count(b"{")
+    deepest = nesting(data, MAX_RECORD_DEPTH)[0] if openers > MAX_RECORD_DEPTH else openers
     if deepest > MAX_RECORD_DEPTH:
         raise PayloadError(f"payload is nested {deepest} levels deep; at most {MAX_RECORD_DEPTH}")
     try:
-        record = decode(bytes(data), channel, loads=_loads)
+        record = decode(data, channel, loads=_loads)
     except (RecursionError, MemoryError) as exc:  # decode turns both into PayloadError too
         raise PayloadError(f"{channel} payload cannot be parsed: {type(exc).__name__}") from None
     return check_record(record, kind)
