@@ -71,6 +71,9 @@ SHORT_SESSION_S = 2.0
 SHORT_SESSIONS = 3
 # SQLSTATE classes of an error one message's statements caused: the message is refused
 _MESSAGE_ERROR_CLASSES = ("22", "23", "42")
+# ... except these of class 42, which no message causes: the database is not as it should be
+# (a revoked privilege, a missing table); retried as an outage, never stored as rejections
+_SETUP_ERRORS = frozenset({"42501", "42P01"})
 
 
 # (topic, payload, statements, why it is rejected or None, the record's 'at' or None)
@@ -370,9 +373,22 @@ class IngestWorker:
                 if why is None:
                     stored += 1
                     continue
-                await cur.execute(*rejected(topic, data, why))
+                await self._reject(db, cur, topic, data, why)
                 rejects += 1
         return stored, rejects
+
+    async def _reject(
+        self, db: psycopg.AsyncConnection[Any], cur: psycopg.AsyncCursor[Any], topic: str,
+        data: bytes, why: str,
+    ) -> None:  # fmt: skip
+        """Keep a refused message; should even its reason be refused, keep it with a plain one."""
+        try:
+            async with db.transaction():
+                await cur.execute(*rejected(topic, data, why))
+        except psycopg.Error as exc:
+            if not _message_error(exc):
+                raise
+            await cur.execute(*rejected(topic.encode().hex(), data, "refused; reason not storable"))
 
     async def _try(
         self, db: psycopg.AsyncConnection[Any], cur: psycopg.AsyncCursor[Any],
@@ -425,7 +441,7 @@ def _message_error(exc: BaseException) -> bool:
         return isinstance(
             exc, psycopg.DataError | psycopg.IntegrityError | psycopg.ProgrammingError
         )
-    return isinstance(state, str) and state[:2] in _MESSAGE_ERROR_CLASSES
+    return state[:2] in _MESSAGE_ERROR_CLASSES and state not in _SETUP_ERRORS
 
 
 def _auth_refused(exc: BaseException) -> bool:

@@ -169,6 +169,7 @@ def test_only_connection_failures_are_outages() -> None:
         assert _message_error(exc), refused
     assert not _message_error(psycopg.OperationalError("connection lost"))
     assert not _message_error(E.AdminShutdown())  # 57P01: the server restarting
+    assert not _message_error(E.InsufficientPrivilege()), "42501: the setup, not a message"
     assert not _message_error(psycopg.InterfaceError("connection closed"))
 
 
