@@ -106,6 +106,8 @@ async def _one_setup(
         await _publish(broker, range(paced), f"lat{n}", rate)
         await _until_stored(dsn, paced, 60)
         summaries = [w.stop() for w in workers]
+        for w in workers:  # a stopped worker keeps its share queued: decommission it
+            w.leave()
     finally:
         for w in workers:
             w.ensure_dead()
@@ -124,6 +126,8 @@ async def _one_setup(
         done = await _until_stored(dsn, records, 300)
         await publishing
         summaries = [w.stop() for w in workers]
+        for w in workers:  # a stopped worker keeps its share queued: decommission it
+            w.leave()
     finally:
         for w in workers:
             w.ensure_dead()

@@ -91,6 +91,14 @@ def ingest(
     seconds: Annotated[
         float | None, typer.Option("--seconds", help="Stop after S seconds (default: run on)")
     ] = None,
+    leave_group: Annotated[
+        bool,
+        typer.Option(
+            "--leave-group",
+            help="Decommission this worker: unsubscribe, store what its session still holds, "
+            "end its session on the broker, exit (a plain stop keeps its share queued)",
+        ),
+    ] = False,
     as_json: Annotated[
         bool, typer.Option("--json", help="One JSON line per notice, then a summary line")
     ] = False,
@@ -105,6 +113,9 @@ def ingest(
         check_dsn(db)
         if not 1 <= batch <= 10_000:
             fail(f"--batch {batch} is outside 1–10000; use e.g. 200", 2)
+        if seconds is not None and not (0 < seconds <= 10**9):
+            fail(f"--seconds {seconds} must be a positive number of seconds; e.g. --seconds 60, "
+                 "or leave it out to run until stopped", 2)  # fmt: skip
         config = IngestConfig(group=group, batch_max=batch)
         if worker_id is not None:
             config = IngestConfig(group=group, batch_max=batch, worker_id=worker_id)
@@ -115,21 +126,39 @@ def ingest(
     worker = IngestWorker(broker, db, config)
     worker.add_notice_listener(emit_json if as_json else _print_notice)
     with errors_to_exit(), _db_errors():
-        asyncio.run(_run(worker, seconds))
+        asyncio.run(_run(worker, seconds, leave_group))
     stats = worker.statistics()
     if as_json:
         emit_json({"event": "summary", **stats})
     else:
-        console.print(f"ingest stopped: {stats}", highlight=False)
+        console.print(describe_summary(stats), highlight=False)
 
 
-async def _run(worker: Any, seconds: float | None) -> None:
+def describe_summary(stats: dict[str, Any]) -> str:
+    """The summary in words: 'ingest stopped: 10 messages received, 9 stored, …'."""
+    parts = [
+        f"{stats.get('received', 0)} messages received",
+        f"{stats.get('stored', 0)} stored",
+        f"{stats.get('rejected', 0)} rejected (kept in rejected_messages)",
+        f"{stats.get('acked', 0)} acknowledged in {stats.get('batches', 0)} transactions",
+        f"{stats.get('mqtt_connects', 0)} broker connections "
+        f"({stats.get('mqtt_disconnects', 0)} lost)",
+        f"{stats.get('db_errors', 0)} database outages",
+    ]
+    latency = stats.get("latency_ms")
+    if latency:
+        parts.append(f"commit latency p50 {latency['p50']} ms, p99 {latency['p99']} ms, "
+                     f"max {latency['max']} ms")  # fmt: skip
+    return "ingest stopped: " + ", ".join(parts)
+
+
+async def _run(worker: Any, seconds: float | None, leave_group: bool = False) -> None:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, worker.stop)
     if seconds is not None:
         loop.call_later(seconds, worker.stop)
-    await worker.run()
+    await (worker.leave_group() if leave_group else worker.run())
 
 
 def _print_notice(notice: dict[str, Any]) -> None:
@@ -162,7 +191,9 @@ def export(
         ),
     ],
     db: DbOption,
-    site: Annotated[str, typer.Option("--site", help="Site the bench belongs to")] = "default",
+    site: Annotated[
+        str | None, typer.Option("--site", help="Site the bench belongs to (required)")
+    ] = None,
     as_json: JsonOption = False,
 ) -> None:
     """Export a bench's history to the fleet database (idempotent: run twice, same rows)."""
@@ -171,11 +202,14 @@ def export(
 
     with errors_to_exit():
         check_dsn(db)
-        check_level("--site", site)
         for path in from_sqlite:
             if not path.is_file():
                 fail(f"--from-sqlite {str(path)!r} does not exist; give the treatment log or "
                      "calibration.sqlite file", 2)  # fmt: skip
+        if site is None:
+            fail("--site is missing: the records need the site this bench belongs to; add "
+                 "--site NAME (e.g. --site clinic-1)", 2)  # fmt: skip
+        check_level("--site", site)
     with errors_to_exit(), _db_errors():
         result = export_history(list(from_sqlite), db, site=site)
     if as_json:

@@ -122,6 +122,20 @@ class WorkerProcess:
         with self._changed:
             return next(d for d in reversed(self.lines) if d.get("event") == "summary")
 
+    def leave(self, timeout: float = 30.0) -> dict[str, Any]:
+        """Decommission this worker (``--leave-group``): its session is drained and ended, so
+        the group's share is no longer queued for it. Its summary."""
+        env = dict(os.environ, PYTHONUNBUFFERED="1")
+        done = subprocess.run([*self.args, "--leave-group"], capture_output=True, text=True,
+                              timeout=timeout, env=env)  # fmt: skip
+        lines = [json.loads(x) for x in done.stdout.splitlines() if x.startswith("{")]
+        if done.returncode != 0 or not any(d.get("event") == "left-group" for d in lines):
+            raise FleetError(
+                f"ingest worker {self.worker_id} could not leave the group (exit status "
+                f"{done.returncode}): {lines[-3:]} {done.stderr[-800:]}"
+            )
+        return next(d for d in reversed(lines) if d.get("event") == "summary")
+
     def ensure_dead(self) -> None:
         if self.proc is not None and self.proc.poll() is None:
             self.proc.kill()

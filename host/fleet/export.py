@@ -11,6 +11,7 @@ bridge already published is the same row.
 
 from __future__ import annotations
 
+import json
 import sqlite3
 from collections.abc import Iterator
 from contextlib import closing
@@ -45,13 +46,29 @@ def _open(path: Path) -> sqlite3.Connection:
         raise ExportError(f"{path} does not exist; give the bench's treatment log or "
                           "calibration.sqlite")  # fmt: skip
     try:
-        conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+        conn = _connect_readonly(path)
         conn.row_factory = sqlite3.Row
         conn.execute("SELECT count(*) FROM sqlite_master").fetchone()
     except sqlite3.Error as exc:
         raise ExportError(f"{path} is not an SQLite database ({exc}); give a treatment log "
                           "or calibration.sqlite") from exc  # fmt: skip
     return conn
+
+
+def _connect_readonly(path: Path) -> sqlite3.Connection:
+    """Read without a trace, as the treatment log's own read-only opening does
+    (``TreatmentLog(readonly=True)``): with no -wal/-shm beside the file nothing is live and
+    everything is in the main file, so it is read ``immutable`` (even ``mode=ro`` would leave
+    -wal/-shm files behind); a live database (a bench writing now) is read ``mode=ro``."""
+    uri = path.resolve().as_uri()
+    if not any(Path(f"{path}{side}").exists() for side in ("-wal", "-shm")):
+        return sqlite3.connect(f"{uri}?mode=ro&immutable=1", uri=True)
+    try:
+        conn = sqlite3.connect(f"{uri}?mode=ro", uri=True)
+        conn.execute("SELECT count(*) FROM sqlite_master").fetchone()
+        return conn
+    except sqlite3.OperationalError:  # a WAL database on a read-only disk: read it as is
+        return sqlite3.connect(f"{uri}?mode=ro&immutable=1", uri=True)
 
 
 def _tables(conn: sqlite3.Connection) -> set[str]:
@@ -71,7 +88,7 @@ def records_of(path: Path, site: str) -> list[dict[str, Any]]:
                 )
             return list(_treatment_log(conn, site))
         if "calibrations" in tables:
-            return list(_calibrations(path, site))
+            return list(_calibrations(conn, site))
     raise ExportError(f"{path} is neither a treatment log nor a calibration store")
 
 
@@ -154,16 +171,20 @@ def _treatment_log(conn: sqlite3.Connection, site: str) -> Iterator[dict[str, An
         )  # fmt: skip
 
 
-def _calibrations(path: Path, site: str) -> Iterator[dict[str, Any]]:
-    from ..calibration.records import RecordStore
+def _calibrations(conn: sqlite3.Connection, site: str) -> Iterator[dict[str, Any]]:
+    """Every finished record, read on the export's own trace-less connection (what
+    ``RecordStore.history()`` reads, without its ``mode=ro`` opening)."""
+    from ..calibration.record import CalibrationRecord
     from .records import calibration_record
 
-    for record in RecordStore(path).history():
+    rows = conn.execute("SELECT record_json FROM calibrations ORDER BY started_at DESC, rowid DESC")
+    for (text,) in rows.fetchall():
+        record = CalibrationRecord.from_dict(json.loads(text))
         if record.finished_at is not None:
             yield calibration_record(site, record.to_dict(), at=record.finished_at.timestamp())
 
 
-def export_history(paths: list[Path], dsn: str, *, site: str = "default") -> dict[str, Any]:
+def export_history(paths: list[Path], dsn: str, *, site: str) -> dict[str, Any]:
     """Store every record of ``paths`` (treatment logs, calibration stores) in one
     transaction; counts per kind (how many records were read, not how many rows were new)."""
     records: list[dict[str, Any]] = []

@@ -151,5 +151,5 @@ def rejected(topic: str, payload: bytes, reason: str) -> Statement:
     return (
         "INSERT INTO rejected_messages (digest, topic, payload, reason) "
         "VALUES (%s, %s, %s, %s) ON CONFLICT DO NOTHING",
-        (digest, topic, payload, reason[:1000]),
+        (digest, topic.replace("\0", "\\0"), payload, reason.replace("\0", "\\0")[:1000]),
     )

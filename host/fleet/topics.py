@@ -21,6 +21,7 @@ version with :class:`PayloadError` instead of guessing. ``docs/fleet.md`` lists 
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -421,14 +422,28 @@ def encode(payload: dict[str, Any]) -> bytes:
     return json.dumps(payload, separators=(",", ":"), allow_nan=False).encode()
 
 
-def decode(data: bytes | bytearray | str, channel: str) -> dict[str, Any]:
+def decode(
+    data: bytes | bytearray | str,
+    channel: str,
+    *,
+    loads: Callable[[bytes | bytearray | str], Any] = json.loads,
+) -> dict[str, Any]:
     """Parse and check a payload of ``channel``: JSON object, same schema kind and major version,
-    every required field present. Unknown extra fields are allowed (forward compatible)."""
+    every required field present. Unknown extra fields are allowed (forward compatible).
+    ``loads`` parses (the ingest workers' is bounded and refuses duplicate keys: record_check);
+    whatever it raises for bad input (a PayloadError of its own, ValueError, RecursionError of
+    a deeply nested payload) ends in PayloadError."""
     schema = SCHEMAS[channel]
     try:
-        obj = json.loads(data)
+        obj = loads(data)
+    except PayloadError:
+        raise
     except (ValueError, UnicodeDecodeError) as exc:
         raise PayloadError(f"{channel} payload is not JSON: {exc}") from None
+    except (RecursionError, MemoryError) as exc:
+        raise PayloadError(
+            f"{channel} payload is too deeply nested ({type(exc).__name__})"
+        ) from None
     if not isinstance(obj, dict):
         raise PayloadError(f"{channel} payload is {type(obj).__name__}, not a JSON object")
     name = obj.get("schema")

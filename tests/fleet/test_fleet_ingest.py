@@ -12,6 +12,7 @@ from typing import Any
 import psycopg
 import pytest
 from _fleet_helpers import ADMIN, WATCHER, FleetBroker
+from _ingest_helpers import fresh_session
 from test_fleet_records import _every_record
 from typer.testing import CliRunner
 
@@ -77,6 +78,7 @@ async def _until(predicate: Any, within: float, what: str) -> None:
 async def test_every_kind_is_stored_once_however_often_it_arrives(
     fleet_broker: FleetBroker, fleet_db: str
 ) -> None:
+    await fresh_session(fleet_broker.config(WATCHER))
     worker = IngestWorker(fleet_broker.config(WATCHER), fleet_db,
                           IngestConfig(worker_id="unit", group="unit-test"))  # fmt: skip
     task, _ = await _run_worker(worker)
@@ -93,7 +95,7 @@ async def test_every_kind_is_stored_once_however_often_it_arrives(
             await pub.publish(R.record_topic("clinic-r", "PEN-R1", "run"), encode(wrong_pen),
                               qos=1)  # fmt: skip
             bad_override = {**next(r for r in records if r["schema"] == "micropen.override/1"),
-                            "id": "blank-reason", "reason": "  "}  # fmt: skip
+                            "id": "PEN-R1:000b0071:override:blank", "reason": "  "}  # fmt: skip
             await pub.publish(R.record_topic("clinic-r", "PEN-R1", "override"),
                               encode(bad_override), qos=1)  # fmt: skip
         expected = 3 * len(records) + 3
@@ -101,6 +103,7 @@ async def test_every_kind_is_stored_once_however_often_it_arrives(
     finally:
         worker.stop()
         await task
+        await fresh_session(fleet_broker.config(WATCHER))  # a stopped worker keeps its session
     for kind, table in TABLES.items():
         ids = {r["id"] for r in records if R.KIND_OF_SCHEMA[r["schema"]] == kind}
         stored = _rows(fleet_db, f"SELECT record_id FROM {table}")
@@ -162,7 +165,7 @@ def test_cli_contract_of_migrate_export_and_ingest(fleet_db: str, tmp_path: Path
     junk = tmp_path / "junk.sqlite"
     junk.write_bytes(b"not a database at all" * 100)
     refused = runner.invoke(app, ["fleet", "export", "--from-sqlite", str(junk), "--db",
-                                  fleet_db])  # fmt: skip
+                                  fleet_db, "--site", "clinic-1"])  # fmt: skip
     assert refused.exit_code == 1 and "not an SQLite database" in refused.output
     no_server = runner.invoke(app, ["fleet", "db", "migrate", "--db",
                                     "postgresql://u@127.0.0.1:1/d"])  # fmt: skip
