@@ -10,13 +10,12 @@ import contextlib
 import signal
 from pathlib import Path
 from typing import Annotated, Any
-from urllib.parse import urlsplit
 
 import aiomqtt
 import typer
 from rich.console import Console
 
-from micropen.host.fleet.errors import BrokerConfigError
+from micropen.host.fleet.dsn import check_dsn
 
 from .common import JsonOption, emit_json, errors_to_exit, fail
 
@@ -32,24 +31,6 @@ DbOption = Annotated[
 
 db_app = typer.Typer(help="The fleet database (PostgreSQL): schema migrations.",
                      no_args_is_help=True)  # fmt: skip
-
-
-def check_dsn(dsn: str) -> str:
-    """A postgresql:// URL without a password in it (it would end up in logs and `ps`)."""
-    try:
-        parts = urlsplit(dsn)
-    except ValueError as exc:
-        raise BrokerConfigError(f"--db {dsn!r}: {exc}; use postgresql://USER@HOST/DB") from None
-    if parts.scheme not in ("postgresql", "postgres"):
-        raise BrokerConfigError(
-            f"--db {dsn!r} is not a postgresql:// URL; use postgresql://USER@HOST:PORT/DB"
-        )
-    if parts.password is not None:
-        raise BrokerConfigError(
-            "do not put the database password in --db (it ends up in logs and `ps`); use "
-            "PGPASSWORD or a ~/.pgpass file"
-        )
-    return dsn
 
 
 @contextlib.contextmanager
