@@ -17,6 +17,7 @@ import asyncio
 import contextlib
 import itertools
 import logging
+import secrets
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
@@ -52,7 +53,7 @@ from micropen.protocol.messages import (
     Telemetry,
 )
 
-__all__ = ["HOME_UM", "CalibrationJob", "Channel", "PenHub", "PenSession"]
+__all__ = ["HOME_UM", "CalibrationJob", "Channel", "PenHub", "PenSession", "StalePage"]
 
 log = logging.getLogger("micropen.station")
 
@@ -147,6 +148,10 @@ class CalibrationJob:
         }
 
 
+class StalePage(HostError):
+    """A page names a pen (its serial) the station no longer has under that page's id."""
+
+
 class PenSession:
     """One connected pen as the station sees it."""
 
@@ -199,6 +204,12 @@ class PenSession:
         if sample.state is not self._last_state or now - self._last_publish >= PUBLISH_EVERY_S:
             self._last_state, self._last_publish = sample.state, now
             self.channel.publish({"type": "telemetry", **sample_dict(sample)})
+
+    @property
+    def serial(self) -> str:
+        identity = self.pen.identity
+        assert identity is not None
+        return identity.serial
 
     # --- what the pages show ---------------------------------------------------------------
     def summary(self) -> dict[str, Any]:
@@ -317,7 +328,6 @@ class PenHub:
         log: Any = True,
     ) -> None:
         self.pens: dict[str, PenSession] = {}
-        self._ids = itertools.count(1)
         self._jobs = itertools.count(1)
         self._store_factory = store_factory
         self.station = station
@@ -333,7 +343,9 @@ class PenHub:
             pen = await AsyncPen.open(url, log=self._log, operator=operator, purpose="station")
             try:
                 await pen.set_telemetry(LIVE_HZ)
-                session = PenSession(f"p{next(self._ids)}", pen, operator)
+                # random, not a counter: after a restart a stale page's id names no pen (a
+                # counter would hand it whichever pen now has that number)
+                session = PenSession(f"p{secrets.token_hex(6)}", pen, operator)
                 await session.refresh()
             except BaseException:
                 await pen.close()
@@ -348,6 +360,25 @@ class PenHub:
             raise InvalidInput(
                 f"no pen {pid!r} is connected to this station; connect it on the pens page"
             ) from None
+
+    def get_shown(self, pid: str, serial: Any) -> PenSession:
+        """The pen under ``pid``, refused (:class:`StalePage`) when the page that asks shows
+        another serial (its station was restarted, or the pen reconnected under another id)."""
+        session = self.pens.get(pid)
+        if serial is None or serial == "":
+            return self.get(pid)
+        shown = str(serial)
+        if session is None:
+            raise StalePage(
+                f"this page shows pen {shown}; the station now has no pen under id {pid} "
+                "— reload the pens page (the pen may still be running: use its own button)"
+            )
+        actual = session.serial
+        if actual != shown:
+            raise StalePage(
+                f"this page shows pen {shown}; the station now has {actual} under that id — reload"
+            )
+        return session
 
     async def disconnect(self, pid: str) -> None:
         session = self.get(pid)
