@@ -505,6 +505,17 @@ class PenHub:
         except MicropenError as exc:
             job.state, job.outcome, job.reason = "failed", "incomplete", str(exc)
             await self._note_record(job, store, serial)
+        except Exception as exc:  # any error ends the job: never left "running"
+            log.exception("calibration job %s of %s ended on an unexpected error", job.id, serial)
+            with contextlib.suppress(MicropenError):
+                await session.pen.stop()  # the pen is made safe whatever the procedure did
+            job.state, job.outcome = "failed", "incomplete"
+            job.reason = (
+                f"the calibration ended on an unexpected error ({type(exc).__name__}: {exc}); "
+                "the pen was stopped and made safe — start a new calibration, and report this "
+                "if it happens again"
+            )
+            await self._note_record(job, store, serial)
         finally:
             if instruments:
                 with contextlib.suppress(MicropenError):
