@@ -6,6 +6,7 @@ from __future__ import annotations
 import contextlib
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from starlette.applications import Starlette
@@ -27,6 +28,7 @@ from . import routes_fleet, routes_log, routes_pens, routes_records
 from .auth import LOCAL_USER, User, UserStore, csrf_ok, csrf_token, is_loopback
 from .fleet import FleetView
 from .hub import PenHub
+from .pool import CpuPool
 from .web import HERE, in_thread, read_json, templates
 
 __all__ = ["StationConfig", "build_app"]
@@ -44,6 +46,8 @@ class StationConfig:
     mqtt: str | None = None
     site: str = "+"
     signer: Any = None  # a loaded CertificateSigner, or None: signing is refused, saying why
+    # the signer's key and certificate files: the worker process loads them to sign there
+    signer_files: tuple[Path, Path] | None = None
     log: Any = True  # the treatment log AsyncPen.open writes (True: the default one)
     users: UserStore = field(default_factory=UserStore)
     station: Station | None = None
@@ -148,8 +152,9 @@ async def failure(request: Request, exc: Exception) -> Response:
 
 async def http_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, HTTPException)
+    headers = dict(exc.headers or {})
     if request.url.path.startswith("/api/") or request.method not in SAFE_METHODS:
-        return JSONResponse({"error": exc.detail}, status_code=exc.status_code)
+        return JSONResponse({"error": exc.detail}, status_code=exc.status_code, headers=headers)
     return templates.TemplateResponse(
         request,
         "error.html",
@@ -162,6 +167,7 @@ async def http_error(request: Request, exc: Exception) -> Response:
             "login_required": request.app.state.config.login_required,
         },
         status_code=exc.status_code,
+        headers=headers,
     )
 
 
@@ -169,6 +175,7 @@ def build_app(config: StationConfig) -> Starlette:
     station = config.station if config.station is not None else load_station()
     hub = PenHub(store_factory=RecordStore, station=station, log=config.log)
     fleet = FleetView(config.mqtt, site=config.site)
+    pool = CpuPool()
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
@@ -178,6 +185,7 @@ def build_app(config: StationConfig) -> Starlette:
         finally:
             await hub.close()  # a calibration still going is aborted: its teardown runs
             await fleet.close()
+            pool.close()
 
     hosts = ["*"]  # with logins any name may reach it; on loopback only its own (no rebinding)
     if is_loopback(config.host):
@@ -218,5 +226,6 @@ def build_app(config: StationConfig) -> Starlette:
     app.state.config = config
     app.state.hub = hub
     app.state.fleet = fleet
+    app.state.pool = pool
     app.state.station = station
     return app

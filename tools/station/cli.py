@@ -100,6 +100,7 @@ def station(
 
     config = StationConfig(
         host=host, login_required=login, secret=secret, mqtt=mqtt, site=site, signer=signer,
+        signer_files=(sign_key, sign_cert) if sign_key and sign_cert else None,
         users=users, station=lab, default_pen=pen,
     )  # fmt: skip
     with errors_to_exit():

@@ -17,14 +17,13 @@ from starlette.routing import Route
 from micropen.host import paths
 from micropen.host.calibration import CalibrationRecord, Outcome, RecordStore
 from micropen.host.calibration.certificate import (
-    Authorisation,
     certificate_name,
-    render,
     write_certificate,
 )
 from micropen.host.errors import InvalidInput
 
 from .hub import point_dict
+from .pool import CpuPool, render_pdf, write_signed_pdf
 from .web import in_thread, page, require
 
 __all__ = ["ReviewBook", "routes"]
@@ -137,17 +136,23 @@ async def record_json(request: Request) -> Response:
     )
 
 
-def _pdf(record: CalibrationRecord, review: dict[str, Any] | None) -> bytes | Path:
+def _signed_pdf(review: dict[str, Any] | None) -> Path | None:
     if review is not None and Path(review.get("pdf", "")).is_file():
         return Path(review["pdf"])
-    who = Authorisation(record.issuer.signatory, record.issuer.signatory_role, False)
-    return render(record, who)
+    return None
 
 
 async def record_pdf(request: Request) -> Response:
+    """The signed certificate when there is one, else one rendered — in the worker process
+    (see pool.py), never on the event loop's process: a stop is not kept waiting."""
     require(request, "view")
     record, review = await in_thread(_find, request.path_params["rid"])
-    data = await in_thread(_pdf, record, review)
+    data: bytes | Path | None = await in_thread(_signed_pdf, review)
+    if data is None:
+        pool: CpuPool = request.app.state.pool
+        data = await pool.run(
+            render_pdf, record.to_dict(), record.issuer.signatory, record.issuer.signatory_role
+        )
     name = certificate_name(record, "pdf")
     if isinstance(data, Path):
         return FileResponse(data, media_type="application/pdf", filename=name)
@@ -166,10 +171,27 @@ async def sign(request: Request) -> Response:
     why = _why_not_signable(record, review, request)
     if why is not None:
         raise HTTPException(409, why)
-    signer = request.app.state.config.signer
+    config = request.app.state.config
+    signer = config.signer
+    pool: CpuPool = request.app.state.pool
+
+    if config.signer_files is not None:  # render and sign in the worker process
+        key, cert = config.signer_files
+        try:
+            pdf_path = await pool.run(
+                write_signed_pdf,
+                record.to_dict(),
+                str(paths.certificates_dir()),
+                str(key),
+                str(cert),
+            )
+        except OSError as exc:
+            raise InvalidInput(f"cannot write the signed certificate: {exc}") from None
+    else:  # a signer given from Python, without its files: a thread, as before
+        pdf_path = None
 
     def write() -> dict[str, Any]:
-        pdf = write_certificate(record, paths.certificates_dir(), signer=signer)
+        pdf = pdf_path or write_certificate(record, paths.certificates_dir(), signer=signer)
         entry = {
             "reviewer": user.name,
             "signatory": signer.identity.describe(),
