@@ -3,7 +3,9 @@ routes, and the pages from ``routes_*`` modules."""
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
+import math
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -25,7 +27,15 @@ from micropen.host.errors import InvalidInput
 from micropen.protocol.errors import MicropenError
 
 from . import routes_fleet, routes_log, routes_pens, routes_records
-from .auth import LOCAL_USER, User, UserStore, csrf_ok, csrf_token, is_loopback
+from .auth import (
+    LOCAL_USER,
+    LoginThrottle,
+    User,
+    UserStore,
+    csrf_ok,
+    csrf_token,
+    is_loopback,
+)
 from .fleet import FleetView
 from .hub import PenHub
 from .pool import CpuPool
@@ -125,12 +135,48 @@ async def login(request: Request) -> Response:
     config: StationConfig = request.app.state.config
     body = await read_json(request)
     name, password = str(body.get("user", "")), str(body.get("password", ""))
-    user = await in_thread(config.users.authenticate, name, password)
+    throttle: LoginThrottle = request.app.state.throttle
+    address = request.client.host if request.client else "unknown"
+    wait = throttle.retry_after(address, name)
+    if wait > 0:
+        seconds = math.ceil(wait)
+        return JSONResponse(
+            {"error": f"too many failed logins from here or for {name!r}; try again in "
+             f"{seconds} s"},
+            status_code=429,
+            headers={"Retry-After": str(seconds)},
+        )  # fmt: skip
+    checks: LoginChecks = request.app.state.login_checks
+    if checks.waiting >= LOGIN_QUEUE_MAX:  # a flood: refused at once, costs the loop nothing
+        return JSONResponse(
+            {"error": f"{checks.waiting} logins are being checked; try again in 1 s"},
+            status_code=429,
+            headers={"Retry-After": "1"},
+        )
+    checks.waiting += 1
+    try:
+        async with checks.one_at_a_time:  # Argon2 is slow on purpose: one check at a time
+            user = await in_thread(config.users.authenticate, name, password)
+    finally:
+        checks.waiting -= 1
     if user is None:
+        throttle.failed(address, name)
         return JSONResponse({"error": "unknown user or wrong password"}, status_code=401)
+    throttle.succeeded(address, name)
     request.session.clear()  # a new session (and CSRF token) at login: no session fixation
     request.session.update(user=user.name, role=user.role)
     return JSONResponse({"user": user.name, "role": user.role, "csrf": csrf_token(request.session)})
+
+
+LOGIN_QUEUE_MAX = 8  # logins waiting for their password check; more get 429 at once
+
+
+class LoginChecks:
+    """Password checks in flight: one verifies at a time, at most LOGIN_QUEUE_MAX wait."""
+
+    def __init__(self) -> None:
+        self.one_at_a_time = asyncio.Semaphore(1)
+        self.waiting = 0
 
 
 async def logout(request: Request) -> Response:
@@ -227,5 +273,7 @@ def build_app(config: StationConfig) -> Starlette:
     app.state.hub = hub
     app.state.fleet = fleet
     app.state.pool = pool
+    app.state.throttle = LoginThrottle()
+    app.state.login_checks = LoginChecks()
     app.state.station = station
     return app
