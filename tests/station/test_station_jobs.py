@@ -73,3 +73,48 @@ def test_an_unexpected_error_ends_the_job_and_the_pen_is_safe(
             await hub.close()
 
     asyncio.run(scenario())
+
+
+@pytest.mark.parametrize(
+    ("how", "why"),
+    [
+        ("stop", "stopped with the stop button at the station"),
+        ("abort", "aborted at the station"),
+        ("shutdown", "the station was shut down"),
+    ],
+)
+def test_the_record_says_how_the_station_ended_a_calibration(how: str, why: str) -> None:
+    """Issue 16 finding 6: not "cancelled (Ctrl-C)" — the station's reason, in the job and in
+    the stored record."""
+    from micropen.host.calibration import RecordStore
+
+    async def scenario() -> None:
+        hub = PenHub(station=load_station(), log=False)
+        closed = False
+        try:
+            session = await hub.connect("sim://?seed=62", "tester")
+            queue = session.channel.subscribe()
+            job = hub.start_calibration(
+                session, procedure="depth", gauge="sim", technician="Kim", readings=2
+            )
+            async with asyncio.timeout(WAIT_S):
+                while (await queue.get())["type"] != "point":
+                    pass
+            if how == "stop":
+                await session.stop()
+            elif how == "abort":
+                assert session.abort_calibration("aborted at the station")
+            else:
+                await hub.close()
+                closed = True
+            assert job.task is not None
+            await asyncio.wait([job.task], timeout=WAIT_S)
+            assert job.state == "aborted", job.to_dict()
+            assert job.reason is not None and why in job.reason and "Ctrl-C" not in job.reason
+            [record] = RecordStore().history(session.serial)
+            assert record.reason.endswith(f"cancelled: {why}"), record.reason
+        finally:
+            if not closed:
+                await hub.close()
+
+    asyncio.run(scenario())

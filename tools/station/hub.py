@@ -62,6 +62,10 @@ PUBLISH_EVERY_S = 0.1  # the browser gets at most 10 telemetry updates a second
 HOME_UM = 10  # a telemetry depth at or below this reads "retracted" (as the HIL suite's)
 STOP_WATCH_S = 2.0  # how long a stop waits for telemetry showing the needles home
 QUEUE_MAX = 512
+# why a calibration was cancelled, as its record says (the CLI's says "cancelled (Ctrl-C)")
+STOPPED = "stopped with the stop button at the station"
+ABORTED = "aborted at the station"
+SHUT_DOWN = "the station was shut down"
 
 
 class Channel:
@@ -263,7 +267,7 @@ class PenSession:
         except MicropenError as exc:
             error = str(exc)
         acked_ms = (loop.time() - started) * 1000
-        aborted = self.abort_calibration("stopped with the stop button")
+        aborted = self.abort_calibration(STOPPED)
         result: dict[str, Any] = {
             "acknowledged_ms": round(acked_ms, 1),
             "was_running": running,
@@ -294,11 +298,12 @@ class PenSession:
         if job is None or not job.active or job.task is None:
             return False
         job.messages.append(f"abort: {why}")
-        job.task.cancel()
+        job.task.cancel(why)  # the procedure records why (not the CLI's "Ctrl-C")
         return True
 
     async def close(self) -> None:
         if self.job is not None and self.job.task is not None:
+            self.abort_calibration(SHUT_DOWN)
             await cancel_and_wait([self.job.task])  # its teardown makes the pen safe first
         self._unsubscribe()
         await self.pen.close()
@@ -495,10 +500,11 @@ class PenHub:
                 progress=progress,
             )
             job.state = "done"
-        except asyncio.CancelledError:
+        except asyncio.CancelledError as exc:
             # the procedure has made the pen safe and stored its record as incomplete
             job.state, job.outcome = "aborted", "incomplete"
-            job.reason = "aborted at the station: the pen was stopped and made safe"
+            why = exc.args[0] if exc.args and isinstance(exc.args[0], str) else ABORTED
+            job.reason = f"{why}: the pen was stopped and made safe"
             await self._note_record(job, store, serial)
             publish()
             raise

@@ -21,7 +21,7 @@ from micropen.host.transports.discovery import scan
 from micropen.protocol.errors import MicropenError
 
 from .auth import csrf_ok
-from .hub import Channel, PenHub, PenSession, StalePage
+from .hub import ABORTED, Channel, PenHub, PenSession, StalePage
 from .web import in_thread, page, read_json, require
 
 __all__ = ["routes"]
@@ -170,7 +170,7 @@ async def answer(request: Request) -> Response:
 async def abort(request: Request) -> Response:
     require(request, "operate")
     session = _shown(request, await _body(request))
-    if not session.abort_calibration("aborted by the technician"):
+    if not session.abort_calibration(ABORTED):
         raise InvalidInput("no calibration is running on this pen")
     return JSONResponse({"ok": True})
 
