@@ -390,6 +390,19 @@ class PenHub:
         del self.pens[pid]
         await session.close()
 
+    async def stop_all(self) -> None:
+        """The station is shutting down: every pen's urgent stop at once and every
+        calibration aborted (its teardown makes the pen safe), before anything else."""
+        sessions = list(self.pens.values())
+        for session in sessions:
+            session.abort_calibration(SHUT_DOWN)
+        results = await asyncio.gather(
+            *(session.pen.stop() for session in sessions), return_exceptions=True
+        )
+        for session, result in zip(sessions, results, strict=True):
+            if isinstance(result, BaseException):
+                log.warning("stop of %s at shutdown failed: %s", session.serial, result)
+
     async def close(self) -> None:
         for pid in list(self.pens):
             with contextlib.suppress(HostError):
