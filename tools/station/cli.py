@@ -92,6 +92,10 @@ def station(
                 2,
             )
         signer = _signer(sign_key, sign_cert)
+        if mqtt is not None:  # a bad URL: one line and exit 2, not a traceback at start-up
+            from micropen.host.fleet.broker import parse_broker_url
+
+            parse_broker_url(mqtt)
         from micropen.host.calibration import load_station
 
         lab = load_station()

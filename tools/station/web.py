@@ -53,6 +53,10 @@ async def read_json(request: Request) -> dict[str, Any]:
         body = await request.json()
     except ValueError:
         raise InvalidInput("the request body is not JSON; send application/json") from None
+    except RecursionError:
+        raise InvalidInput(
+            "the request body is JSON nested too deeply; send a flat JSON object"
+        ) from None
     if not isinstance(body, dict):
         raise InvalidInput("the request body must be a JSON object")
     return body

