@@ -60,3 +60,13 @@ def test_a_bogus_broker_url_is_one_line_and_exit_2() -> None:
         cli_app, ["station", "--mqtt", "bogus://x", "--port", "0", "--json"]
     )
     assert result.exit_code == 2 and "Traceback" not in result.output
+
+
+def test_a_serial_cannot_inject_into_a_downloads_header() -> None:
+    from micropen.tools.station.web import attachment
+
+    header = attachment('cal-a";x=.exe;b="-20260101T000000Z-abcdef12.pdf')["Content-Disposition"]
+    plain, encoded = header.split("; filename*=")
+    assert plain == 'attachment; filename="cal-a__x_.exe_b__-20260101T000000Z-abcdef12.pdf"'
+    assert encoded == "UTF-8''cal-a%22%3Bx%3D.exe%3Bb%3D%22-20260101T000000Z-abcdef12.pdf"
+    assert "\n" not in attachment("a\r\nSet-Cookie: x=1")["Content-Disposition"]

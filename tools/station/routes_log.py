@@ -18,7 +18,7 @@ from starlette.routing import Route
 from micropen.host.errors import InvalidInput
 from micropen.host.treatment_log import TreatmentLog
 
-from .web import in_thread, page, require
+from .web import attachment, in_thread, page, require
 
 SQLITE_INT_MAX = 2**63 - 1
 
@@ -142,9 +142,7 @@ async def export(request: Request) -> Response:
         media, name = "application/zip", f"treatment-log-{stamp}-csv.zip"
     else:
         raise InvalidInput(f"export format {kind!r}: use json or csv")
-    return Response(
-        data, media_type=media, headers={"Content-Disposition": f'attachment; filename="{name}"'}
-    )
+    return Response(data, media_type=media, headers=attachment(name))
 
 
 routes = [

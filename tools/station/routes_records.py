@@ -24,7 +24,7 @@ from micropen.host.errors import InvalidInput
 
 from .hub import point_dict
 from .pool import CpuPool, render_pdf, write_signed_pdf
-from .web import in_thread, page, require
+from .web import attachment, in_thread, page, require
 
 __all__ = ["ReviewBook", "routes"]
 
@@ -132,7 +132,7 @@ async def record_json(request: Request) -> Response:
     return Response(
         json.dumps(record.to_dict(), indent=2, sort_keys=True) + "\n",
         media_type="application/json",
-        headers=_attachment(certificate_name(record, "json")),
+        headers=attachment(certificate_name(record, "json")),
     )
 
 
@@ -155,12 +155,8 @@ async def record_pdf(request: Request) -> Response:
         )
     name = certificate_name(record, "pdf")
     if isinstance(data, Path):
-        return FileResponse(data, media_type="application/pdf", filename=name)
-    return Response(data, media_type="application/pdf", headers=_attachment(name))
-
-
-def _attachment(name: str) -> dict[str, str]:
-    return {"Content-Disposition": f'attachment; filename="{name}"'}
+        return FileResponse(data, media_type="application/pdf", headers=attachment(name))
+    return Response(data, media_type="application/pdf", headers=attachment(name))
 
 
 async def sign(request: Request) -> Response:
