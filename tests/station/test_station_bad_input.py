@@ -70,3 +70,24 @@ def test_a_serial_cannot_inject_into_a_downloads_header() -> None:
     assert plain == 'attachment; filename="cal-a__x_.exe_b__-20260101T000000Z-abcdef12.pdf"'
     assert encoded == "UTF-8''cal-a%22%3Bx%3D.exe%3Bb%3D%22-20260101T000000Z-abcdef12.pdf"
     assert "\n" not in attachment("a\r\nSet-Cookie: x=1")["Content-Disposition"]
+
+
+def test_an_answer_of_null_is_refused() -> None:
+    with _client() as c:
+        token = _csrf(c.get("/pens").text)
+        headers = {"X-CSRF-Token": token}
+        pen = c.post("/api/pens", json={"url": "sim://?seed=81"}, headers=headers).json()
+        r = c.post(
+            f"/api/pens/{pen['pid']}/calibration",
+            json={"procedure": "depth", "gauge": "manual", "technician": "Kim"},
+            headers=headers,
+        )
+        assert r.status_code == 200, r.text
+        for bad in (None, 3, ["a"]):
+            r = c.post(
+                f"/api/pens/{pen['pid']}/calibration/answer",
+                json={"id": 1, "answer": bad},
+                headers=headers,
+            )
+            assert r.status_code == 400 and "must be the text typed" in r.json()["error"], r.text
+        c.post(f"/api/pens/{pen['pid']}/calibration/abort", json={}, headers=headers)

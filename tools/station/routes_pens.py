@@ -163,7 +163,13 @@ async def answer(request: Request) -> Response:
         prompt_id = int(body.get("id", -1))
     except (TypeError, ValueError):
         raise InvalidInput("the answer names no question id; reload the page") from None
-    hub.answer(session, prompt_id, str(body.get("answer", "")))
+    text = body.get("answer")
+    if not isinstance(text, str):  # null, a number, a list: not what a technician typed
+        raise InvalidInput(
+            f"the answer must be the text typed (a string), not {json.dumps(text)}; "
+            "type it in the answer field"
+        )
+    hub.answer(session, prompt_id, text)
     return JSONResponse({"ok": True})
 
 
