@@ -3,8 +3,11 @@ review and signature (through the host's RecordStore, certificate and signing mo
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import json
 import os
+import tempfile
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -20,13 +23,17 @@ from micropen.host.calibration.certificate import (
     certificate_name,
     write_certificate,
 )
-from micropen.host.errors import InvalidInput
+from micropen.host.errors import HostError, InvalidInput
 
 from .hub import point_dict
 from .pool import CpuPool, render_pdf, write_signed_pdf
 from .web import attachment, in_thread, page, require
 
 __all__ = ["ReviewBook", "routes"]
+
+
+class ReviewBookError(HostError):
+    """The station's review book cannot be read: names the file and the fix."""
 
 
 class ReviewBook:
@@ -41,15 +48,36 @@ class ReviewBook:
             data = json.loads(self.path.read_text(encoding="utf-8"))
         except FileNotFoundError:
             return {}
-        return dict(data) if isinstance(data, dict) else {}
+        except (ValueError, UnicodeDecodeError) as exc:
+            raise ReviewBookError(
+                f"{self.path} is corrupt ({exc}); restore it from a backup, or move it aside "
+                "to start an empty review book (the signed PDFs stay in the certificates folder)"
+            ) from None
+        if not isinstance(data, dict):
+            raise ReviewBookError(
+                f"{self.path} is not a JSON object of reviews; restore it from a backup, or "
+                "move it aside to start an empty review book"
+            )
+        return dict(data)
 
     def add(self, record_id: str, entry: dict[str, Any]) -> None:
-        reviews = self.all()
-        reviews[record_id] = entry
+        """Read-modify-write under an exclusive lock on a lock file (two stations on one data
+        folder), written to a temp file of its own, then renamed into place."""
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = self.path.with_suffix(".tmp")
-        tmp.write_text(json.dumps(reviews, indent=2, sort_keys=True), encoding="utf-8")
-        os.replace(tmp, self.path)
+        lock_path = self.path.with_name(self.path.name + ".lock")
+        with lock_path.open("a") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            reviews = self.all()
+            reviews[record_id] = entry
+            fd, tmp = tempfile.mkstemp(prefix=self.path.name + ".", dir=self.path.parent)
+            try:
+                with os.fdopen(fd, "w", encoding="utf-8") as out:
+                    out.write(json.dumps(reviews, indent=2, sort_keys=True))
+                os.replace(tmp, self.path)
+            except BaseException:
+                with contextlib.suppress(OSError):
+                    os.unlink(tmp)
+                raise
 
 
 def _row(record: CalibrationRecord, review: dict[str, Any] | None) -> dict[str, Any]:
