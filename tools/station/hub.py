@@ -347,6 +347,13 @@ class PenHub:
                     return session
             pen = await AsyncPen.open(url, log=self._log, operator=operator, purpose="station")
             try:
+                serial = pen.identity.serial if pen.identity is not None else None
+                for session in self.pens.values():
+                    if session.serial == serial:  # one pen, two URL spellings: they would fight
+                        raise InvalidInput(
+                            f"pen {serial} is already connected as {session.pid} "
+                            f"({session.pen.url}); use that one, or disconnect it first"
+                        )
                 await pen.set_telemetry(LIVE_HZ)
                 # random, not a counter: after a restart a stale page's id names no pen (a
                 # counter would hand it whichever pen now has that number)
