@@ -3,6 +3,7 @@ traceback; the pen's serial cannot inject into a download's Content-Disposition 
 
 from __future__ import annotations
 
+import pytest
 from starlette.testclient import TestClient
 from typer.testing import CliRunner
 
@@ -91,3 +92,19 @@ def test_an_answer_of_null_is_refused() -> None:
             )
             assert r.status_code == 400 and "must be the text typed" in r.json()["error"], r.text
         c.post(f"/api/pens/{pen['pid']}/calibration/abort", json={}, headers=headers)
+
+
+@pytest.mark.parametrize("technician", ["", "   ", None])
+def test_a_calibration_needs_a_technician_name(technician: str | None) -> None:
+    """Issue 16 finding 12: without logins an empty name was recorded as 'local'."""
+    with _client() as c:
+        token = _csrf(c.get("/pens").text)
+        headers = {"X-CSRF-Token": token}
+        pen = c.post("/api/pens", json={"url": "sim://?seed=82"}, headers=headers).json()
+        r = c.post(
+            f"/api/pens/{pen['pid']}/calibration",
+            json={"procedure": "depth", "gauge": "sim", "technician": technician},
+            headers=headers,
+        )
+        assert r.status_code == 400 and "technician's name is empty" in r.json()["error"]
+        assert c.get(f"/api/pens/{pen['pid']}").json()["calibration"] is None

@@ -136,7 +136,13 @@ async def start_calibration(request: Request) -> Response:
     session = _shown(request, body)
     technician = user.name
     if request.app.state.config.login_required is False:
-        technician = str(body.get("technician", "")).strip() or user.name
+        # no login: the name typed is the only record of who calibrated ("local" is no one)
+        technician = str(body.get("technician") or "").strip()
+        if not technician:
+            raise InvalidInput(
+                "the technician's name is empty; type who calibrates this pen (it goes on "
+                "the record and the certificate)"
+            )
     try:
         readings = int(body.get("readings", READINGS_DEFAULT))
     except (TypeError, ValueError):
