@@ -46,6 +46,7 @@ from micropen.host.tasks import cancel_and_wait
 from micropen.protocol.errors import MicropenError
 from micropen.protocol.messages import (
     Event,
+    FaultCode,
     FaultReport,
     PenState,
     RunReport,
@@ -241,6 +242,36 @@ class PenSession:
             "calibration": self.job.to_dict() if self.job else None,
             "last_stop": self.last_stop,
         }
+
+    async def check_ready(self) -> None:
+        """Before a calibration's first question: a pen that cannot be calibrated now is
+        refused in words, with what to do (not protocol integers after all the questions)."""
+        status = await self.refresh()
+        if status.state is PenState.FAULT or status.fault is not FaultCode.NONE:
+            fault = status.fault.name.lower().replace("_", " ")
+            raise InvalidInput(
+                f"pen {self.serial} has a latched fault ({fault}); remove its cause, press "
+                "'Clear fault' on the pen's page, then start the calibration"
+            )
+        if status.state is not PenState.IDLE:
+            state = status.state.name.lower()
+            raise InvalidInput(
+                f"pen {self.serial} is {state}, not idle; stop it (or wait for it to finish), "
+                "then start the calibration"
+            )
+        if self.job is not None and self.job.active:
+            raise InvalidInput(
+                f"pen {self.pid} is already calibrating (job {self.job.id}); abort it first"
+            )
+
+    async def clear_fault(self) -> Status:
+        """The latched fault cleared through the host API (the pen refuses while its cause
+        remains: the error says so)."""
+        await self.pen.clear_fault()
+        status = await self.refresh()
+        self.last_fault = None if status.fault is FaultCode.NONE else self.last_fault
+        self.channel.publish({"type": "fault_cleared", "state": status.state.name.lower()})
+        return status
 
     async def refresh(self) -> Status:
         self.status = await self.pen.status()

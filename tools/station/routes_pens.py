@@ -134,6 +134,7 @@ async def start_calibration(request: Request) -> Response:
     hub = _hub(request)
     body = await read_json(request)
     session = _shown(request, body)
+    await session.check_ready()  # before the first question: what to do, in words
     technician = user.name
     if request.app.state.config.login_required is False:
         # no login: the name typed is the only record of who calibrated ("local" is no one)
@@ -158,6 +159,13 @@ async def start_calibration(request: Request) -> Response:
         readings=readings,
     )
     return JSONResponse({"job": job.to_dict()})
+
+
+async def clear_fault(request: Request) -> Response:
+    require(request, "operate")  # technicians: a fault's cause is checked at the bench
+    session = _shown(request, await _body(request))
+    status = await session.clear_fault()
+    return JSONResponse({"state": status.state.name.lower(), "fault": status.fault.name.lower()})
 
 
 async def answer(request: Request) -> Response:
@@ -291,6 +299,7 @@ routes = [
     Route("/api/pens/{pid}", pen_json, methods=["GET"]),
     Route("/api/pens/{pid}/disconnect", disconnect, methods=["POST"]),
     Route("/api/pens/{pid}/stop", stop, methods=["POST"]),
+    Route("/api/pens/{pid}/clear-fault", clear_fault, methods=["POST"]),
     Route("/api/pens/{pid}/calibration", start_calibration, methods=["POST"]),
     Route("/api/pens/{pid}/calibration/answer", answer, methods=["POST"]),
     Route("/api/pens/{pid}/calibration/abort", abort, methods=["POST"]),

@@ -159,6 +159,14 @@ function penPage() {
     $("#events").prepend(li);
   }
   if (pen.live) sample(pen.live);
+  const clear = $("#clear-fault");
+  if (clear) clear.addEventListener("click", async () => {
+    try {
+      const r = await api(`/api/pens/${pen.pid}/clear-fault`, {serial: pen.serial});
+      toast(`fault cleared: pen ${r.state}`);
+      event(`fault cleared: pen ${r.state}`);
+    } catch (e) { toast(e.message, true); }
+  });
   feed(pen.pid, pen.serial, (e) => {
     if (e.type === "telemetry") sample(e);
     else if (e.type === "snapshot" && e.pen.live) sample(e.pen.live);
