@@ -21,6 +21,7 @@ from __future__ import annotations
 import io
 import json
 import os
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -113,7 +114,16 @@ class Authorisation:
 def certificate_name(record: CalibrationRecord, suffix: str) -> str:
     """``cal-<serial>-<UTC date-time>-<id>.<suffix>``: sorts by pen, then time."""
     stamp = record.started_at.strftime("%Y%m%dT%H%M%SZ")
-    return f"cal-{record.pen.serial}-{stamp}-{record.record_id[:8]}.{suffix}"
+    serial, rid = safe_name_part(record.pen.serial), safe_name_part(record.record_id[:8])
+    return f"cal-{serial}-{stamp}-{rid}.{suffix}"
+
+
+def safe_name_part(text: str) -> str:
+    """``text`` as one part of a file name: letters, digits, ``-``, ``_`` and ``.`` kept,
+    anything else (``/``, ``..``, quotes, spaces, control characters) becomes ``_``; never
+    empty, never starting with a dot (a serial reported by a pen is not trusted as a path)."""
+    kept = re.sub(r"[^A-Za-z0-9_.-]", "_", text)[:64].lstrip(".")
+    return kept or "unknown"
 
 
 def prepare_out_dir(out_dir: Path) -> Path:

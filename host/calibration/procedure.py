@@ -477,6 +477,23 @@ async def run_calibration(
     return record
 
 
+CTRL_C = "cancelled (Ctrl-C)"
+
+
+def cancel_reason(exc: BaseException) -> str:
+    """Why a procedure ended on ``exc``, as its record says: a canceller names its reason with
+    ``task.cancel(msg)`` (the station: "stopped with the stop button at the station", …); a
+    cancel without one, or Ctrl-C, is "cancelled (Ctrl-C)" (the CLI's only way to cancel)."""
+    if isinstance(exc, asyncio.CancelledError):
+        message = exc.args[0] if exc.args else None
+        if isinstance(message, str) and message.strip():
+            return f"cancelled: {message.strip()}"
+        return CTRL_C
+    if isinstance(exc, KeyboardInterrupt):
+        return CTRL_C
+    return f"unexpected error {exc!r}"
+
+
 async def _run_phases(session: Session, phases: Sequence[Phase]) -> None:
     record = session.record
     current = "start"
@@ -492,8 +509,7 @@ async def _run_phases(session: Session, phases: Sequence[Phase]) -> None:
         record.phases.append(PhaseLog(current, "error", 1, str(exc)))
         record.outcome, record.reason = Outcome.INCOMPLETE, f"{current}: {exc}"
     except BaseException as exc:  # Ctrl-C, cancellation, or a bug: still safe and recorded
-        interrupted = isinstance(exc, asyncio.CancelledError | KeyboardInterrupt)
-        what = "cancelled (Ctrl-C)" if interrupted else f"unexpected error {exc!r}"
+        what = cancel_reason(exc)
         record.phases.append(PhaseLog(current, "cancelled", 1, what))
         record.outcome, record.reason = Outcome.INCOMPLETE, f"{current}: {what}"
         raise

@@ -216,3 +216,15 @@ def _signatory() -> object:
     from micropen.host.calibration.certificate import Authorisation
 
     return Authorisation("Dr. A. Reviewer", "Head of laboratory", electronic=False)
+
+
+@pytest.mark.parametrize("serial", ["../../../../x", 'a";x=.exe;b="', "..", "", "a/b\\c\n"])
+def test_a_serial_cannot_escape_the_certificate_folder(serial: str, tmp_path: Path) -> None:
+    """Issue 16 finding 11: a pen reports its serial; it is not trusted as a path."""
+    record = make_record(serial=serial)
+    name = certificate_name(record, "pdf")
+    assert re.fullmatch(
+        r"cal-[A-Za-z0-9_][A-Za-z0-9_.-]*-\d{8}T\d{6}Z-[A-Za-z0-9_.-]+\.pdf", name
+    ), name
+    path = write_certificate(record, tmp_path / "certs")
+    assert path.parent == tmp_path / "certs" and path.name == name

@@ -167,7 +167,7 @@ async def test_cancel_mid_procedure_runs_teardown_and_records_it(
     with pytest.raises(asyncio.CancelledError):
         await task
     [record] = store.history()
-    assert record.outcome is Outcome.INCOMPLETE and "cancelled" in record.reason
+    assert record.outcome is Outcome.INCOMPLETE and "cancelled (Ctrl-C)" in record.reason
     assert record.finished_at is not None and len(record.points) == 3
     assert await active_bank(sim_pen) == before
     await assert_safe(sim_pen)
@@ -368,3 +368,35 @@ async def test_a_conditional_as_left_keeps_a_pass_and_restores_a_fail(
     assert ((await active_bank(sim_pen))[:4] == before[:4]) is not kept
     assert (record.next_due() is not None) is kept
     await assert_safe(sim_pen)
+
+
+async def test_a_cancel_with_a_reason_records_that_reason(
+    sim_pen: AsyncPen, store: RecordStore
+) -> None:
+    """Issue 16 finding 6: the canceller says why (task.cancel(msg)); the CLI's Ctrl-C (a
+    cancel without a message) keeps 'cancelled (Ctrl-C)' (tested above)."""
+    task: asyncio.Task[Any] | None = None
+    why = "stopped with the stop button at the station"
+
+    def cancel_on_first_point(event: ProgressEvent) -> None:
+        if event.point is not None and task is not None:
+            task.cancel(why)
+
+    task = asyncio.ensure_future(calibrate(sim_pen, store, progress=cancel_on_first_point))
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    [record] = store.history()
+    assert record.outcome is Outcome.INCOMPLETE
+    assert record.reason.endswith(f"cancelled: {why}"), record.reason
+    assert "Ctrl-C" not in record.reason
+    await assert_safe(sim_pen)
+
+
+def test_the_cancel_reason_of_each_front_end() -> None:
+    from micropen.host.calibration.procedure import cancel_reason
+
+    assert cancel_reason(asyncio.CancelledError()) == "cancelled (Ctrl-C)"
+    assert cancel_reason(KeyboardInterrupt()) == "cancelled (Ctrl-C)"
+    assert cancel_reason(asyncio.CancelledError("aborted at the station")) == (
+        "cancelled: aborted at the station"
+    )

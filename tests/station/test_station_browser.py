@@ -66,7 +66,9 @@ def connect(driver: Any, station: StationProcess, url: str) -> str:
     field.clear()
     field.send_keys(url)
     by_id(driver, "connect").click()
-    wait_for(driver, lambda d: re.search(r"/pens/p\d+$", d.current_url), f"the live view of {url}")
+    wait_for(
+        driver, lambda d: re.search(r"/pens/p[0-9a-f]+$", d.current_url), f"the live view of {url}"
+    )
     pid = driver.current_url.rsplit("/", 1)[1]
     wait_for(
         driver, lambda d: by_id(d, "v-depth").text not in ("—", ""), "live telemetry on the page"

@@ -3,9 +3,12 @@ routes, and the pages from ``routes_*`` modules."""
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
+import math
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from starlette.applications import Starlette
@@ -24,9 +27,18 @@ from micropen.host.errors import InvalidInput
 from micropen.protocol.errors import MicropenError
 
 from . import routes_fleet, routes_log, routes_pens, routes_records
-from .auth import LOCAL_USER, User, UserStore, csrf_ok, csrf_token, is_loopback
+from .auth import (
+    LOCAL_USER,
+    LoginThrottle,
+    User,
+    UserStore,
+    csrf_ok,
+    csrf_token,
+    is_loopback,
+)
 from .fleet import FleetView
 from .hub import PenHub
+from .pool import CpuPool
 from .web import HERE, in_thread, read_json, templates
 
 __all__ = ["StationConfig", "build_app"]
@@ -44,6 +56,8 @@ class StationConfig:
     mqtt: str | None = None
     site: str = "+"
     signer: Any = None  # a loaded CertificateSigner, or None: signing is refused, saying why
+    # the signer's key and certificate files: the worker process loads them to sign there
+    signer_files: tuple[Path, Path] | None = None
     log: Any = True  # the treatment log AsyncPen.open writes (True: the default one)
     users: UserStore = field(default_factory=UserStore)
     station: Station | None = None
@@ -121,12 +135,48 @@ async def login(request: Request) -> Response:
     config: StationConfig = request.app.state.config
     body = await read_json(request)
     name, password = str(body.get("user", "")), str(body.get("password", ""))
-    user = await in_thread(config.users.authenticate, name, password)
+    throttle: LoginThrottle = request.app.state.throttle
+    address = request.client.host if request.client else "unknown"
+    wait = throttle.retry_after(address, name)
+    if wait > 0:
+        seconds = math.ceil(wait)
+        return JSONResponse(
+            {"error": f"too many failed logins from here or for {name!r}; try again in "
+             f"{seconds} s"},
+            status_code=429,
+            headers={"Retry-After": str(seconds)},
+        )  # fmt: skip
+    checks: LoginChecks = request.app.state.login_checks
+    if checks.waiting >= LOGIN_QUEUE_MAX:  # a flood: refused at once, costs the loop nothing
+        return JSONResponse(
+            {"error": f"{checks.waiting} logins are being checked; try again in 1 s"},
+            status_code=429,
+            headers={"Retry-After": "1"},
+        )
+    checks.waiting += 1
+    try:
+        async with checks.one_at_a_time:  # Argon2 is slow on purpose: one check at a time
+            user = await in_thread(config.users.authenticate, name, password)
+    finally:
+        checks.waiting -= 1
     if user is None:
+        throttle.failed(address, name)
         return JSONResponse({"error": "unknown user or wrong password"}, status_code=401)
+    throttle.succeeded(address, name)
     request.session.clear()  # a new session (and CSRF token) at login: no session fixation
     request.session.update(user=user.name, role=user.role)
     return JSONResponse({"user": user.name, "role": user.role, "csrf": csrf_token(request.session)})
+
+
+LOGIN_QUEUE_MAX = 8  # logins waiting for their password check; more get 429 at once
+
+
+class LoginChecks:
+    """Password checks in flight: one verifies at a time, at most LOGIN_QUEUE_MAX wait."""
+
+    def __init__(self) -> None:
+        self.one_at_a_time = asyncio.Semaphore(1)
+        self.waiting = 0
 
 
 async def logout(request: Request) -> Response:
@@ -148,8 +198,9 @@ async def failure(request: Request, exc: Exception) -> Response:
 
 async def http_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, HTTPException)
+    headers = dict(exc.headers or {})
     if request.url.path.startswith("/api/") or request.method not in SAFE_METHODS:
-        return JSONResponse({"error": exc.detail}, status_code=exc.status_code)
+        return JSONResponse({"error": exc.detail}, status_code=exc.status_code, headers=headers)
     return templates.TemplateResponse(
         request,
         "error.html",
@@ -162,6 +213,7 @@ async def http_error(request: Request, exc: Exception) -> Response:
             "login_required": request.app.state.config.login_required,
         },
         status_code=exc.status_code,
+        headers=headers,
     )
 
 
@@ -169,6 +221,7 @@ def build_app(config: StationConfig) -> Starlette:
     station = config.station if config.station is not None else load_station()
     hub = PenHub(store_factory=RecordStore, station=station, log=config.log)
     fleet = FleetView(config.mqtt, site=config.site)
+    pool = CpuPool()
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
@@ -178,6 +231,7 @@ def build_app(config: StationConfig) -> Starlette:
         finally:
             await hub.close()  # a calibration still going is aborted: its teardown runs
             await fleet.close()
+            pool.close()
 
     hosts = ["*"]  # with logins any name may reach it; on loopback only its own (no rebinding)
     if is_loopback(config.host):
@@ -218,5 +272,8 @@ def build_app(config: StationConfig) -> Starlette:
     app.state.config = config
     app.state.hub = hub
     app.state.fleet = fleet
+    app.state.pool = pool
+    app.state.throttle = LoginThrottle()
+    app.state.login_checks = LoginChecks()
     app.state.station = station
     return app

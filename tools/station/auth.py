@@ -33,6 +33,7 @@ from micropen.protocol.errors import MicropenError
 __all__ = [
     "LOCAL_USER",
     "ROLES",
+    "LoginThrottle",
     "User",
     "UserStore",
     "UserStoreError",
@@ -191,3 +192,58 @@ def is_loopback(host: str) -> bool:
         return ipaddress.ip_address(host).is_loopback
     except ValueError:
         return False
+
+
+# --- login throttling ------------------------------------------------------------------------
+FREE_FAILURES = 5  # wrong passwords allowed per client address and per user name
+FIRST_DELAY_S = 1.0  # then a wait that doubles with each further failure …
+MAX_DELAY_S = 300.0  # … up to five minutes
+THROTTLE_KEYS_MAX = 10_000  # remembered addresses and names (the oldest are forgotten)
+
+
+@dataclass
+class _Failures:
+    count: int
+    last: float
+
+
+class LoginThrottle:
+    """Failed logins counted per client address and per user name (known or not): after
+    :data:`FREE_FAILURES`, each needs an exponentially growing wait (answered 429 with
+    Retry-After) — a password guesser gets a few tries a minute, not thousands. A successful
+    login clears its address and name."""
+
+    def __init__(self, clock: Any = None) -> None:
+        import time
+
+        self._clock = clock or time.monotonic
+        self._failures: dict[tuple[str, str], _Failures] = {}
+
+    def _delay(self, failures: _Failures) -> float:
+        extra = failures.count - FREE_FAILURES
+        if extra < 0:
+            return 0.0
+        return float(min(MAX_DELAY_S, FIRST_DELAY_S * 2.0**extra))
+
+    def retry_after(self, address: str, name: str) -> float:
+        """Seconds until a login from ``address`` as ``name`` may be tried (0: now)."""
+        now = self._clock()
+        wait = 0.0
+        for key in (("address", address), ("user", name)):
+            failures = self._failures.get(key)
+            if failures is not None:
+                wait = max(wait, failures.last + self._delay(failures) - now)
+        return wait
+
+    def failed(self, address: str, name: str) -> None:
+        now = self._clock()
+        for key in (("address", address), ("user", name)):
+            failures = self._failures.pop(key, None) or _Failures(0, now)
+            failures.count, failures.last = failures.count + 1, now
+            self._failures[key] = failures  # re-inserted: the dict's order is by last failure
+        while len(self._failures) > THROTTLE_KEYS_MAX:
+            del self._failures[next(iter(self._failures))]
+
+    def succeeded(self, address: str, name: str) -> None:
+        self._failures.pop(("address", address), None)
+        self._failures.pop(("user", name), None)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import getpass
 import socket
 import sys
@@ -91,6 +92,10 @@ def station(
                 2,
             )
         signer = _signer(sign_key, sign_cert)
+        if mqtt is not None:  # a bad URL: one line and exit 2, not a traceback at start-up
+            from micropen.host.fleet.broker import parse_broker_url
+
+            parse_broker_url(mqtt)
         from micropen.host.calibration import load_station
 
         lab = load_station()
@@ -100,6 +105,7 @@ def station(
 
     config = StationConfig(
         host=host, login_required=login, secret=secret, mqtt=mqtt, site=site, signer=signer,
+        signer_files=(sign_key, sign_cert) if sign_key and sign_cert else None,
         users=users, station=lab, default_pen=pen,
     )  # fmt: skip
     with errors_to_exit():
@@ -153,8 +159,28 @@ def _serve(application: Any, sock: socket.socket) -> None:
         access_log=False,
         timeout_graceful_shutdown=GRACEFUL_S,  # then the pens are closed (stopped if running)
     )
-    server = uvicorn.Server(config)
+    hub = application.state.hub
+
+    class Server(uvicorn.Server):
+        """On SIGTERM or Ctrl-C the pens are stopped and calibrations aborted FIRST; only
+        then do requests in flight (PDF downloads…) get their graceful-shutdown time."""
+
+        def handle_exit(self, sig: int, frame: Any) -> None:
+            try:  # the signal handler runs on the loop's thread, between its callbacks
+                loop = asyncio.get_running_loop()
+            except RuntimeError:
+                loop = None
+            if loop is not None and not self.should_exit:
+                task = loop.create_task(hub.stop_all())
+                _SHUTDOWN.add(task)
+                task.add_done_callback(_SHUTDOWN.discard)
+            super().handle_exit(sig, frame)
+
+    server = Server(config)
     server.run(sockets=[sock])
+
+
+_SHUTDOWN: set[Any] = set()  # the shutdown's stop of every pen (a task needs an owner)
 
 
 RoleOption = Annotated[

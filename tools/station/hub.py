@@ -17,6 +17,7 @@ import asyncio
 import contextlib
 import itertools
 import logging
+import secrets
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
@@ -45,6 +46,7 @@ from micropen.host.tasks import cancel_and_wait
 from micropen.protocol.errors import MicropenError
 from micropen.protocol.messages import (
     Event,
+    FaultCode,
     FaultReport,
     PenState,
     RunReport,
@@ -52,7 +54,7 @@ from micropen.protocol.messages import (
     Telemetry,
 )
 
-__all__ = ["HOME_UM", "CalibrationJob", "Channel", "PenHub", "PenSession"]
+__all__ = ["HOME_UM", "CalibrationJob", "Channel", "PenHub", "PenSession", "StalePage"]
 
 log = logging.getLogger("micropen.station")
 
@@ -61,6 +63,10 @@ PUBLISH_EVERY_S = 0.1  # the browser gets at most 10 telemetry updates a second
 HOME_UM = 10  # a telemetry depth at or below this reads "retracted" (as the HIL suite's)
 STOP_WATCH_S = 2.0  # how long a stop waits for telemetry showing the needles home
 QUEUE_MAX = 512
+# why a calibration was cancelled, as its record says (the CLI's says "cancelled (Ctrl-C)")
+STOPPED = "stopped with the stop button at the station"
+ABORTED = "aborted at the station"
+SHUT_DOWN = "the station was shut down"
 
 
 class Channel:
@@ -147,6 +153,10 @@ class CalibrationJob:
         }
 
 
+class StalePage(HostError):
+    """A page names a pen (its serial) the station no longer has under that page's id."""
+
+
 class PenSession:
     """One connected pen as the station sees it."""
 
@@ -200,6 +210,12 @@ class PenSession:
             self._last_state, self._last_publish = sample.state, now
             self.channel.publish({"type": "telemetry", **sample_dict(sample)})
 
+    @property
+    def serial(self) -> str:
+        identity = self.pen.identity
+        assert identity is not None
+        return identity.serial
+
     # --- what the pages show ---------------------------------------------------------------
     def summary(self) -> dict[str, Any]:
         identity = self.pen.identity
@@ -227,6 +243,36 @@ class PenSession:
             "last_stop": self.last_stop,
         }
 
+    async def check_ready(self) -> None:
+        """Before a calibration's first question: a pen that cannot be calibrated now is
+        refused in words, with what to do (not protocol integers after all the questions)."""
+        status = await self.refresh()
+        if status.state is PenState.FAULT or status.fault is not FaultCode.NONE:
+            fault = status.fault.name.lower().replace("_", " ")
+            raise InvalidInput(
+                f"pen {self.serial} has a latched fault ({fault}); remove its cause, press "
+                "'Clear fault' on the pen's page, then start the calibration"
+            )
+        if status.state is not PenState.IDLE:
+            state = status.state.name.lower()
+            raise InvalidInput(
+                f"pen {self.serial} is {state}, not idle; stop it (or wait for it to finish), "
+                "then start the calibration"
+            )
+        if self.job is not None and self.job.active:
+            raise InvalidInput(
+                f"pen {self.pid} is already calibrating (job {self.job.id}); abort it first"
+            )
+
+    async def clear_fault(self) -> Status:
+        """The latched fault cleared through the host API (the pen refuses while its cause
+        remains: the error says so)."""
+        await self.pen.clear_fault()
+        status = await self.refresh()
+        self.last_fault = None if status.fault is FaultCode.NONE else self.last_fault
+        self.channel.publish({"type": "fault_cleared", "state": status.state.name.lower()})
+        return status
+
     async def refresh(self) -> Status:
         self.status = await self.pen.status()
         return self.status
@@ -252,7 +298,7 @@ class PenSession:
         except MicropenError as exc:
             error = str(exc)
         acked_ms = (loop.time() - started) * 1000
-        aborted = self.abort_calibration("stopped with the stop button")
+        aborted = self.abort_calibration(STOPPED)
         result: dict[str, Any] = {
             "acknowledged_ms": round(acked_ms, 1),
             "was_running": running,
@@ -283,11 +329,12 @@ class PenSession:
         if job is None or not job.active or job.task is None:
             return False
         job.messages.append(f"abort: {why}")
-        job.task.cancel()
+        job.task.cancel(why)  # the procedure records why (not the CLI's "Ctrl-C")
         return True
 
     async def close(self) -> None:
         if self.job is not None and self.job.task is not None:
+            self.abort_calibration(SHUT_DOWN)
             await cancel_and_wait([self.job.task])  # its teardown makes the pen safe first
         self._unsubscribe()
         await self.pen.close()
@@ -317,7 +364,6 @@ class PenHub:
         log: Any = True,
     ) -> None:
         self.pens: dict[str, PenSession] = {}
-        self._ids = itertools.count(1)
         self._jobs = itertools.count(1)
         self._store_factory = store_factory
         self.station = station
@@ -332,8 +378,17 @@ class PenHub:
                     return session
             pen = await AsyncPen.open(url, log=self._log, operator=operator, purpose="station")
             try:
+                serial = pen.identity.serial if pen.identity is not None else None
+                for session in self.pens.values():
+                    if session.serial == serial:  # one pen, two URL spellings: they would fight
+                        raise InvalidInput(
+                            f"pen {serial} is already connected as {session.pid} "
+                            f"({session.pen.url}); use that one, or disconnect it first"
+                        )
                 await pen.set_telemetry(LIVE_HZ)
-                session = PenSession(f"p{next(self._ids)}", pen, operator)
+                # random, not a counter: after a restart a stale page's id names no pen (a
+                # counter would hand it whichever pen now has that number)
+                session = PenSession(f"p{secrets.token_hex(6)}", pen, operator)
                 await session.refresh()
             except BaseException:
                 await pen.close()
@@ -349,10 +404,42 @@ class PenHub:
                 f"no pen {pid!r} is connected to this station; connect it on the pens page"
             ) from None
 
+    def get_shown(self, pid: str, serial: Any) -> PenSession:
+        """The pen under ``pid``, refused (:class:`StalePage`) when the page that asks shows
+        another serial (its station was restarted, or the pen reconnected under another id)."""
+        session = self.pens.get(pid)
+        if serial is None or serial == "":
+            return self.get(pid)
+        shown = str(serial)
+        if session is None:
+            raise StalePage(
+                f"this page shows pen {shown}; the station now has no pen under id {pid} "
+                "— reload the pens page (the pen may still be running: use its own button)"
+            )
+        actual = session.serial
+        if actual != shown:
+            raise StalePage(
+                f"this page shows pen {shown}; the station now has {actual} under that id — reload"
+            )
+        return session
+
     async def disconnect(self, pid: str) -> None:
         session = self.get(pid)
         del self.pens[pid]
         await session.close()
+
+    async def stop_all(self) -> None:
+        """The station is shutting down: every pen's urgent stop at once and every
+        calibration aborted (its teardown makes the pen safe), before anything else."""
+        sessions = list(self.pens.values())
+        for session in sessions:
+            session.abort_calibration(SHUT_DOWN)
+        results = await asyncio.gather(
+            *(session.pen.stop() for session in sessions), return_exceptions=True
+        )
+        for session, result in zip(sessions, results, strict=True):
+            if isinstance(result, BaseException):
+                log.warning("stop of %s at shutdown failed: %s", session.serial, result)
 
     async def close(self) -> None:
         for pid in list(self.pens):
@@ -464,15 +551,27 @@ class PenHub:
                 progress=progress,
             )
             job.state = "done"
-        except asyncio.CancelledError:
+        except asyncio.CancelledError as exc:
             # the procedure has made the pen safe and stored its record as incomplete
             job.state, job.outcome = "aborted", "incomplete"
-            job.reason = "aborted at the station: the pen was stopped and made safe"
+            why = exc.args[0] if exc.args and isinstance(exc.args[0], str) else ABORTED
+            job.reason = f"{why}: the pen was stopped and made safe"
             await self._note_record(job, store, serial)
             publish()
             raise
         except MicropenError as exc:
             job.state, job.outcome, job.reason = "failed", "incomplete", str(exc)
+            await self._note_record(job, store, serial)
+        except Exception as exc:  # any error ends the job: never left "running"
+            log.exception("calibration job %s of %s ended on an unexpected error", job.id, serial)
+            with contextlib.suppress(MicropenError):
+                await session.pen.stop()  # the pen is made safe whatever the procedure did
+            job.state, job.outcome = "failed", "incomplete"
+            job.reason = (
+                f"the calibration ended on an unexpected error ({type(exc).__name__}: {exc}); "
+                "the pen was stopped and made safe — start a new calibration, and report this "
+                "if it happens again"
+            )
             await self._note_record(job, store, serial)
         finally:
             if instruments:

@@ -10,6 +10,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
@@ -17,7 +18,9 @@ from starlette.routing import Route
 from micropen.host.errors import InvalidInput
 from micropen.host.treatment_log import TreatmentLog
 
-from .web import in_thread, page, require
+from .web import attachment, in_thread, page, require
+
+SQLITE_INT_MAX = 2**63 - 1
 
 __all__ = ["routes"]
 
@@ -79,15 +82,23 @@ async def session_page(request: Request) -> Response:
         sid = int(request.path_params["sid"])
     except ValueError:
         raise InvalidInput(f"session {request.path_params['sid']!r} is not a number") from None
+    if not 1 <= sid <= SQLITE_INT_MAX:  # the log's ids are SQLite integers
+        raise HTTPException(404, f"no session {sid} in the treatment log; pick one on /log")
     return page(request, "session.html", session=await in_thread(_session, sid))
 
 
 def _ids(request: Request) -> list[int] | None:
     raw = request.query_params.getlist("session")
     try:
-        return [int(x) for x in raw] or None
+        ids = [int(x) for x in raw]
     except ValueError:
         raise InvalidInput(f"session ids {raw} must be numbers (micropen log list)") from None
+    for sid in ids:
+        if not 1 <= sid <= SQLITE_INT_MAX:
+            raise InvalidInput(
+                f"session id {sid} is outside 1–{SQLITE_INT_MAX}; see micropen log list"
+            )
+    return ids or None
 
 
 def _export_json(ids: list[int] | None) -> bytes:
@@ -131,9 +142,7 @@ async def export(request: Request) -> Response:
         media, name = "application/zip", f"treatment-log-{stamp}-csv.zip"
     else:
         raise InvalidInput(f"export format {kind!r}: use json or csv")
-    return Response(
-        data, media_type=media, headers={"Content-Disposition": f'attachment; filename="{name}"'}
-    )
+    return Response(data, media_type=media, headers=attachment(name))
 
 
 routes = [

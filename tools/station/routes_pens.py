@@ -21,7 +21,7 @@ from micropen.host.transports.discovery import scan
 from micropen.protocol.errors import MicropenError
 
 from .auth import csrf_ok
-from .hub import Channel, PenHub, PenSession
+from .hub import ABORTED, Channel, PenHub, PenSession, StalePage
 from .web import in_thread, page, read_json, require
 
 __all__ = ["routes"]
@@ -73,9 +73,23 @@ async def connect(request: Request) -> Response:
     return JSONResponse({"pid": session.pid, "serial": session.summary()["serial"]})
 
 
+async def _body(request: Request) -> dict[str, Any]:
+    """A POST's JSON object; an empty body is an empty object (a script's bare stop)."""
+    if not await request.body():
+        return {}
+    return await read_json(request)
+
+
+def _shown(request: Request, body: dict[str, Any]) -> PenSession:
+    """The pen this request's page shows: refused (409, StalePage) when the page names another
+    serial than the pen the station has under that id."""
+    return _hub(request).get_shown(request.path_params["pid"], body.get("serial"))
+
+
 async def disconnect(request: Request) -> Response:
     require(request, "operate")
-    await _hub(request).disconnect(request.path_params["pid"])
+    session = _shown(request, await _body(request))
+    await _hub(request).disconnect(session.pid)
     return JSONResponse({"ok": True})
 
 
@@ -96,7 +110,7 @@ async def stop(request: Request) -> Response:
     """Anyone may stop. Served on the event loop without touching the disk or waiting for
     anything but the pen, so it is answered even while a calibration runs."""
     require(request, "stop")
-    session = _hub(request).get(request.path_params["pid"])
+    session = _shown(request, await _body(request))
     return JSONResponse(await session.stop())
 
 
@@ -118,11 +132,18 @@ async def calibrate_page(request: Request) -> Response:
 async def start_calibration(request: Request) -> Response:
     user = require(request, "operate")
     hub = _hub(request)
-    session = hub.get(request.path_params["pid"])
     body = await read_json(request)
+    session = _shown(request, body)
+    await session.check_ready()  # before the first question: what to do, in words
     technician = user.name
     if request.app.state.config.login_required is False:
-        technician = str(body.get("technician", "")).strip() or user.name
+        # no login: the name typed is the only record of who calibrated ("local" is no one)
+        technician = str(body.get("technician") or "").strip()
+        if not technician:
+            raise InvalidInput(
+                "the technician's name is empty; type who calibrates this pen (it goes on "
+                "the record and the certificate)"
+            )
     try:
         readings = int(body.get("readings", READINGS_DEFAULT))
     except (TypeError, ValueError):
@@ -140,23 +161,36 @@ async def start_calibration(request: Request) -> Response:
     return JSONResponse({"job": job.to_dict()})
 
 
+async def clear_fault(request: Request) -> Response:
+    require(request, "operate")  # technicians: a fault's cause is checked at the bench
+    session = _shown(request, await _body(request))
+    status = await session.clear_fault()
+    return JSONResponse({"state": status.state.name.lower(), "fault": status.fault.name.lower()})
+
+
 async def answer(request: Request) -> Response:
     require(request, "operate")
     hub = _hub(request)
-    session = hub.get(request.path_params["pid"])
     body = await read_json(request)
+    session = _shown(request, body)
     try:
         prompt_id = int(body.get("id", -1))
     except (TypeError, ValueError):
         raise InvalidInput("the answer names no question id; reload the page") from None
-    hub.answer(session, prompt_id, str(body.get("answer", "")))
+    text = body.get("answer")
+    if not isinstance(text, str):  # null, a number, a list: not what a technician typed
+        raise InvalidInput(
+            f"the answer must be the text typed (a string), not {json.dumps(text)}; "
+            "type it in the answer field"
+        )
+    hub.answer(session, prompt_id, text)
     return JSONResponse({"ok": True})
 
 
 async def abort(request: Request) -> Response:
     require(request, "operate")
-    session = _hub(request).get(request.path_params["pid"])
-    if not session.abort_calibration("aborted by the technician"):
+    session = _shown(request, await _body(request))
+    if not session.abort_calibration(ABORTED):
         raise InvalidInput("no calibration is running on this pen")
     return JSONResponse({"ok": True})
 
@@ -170,7 +204,13 @@ async def pen_feed(websocket: WebSocket) -> None:
         return
     hub = _hub(websocket)
     try:
-        session = hub.get(websocket.path_params["pid"])
+        session = hub.get_shown(websocket.path_params["pid"], websocket.query_params.get("serial"))
+    except StalePage as exc:  # the page is told on its feed, and stops reconnecting
+        await websocket.accept()
+        with contextlib.suppress(WebSocketDisconnect, RuntimeError, OSError):
+            await websocket.send_json({"type": "stale", "error": str(exc)})
+            await websocket.close(code=STALE_CLOSE)
+        return
     except InvalidInput:
         await websocket.close(code=1008)
         return
@@ -227,11 +267,21 @@ async def _listen(websocket: WebSocket, session: PenSession, user: Any) -> None:
             if not csrf_ok(websocket.session, message.get("csrf")) or not user.may("stop"):
                 await websocket.send_json({"type": "stop_refused", "error": "reload the page"})
                 continue
+            shown = message.get("serial")
+            if shown not in (None, "") and shown != session.serial:
+                error = (
+                    f"this page shows pen {shown}; the station now has {session.serial} "
+                    "under that id — reload"
+                )
+                await websocket.send_json({"type": "stale", "error": error})
+                continue
             # run apart: the stop's result comes back on the channel as "stopped"
             task = asyncio.create_task(session.stop())
             _STOPS.add(task)
             task.add_done_callback(_STOPS.discard)
 
+
+STALE_CLOSE = 4409  # the feed's close code for a page that shows another pen than the id's
 
 _STOPS: set[asyncio.Task[dict[str, Any]]] = set()  # stops in flight (a task needs an owner)
 
@@ -249,6 +299,7 @@ routes = [
     Route("/api/pens/{pid}", pen_json, methods=["GET"]),
     Route("/api/pens/{pid}/disconnect", disconnect, methods=["POST"]),
     Route("/api/pens/{pid}/stop", stop, methods=["POST"]),
+    Route("/api/pens/{pid}/clear-fault", clear_fault, methods=["POST"]),
     Route("/api/pens/{pid}/calibration", start_calibration, methods=["POST"]),
     Route("/api/pens/{pid}/calibration/answer", answer, methods=["POST"]),
     Route("/api/pens/{pid}/calibration/abort", abort, methods=["POST"]),

@@ -3,8 +3,11 @@ review and signature (through the host's RecordStore, certificate and signing mo
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import json
 import os
+import tempfile
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -17,17 +20,20 @@ from starlette.routing import Route
 from micropen.host import paths
 from micropen.host.calibration import CalibrationRecord, Outcome, RecordStore
 from micropen.host.calibration.certificate import (
-    Authorisation,
     certificate_name,
-    render,
     write_certificate,
 )
-from micropen.host.errors import InvalidInput
+from micropen.host.errors import HostError, InvalidInput
 
 from .hub import point_dict
-from .web import in_thread, page, require
+from .pool import CpuPool, render_pdf, write_signed_pdf
+from .web import attachment, in_thread, page, require
 
 __all__ = ["ReviewBook", "routes"]
+
+
+class ReviewBookError(HostError):
+    """The station's review book cannot be read: names the file and the fix."""
 
 
 class ReviewBook:
@@ -42,15 +48,36 @@ class ReviewBook:
             data = json.loads(self.path.read_text(encoding="utf-8"))
         except FileNotFoundError:
             return {}
-        return dict(data) if isinstance(data, dict) else {}
+        except (ValueError, UnicodeDecodeError) as exc:
+            raise ReviewBookError(
+                f"{self.path} is corrupt ({exc}); restore it from a backup, or move it aside "
+                "to start an empty review book (the signed PDFs stay in the certificates folder)"
+            ) from None
+        if not isinstance(data, dict):
+            raise ReviewBookError(
+                f"{self.path} is not a JSON object of reviews; restore it from a backup, or "
+                "move it aside to start an empty review book"
+            )
+        return dict(data)
 
     def add(self, record_id: str, entry: dict[str, Any]) -> None:
-        reviews = self.all()
-        reviews[record_id] = entry
+        """Read-modify-write under an exclusive lock on a lock file (two stations on one data
+        folder), written to a temp file of its own, then renamed into place."""
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = self.path.with_suffix(".tmp")
-        tmp.write_text(json.dumps(reviews, indent=2, sort_keys=True), encoding="utf-8")
-        os.replace(tmp, self.path)
+        lock_path = self.path.with_name(self.path.name + ".lock")
+        with lock_path.open("a") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            reviews = self.all()
+            reviews[record_id] = entry
+            fd, tmp = tempfile.mkstemp(prefix=self.path.name + ".", dir=self.path.parent)
+            try:
+                with os.fdopen(fd, "w", encoding="utf-8") as out:
+                    out.write(json.dumps(reviews, indent=2, sort_keys=True))
+                os.replace(tmp, self.path)
+            except BaseException:
+                with contextlib.suppress(OSError):
+                    os.unlink(tmp)
+                raise
 
 
 def _row(record: CalibrationRecord, review: dict[str, Any] | None) -> dict[str, Any]:
@@ -133,29 +160,31 @@ async def record_json(request: Request) -> Response:
     return Response(
         json.dumps(record.to_dict(), indent=2, sort_keys=True) + "\n",
         media_type="application/json",
-        headers=_attachment(certificate_name(record, "json")),
+        headers=attachment(certificate_name(record, "json")),
     )
 
 
-def _pdf(record: CalibrationRecord, review: dict[str, Any] | None) -> bytes | Path:
+def _signed_pdf(review: dict[str, Any] | None) -> Path | None:
     if review is not None and Path(review.get("pdf", "")).is_file():
         return Path(review["pdf"])
-    who = Authorisation(record.issuer.signatory, record.issuer.signatory_role, False)
-    return render(record, who)
+    return None
 
 
 async def record_pdf(request: Request) -> Response:
+    """The signed certificate when there is one, else one rendered — in the worker process
+    (see pool.py), never on the event loop's process: a stop is not kept waiting."""
     require(request, "view")
     record, review = await in_thread(_find, request.path_params["rid"])
-    data = await in_thread(_pdf, record, review)
+    data: bytes | Path | None = await in_thread(_signed_pdf, review)
+    if data is None:
+        pool: CpuPool = request.app.state.pool
+        data = await pool.run(
+            render_pdf, record.to_dict(), record.issuer.signatory, record.issuer.signatory_role
+        )
     name = certificate_name(record, "pdf")
     if isinstance(data, Path):
-        return FileResponse(data, media_type="application/pdf", filename=name)
-    return Response(data, media_type="application/pdf", headers=_attachment(name))
-
-
-def _attachment(name: str) -> dict[str, str]:
-    return {"Content-Disposition": f'attachment; filename="{name}"'}
+        return FileResponse(data, media_type="application/pdf", headers=attachment(name))
+    return Response(data, media_type="application/pdf", headers=attachment(name))
 
 
 async def sign(request: Request) -> Response:
@@ -166,10 +195,27 @@ async def sign(request: Request) -> Response:
     why = _why_not_signable(record, review, request)
     if why is not None:
         raise HTTPException(409, why)
-    signer = request.app.state.config.signer
+    config = request.app.state.config
+    signer = config.signer
+    pool: CpuPool = request.app.state.pool
+
+    if config.signer_files is not None:  # render and sign in the worker process
+        key, cert = config.signer_files
+        try:
+            pdf_path = await pool.run(
+                write_signed_pdf,
+                record.to_dict(),
+                str(paths.certificates_dir()),
+                str(key),
+                str(cert),
+            )
+        except OSError as exc:
+            raise InvalidInput(f"cannot write the signed certificate: {exc}") from None
+    else:  # a signer given from Python, without its files: a thread, as before
+        pdf_path = None
 
     def write() -> dict[str, Any]:
-        pdf = write_certificate(record, paths.certificates_dir(), signer=signer)
+        pdf = pdf_path or write_certificate(record, paths.certificates_dir(), signer=signer)
         entry = {
             "reviewer": user.name,
             "signatory": signer.identity.describe(),

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
@@ -53,6 +55,10 @@ async def read_json(request: Request) -> dict[str, Any]:
         body = await request.json()
     except ValueError:
         raise InvalidInput("the request body is not JSON; send application/json") from None
+    except RecursionError:
+        raise InvalidInput(
+            "the request body is JSON nested too deeply; send a flat JSON object"
+        ) from None
     if not isinstance(body, dict):
         raise InvalidInput("the request body must be a JSON object")
     return body
@@ -60,6 +66,15 @@ async def read_json(request: Request) -> dict[str, Any]:
 
 async def in_thread(fn: Any, *args: Any) -> Any:
     return await asyncio.to_thread(fn, *args)
+
+
+def attachment(name: str) -> dict[str, str]:
+    """A download's Content-Disposition (RFC 6266): ``filename`` with only safe ASCII
+    characters (anything else becomes ``_``: no quote, semicolon or line break of a pen's
+    serial reaches the header), and ``filename*`` with the name percent-encoded."""
+    safe = re.sub(r"[^A-Za-z0-9_.-]", "_", name) or "download"
+    encoded = quote(name, safe="")
+    return {"Content-Disposition": f"attachment; filename=\"{safe}\"; filename*=UTF-8''{encoded}"}
 
 
 def dumps(value: Any) -> str:

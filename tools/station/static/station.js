@@ -21,24 +21,46 @@ async function api(path, body) {
   });
   let data = {};
   try { data = await response.json(); } catch (e) { data = {error: response.statusText}; }
-  if (!response.ok) throw new Error(data.error || `${response.status} ${response.statusText}`);
+  if (!response.ok) {
+    const error = new Error(data.error || `${response.status} ${response.statusText}`);
+    error.status = response.status;
+    throw error;
+  }
   return data;
 }
 
 let penSocket = null;  /* the pen's feed; the stop button sends on it first */
 const stopListeners = [];
-function feed(pid, onEvent) {
+/* The page shows another pen than the station has under its id (the station restarted, the
+   pen reconnected): say so on the page, stop reconnecting; commands are refused (409). */
+function showStale(text) {
+  let box = $("#stale");
+  if (!box) {
+    box = document.createElement("p");
+    box.id = "stale"; box.className = "stale"; box.setAttribute("role", "alert");
+    const main = $("main") || document.body;
+    main.prepend(box);
+  }
+  box.textContent = `Stale page: ${text}`;
+  document.body.dataset.stale = "1";
+}
+function feed(pid, serial, onEvent) {
   const scheme = location.protocol === "https:" ? "wss" : "ws";
   let closed = false;
   function open() {
-    const ws = new WebSocket(`${scheme}://${location.host}/ws/pens/${pid}`);
+    const ws = new WebSocket(`${scheme}://${location.host}/ws/pens/${pid}?serial=${encodeURIComponent(serial)}`);
     ws.onopen = () => { penSocket = ws; };
     ws.onmessage = (m) => {
       const e = JSON.parse(m.data);
-      if (e.type === "stopped" || e.type === "stop_refused") stopListeners.forEach((f) => f(e));
+      if (e.type === "stale") { closed = true; showStale(e.error); }
+      if (e.type === "stopped" || e.type === "stop_refused" || e.type === "stale") stopListeners.forEach((f) => f(e));
       onEvent(e);
     };
-    ws.onclose = () => { if (penSocket === ws) penSocket = null; if (!closed) setTimeout(open, 1000); };
+    ws.onclose = (ev) => {
+      if (penSocket === ws) penSocket = null;
+      if (ev.code === 4409) closed = true;
+      if (!closed) setTimeout(open, 1000);
+    };
   }
   open();
   window.addEventListener("beforeunload", () => { closed = true; });
@@ -69,12 +91,22 @@ function wireStop() {
     out.dataset.state = r.state;
     out.dataset.retractMs = r.retract_ms === null ? "" : r.retract_ms;
   }
+  function stale(text) {
+    pending = false;
+    showStale(text);
+    out.textContent = `NOT stopped — stale page: ${text}. Use the pen's own button if it runs.`;
+    out.dataset.state = "stale";
+  }
   async function post() {
-    try { show(await api(`/api/pens/${button.dataset.pid}/stop`), "post"); }
-    catch (e) { pending = false; out.textContent = `stop failed: ${e.message} — use the pen's own button`; }
+    try { show(await api(`/api/pens/${button.dataset.pid}/stop`, {serial: button.dataset.serial}), "post"); }
+    catch (e) {
+      if (e.status === 409) { stale(e.message); return; }
+      pending = false; out.textContent = `stop failed: ${e.message} — use the pen's own button`;
+    }
   }
   stopListeners.push((e) => {
     if (e.type === "stopped" && pending) show(e, "feed");
+    else if (e.type === "stale" && pending) stale(e.error);
     else if (e.type === "stop_refused" && pending) post();
   });
   button.addEventListener("click", () => {
@@ -82,7 +114,7 @@ function wireStop() {
     delete out.dataset.state;
     pending = true;
     if (penSocket && penSocket.readyState === WebSocket.OPEN) {
-      penSocket.send(JSON.stringify({type: "stop", csrf: CSRF}));
+      penSocket.send(JSON.stringify({type: "stop", csrf: CSRF, serial: button.dataset.serial}));
       setTimeout(() => { if (pending) post(); }, 1500);  /* no answer on the feed: POST too */
     } else post();
   });
@@ -102,7 +134,7 @@ function pensPage() {
     } catch (e) { toast(e.message, true); button.disabled = false; }
   });
   document.querySelectorAll("button.disconnect").forEach((b) => b.addEventListener("click", async () => {
-    try { await api(`/api/pens/${b.dataset.pid}/disconnect`); location.reload(); }
+    try { await api(`/api/pens/${b.dataset.pid}/disconnect`, {serial: b.dataset.serial}); location.reload(); }
     catch (e) { toast(e.message, true); }
   }));
 }
@@ -127,7 +159,15 @@ function penPage() {
     $("#events").prepend(li);
   }
   if (pen.live) sample(pen.live);
-  feed(pen.pid, (e) => {
+  const clear = $("#clear-fault");
+  if (clear) clear.addEventListener("click", async () => {
+    try {
+      const r = await api(`/api/pens/${pen.pid}/clear-fault`, {serial: pen.serial});
+      toast(`fault cleared: pen ${r.state}`);
+      event(`fault cleared: pen ${r.state}`);
+    } catch (e) { toast(e.message, true); }
+  });
+  feed(pen.pid, pen.serial, (e) => {
     if (e.type === "telemetry") sample(e);
     else if (e.type === "snapshot" && e.pen.live) sample(e.pen.live);
     else if (e.type === "fault") { set("#v-fault", e.fault); event(`fault ${e.fault}`); }
@@ -135,6 +175,7 @@ function penPage() {
     else if (e.type === "run_report") event(`run ${e.run_id} ${e.outcome} after ${e.strokes} strokes`);
     else if (e.type === "event") event(`event ${e.code}`);
     else if (e.type === "stopped") event(`stopped: pen ${e.state}`);
+    else if (e.type === "stale") event(`stale page: ${e.error}`);
     else if (e.type === "progress") event(e.text);
   });
 }
@@ -215,7 +256,7 @@ function calibratePage() {
   let live = false;  /* the page's first render leaves the focus where the user is */
   if (pen.calibration) { job(pen.calibration); pen.calibration.messages.forEach(log); } else draw();
   live = true;
-  feed(pen.pid, (e) => {
+  feed(pen.pid, pen.serial, (e) => {
     if (e.type === "calibration") job(e.job);
     else if (e.type === "snapshot" && e.pen.calibration) job(e.pen.calibration);
     else if (e.type === "point") { points.push(e.point); draw(); }
@@ -234,20 +275,21 @@ function calibratePage() {
       const r = await api(`/api/pens/${pen.pid}/calibration`, {
         procedure: form.querySelector('input[name="procedure"]:checked').value,
         gauge: gauge, readings: $("#readings").value, technician: tech ? tech.value : "",
+        serial: pen.serial,
       });
       job(r.job);
     } catch (e) { toast(e.message, true); }
   });
   const abort = $("#cal-abort");
   if (abort) abort.addEventListener("click", async () => {
-    try { await api(`/api/pens/${pen.pid}/calibration/abort`); toast("aborting: the pen is made safe"); }
+    try { await api(`/api/pens/${pen.pid}/calibration/abort`, {serial: pen.serial}); toast("aborting: the pen is made safe"); }
     catch (e) { toast(e.message, true); }
   });
   $("#prompt-form").addEventListener("submit", async (ev) => {
     ev.preventDefault();
     const id = promptId;
     if (id === null) return;
-    try { await api(`/api/pens/${pen.pid}/calibration/answer`, {id: id, answer: $("#prompt-answer").value}); }
+    try { await api(`/api/pens/${pen.pid}/calibration/answer`, {id: id, answer: $("#prompt-answer").value, serial: pen.serial}); }
     catch (e) { toast(e.message, true); }
   });
 }
