@@ -20,6 +20,7 @@ from .topics import SCHEMAS, TELEMETRY_FIELDS
 
 __all__ = [
     "command_payload",
+    "derive_event_id",
     "event_payload",
     "fault_payload",
     "offline_status",
@@ -153,10 +154,7 @@ def event_payload(
 ) -> dict[str, Any]:
     """An event; pen events get a derived id, bridge events (``pen_t_ms`` None) a random one."""
     if event_id is None:
-        if pen_t_ms is None:
-            event_id = f"{serial}:{boot_id:08x}:{kind}:{uuid.uuid4().hex}"
-        else:
-            event_id = f"{serial}:{boot_id:08x}:{kind}:{pen_t_ms}:{code}:{run_id}:{value}"
+        event_id = derive_event_id(serial, boot_id, kind, code, value, run_id, pen_t_ms)
     d = _head("events", site, serial)
     d.update(
         id=event_id,
@@ -171,6 +169,17 @@ def event_payload(
     if detail is not None:
         d["detail"] = detail
     return d
+
+
+def derive_event_id(
+    serial: str, boot_id: int, kind: str, code: str, value: int, run_id: int, pen_t_ms: int | None
+) -> str:
+    """An event's id: the treatment log's key (serial, boot, kind, pen time, code, run, value)
+    for what the pen reported, so the same event sent twice is one; a random one for an event of
+    this host (``pen_t_ms`` None: it happens once). Live events and fleet records share it."""
+    if pen_t_ms is None:
+        return f"{serial}:{boot_id:08x}:{kind}:{uuid.uuid4().hex}"
+    return f"{serial}:{boot_id:08x}:{kind}:{pen_t_ms}:{code}:{run_id}:{value}"
 
 
 def pen_event_payload(

@@ -27,6 +27,7 @@ from micropen.protocol.messages import Event, EventCode, FaultReport, Identity, 
 from ..connection import ConnectionNotice
 from ..record_sinks import OverrideRecord, RunStartRecord
 from ..security_events import describe
+from .payloads import derive_event_id
 from .topics import SCHEMAS
 
 __all__ = [
@@ -124,10 +125,7 @@ def event_record(
     """A pen event (key: serial, boot id, kind, code, value, run id, pen time — the treatment
     log's key) or a host/link event (a random id: it happens once, on this host)."""
     if record_id is None:
-        if pen_t_ms is None:
-            record_id = f"{_boot(serial, boot_id)}:{kind}:{uuid.uuid4().hex}"
-        else:
-            record_id = f"{_boot(serial, boot_id)}:{kind}:{pen_t_ms}:{code}:{run_id}:{value}"
+        record_id = derive_event_id(serial, boot_id, kind, code, value, run_id, pen_t_ms)
     d = _head("event", site, serial, record_id, at)
     d.update(kind=kind, code=code, value=value, run_id=run_id, pen_t_ms=pen_t_ms, boot_id=boot_id)
     if detail is not None:
