@@ -19,7 +19,7 @@ import logging
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Literal, Protocol
+from typing import Literal, NoReturn, Protocol
 
 from .errors import InvalidInput, PenNotReady
 
@@ -169,24 +169,21 @@ class CartridgeGuard:
                 f"unchecked on a misconfigured registry (cartridge {_name(mount)}): correct "
                 "MICROPEN_REGISTRY or the database (micropen doctor says what is wrong)"
             )
-            record("fleet_registry_misconfigured", mount.cartridge_id, 0, message)
-            raise CartridgeRefused(message, "registry_misconfigured") from None
+            _refuse(record, mount, "registry_misconfigured", message)
         if isinstance(verdict, UsedElsewhere):
             message = (
                 f"cartridge {_name(mount)} was used on pen {verdict.serial} (site "
                 f"{verdict.site}) since {verdict.since:%Y-%m-%d %H:%M} UTC: a cartridge is "
                 "single-use (cross-contamination); mount a new sterile cartridge"
             )
-            record("fleet_cartridge_used_elsewhere", cartridge_id, 0, message)
-            raise CartridgeRefused(message, "used_elsewhere")
+            _refuse(record, mount, "used_elsewhere", message, event="cartridge_used_elsewhere")
         if isinstance(verdict, Recalled):
             message = (
                 f"cartridge {_name(mount)} belongs to a recalled lot (recalled "
                 f"{verdict.at:%Y-%m-%d} by {verdict.by}: {verdict.reason}); mount a cartridge "
                 "from another lot and set the recalled ones aside"
             )
-            record("fleet_lot_recalled", cartridge_id, 0, message)
-            raise CartridgeRefused(message, "recalled")
+            _refuse(record, mount, "recalled", message, event="lot_recalled")
 
     def _unreachable(self, mount: Mount, exc: BaseException, record: EventSink) -> None:
         cause = str(exc) or type(exc).__name__
@@ -203,8 +200,17 @@ class CartridgeGuard:
             f"refuse runs it cannot check (cartridge {_name(mount)}); restore the connection, "
             "or set MICROPEN_REGISTRY_UNREACHABLE='allow:REASON' for this bench"
         )
-        record("fleet_registry_unreachable_refused", mount.cartridge_id, 0, message)
-        raise CartridgeRefused(message, "registry_unreachable")
+        _refuse(
+            record, mount, "registry_unreachable", message, event="registry_unreachable_refused"
+        )
+
+
+def _refuse(
+    record: EventSink, mount: Mount, reason: str, message: str, *, event: str | None = None
+) -> NoReturn:
+    """Log the refusal in the treatment log (host event ``fleet_<event>``), then raise it."""
+    record(f"fleet_{event or reason}", mount.cartridge_id, 0, message)
+    raise CartridgeRefused(message, reason) from None
 
 
 def _name(mount: Mount) -> str:
