@@ -86,6 +86,7 @@ __all__ = [
     "ProgressEvent",
     "Session",
     "Settings",
+    "canceller_says",
     "quantities_of",
     "run_calibration",
     "software_version",
@@ -480,15 +481,19 @@ async def run_calibration(
 CTRL_C = "cancelled (Ctrl-C)"
 
 
+def canceller_says(exc: asyncio.CancelledError) -> str | None:
+    """The reason a canceller gave with ``task.cancel(msg)``, if any."""
+    message = exc.args[0] if exc.args else None
+    return message.strip() if isinstance(message, str) and message.strip() else None
+
+
 def cancel_reason(exc: BaseException) -> str:
     """Why a procedure ended on ``exc``, as its record says: a canceller names its reason with
     ``task.cancel(msg)`` (the station: "stopped with the stop button at the station", …); a
     cancel without one, or Ctrl-C, is "cancelled (Ctrl-C)" (the CLI's only way to cancel)."""
     if isinstance(exc, asyncio.CancelledError):
-        message = exc.args[0] if exc.args else None
-        if isinstance(message, str) and message.strip():
-            return f"cancelled: {message.strip()}"
-        return CTRL_C
+        said = canceller_says(exc)
+        return CTRL_C if said is None else f"cancelled: {said}"
     if isinstance(exc, KeyboardInterrupt):
         return CTRL_C
     return f"unexpected error {exc!r}"

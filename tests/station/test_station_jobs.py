@@ -108,7 +108,8 @@ def test_the_record_says_how_the_station_ended_a_calibration(how: str, why: str)
                 await hub.close()
                 closed = True
             assert job.task is not None
-            await asyncio.wait([job.task], timeout=WAIT_S)
+            async with asyncio.timeout(WAIT_S):  # a job that never ends fails here, as a hang
+                await asyncio.gather(job.task, return_exceptions=True)
             assert job.state == "aborted", job.to_dict()
             assert job.reason is not None and why in job.reason and "Ctrl-C" not in job.reason
             [record] = RecordStore().history(session.serial)

@@ -38,7 +38,7 @@ from micropen.host.calibration import (
     quantities_of,
     run_calibration,
 )
-from micropen.host.calibration.procedure import PROCEDURES
+from micropen.host.calibration.procedure import PROCEDURES, canceller_says
 from micropen.host.calibration.record import CalibrationRecord, PointResult
 from micropen.host.connection import AsyncPen, ConnectionNotice
 from micropen.host.errors import HostError, InvalidInput
@@ -554,7 +554,7 @@ class PenHub:
         except asyncio.CancelledError as exc:
             # the procedure has made the pen safe and stored its record as incomplete
             job.state, job.outcome = "aborted", "incomplete"
-            why = exc.args[0] if exc.args and isinstance(exc.args[0], str) else ABORTED
+            why = canceller_says(exc) or ABORTED  # the record's reason reads the same
             job.reason = f"{why}: the pen was stopped and made safe"
             await self._note_record(job, store, serial)
             publish()

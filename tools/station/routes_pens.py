@@ -219,7 +219,7 @@ async def pen_feed(websocket: WebSocket) -> None:
         websocket,
         session.channel,
         {"type": "snapshot", "pen": session.summary()},
-        _listen(websocket, session, user),
+        _listen(websocket, hub, session.pid, user),
     )
 
 
@@ -251,7 +251,7 @@ async def relay(
         channel.unsubscribe(queue)
 
 
-async def _listen(websocket: WebSocket, session: PenSession, user: Any) -> None:
+async def _listen(websocket: WebSocket, hub: PenHub, pid: str, user: Any) -> None:
     """What the page sends on its feed: only the stop. The stop button uses this open
     connection first, so it needs no new HTTP connection (a browser holds at most six per
     host: six slow requests would queue a POST behind them). Same checks as the POST: the
@@ -267,13 +267,10 @@ async def _listen(websocket: WebSocket, session: PenSession, user: Any) -> None:
             if not csrf_ok(websocket.session, message.get("csrf")) or not user.may("stop"):
                 await websocket.send_json({"type": "stop_refused", "error": "reload the page"})
                 continue
-            shown = message.get("serial")
-            if shown not in (None, "") and shown != session.serial:
-                error = (
-                    f"this page shows pen {shown}; the station now has {session.serial} "
-                    "under that id — reload"
-                )
-                await websocket.send_json({"type": "stale", "error": error})
+            try:  # the POST's own check: the pen may also have gone since the feed opened
+                session = hub.get_shown(pid, message.get("serial"))
+            except (StalePage, InvalidInput) as exc:
+                await websocket.send_json({"type": "stale", "error": str(exc)})
                 continue
             # run apart: the stop's result comes back on the channel as "stopped"
             task = asyncio.create_task(session.stop())
